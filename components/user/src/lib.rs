@@ -1,0 +1,99 @@
+//! The user service: registration and lookup.
+//!
+//! - `POST /users {"name","email"}` -> 201 `{"id","name","email"}`; 400 when the
+//!   name is missing or empty or the email is invalid; 409 when the email is taken.
+//! - `GET /users/{id}` -> 200 or 404.
+//!
+//! Keyspace layout: `user/<id>` holds the record as JSON; `email/<address>`
+//! (lower-cased) holds the owning id, claimed with compare-and-swap so two
+//! concurrent registrations of one address cannot both win.
+
+use pitstop_sdk::{ApiError, Handler, Request, Response, id, kv, respond};
+use serde::{Deserialize, Serialize};
+
+/// Names longer than this are refused; nobody's name is a kilobyte.
+const MAX_NAME_LEN: usize = 200;
+/// The longest address RFC 5321 lets through a mail server.
+const MAX_EMAIL_LEN: usize = 254;
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: Option<String>,
+    email: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct User {
+    id: String,
+    name: String,
+    email: String,
+}
+
+struct UserService;
+
+impl Handler for UserService {
+    fn handle(request: Request) -> Response {
+        respond(route(&request))
+    }
+}
+
+pitstop_sdk::export!(UserService);
+
+fn route(request: &Request) -> Result<Response, ApiError> {
+    match (request.method.as_str(), request.segments().as_slice()) {
+        ("POST", ["users"]) => create(request),
+        ("GET", ["users", id]) => get(id),
+        (_, ["users"] | ["users", _]) => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::not_found("no such route")),
+    }
+}
+
+fn create(request: &Request) -> Result<Response, ApiError> {
+    let input: NewUser = request.json()?;
+    let name = input.name.as_deref().map(str::trim).unwrap_or_default();
+    if name.is_empty() {
+        return Err(ApiError::bad_request("name is required"));
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(ApiError::bad_request(format!("name is longer than {MAX_NAME_LEN} characters")));
+    }
+    let email = input.email.as_deref().map(str::trim).unwrap_or_default();
+    if !is_valid_email(email) {
+        return Err(ApiError::bad_request("email is not a valid address"));
+    }
+
+    let user = User { id: id::new_id("usr"), name: name.to_string(), email: email.to_string() };
+    let email_key = format!("email/{}", email.to_lowercase());
+    if !kv::compare_and_swap(&email_key, None, Some(user.id.as_bytes()))? {
+        return Err(ApiError::conflict("email is already registered"));
+    }
+    kv::put_json(&format!("user/{}", user.id), &user)?;
+    pitstop_sdk::log::info(&format!("registered user {}", user.id));
+    Ok(Response::json(201, &user))
+}
+
+fn get(id: &str) -> Result<Response, ApiError> {
+    match kv::get_json::<User>(&format!("user/{id}"))? {
+        Some(user) => Ok(Response::json(200, &user)),
+        None => Err(ApiError::not_found("user not found")),
+    }
+}
+
+/// A deliberately plain check: one `@`, a non-empty local part, a dotted
+/// domain with no empty labels, no whitespace or control characters. Whether
+/// the mailbox exists is for a confirmation mail to find out, not a regex.
+fn is_valid_email(email: &str) -> bool {
+    if email.is_empty() || email.len() > MAX_EMAIL_LEN {
+        return false;
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && domain.split('.').all(|label| !label.is_empty())
+}

@@ -1,0 +1,106 @@
+//! What the gateway needs from whatever runs the components.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// A request on its way to a component. Header names are lower-case.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Upper-case method.
+    pub method: String,
+    /// The full path as received (the route prefix is kept).
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: String,
+    /// Headers in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The whole body; the gateway has already enforced its size limit.
+    pub body: Bytes,
+}
+
+/// A component's answer, and which version of which component gave it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The HTTP status the component chose.
+    pub status: u16,
+    /// Headers the component set.
+    pub headers: Vec<(String, String)>,
+    /// The whole body.
+    pub body: Bytes,
+    /// The component that answered.
+    pub component: String,
+    /// The version of that component that answered.
+    pub version: u64,
+}
+
+/// Why a component produced no reply.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvokeError {
+    /// Nothing of that name is deployed.
+    #[error("component {0} is not deployed")]
+    NotDeployed(String),
+    /// The guest trapped (a panic, `unreachable`, out of bounds, ...).
+    #[error("component {component} failed: {message}")]
+    Trapped {
+        /// The component.
+        component: String,
+        /// The trap, one line.
+        message: String,
+    },
+    /// The component did not answer within its deadline.
+    #[error("component {component} did not answer within {deadline_ms} ms")]
+    Timeout {
+        /// The component.
+        component: String,
+        /// The deadline it missed.
+        deadline_ms: u64,
+    },
+    /// The component cannot take requests now; try again later.
+    #[error("component {component} is unavailable: {reason}")]
+    Unavailable {
+        /// The component.
+        component: String,
+        /// Why (circuit open, overloaded, ...).
+        reason: String,
+    },
+    /// The platform itself failed (storage, instantiation, ...).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The answer to `GET /health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    /// `"healthy"` or `"unhealthy"`.
+    pub status: &'static str,
+    /// One entry per check, each `"ok"` or a message saying what is wrong.
+    pub checks: serde_json::Map<String, serde_json::Value>,
+}
+
+impl HealthReport {
+    /// A report from its checks: healthy when every check says `"ok"`.
+    pub fn from_checks(checks: serde_json::Map<String, serde_json::Value>) -> Self {
+        let healthy = checks.values().all(|v| v == "ok");
+        HealthReport { status: if healthy { "healthy" } else { "unhealthy" }, checks }
+    }
+
+    /// Whether every check passed.
+    pub fn is_healthy(&self) -> bool {
+        self.status == "healthy"
+    }
+}
+
+/// Runs components on the gateway's behalf.
+pub trait Backend: Send + Sync + 'static {
+    /// Run `request` on the active version of `component`.
+    fn invoke(
+        &self,
+        component: &str,
+        request: Request,
+    ) -> impl Future<Output = Result<Reply, InvokeError>> + Send;
+
+    /// Check storage and that every component in `routed` is ready to serve.
+    fn health(&self, routed: &[String]) -> impl Future<Output = HealthReport> + Send;
+}

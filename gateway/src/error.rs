@@ -1,0 +1,84 @@
+//! The one place where a failure becomes an HTTP response.
+//!
+//! Every error the gateway sends is JSON: `{"error": "<message>"}`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::InvokeError;
+
+/// Everything that can go wrong between accepting a request and a component's reply.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No route matches the path.
+    #[error("no route for {0}")]
+    NoRoute(String),
+    /// The request body is larger than the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request could not be read.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The component answered something that is not valid HTTP.
+    #[error("component {component} answered an invalid response: {reason}")]
+    InvalidReply {
+        /// The component.
+        component: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The backend could not run the component.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+}
+
+/// How long a client should wait before retrying a 503, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+
+impl GatewayError {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NoRoute(_) => StatusCode::NOT_FOUND,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::InvalidReply { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::Invoke(e) => match e {
+                InvokeError::NotDeployed(_) | InvokeError::Unavailable { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                InvokeError::Trapped { .. } | InvokeError::Internal(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            },
+        }
+    }
+
+    /// The JSON error response.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let mut response = json_response(status, &serde_json::json!({ "error": self.to_string() }));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+/// A response with `value` as its JSON body.
+pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).expect("serialising a value to JSON cannot fail");
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,295 @@
+//! The hyper server: accept loop, per-request pipeline, graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::error::json_response;
+use crate::{Backend, GatewayError, Reply, Request, RouteTable};
+
+/// Limits and timeouts of the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Largest request body accepted, in bytes; larger ones get 413 without
+    /// being read to the end.
+    pub max_request_body: usize,
+    /// How long a client may take to send the request head. Without it a
+    /// client sending one byte a second holds a connection for ever.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            max_request_body: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The HTTP front door. Cheap to clone; clones share routes and backend.
+pub struct Gateway<B> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B> Clone for Gateway<B> {
+    fn clone(&self) -> Self {
+        Gateway { inner: self.inner.clone() }
+    }
+}
+
+struct Inner<B> {
+    backend: B,
+    // Swapped whole when routes change, so a request sees one consistent table
+    // and readers never wait for a writer.
+    routes: ArcSwap<RouteTable>,
+    options: GatewayOptions,
+}
+
+/// The response headers naming who answered.
+const COMPONENT_HEADER: HeaderName = HeaderName::from_static("pitstop-component");
+const VERSION_HEADER: HeaderName = HeaderName::from_static("pitstop-version");
+
+impl<B: Backend> Gateway<B> {
+    /// A gateway routing through `routes` to `backend`.
+    pub fn new(backend: B, routes: RouteTable, options: GatewayOptions) -> Self {
+        Gateway {
+            inner: Arc::new(Inner { backend, routes: ArcSwap::from_pointee(routes), options }),
+        }
+    }
+
+    /// The backend the gateway calls.
+    pub fn backend(&self) -> &B {
+        &self.inner.backend
+    }
+
+    /// The current route table.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.inner.routes.load_full()
+    }
+
+    /// Replace the route table; requests already routed are not affected.
+    pub fn set_routes(&self, routes: RouteTable) {
+        self.inner.routes.store(Arc::new(routes));
+    }
+
+    /// Serve HTTP/1.1 on `listener` until `shutdown` resolves, then stop
+    /// accepting and give in-flight requests the grace period to finish.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off
+                        // instead of spinning, keep serving what we have.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.clone();
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(self.inner.options.header_read_timeout)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |request| {
+                        let gateway = gateway.clone();
+                        async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+                    }),
+                );
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(self.inner.options.shutdown_grace) => {
+                tracing::warn!("shutdown grace period over; dropping the remaining connections");
+            }
+        }
+    }
+
+    /// Answer one request: the whole pipeline, usable without a socket.
+    pub async fn handle<In>(&self, request: http::Request<In>) -> Response<Full<Bytes>>
+    where
+        In: Body<Data = Bytes>,
+        In::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let (response, answered_by) = match self.dispatch(request).await {
+            Ok(reply) => {
+                let who = Some((reply.component.clone(), reply.version));
+                (reply_response(reply), who)
+            }
+            Err(DispatchOutcome::Local(response)) => (response, None),
+            Err(DispatchOutcome::Failed(error)) => {
+                if error.status().is_server_error() {
+                    tracing::warn!(%error, "request failed");
+                }
+                (error.into_response(), None)
+            }
+        };
+        tracing::info!(
+            %method,
+            %path,
+            status = response.status().as_u16(),
+            component = answered_by.as_ref().map(|(name, _)| name.as_str()),
+            version = answered_by.as_ref().map(|(_, version)| *version),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request",
+        );
+        response
+    }
+
+    async fn dispatch<In>(&self, request: http::Request<In>) -> Result<Reply, DispatchOutcome>
+    where
+        In: Body<Data = Bytes>,
+        In::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = request.uri().path();
+        if path == "/health" {
+            return Err(DispatchOutcome::Local(self.health(request.method()).await));
+        }
+        let component = {
+            let routes = self.inner.routes.load();
+            routes
+                .resolve(path)
+                .map(str::to_string)
+                .ok_or_else(|| GatewayError::NoRoute(path.to_string()))?
+        };
+        let request = self.read_request(request).await?;
+        let reply = self.inner.backend.invoke(&component, request).await.map_err(GatewayError::from)?;
+        Ok(reply)
+    }
+
+    async fn health(&self, method: &Method) -> Response<Full<Bytes>> {
+        if method != Method::GET && method != Method::HEAD {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({ "error": "method not allowed" }),
+            );
+        }
+        let routed = self.inner.routes.load().components();
+        let report = self.inner.backend.health(&routed).await;
+        let status =
+            if report.is_healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        json_response(status, &report)
+    }
+
+    async fn read_request<In>(&self, request: http::Request<In>) -> Result<Request, GatewayError>
+    where
+        In: Body<Data = Bytes>,
+        In::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let limit = self.inner.options.max_request_body;
+        let (parts, body) = request.into_parts();
+        // Refuse up front what announces itself as too large: no byte of it is read.
+        let announced = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|len| len > limit as u64) {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<LengthLimitError>() => {
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
+            Err(error) => return Err(GatewayError::BadRequest(format!("reading the body: {error}"))),
+        };
+        let headers = parts
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                // Components see text headers; a header that is not UTF-8 is
+                // dropped rather than mangled.
+                value.to_str().ok().map(|v| (name.as_str().to_string(), v.to_string()))
+            })
+            .collect();
+        Ok(Request {
+            method: parts.method.as_str().to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or_default().to_string(),
+            headers,
+            body,
+        })
+    }
+}
+
+/// Either a failure, or a response the gateway produced itself (`/health`).
+enum DispatchOutcome {
+    Failed(GatewayError),
+    Local(Response<Full<Bytes>>),
+}
+
+impl From<GatewayError> for DispatchOutcome {
+    fn from(error: GatewayError) -> Self {
+        DispatchOutcome::Failed(error)
+    }
+}
+
+/// The HTTP response for a component's reply, with the headers naming it.
+fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
+    let Ok(status) = StatusCode::from_u16(reply.status) else {
+        return GatewayError::InvalidReply {
+            component: reply.component,
+            reason: format!("status {} is not an HTTP status", reply.status),
+        }
+        .into_response();
+    };
+    let mut response = Response::new(Full::new(reply.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in reply.headers {
+        match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+            (Ok(name), Ok(value)) if !is_hop_by_hop(&name) => {
+                headers.append(name, value);
+            }
+            _ => tracing::debug!(component = reply.component, name, "dropped an invalid header"),
+        }
+    }
+    headers.insert(
+        COMPONENT_HEADER,
+        HeaderValue::try_from(reply.component.as_str()).unwrap_or(HeaderValue::from_static("?")),
+    );
+    headers.insert(VERSION_HEADER, HeaderValue::from(reply.version));
+    response
+}
+
+/// Headers that describe the connection, which belongs to the gateway.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "content-length" | "te" | "trailer"
+    )
+}

@@ -1,0 +1,73 @@
+//! The runtime as the gateway's [`Backend`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pitstop_gateway::{Backend, HealthReport, InvokeError, Reply, Request};
+use serde_json::{Map, Value};
+
+use crate::bindings::types;
+use crate::runtime::{InvokeFailure, Runtime};
+
+/// The gateway's view of a [`Runtime`].
+#[derive(Clone)]
+pub struct RuntimeBackend(pub Arc<Runtime>);
+
+impl Backend for RuntimeBackend {
+    async fn invoke(&self, component: &str, request: Request) -> Result<Reply, InvokeError> {
+        let request = types::Request {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request
+                .headers
+                .into_iter()
+                .map(|(name, value)| types::Header { name, value })
+                .collect(),
+            body: request.body.into(),
+        };
+        match self.0.invoke(component, request, None).await {
+            Ok(invoked) => Ok(Reply {
+                status: invoked.response.status,
+                headers: invoked
+                    .response
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.name, h.value))
+                    .collect(),
+                body: Bytes::from(invoked.response.body),
+                component: invoked.deployment.name.to_string(),
+                version: invoked.deployment.version,
+            }),
+            Err(failure) => Err(invoke_error(component, failure)),
+        }
+    }
+
+    async fn health(&self, routed: &[String]) -> HealthReport {
+        let mut checks = Map::new();
+        let storage = match self.0.check_storage() {
+            Ok(()) => Value::from("ok"),
+            Err(message) => Value::from(message),
+        };
+        checks.insert("storage".into(), storage);
+        for name in routed {
+            let state = match self.0.registry().get(name) {
+                Some(_) => Value::from("ok"),
+                None => Value::from("routed but not deployed"),
+            };
+            checks.insert(format!("component:{name}"), state);
+        }
+        HealthReport::from_checks(checks)
+    }
+}
+
+fn invoke_error(component: &str, failure: InvokeFailure) -> InvokeError {
+    let component = component.to_string();
+    match failure {
+        InvokeFailure::NotDeployed => InvokeError::NotDeployed(component),
+        InvokeFailure::Timeout { deadline_ms } => InvokeError::Timeout { component, deadline_ms },
+        InvokeFailure::Trapped(message) => InvokeError::Trapped { component, message },
+        InvokeFailure::Unavailable(reason) => InvokeError::Unavailable { component, reason },
+        InvokeFailure::Internal(message) => InvokeError::Internal(message),
+    }
+}

@@ -1,0 +1,82 @@
+//! The one wasmtime [`Engine`] of a host, and the ticker that drives its deadlines.
+//!
+//! Async support needs no switch since wasmtime 48: `*_async` calls work on any engine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. Deadlines are counted in these ticks, so this
+/// is their resolution; a tick costs one atomic increment.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Sizes of the pooling allocator and per-instance limits.
+#[derive(Debug, Clone)]
+pub struct EngineLimits {
+    /// Component instances alive at once across the host (in-flight requests,
+    /// nested calls included). Beyond it, instantiation fails fast.
+    pub max_instances: u32,
+    /// Largest linear memory any instance may grow to, in bytes.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits { max_instances: 1000, max_memory_bytes: 64 << 20 }
+    }
+}
+
+/// Build the engine: component model, async, epoch interruption, pooling.
+pub fn build_engine(limits: &EngineLimits) -> wasmtime::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(limits.max_instances)
+        // A component built by cargo-component carries the preview1 adapter:
+        // a few core instances and two memories per component instance.
+        .total_core_instances(limits.max_instances * 4)
+        .total_memories(limits.max_instances * 2)
+        .total_tables(limits.max_instances * 4)
+        .total_stacks(limits.max_instances)
+        .max_memory_size(limits.max_memory_bytes);
+
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+///
+/// A plain thread, not a tokio task: guests run on the runtime's worker
+/// threads, and a worker busy with a looping guest must not be the thing that
+/// would have interrupted it.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Start ticking `engine`.
+    pub fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("pitstop-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,42 @@
+//! The pitstop host: runs microservices as WebAssembly components behind
+//! the [`pitstop_gateway`].
+//!
+//! 1. Open a [`sled::Db`] and create a [`Runtime`] over it: one wasmtime
+//!    engine (pooling allocator, epoch deadlines, async).
+//! 2. [`Runtime::deploy`] each component: compiled once, checked against the
+//!    `pitstop:platform/service` world, pre-linked, then swapped in.
+//! 3. Serve: every request instantiates the active version afresh, with its
+//!    own keyspace, log and services contexts ([`state::ComponentState`]).
+//!
+//! [`Platform`] does all three from a [`Config`], as `pitstop serve` does:
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use pitstop_host::{Config, Platform, PlatformOptions};
+//! let platform = Platform::start(PlatformOptions {
+//!     listen: "127.0.0.1:8080".parse()?,
+//!     data_dir: "./data".into(),
+//!     config: Config::default(),
+//! })
+//! .await?;
+//! println!("serving on http://{}", platform.addr());
+//! platform.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod bindings;
+pub mod builtin;
+pub mod config;
+pub mod engine;
+pub mod kv;
+pub mod log;
+pub mod platform;
+pub mod registry;
+pub mod runtime;
+pub mod services;
+pub mod state;
+
+pub use config::Config;
+pub use platform::{Platform, PlatformOptions};
+pub use runtime::{DeployError, InvokeFailure, Runtime, RuntimeOptions};

@@ -1,0 +1,284 @@
+//! The runtime: compiles components, keeps the active versions, and runs one
+//! invocation from a fresh instance to a response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, StoreLimitsBuilder, Trap};
+
+use crate::bindings::types::{Request, Response};
+use crate::bindings::{Service, ServicePre};
+use crate::engine::{EPOCH_TICK, EngineLimits, EpochTicker, build_engine};
+use crate::kv::KeyvalueCtx;
+use crate::registry::{Deployment, Registry};
+use crate::services::{CallContext, ServicesCtx};
+use crate::state::ComponentState;
+
+/// Tunables of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Pool sizes and memory limit.
+    pub engine: EngineLimits,
+    /// How long one request (with every call it makes) may take.
+    pub deadline: Duration,
+    /// How deep a chain of `services` calls may go.
+    pub max_call_depth: u32,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            engine: EngineLimits::default(),
+            deadline: Duration::from_secs(5),
+            max_call_depth: 8,
+        }
+    }
+}
+
+/// Why a component could not be deployed. The active version, if any, is untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The name is not `[a-z][a-z0-9-]{0,62}`.
+    #[error("invalid component name {0:?}: use 1-63 of a-z, 0-9 and '-', starting with a letter")]
+    InvalidName(String),
+    /// The bytes are not a WebAssembly component at all.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// A component, but not one pitstop can run.
+    #[error("component does not fit the pitstop:platform/service world: {0}")]
+    Incompatible(String),
+    /// Storage failed.
+    #[error("storage failed: {0}")]
+    Storage(#[from] sled::Error),
+}
+
+/// Why an invocation produced no response.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvokeFailure {
+    /// No component of that name is active.
+    #[error("not deployed")]
+    NotDeployed,
+    /// The deadline passed first.
+    #[error("no answer within {deadline_ms} ms")]
+    Timeout {
+        /// The deadline that passed, in milliseconds.
+        deadline_ms: u64,
+    },
+    /// The guest trapped.
+    #[error("trapped: {0}")]
+    Trapped(String),
+    /// The platform cannot take the call now (instance pool exhausted, ...).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The platform failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A response and the deployment that produced it.
+pub struct Invoked {
+    /// What the component answered.
+    pub response: Response,
+    /// Which version answered.
+    pub deployment: Arc<Deployment>,
+}
+
+/// Compiles, holds and runs components. Shared as `Arc<Runtime>`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<ComponentState>,
+    db: sled::Db,
+    registry: Registry,
+    options: RuntimeOptions,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// A runtime storing keyspaces in `db`.
+    pub fn new(db: sled::Db, options: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
+        let engine = build_engine(&options.engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::kv::add_to_linker(&mut linker)?;
+        crate::services::add_to_linker(&mut linker)?;
+        crate::log::add_to_linker(&mut linker)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            db,
+            registry: Registry::default(),
+            options,
+            _ticker: ticker,
+        }))
+    }
+
+    /// The runtime's tunables.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    /// The active deployments.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The sled database behind every keyspace.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Compile `bytes`, check them against the `service` world, and make them
+    /// the active version of `name`. Everything that can fail happens before
+    /// the swap, so a bad component leaves the previous version serving.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<Deployment>, DeployError> {
+        if !is_valid_name(name) {
+            return Err(DeployError::InvalidName(name.to_string()));
+        }
+        if !looks_like_component(&bytes) {
+            return Err(DeployError::NotAComponent(
+                "expected the component-model header (a core wasm module or other file was given)"
+                    .into(),
+            ));
+        }
+        let digest = hex_sha256(&bytes);
+        let size = bytes.len();
+        let engine = self.engine.clone();
+        // Compiling takes tens of milliseconds of CPU: keep it off the
+        // threads that are serving requests.
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| DeployError::NotAComponent(format!("compiler panicked: {e}")))?
+            .map_err(|e| DeployError::NotAComponent(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| DeployError::Incompatible(format!("{e:#}")))?;
+        let pre = ServicePre::new(pre).map_err(|e| DeployError::Incompatible(format!("{e:#}")))?;
+        let keyspace = self.db.open_tree(keyspace_tree(name))?;
+        let version = self.registry.get(name).map_or(1, |d| d.version + 1);
+        let deployment =
+            Arc::new(Deployment { name: name.into(), version, digest, size, pre, keyspace });
+        self.registry.activate(deployment.clone());
+        tracing::info!(component = name, version, size, "deployed");
+        Ok(deployment)
+    }
+
+    /// Run `request` on the active version of `name` in a fresh instance.
+    /// `nested` is set for a `services` call: its depth, and the caller's
+    /// deadline, which this invocation may not outlive.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request,
+        nested: Option<CallContext>,
+    ) -> Result<Invoked, InvokeFailure> {
+        let deployment = self.registry.get(name).ok_or(InvokeFailure::NotDeployed)?;
+        let own_deadline = Instant::now() + self.options.deadline;
+        let call = match nested {
+            Some(parent) => CallContext { deadline: parent.deadline.min(own_deadline), ..parent },
+            None => CallContext { depth: 0, deadline: own_deadline },
+        };
+        let deadline = call.deadline;
+
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.options.engine.max_memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = ComponentState::new(
+            deployment.name.clone(),
+            KeyvalueCtx::new(deployment.keyspace.clone()),
+            ServicesCtx::new(self.clone(), deployment.name.clone(), call),
+            limits,
+        );
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        store.set_epoch_deadline(ticks(remaining));
+
+        let run = async {
+            let instance: Service = deployment.pre.instantiate_async(&mut store).await?;
+            instance.pitstop_platform_handler().call_handle(&mut store, &request).await
+        };
+        let deadline_ms = remaining.as_millis() as u64;
+        let response = match tokio::time::timeout_at(deadline, run).await {
+            Err(_) => return Err(InvokeFailure::Timeout { deadline_ms }),
+            Ok(Err(error)) => return Err(classify(name, error, deadline_ms)),
+            Ok(Ok(response)) => response,
+        };
+        if store.data().kv.wrote() {
+            // A success answer promises the write survives a crash.
+            self.db
+                .flush_async()
+                .await
+                .map_err(|e| InvokeFailure::Internal(format!("flushing storage: {e}")))?;
+        }
+        Ok(Invoked { response, deployment })
+    }
+
+    /// Whether storage accepts a write and reads it back.
+    pub fn check_storage(&self) -> Result<(), String> {
+        let probe = || -> sled::Result<bool> {
+            let tree = self.db.open_tree("pitstop/health")?;
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+                .to_be_bytes();
+            tree.insert("probe", &stamp)?;
+            Ok(tree.get("probe")?.as_deref() == Some(&stamp[..]))
+        };
+        match probe() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("storage did not read back what it wrote".into()),
+            Err(e) => Err(format!("storage failed: {e}")),
+        }
+    }
+}
+
+/// Epoch ticks covering `remaining`, plus one for the tick in progress.
+fn ticks(remaining: Duration) -> u64 {
+    (remaining.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
+}
+
+fn classify(component: &str, error: wasmtime::Error, deadline_ms: u64) -> InvokeFailure {
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        if *trap == Trap::Interrupt {
+            return InvokeFailure::Timeout { deadline_ms };
+        }
+        tracing::warn!(component, error = format!("{error:?}"), "guest trapped");
+        return InvokeFailure::Trapped(trap.to_string());
+    }
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return InvokeFailure::Unavailable(error.to_string());
+    }
+    tracing::warn!(component, error = format!("{error:?}"), "invocation failed");
+    InvokeFailure::Internal(error.root_cause().to_string())
+}
+
+/// The sled tree holding `component`'s keyspace.
+pub fn keyspace_tree(component: &str) -> String {
+    format!("kv/{component}")
+}
+
+/// `[a-z][a-z0-9-]{0,62}`.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+/// The wasm magic number followed by the component-model layer (1), as
+/// opposed to a core module (layer 0).
+fn looks_like_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,59 @@
+//! What one invocation's [`wasmtime::Store`] holds.
+
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::kv::KeyvalueCtx;
+use crate::log::{GuestOutput, LogCtx, Stream};
+use crate::services::ServicesCtx;
+
+/// The store data of one invocation: WASI, one resource table, and one
+/// context per capability, each scoped to the invoked component.
+pub struct ComponentState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) kv: KeyvalueCtx,
+    pub(crate) services: ServicesCtx,
+    pub(crate) log: LogCtx,
+    pub(crate) limits: StoreLimits,
+}
+
+impl ComponentState {
+    /// State for one invocation of `component`.
+    pub fn new(
+        component: Arc<str>,
+        kv: KeyvalueCtx,
+        services: ServicesCtx,
+        limits: StoreLimits,
+    ) -> Self {
+        ComponentState {
+            wasi: wasi_ctx(&component),
+            table: ResourceTable::new(),
+            kv,
+            services,
+            log: LogCtx::new(component),
+            limits,
+        }
+    }
+}
+
+/// WASI grants stdio (into tracing), clocks and random, and nothing else: no
+/// preopened directory, no environment, no socket address is allowed.
+fn wasi_ctx(component: &Arc<str>) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(GuestOutput::new(component.clone(), Stream::Stdout))
+        .stderr(GuestOutput::new(component.clone(), Stream::Stderr))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

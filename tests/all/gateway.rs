@@ -1,0 +1,105 @@
+//! The gateway: routing, health, limits, error shape, headers, shutdown.
+
+use serde_json::json;
+
+use crate::support::Server;
+
+#[tokio::test]
+async fn unknown_paths_are_404_json() {
+    let server = Server::start().await;
+    for path in ["/", "/nope", "/usersx", "/orderz/1"] {
+        let answer = server.get(path).await;
+        assert_eq!(answer.status, 404, "{path}");
+        assert!(answer.error().contains("no route"), "{path}: {}", answer.error());
+    }
+}
+
+#[tokio::test]
+async fn responses_name_the_component_and_version() {
+    let server = Server::start().await;
+    let answer = server.get("/users/usr_nobody").await;
+    assert_eq!(answer.header("pitstop-component"), Some("user"));
+    assert_eq!(answer.header("pitstop-version"), Some("1"));
+    let answer = server.get("/payments/pay_nobody").await;
+    assert_eq!(answer.header("pitstop-component"), Some("payment"));
+    assert!(server.log().contains("path=/payments/pay_nobody"), "one log line per request");
+}
+
+#[tokio::test]
+async fn health_reports_storage_and_components() {
+    let server = Server::start().await;
+    let answer = server.get("/health").await;
+    assert_eq!(answer.status, 200);
+    let report = answer.json();
+    assert_eq!(report["status"], "healthy");
+    for check in ["storage", "component:user", "component:order", "component:payment"] {
+        assert_eq!(report["checks"][check], "ok", "{report}");
+    }
+    assert_eq!(server.send("POST", "/health", "").await.status, 405);
+}
+
+#[tokio::test]
+async fn health_is_503_when_a_routed_component_is_missing() {
+    let config = r#"
+        [[routes]]
+        prefix = "/users"
+        component = "user"
+
+        [[routes]]
+        prefix = "/ghost"
+        component = "ghost"
+    "#;
+    let server = Server::start_with(Some(config), crate::support::fresh_dir()).await;
+    let answer = server.get("/health").await;
+    assert_eq!(answer.status, 503);
+    let report = answer.json();
+    assert_eq!(report["status"], "unhealthy");
+    assert_eq!(report["checks"]["component:user"], "ok");
+    assert_ne!(report["checks"]["component:ghost"], "ok");
+
+    let ghost = server.get("/ghost/x").await;
+    assert_eq!(ghost.status, 503);
+    assert!(ghost.error().contains("not deployed"));
+    // The configured table replaced the built-in one.
+    assert_eq!(server.get("/orders/x").await.status, 404);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let server = Server::start().await;
+    let name = "x".repeat(1024 * 1024 + 1);
+    let answer = server.post("/users", json!({"name": name, "email": "big@example.com"})).await;
+    assert_eq!(answer.status, 413);
+    assert!(answer.error().contains("exceeds"));
+    // Just under the limit reaches the component (which then validates it).
+    let answer = server.post("/users", json!({"name": "x".repeat(900_000), "email": "big@example.com"})).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.error().contains("longer than"));
+}
+
+#[tokio::test]
+async fn bad_config_files_are_refused_with_a_message() {
+    let data = crate::support::fresh_dir();
+    let path = data.path().join("bad.toml");
+    std::fs::write(&path, "[gateway]\nmax_body = 3\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown field `max_body`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn ctrl_c_and_sigterm_stop_cleanly() {
+    for signal in ["INT", "TERM"] {
+        let server = Server::start().await;
+        server.create_user("Gus", "gus@example.com").await;
+        let status = server.stop_with(signal).await;
+        assert!(status.success(), "SIG{signal} -> {status}");
+    }
+}

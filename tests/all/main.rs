@@ -1,0 +1,10 @@
+//! pitstop's integration tests: the real `pitstop` binary, the real compiled
+//! components, real HTTP on 127.0.0.1 with an ephemeral port.
+
+mod gateway;
+mod isolation;
+mod orders;
+mod payments;
+mod persistence;
+mod support;
+mod users;

@@ -1,0 +1,91 @@
+//! The order service's HTTP contract, and its calls to user and payment.
+
+use serde_json::json;
+
+use crate::support::Server;
+
+#[tokio::test]
+async fn an_order_is_confirmed_and_paid() {
+    let server = Server::start().await;
+    let user = server.create_user("Dana", "dana@example.com").await;
+    let items = json!([{"sku": "book", "quantity": 2, "price": 1250}, {"sku": "pen", "quantity": 3, "price": 99}]);
+    let placed = server.post("/orders", json!({"user_id": user, "items": items})).await;
+    assert_eq!(placed.status, 201, "{}", String::from_utf8_lossy(&placed.body));
+    let order = placed.json();
+    assert_eq!(order["status"], "CONFIRMED");
+    assert_eq!(order["amount"], 2 * 1250 + 3 * 99);
+    assert_eq!(order["user_id"], user.as_str());
+    assert_eq!(order["items"], items);
+    let id = order["id"].as_str().unwrap();
+    assert!(id.starts_with("ord_"));
+
+    let payment_id = order["payment_id"].as_str().expect("a confirmed order has a payment");
+    let payment = server.get(&format!("/payments/{payment_id}")).await.json();
+    assert_eq!(payment["status"], "COMPLETED");
+    assert_eq!(payment["order_id"], id);
+    assert_eq!(payment["amount"], order["amount"]);
+
+    let fetched = server.get(&format!("/orders/{id}")).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.json(), order);
+}
+
+#[tokio::test]
+async fn a_declined_payment_fails_the_order() {
+    let server = Server::start().await;
+    let user = server.create_user("Eve", "eve@example.com").await;
+    let placed = server
+        .post("/orders", json!({"user_id": user, "items": [{"sku": "car", "quantity": 1, "price": 100_001}]}))
+        .await;
+    assert_eq!(placed.status, 201);
+    let order = placed.json();
+    assert_eq!(order["status"], "FAILED");
+    let payment_id = order["payment_id"].as_str().expect("the declined payment is recorded");
+    assert_eq!(server.get(&format!("/payments/{payment_id}")).await.json()["status"], "DECLINED");
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(server.get(&format!("/orders/{id}")).await.json()["status"], "FAILED");
+}
+
+#[tokio::test]
+async fn unknown_users_are_422() {
+    let server = Server::start().await;
+    for user in ["usr_nobody", "../../etc", ""] {
+        let answer = server
+            .post("/orders", json!({"user_id": user, "items": [{"sku": "a", "quantity": 1, "price": 1}]}))
+            .await;
+        assert_eq!(answer.status, 422, "{user:?}: {}", String::from_utf8_lossy(&answer.body));
+        assert!(answer.error().contains("does not exist"));
+    }
+}
+
+#[tokio::test]
+async fn invalid_orders_are_400() {
+    let server = Server::start().await;
+    let user = server.create_user("Finn", "finn@example.com").await;
+    let cases = [
+        json!({"user_id": user, "items": []}),
+        json!({"user_id": user, "items": [{"sku": "a", "quantity": 0, "price": 1}]}),
+        json!({"user_id": user, "items": [{"sku": "a", "quantity": 1, "price": 0}]}),
+        json!({"user_id": user, "items": [{"sku": "a", "quantity": -1, "price": 5}]}),
+        json!({"user_id": user, "items": [{"sku": "a", "quantity": 1, "price": -5}]}),
+        json!({"user_id": user, "items": [{"sku": "", "quantity": 1, "price": 5}]}),
+        json!({"user_id": user, "items": [{"sku": "a", "quantity": i64::MAX, "price": 2}]}),
+        json!({"user_id": user}),
+        json!({"items": [{"sku": "a", "quantity": 1, "price": 5}]}),
+    ];
+    for body in cases {
+        let answer = server.post("/orders", body.clone()).await;
+        assert_eq!(answer.status, 400, "{body} -> {}", String::from_utf8_lossy(&answer.body));
+        assert!(!answer.error().is_empty());
+    }
+    assert_eq!(server.send("POST", "/orders", "{oops").await.status, 400);
+}
+
+#[tokio::test]
+async fn unknown_orders_methods_and_paths() {
+    let server = Server::start().await;
+    assert_eq!(server.get("/orders/ord_missing").await.status, 404);
+    assert_eq!(server.get("/orders").await.status, 405);
+    assert_eq!(server.send("PATCH", "/orders/ord_x", "{}").await.status, 405);
+    assert_eq!(server.get("/orders/ord_x/items").await.status, 404);
+}

@@ -1,0 +1,209 @@
+//! Shared test plumbing: building the test components, starting the real
+//! `pitstop` binary on an ephemeral port, and talking HTTP to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A cargo command for a guest workspace, free of the outer build's settings.
+pub fn guest_cargo(args: &[&str], manifest: &Path, target_dir: &Path) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(args)
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    for var in ["RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// The directory holding the test components (`trap.wasm`, `kvprobe.wasm`),
+/// built once per test run.
+pub fn test_components() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo_root();
+        let target = root.join("target").join("wasm-components");
+        let status = guest_cargo(
+            &["build", "--release", "--target", "wasm32-wasip2"],
+            &root.join("tests/components/Cargo.toml"),
+            &target,
+        )
+        .status()
+        .expect("running cargo for the test components");
+        assert!(status.success(), "building tests/components failed");
+        target.join("wasm32-wasip2").join("release")
+    })
+}
+
+/// A running `pitstop serve` process.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// The data dir; kept alive as long as the server (and across restarts).
+    _data: std::sync::Arc<TempDir>,
+    log: PathBuf,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// What a response looked like.
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON; panics with the body text when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> String {
+        let json = self.json();
+        json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message in {json}"))
+            .to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Server {
+    /// Start with the built-in defaults and a fresh data dir.
+    pub async fn start() -> Server {
+        Self::start_with(None, fresh_dir()).await
+    }
+
+    /// Start with `config` (TOML text, written to the data dir's parent) on `data`.
+    pub async fn start_with(config: Option<&str>, data: std::sync::Arc<TempDir>) -> Server {
+        let log = data.path().join(format!("pitstop-{}.log", rand_suffix()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pitstop"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path().join("data"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(config) = config {
+            let path = data.path().join(format!("pitstop-{}.toml", rand_suffix()));
+            std::fs::write(&path, config).unwrap();
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().expect("starting pitstop");
+        let stdout = child.stdout.take().unwrap();
+        let log_for_error = log.clone();
+        let base = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).unwrap();
+            match line.trim().strip_prefix("pitstop listening on ") {
+                Some(base) => base.to_string(),
+                None => panic!(
+                    "pitstop did not start; its log:\n{}",
+                    std::fs::read_to_string(&log_for_error).unwrap_or_default()
+                ),
+            }
+        })
+        .await
+        .unwrap();
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Server { child, base, _data: data, log, client }
+    }
+
+    /// Send a request; `body` is sent as is.
+    pub async fn send(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path))
+            .header("content-type", "application/json")
+            .body(Full::new(body.into()))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .expect("no answer within 30 s")
+            .expect("request failed");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Answer { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, Bytes::new()).await
+    }
+
+    pub async fn post(&self, path: &str, json: Value) -> Answer {
+        self.send("POST", path, serde_json::to_vec(&json).unwrap()).await
+    }
+
+    /// Register a user and return its id.
+    pub async fn create_user(&self, name: &str, email: &str) -> String {
+        let answer = self.post("/users", serde_json::json!({"name": name, "email": email})).await;
+        assert_eq!(answer.status, 201, "{}", String::from_utf8_lossy(&answer.body));
+        answer.json()["id"].as_str().unwrap().to_string()
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Send `signal` (e.g. "TERM", "INT") and wait for the exit.
+    pub async fn stop_with(mut self, signal: &str) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "pitstop did not exit after SIG{signal}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A new temporary directory for a server's data (and config).
+pub fn fresh_dir() -> std::sync::Arc<TempDir> {
+    std::sync::Arc::new(TempDir::new().unwrap())
+}

@@ -1,0 +1,46 @@
+//! Reads and writes its keyspace as told, to show what a component can see.
+//!
+//! - `PUT /{prefix}/kv/{key}` stores the body under `key`;
+//! - `GET /{prefix}/kv/{key}` answers the value, or 404;
+//! - `GET /{prefix}/keys?{prefix}` lists every key starting with the query;
+//! - `POST /{prefix}/incr/{key}` increments `key` and answers the new value.
+
+use pitstop_sdk::{ApiError, Handler, Request, Response, kv};
+
+struct Probe;
+
+impl Handler for Probe {
+    fn handle(request: Request) -> Response {
+        pitstop_sdk::respond(route(&request))
+    }
+}
+
+fn route(request: &Request) -> Result<Response, ApiError> {
+    match (request.method.as_str(), request.segments().as_slice()) {
+        ("PUT", [_, "kv", key]) => {
+            kv::set(key, &request.body)?;
+            Ok(Response::json(200, &serde_json::json!({ "stored": key })))
+        }
+        ("GET", [_, "kv", key]) => match kv::get(key)? {
+            Some(value) => Ok(Response { status: 200, headers: vec![], body: value }),
+            None => Err(ApiError::not_found("no such key")),
+        },
+        ("GET", [_, "keys"]) => {
+            let mut keys = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = kv::list_keys(&request.query, cursor.as_deref(), 2)?;
+                keys.extend(page.keys);
+                match page.cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            Ok(Response::json(200, &keys))
+        }
+        ("POST", [_, "incr", key]) => Ok(Response::json(200, &kv::increment(key, 1)?)),
+        _ => Err(ApiError::not_found("no such route")),
+    }
+}
+
+pitstop_sdk::export!(Probe);
