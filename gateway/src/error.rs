@@ -73,7 +73,10 @@ impl GatewayError {
 }
 
 /// A response with `value` as its JSON body.
-pub(crate) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(
+    status: StatusCode,
+    value: &impl serde::Serialize,
+) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).expect("serialising a value to JSON cannot fail");
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

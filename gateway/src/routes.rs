@@ -14,7 +14,9 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     /// The prefix is not of the form `/segment[/segment...]`.
-    #[error("route prefix {0:?} must start with '/', must not end with '/', and must have no empty segments")]
+    #[error(
+        "route prefix {0:?} must start with '/', must not end with '/', and must have no empty segments"
+    )]
     InvalidPrefix(String),
     /// Two routes claim the same prefix.
     #[error("route prefix {0:?} is claimed twice")]
@@ -53,10 +55,7 @@ impl RouteTable {
 
     /// The component that answers `path`, if any.
     pub fn resolve(&self, path: &str) -> Option<&str> {
-        self.routes
-            .iter()
-            .find(|r| prefix_matches(&r.prefix, path))
-            .map(|r| r.component.as_str())
+        self.routes.iter().find(|r| prefix_matches(&r.prefix, path)).map(|r| r.component.as_str())
     }
 
     /// Every route, longest prefix first.

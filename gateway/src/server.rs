@@ -186,7 +186,8 @@ impl<B: Backend> Gateway<B> {
                 .ok_or_else(|| GatewayError::NoRoute(path.to_string()))?
         };
         let request = self.read_request(request).await?;
-        let reply = self.inner.backend.invoke(&component, request).await.map_err(GatewayError::from)?;
+        let reply =
+            self.inner.backend.invoke(&component, request).await.map_err(GatewayError::from)?;
         Ok(reply)
     }
 
@@ -225,7 +226,9 @@ impl<B: Backend> Gateway<B> {
             Err(error) if error.is::<LengthLimitError>() => {
                 return Err(GatewayError::BodyTooLarge { limit });
             }
-            Err(error) => return Err(GatewayError::BadRequest(format!("reading the body: {error}"))),
+            Err(error) => {
+                return Err(GatewayError::BadRequest(format!("reading the body: {error}")));
+            }
         };
         let headers = parts
             .headers
@@ -290,6 +293,12 @@ fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "content-length" | "te" | "trailer"
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+            | "te"
+            | "trailer"
     )
 }

@@ -29,12 +29,7 @@ impl Backend for RuntimeBackend {
         match self.0.invoke(component, request, None).await {
             Ok(invoked) => Ok(Reply {
                 status: invoked.response.status,
-                headers: invoked
-                    .response
-                    .headers
-                    .into_iter()
-                    .map(|h| (h.name, h.value))
-                    .collect(),
+                headers: invoked.response.headers.into_iter().map(|h| (h.name, h.value)).collect(),
                 body: Bytes::from(invoked.response.body),
                 component: invoked.deployment.name.to_string(),
                 version: invoked.deployment.version,

@@ -99,8 +99,12 @@ impl LineWriter {
         let text = text.trim_end_matches(['\n', '\r']);
         let component = &*self.output.component;
         match self.output.stream {
-            Stream::Stdout => tracing::info!(target: "guest", component, stream = "stdout", "{text}"),
-            Stream::Stderr => tracing::warn!(target: "guest", component, stream = "stderr", "{text}"),
+            Stream::Stdout => {
+                tracing::info!(target: "guest", component, stream = "stdout", "{text}")
+            }
+            Stream::Stderr => {
+                tracing::warn!(target: "guest", component, stream = "stderr", "{text}")
+            }
         }
         self.line.clear();
     }

@@ -82,8 +82,9 @@ async fn shutdown_signal() {
 /// Logs to stderr; `RUST_LOG` overrides the default of info for pitstop and
 /// the guests, warn for wasmtime and everything else.
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,pitstop_host=info,pitstop_gateway=info,guest=info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("warn,pitstop_host=info,pitstop_gateway=info,guest=info")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

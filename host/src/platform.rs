@@ -61,12 +61,16 @@ impl Platform {
         .context("in the route table")?;
         for route in routes.routes() {
             if runtime.registry().get(&route.component).is_none() {
-                tracing::warn!(prefix = route.prefix, component = route.component,
-                    "route points at a component that is not deployed; it answers 503");
+                tracing::warn!(
+                    prefix = route.prefix,
+                    component = route.component,
+                    "route points at a component that is not deployed; it answers 503"
+                );
             }
         }
 
-        let gateway = Gateway::new(RuntimeBackend(runtime.clone()), routes, gateway_options(&config));
+        let gateway =
+            Gateway::new(RuntimeBackend(runtime.clone()), routes, gateway_options(&config));
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("binding {}", options.listen))?;
@@ -125,8 +129,9 @@ async fn deploy_initial(runtime: &Arc<Runtime>, config: &Config) -> anyhow::Resu
             .with_context(|| format!("deploying the built-in {}", builtin.name))?;
     }
     for (name, component) in &config.components {
-        let bytes = std::fs::read(&component.path)
-            .with_context(|| format!("reading component {name} from {}", component.path.display()))?;
+        let bytes = std::fs::read(&component.path).with_context(|| {
+            format!("reading component {name} from {}", component.path.display())
+        })?;
         runtime
             .deploy(name, bytes)
             .await

@@ -53,7 +53,12 @@ impl services::Host for ServicesCtx {
             )));
         }
         let nested = CallContext { depth: self.call.depth + 1, deadline: self.call.deadline };
-        tracing::debug!(caller = &*self.caller, callee = name, depth = nested.depth, "service call");
+        tracing::debug!(
+            caller = &*self.caller,
+            callee = name,
+            depth = nested.depth,
+            "service call"
+        );
         // Boxed: this future contains an invocation, which may contain this future.
         let invoked = Box::pin(self.runtime.invoke(&name, request, Some(nested))).await;
         match invoked {

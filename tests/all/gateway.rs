@@ -72,7 +72,9 @@ async fn oversized_bodies_are_413() {
     assert_eq!(answer.status, 413);
     assert!(answer.error().contains("exceeds"));
     // Just under the limit reaches the component (which then validates it).
-    let answer = server.post("/users", json!({"name": "x".repeat(900_000), "email": "big@example.com"})).await;
+    let answer = server
+        .post("/users", json!({"name": "x".repeat(900_000), "email": "big@example.com"}))
+        .await;
     assert_eq!(answer.status, 400);
     assert!(answer.error().contains("longer than"));
 }

@@ -80,7 +80,10 @@ async fn a_trapping_component_gets_500_and_the_rest_keeps_serving() {
         assert_eq!(server.get("/trap/ok").await.status, 200);
         server.create_user(&format!("after {path}"), &format!("{}@example.com", path.len())).await;
     }
-    assert!(server.log().contains("the trap component panics on purpose"), "guest stderr reaches the log");
+    assert!(
+        server.log().contains("the trap component panics on purpose"),
+        "guest stderr reaches the log"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +95,11 @@ async fn a_looping_component_is_stopped_at_its_deadline() {
         server.get("/a/keys").await
     });
     assert_eq!(looped.status, 504);
-    assert!(looped.error().contains("1000 ms") || looped.error().contains("within"), "{}", looped.error());
+    assert!(
+        looped.error().contains("1000 ms") || looped.error().contains("within"),
+        "{}",
+        looped.error()
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "stopped near its 1 s deadline");
     assert_eq!(other.status, 200, "other components answer while one loops");
     assert_eq!(server.get("/trap/ok").await.status, 200);

@@ -35,7 +35,10 @@ async fn a_declined_payment_fails_the_order() {
     let server = Server::start().await;
     let user = server.create_user("Eve", "eve@example.com").await;
     let placed = server
-        .post("/orders", json!({"user_id": user, "items": [{"sku": "car", "quantity": 1, "price": 100_001}]}))
+        .post(
+            "/orders",
+            json!({"user_id": user, "items": [{"sku": "car", "quantity": 1, "price": 100_001}]}),
+        )
         .await;
     assert_eq!(placed.status, 201);
     let order = placed.json();
@@ -51,7 +54,10 @@ async fn unknown_users_are_422() {
     let server = Server::start().await;
     for user in ["usr_nobody", "../../etc", ""] {
         let answer = server
-            .post("/orders", json!({"user_id": user, "items": [{"sku": "a", "quantity": 1, "price": 1}]}))
+            .post(
+                "/orders",
+                json!({"user_id": user, "items": [{"sku": "a", "quantity": 1, "price": 1}]}),
+            )
             .await;
         assert_eq!(answer.status, 422, "{user:?}: {}", String::from_utf8_lossy(&answer.body));
         assert!(answer.error().contains("does not exist"));

@@ -10,7 +10,10 @@ async fn data_survives_a_restart() {
     let server = Server::start_with(None, data.clone()).await;
     let user = server.create_user("Hana", "hana@example.com").await;
     let order = server
-        .post("/orders", json!({"user_id": user, "items": [{"sku": "tea", "quantity": 1, "price": 450}]}))
+        .post(
+            "/orders",
+            json!({"user_id": user, "items": [{"sku": "tea", "quantity": 1, "price": 450}]}),
+        )
         .await
         .json();
     assert!(server.stop_with("TERM").await.success());

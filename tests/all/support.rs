@@ -24,13 +24,15 @@ pub fn repo_root() -> PathBuf {
 pub fn guest_cargo(args: &[&str], manifest: &Path, target_dir: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    command
-        .args(args)
-        .arg("--manifest-path")
-        .arg(manifest)
-        .arg("--target-dir")
-        .arg(target_dir);
-    for var in ["RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+    command.args(args).arg("--manifest-path").arg(manifest).arg("--target-dir").arg(target_dir);
+    for var in [
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
         command.env_remove(var);
     }
     command
@@ -84,10 +86,7 @@ impl Answer {
     /// The `error` message of a JSON error body.
     pub fn error(&self) -> String {
         let json = self.json();
-        json["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error message in {json}"))
-            .to_string()
+        json["error"].as_str().unwrap_or_else(|| panic!("no error message in {json}")).to_string()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -7,11 +7,15 @@ use crate::support::Server;
 #[tokio::test]
 async fn register_then_fetch() {
     let server = Server::start().await;
-    let created = server.post("/users", json!({"name": "Alice", "email": "alice@example.com"})).await;
+    let created =
+        server.post("/users", json!({"name": "Alice", "email": "alice@example.com"})).await;
     assert_eq!(created.status, 201);
     let user = created.json();
     let id = user["id"].as_str().unwrap();
-    assert!(!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{id}");
+    assert!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "{id}"
+    );
     assert_eq!(user["name"], "Alice");
     assert_eq!(user["email"], "alice@example.com");
     assert_eq!(created.header("content-type"), Some("application/json"));
@@ -49,7 +53,10 @@ async fn invalid_registrations_are_400() {
     assert_eq!(malformed.status, 400);
     assert!(malformed.error().contains("malformed JSON"), "{}", malformed.error());
     // Nothing was registered along the way.
-    assert_eq!(server.post("/users", json!({"name": "A", "email": "a@example.com"})).await.status, 201);
+    assert_eq!(
+        server.post("/users", json!({"name": "A", "email": "a@example.com"})).await.status,
+        201
+    );
 }
 
 #[tokio::test]
@@ -59,7 +66,8 @@ async fn an_email_registers_once() {
     let again = server.post("/users", json!({"name": "Other", "email": "carol@example.com"})).await;
     assert_eq!(again.status, 409);
     assert!(again.error().contains("already registered"));
-    let shouting = server.post("/users", json!({"name": "Other", "email": "CAROL@Example.com"})).await;
+    let shouting =
+        server.post("/users", json!({"name": "Other", "email": "CAROL@Example.com"})).await;
     assert_eq!(shouting.status, 409, "emails compare case-insensitively");
 }
 

@@ -96,7 +96,8 @@ fn place(request: &Request) -> Result<Response, ApiError> {
 
     match pay(&order) {
         Ok(payment) => {
-            order.status = if payment.status == "COMPLETED" { Status::Confirmed } else { Status::Failed };
+            order.status =
+                if payment.status == "COMPLETED" { Status::Confirmed } else { Status::Failed };
             if order.status == Status::Failed {
                 order.failure_reason = Some(format!("payment {}", payment.status.to_lowercase()));
             }
@@ -143,8 +144,10 @@ fn ensure_user_exists(user_id: &str) -> Result<(), ApiError> {
     if !id::is_url_safe(user_id) {
         return Err(ApiError::unprocessable(format!("user {user_id:?} does not exist")));
     }
-    let response = call("user", &Request::empty("GET", &format!("/users/{user_id}")))
-        .map_err(|e| ApiError::unavailable(format!("user service cannot answer: {}", describe(&e))))?;
+    let response =
+        call("user", &Request::empty("GET", &format!("/users/{user_id}"))).map_err(|e| {
+            ApiError::unavailable(format!("user service cannot answer: {}", describe(&e)))
+        })?;
     match response.status {
         200 => Ok(()),
         404 => Err(ApiError::unprocessable(format!("user {user_id:?} does not exist"))),

@@ -142,7 +142,9 @@ fn refund(id: &str) -> Result<Response, ApiError> {
     match payment.status {
         Status::Completed => {}
         Status::Refunded => return Err(ApiError::conflict("payment is already refunded")),
-        Status::Declined => return Err(ApiError::conflict("a declined payment cannot be refunded")),
+        Status::Declined => {
+            return Err(ApiError::conflict("a declined payment cannot be refunded"));
+        }
     }
     let refunded = Payment { status: Status::Refunded, ..payment };
     // Compare-and-swap against the bytes we read: of two concurrent refunds

@@ -35,7 +35,7 @@ pub mod kv;
 pub mod log;
 pub mod services;
 
+pub use bindings::export;
 pub use bindings::exports::pitstop::platform::handler::Guest as Handler;
 pub use bindings::pitstop::platform::types::{Header, Request, Response};
-pub use bindings::export;
 pub use http::ApiError;

@@ -55,7 +55,9 @@ fn create(request: &Request) -> Result<Response, ApiError> {
         return Err(ApiError::bad_request("name is required"));
     }
     if name.chars().count() > MAX_NAME_LEN {
-        return Err(ApiError::bad_request(format!("name is longer than {MAX_NAME_LEN} characters")));
+        return Err(ApiError::bad_request(format!(
+            "name is longer than {MAX_NAME_LEN} characters"
+        )));
     }
     let email = input.email.as_deref().map(str::trim).unwrap_or_default();
     if !is_valid_email(email) {
