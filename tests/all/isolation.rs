@@ -129,3 +129,13 @@ async fn cargo_component_builds_load_too() {
     let id = server.create_user("Kim", "kim@example.com").await;
     assert_eq!(server.get(&format!("/users/{id}")).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_guest_gets_no_files_environment_or_network() {
+    let server = Server::start_with(Some(&probe_config(test_components())), fresh_dir()).await;
+    let report = server.get("/trap/escape").await.json();
+    for denied in ["file", "dir", "tcp"] {
+        assert!(report[denied].as_str().unwrap().starts_with("Err("), "{denied}: {report}");
+    }
+    assert_eq!(report["env"], 0, "{report}");
+}

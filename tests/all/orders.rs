@@ -95,3 +95,25 @@ async fn unknown_orders_methods_and_paths() {
     assert_eq!(server.send("PATCH", "/orders/ord_x", "{}").await.status, 405);
     assert_eq!(server.get("/orders/ord_x/items").await.status, 404);
 }
+
+/// When payment answers nonsense, the order is FAILED with a reason and no
+/// payment, and the client still learns the order's id and state.
+#[tokio::test]
+async fn an_order_whose_payment_cannot_be_made_fails_with_a_reason() {
+    // The trap test component stands in for payment: it answers 404 to /payments.
+    let trap = crate::support::test_components().join("trap.wasm");
+    let config = format!("[components.payment]\npath = \"{}\"\n", trap.display());
+    let server = Server::start_with(Some(&config), crate::support::fresh_dir()).await;
+    let user = server.create_user("Gil", "gil@example.com").await;
+    let placed = server
+        .post(
+            "/orders",
+            json!({"user_id": user, "items": [{"sku": "a", "quantity": 1, "price": 10}]}),
+        )
+        .await;
+    assert_eq!(placed.status, 201);
+    let order = placed.json();
+    assert_eq!(order["status"], "FAILED");
+    assert_eq!(order["payment_id"], serde_json::Value::Null);
+    assert!(order["failure_reason"].as_str().unwrap().contains("payment service answered 404"));
+}
