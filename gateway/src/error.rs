@@ -62,7 +62,7 @@ impl GatewayError {
     /// The JSON error response.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();
-        let mut response = json_response(status, &serde_json::json!({ "error": self.to_string() }));
+        let mut response = error_response(status, &self);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -72,11 +72,16 @@ impl GatewayError {
     }
 }
 
-/// A response with `value` as its JSON body.
-pub(crate) fn json_response(
+/// The `{"error": message}` response with `status`.
+pub fn error_response(
     status: StatusCode,
-    value: &impl serde::Serialize,
+    message: impl std::fmt::Display,
 ) -> Response<Full<Bytes>> {
+    json_response(status, &serde_json::json!({ "error": message.to_string() }))
+}
+
+/// A response with `value` as its JSON body.
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).expect("serialising a value to JSON cannot fail");
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

@@ -28,6 +28,6 @@ mod routes;
 mod server;
 
 pub use backend::{Backend, HealthReport, InvokeError, Reply, Request};
-pub use error::GatewayError;
+pub use error::{GatewayError, error_response, json_response};
 pub use routes::{Route, RouteError, RouteTable};
-pub use server::{Gateway, GatewayOptions};
+pub use server::{Gateway, GatewayOptions, read_body, serve_http};

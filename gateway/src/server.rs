@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Body;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -91,48 +91,12 @@ impl<B: Backend> Gateway<B> {
     /// Serve HTTP/1.1 on `listener` until `shutdown` resolves, then stop
     /// accepting and give in-flight requests the grace period to finish.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off
-                        // instead of spinning, keep serving what we have.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
+        let options = self.inner.options.clone();
+        serve_http(listener, options, shutdown, move |request| {
             let gateway = self.clone();
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(self.inner.options.header_read_timeout)
-                .serve_connection(
-                    TokioIo::new(stream),
-                    service_fn(move |request| {
-                        let gateway = gateway.clone();
-                        async move { Ok::<_, Infallible>(gateway.handle(request).await) }
-                    }),
-                );
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(self.inner.options.shutdown_grace) => {
-                tracing::warn!("shutdown grace period over; dropping the remaining connections");
-            }
-        }
+            async move { gateway.handle(request).await }
+        })
+        .await;
     }
 
     /// Answer one request: the whole pipeline, usable without a socket.
@@ -210,26 +174,8 @@ impl<B: Backend> Gateway<B> {
         In: Body<Data = Bytes>,
         In::Error: std::error::Error + Send + Sync + 'static,
     {
-        let limit = self.inner.options.max_request_body;
         let (parts, body) = request.into_parts();
-        // Refuse up front what announces itself as too large: no byte of it is read.
-        let announced = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|len| len > limit as u64) {
-            return Err(GatewayError::BodyTooLarge { limit });
-        }
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<LengthLimitError>() => {
-                return Err(GatewayError::BodyTooLarge { limit });
-            }
-            Err(error) => {
-                return Err(GatewayError::BadRequest(format!("reading the body: {error}")));
-            }
-        };
+        let body = read_body(&parts.headers, body, self.inner.options.max_request_body).await?;
         let headers = parts
             .headers
             .iter()
@@ -246,6 +192,89 @@ impl<B: Backend> Gateway<B> {
             headers,
             body,
         })
+    }
+}
+
+/// Serve HTTP/1.1 connections from `listener`, answering each request with
+/// `handler`, until `shutdown` resolves; then stop accepting and give
+/// in-flight requests `options.shutdown_grace` to finish. The gateway and the
+/// host's admin API both run on this loop.
+pub async fn serve_http<H, F>(
+    listener: TcpListener,
+    options: GatewayOptions,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) where
+    H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead
+                    // of spinning, keep serving the connections we have.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |request| {
+                    let answer = handler(request);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                }),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(options.shutdown_grace) => {
+            tracing::warn!("shutdown grace period over; dropping the remaining connections");
+        }
+    }
+}
+
+/// Collect a request body of at most `limit` bytes. A body that announces a
+/// larger `Content-Length` is refused before a byte is read; one that grows
+/// past the limit while streaming is cut off there.
+pub async fn read_body<In>(
+    headers: &http::HeaderMap,
+    body: In,
+    limit: usize,
+) -> Result<Bytes, GatewayError>
+where
+    In: Body<Data = Bytes>,
+    In::Error: std::error::Error + Send + Sync + 'static,
+{
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limit as u64) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
+        Err(error) => Err(GatewayError::BadRequest(format!("reading the body: {error}"))),
     }
 }
 

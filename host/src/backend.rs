@@ -11,7 +11,23 @@ use crate::runtime::{InvokeFailure, Runtime};
 
 /// The gateway's view of a [`Runtime`].
 #[derive(Clone)]
-pub struct RuntimeBackend(pub Arc<Runtime>);
+pub struct RuntimeBackend {
+    runtime: Arc<Runtime>,
+    // Components the configuration routes to: health reports them missing
+    // even when the live route table has dropped their routes.
+    configured: Vec<String>,
+}
+
+impl RuntimeBackend {
+    /// A backend over `runtime`; `configured` are the components the
+    /// configured route table names.
+    pub fn new(runtime: Arc<Runtime>, configured: impl IntoIterator<Item = String>) -> Self {
+        let mut configured: Vec<String> = configured.into_iter().collect();
+        configured.sort();
+        configured.dedup();
+        RuntimeBackend { runtime, configured }
+    }
+}
 
 impl Backend for RuntimeBackend {
     async fn invoke(&self, component: &str, request: Request) -> Result<Reply, InvokeError> {
@@ -26,7 +42,7 @@ impl Backend for RuntimeBackend {
                 .collect(),
             body: request.body.into(),
         };
-        match self.0.invoke(component, request, None).await {
+        match self.runtime.invoke(component, request, None).await {
             Ok(invoked) => Ok(Reply {
                 status: invoked.response.status,
                 headers: invoked.response.headers.into_iter().map(|h| (h.name, h.value)).collect(),
@@ -40,13 +56,16 @@ impl Backend for RuntimeBackend {
 
     async fn health(&self, routed: &[String]) -> HealthReport {
         let mut checks = Map::new();
-        let storage = match self.0.check_storage() {
+        let storage = match self.runtime.check_storage() {
             Ok(()) => Value::from("ok"),
             Err(message) => Value::from(message),
         };
         checks.insert("storage".into(), storage);
-        for name in routed {
-            let state = match self.0.registry().get(name) {
+        let mut names: Vec<&String> = routed.iter().chain(&self.configured).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let state = match self.runtime.registry().get(name) {
                 Some(_) => Value::from("ok"),
                 None => Value::from("routed but not deployed"),
             };

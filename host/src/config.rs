@@ -4,6 +4,7 @@
 //! ```toml
 //! # Components to deploy at start besides (or instead of) the built-in
 //! # user, order and payment. A relative path is relative to this file.
+//! # Deployed as a new version when the file differs from the active one.
 //! [components.inventory]
 //! path = "inventory.wasm"
 //!
@@ -23,6 +24,9 @@
 //! max_call_depth = 8
 //! max_memory = 67108864        # bytes of linear memory per instance
 //! max_instances = 1000         # instances alive at once, host-wide
+//!
+//! [admin]
+//! max_upload = 52428800        # bytes; larger uploads get 413
 //! ```
 
 use std::collections::BTreeMap;
@@ -47,6 +51,17 @@ pub struct Config {
     /// Runtime limits.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Admin API limits.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Largest component upload in bytes (default 50 MiB).
+    pub max_upload: Option<usize>,
 }
 
 /// A component loaded from a file.

@@ -24,10 +24,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
+pub mod artifacts;
 pub mod backend;
 pub mod bindings;
 pub mod builtin;
+pub mod client;
 pub mod config;
+pub mod deployments;
 pub mod engine;
 pub mod kv;
 pub mod log;
@@ -36,6 +40,7 @@ pub mod registry;
 pub mod runtime;
 pub mod services;
 pub mod state;
+pub mod watch;
 
 pub use config::Config;
 pub use platform::{Platform, PlatformOptions};

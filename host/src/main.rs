@@ -1,12 +1,16 @@
-//! The `pitstop` command.
+//! The `pitstop` command: `serve` runs the platform; the other subcommands
+//! talk to a running one through its admin API.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use pitstop_host::client::{AdminClient, encode};
 use pitstop_host::{Config, Platform, PlatformOptions};
+use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
 /// Run microservices as WebAssembly components, swappable while serving.
@@ -20,38 +24,208 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the platform: the gateway with the built-in user, order and
-    /// payment services, plus whatever the config file adds.
+    /// payment services, plus whatever the config file adds, and the admin API.
     Serve {
         /// Address the gateway listens on.
         #[arg(long, env = "PITSTOP_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Directory for storage (created if missing).
+        /// Address the admin API listens on.
+        #[arg(long, env = "PITSTOP_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+        admin_listen: SocketAddr,
+        /// The admin API's bearer token; without it, the one in
+        /// <data-dir>/admin.token (generated at first start).
+        #[arg(long, env = "PITSTOP_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Directory for storage, component versions and compiled artifacts.
         #[arg(long, env = "PITSTOP_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
         /// A pitstop.toml; without it the built-in defaults apply.
         #[arg(long, env = "PITSTOP_CONFIG")]
         config: Option<PathBuf>,
+        /// Deploy DIR/NAME.wasm as NAME whenever the file changes.
+        #[arg(long, value_name = "DIR")]
+        watch: Option<PathBuf>,
     },
+    /// Deploy FILE as the new version of NAME (a new component if NAME is new).
+    Deploy {
+        /// Component name: [a-z][a-z0-9-]{0,62}.
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+        /// A path prefix routed to it (repeatable); replaces earlier ones.
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the deployed components.
+    Components {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show the version history of a component.
+    Versions {
+        /// Component name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the previous version of a component active again.
+    Rollback {
+        /// Component name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop serving a component; its keyspace is kept unless --purge.
+    Undeploy {
+        /// Component name.
+        name: String,
+        /// Also forget its history and drop its keyspace.
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// How to reach the admin API.
+#[derive(Args)]
+struct AdminArgs {
+    /// The admin API.
+    #[arg(long, env = "PITSTOP_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    admin_url: String,
+    /// The bearer token; without it, the one in <data-dir>/admin.token.
+    #[arg(long, env = "PITSTOP_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The server's data dir, to read its token from.
+    #[arg(long, env = "PITSTOP_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl AdminArgs {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        AdminClient::new(&self.admin_url, self.admin_token.clone(), &self.data_dir)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
-    match cli.command {
-        Command::Serve { listen, data_dir, config } => {
+    let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { listen, admin_listen, admin_token, data_dir, config, watch } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
             };
-            let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-            runtime.block_on(serve(PlatformOptions { listen, data_dir, config }))
+            serve(PlatformOptions { listen, admin_listen, admin_token, data_dir, config, watch })
+                .await
+        }
+        Command::Deploy { name, file, routes, admin } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let query: Vec<String> =
+                routes.iter().map(|r| format!("route={}", encode(r))).collect();
+            let query =
+                if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+            let path = format!("/admin/components/{}{query}", encode(&name));
+            let answer = admin.client()?.call("PUT", &path, Bytes::from(bytes)).await?;
+            print(&admin, &answer, |a| {
+                let new = if a["created"] == true { " (new component)" } else { "" };
+                format!(
+                    "deployed {} version {}{new}",
+                    a["name"].as_str().unwrap_or(&name),
+                    a["version"]
+                )
+            });
+            Ok(())
+        }
+        Command::Components { admin } => {
+            let answer = admin.client()?.call("GET", "/admin/components", Bytes::new()).await?;
+            print(&admin, &answer, components_table);
+            Ok(())
+        }
+        Command::Versions { name, admin } => {
+            let path = format!("/admin/components/{}/versions", encode(&name));
+            let answer = admin.client()?.call("GET", &path, Bytes::new()).await?;
+            print(&admin, &answer, versions_table);
+            Ok(())
+        }
+        Command::Rollback { name, admin } => {
+            let path = format!("/admin/components/{}/rollback", encode(&name));
+            let answer = admin.client()?.call("POST", &path, Bytes::new()).await?;
+            print(&admin, &answer, |a| format!("{name} rolled back to version {}", a["version"]));
+            Ok(())
+        }
+        Command::Undeploy { name, purge, admin } => {
+            let path = format!("/admin/components/{}?purge={purge}", encode(&name));
+            let answer = admin.client()?.call("DELETE", &path, Bytes::new()).await?;
+            let kept = if purge { "history and keyspace dropped" } else { "keyspace kept" };
+            print(&admin, &answer, |_| format!("{name} undeployed ({kept})"));
+            Ok(())
         }
     }
+}
+
+fn print(admin: &AdminArgs, answer: &Value, human: impl Fn(&Value) -> String) {
+    if admin.json {
+        println!("{answer}");
+    } else {
+        println!("{}", human(answer));
+    }
+}
+
+fn components_table(list: &Value) -> String {
+    let mut out = format!(
+        "{:<20} {:>7}  {:<24} {:>9}  {:<20}  {}\n",
+        "NAME", "VERSION", "ROUTES", "SIZE", "DEPLOYED", "DIGEST"
+    );
+    for c in list.as_array().into_iter().flatten() {
+        let routes: Vec<&str> =
+            c["routes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        out += &format!(
+            "{:<20} {:>7}  {:<24} {:>9}  {:<20}  {}\n",
+            c["name"].as_str().unwrap_or("?"),
+            c["version"],
+            if routes.is_empty() { "-".to_string() } else { routes.join(",") },
+            c["size"],
+            c["deployed_at"].as_str().unwrap_or("?"),
+            c["digest"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
+        );
+    }
+    out.trim_end().to_string()
+}
+
+fn versions_table(answer: &Value) -> String {
+    let mut out = format!(
+        "{:>7}  {:<6} {:>9}  {:<20}  {}\n",
+        "VERSION", "ACTIVE", "SIZE", "DEPLOYED", "DIGEST"
+    );
+    for v in answer["versions"].as_array().into_iter().flatten() {
+        out += &format!(
+            "{:>7}  {:<6} {:>9}  {:<20}  {}\n",
+            v["version"],
+            if v["version"] == answer["active"] { "*" } else { "" },
+            v["size"],
+            v["deployed_at"].as_str().unwrap_or("?"),
+            v["digest"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
+        );
+    }
+    out.trim_end().to_string()
 }
 
 async fn serve(options: PlatformOptions) -> anyhow::Result<()> {
     let platform = Platform::start(options).await?;
     println!("pitstop listening on http://{}", platform.addr());
+    println!("pitstop admin on http://{}", platform.admin_addr());
     shutdown_signal().await;
     tracing::info!("shutting down");
     platform.shutdown().await

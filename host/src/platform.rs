@@ -1,5 +1,5 @@
-//! A running platform: storage, runtime, components and gateway, started and
-//! stopped as one.
+//! A running platform: storage, runtime, control plane, gateway and admin
+//! API, started and stopped as one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pitstop_gateway::{Gateway, GatewayOptions, RouteTable};
-use tokio::sync::oneshot;
+use pitstop_gateway::{Gateway, GatewayOptions, RouteTable, serve_http};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::{Admin, AdminToken, DEFAULT_MAX_UPLOAD};
 use crate::backend::RuntimeBackend;
 use crate::builtin::BUILTINS;
 use crate::config::Config;
+use crate::deployments::Deployments;
 use crate::runtime::{Runtime, RuntimeOptions};
 
 /// What to start.
@@ -21,25 +23,32 @@ use crate::runtime::{Runtime, RuntimeOptions};
 pub struct PlatformOptions {
     /// Where the gateway listens; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Where sled keeps its files.
+    /// Where the admin API listens; port 0 picks a free one.
+    pub admin_listen: SocketAddr,
+    /// The admin token; `None` uses (or creates) `<data_dir>/admin.token`.
+    pub admin_token: Option<String>,
+    /// Where sled, component bytes and compiled artifacts are kept.
     pub data_dir: PathBuf,
     /// The parsed `pitstop.toml` (or the defaults).
     pub config: Config,
+    /// A directory whose `.wasm` files are deployed whenever they change.
+    pub watch: Option<PathBuf>,
 }
 
 /// A started platform. Dropping it without [`Platform::shutdown`] aborts the
-/// gateway; shutting down lets in-flight requests finish and flushes storage.
+/// listeners; shutting down lets in-flight requests finish and flushes storage.
 pub struct Platform {
     addr: SocketAddr,
+    admin_addr: SocketAddr,
     runtime: Arc<Runtime>,
-    gateway: Gateway<RuntimeBackend>,
-    stop: Option<oneshot::Sender<()>>,
-    serving: Option<JoinHandle<()>>,
+    deployments: Arc<Deployments>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Platform {
-    /// Open storage, deploy the built-in and configured components, and
-    /// start serving.
+    /// Open storage, restore what was active, seed the built-in and
+    /// configured components, and start serving.
     pub async fn start(options: PlatformOptions) -> anyhow::Result<Platform> {
         let config = options.config;
         std::fs::create_dir_all(&options.data_dir)
@@ -48,39 +57,61 @@ impl Platform {
         let db = sled::Config::new().path(&db_path).open().with_context(|| {
             format!("opening storage at {} (is another pitstop using it?)", db_path.display())
         })?;
-
         let runtime = Runtime::new(db, runtime_options(&config))?;
-        deploy_initial(&runtime, &config).await?;
 
-        let routes = match &config.routes {
+        let static_routes: Vec<(String, String)> = match &config.routes {
             Some(routes) => {
-                RouteTable::new(routes.iter().map(|r| (r.prefix.clone(), r.component.clone())))
+                routes.iter().map(|r| (r.prefix.clone(), r.component.clone())).collect()
             }
-            None => RouteTable::new(BUILTINS.iter().map(|b| (b.prefix, b.name))),
-        }
-        .context("in the route table")?;
-        for route in routes.routes() {
-            if runtime.registry().get(&route.component).is_none() {
-                tracing::warn!(
-                    prefix = route.prefix,
-                    component = route.component,
-                    "route points at a component that is not deployed; it answers 503"
-                );
-            }
-        }
+            None => BUILTINS.iter().map(|b| (b.prefix.to_string(), b.name.to_string())).collect(),
+        };
+        let gateway_options = gateway_options(&config);
+        let gateway = Gateway::new(
+            RuntimeBackend::new(runtime.clone(), static_routes.iter().map(|(_, c)| c.clone())),
+            RouteTable::default(),
+            gateway_options.clone(),
+        );
+        let deployments = Arc::new(
+            Deployments::new(runtime.clone(), &options.data_dir, static_routes, gateway.clone())
+                .context("in the route table")?,
+        );
+        deployments.restore().await.context("restoring the deployed components")?;
+        seed(&deployments, &config).await?;
 
-        let gateway =
-            Gateway::new(RuntimeBackend(runtime.clone()), routes, gateway_options(&config));
+        let token = AdminToken::resolve(options.admin_token, &options.data_dir)?;
+        let max_upload = config.admin.max_upload.unwrap_or(DEFAULT_MAX_UPLOAD);
+        let admin = Admin::new(deployments.clone(), token, max_upload);
+
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .with_context(|| format!("binding {}", options.listen))?;
+        let admin_listener = tokio::net::TcpListener::bind(options.admin_listen)
+            .await
+            .with_context(|| format!("binding the admin API to {}", options.admin_listen))?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serving = tokio::spawn(gateway.clone().serve(listener, async move {
-            let _ = stopped.await;
-        }));
-        tracing::info!(%addr, data_dir = %options.data_dir.display(), "pitstop is serving");
-        Ok(Platform { addr, runtime, gateway, stop: Some(stop), serving: Some(serving) })
+        let admin_addr = admin_listener.local_addr()?;
+
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(gateway.serve(listener, wait_for(stopped.clone()))));
+        tasks.push(tokio::spawn(serve_http(
+            admin_listener,
+            gateway_options,
+            wait_for(stopped.clone()),
+            move |request| {
+                let admin = admin.clone();
+                async move { admin.handle(request).await }
+            },
+        )));
+        if let Some(dir) = options.watch {
+            tasks.push(tokio::spawn(crate::watch::watch(
+                dir,
+                deployments.clone(),
+                wait_for(stopped),
+            )));
+        }
+        tracing::info!(%addr, %admin_addr, data_dir = %options.data_dir.display(), "pitstop is serving");
+        Ok(Platform { addr, admin_addr, runtime, deployments, stop, tasks })
     }
 
     /// The gateway's address.
@@ -88,24 +119,27 @@ impl Platform {
         self.addr
     }
 
+    /// The admin API's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
     /// The runtime.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
 
-    /// The gateway.
-    pub fn gateway(&self) -> &Gateway<RuntimeBackend> {
-        &self.gateway
+    /// The control plane.
+    pub fn deployments(&self) -> &Arc<Deployments> {
+        &self.deployments
     }
 
     /// Stop accepting, let in-flight requests finish (within the grace
     /// period), and flush storage.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(serving) = self.serving.take() {
-            serving.await.context("the gateway task failed")?;
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            task.await.context("a server task failed")?;
         }
         self.runtime.db().flush_async().await.context("flushing storage")?;
         tracing::info!("pitstop stopped");
@@ -115,25 +149,33 @@ impl Platform {
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        if let Some(serving) = self.serving.take() {
-            serving.abort();
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
 
-async fn deploy_initial(runtime: &Arc<Runtime>, config: &Config) -> anyhow::Result<()> {
+async fn wait_for(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Deploy the built-ins never deployed here before, and every configured
+/// component whose file differs from its active version.
+async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> {
     for builtin in BUILTINS.iter().filter(|b| !config.components.contains_key(b.name)) {
-        runtime
-            .deploy(builtin.name, builtin.wasm.to_vec())
-            .await
-            .with_context(|| format!("deploying the built-in {}", builtin.name))?;
+        if !deployments.is_known(builtin.name)? {
+            deployments
+                .deploy(builtin.name, builtin.wasm.to_vec(), None)
+                .await
+                .with_context(|| format!("deploying the built-in {}", builtin.name))?;
+        }
     }
     for (name, component) in &config.components {
         let bytes = std::fs::read(&component.path).with_context(|| {
             format!("reading component {name} from {}", component.path.display())
         })?;
-        runtime
-            .deploy(name, bytes)
+        deployments
+            .ensure(name, bytes)
             .await
             .with_context(|| format!("deploying {name} from {}", component.path.display()))?;
     }

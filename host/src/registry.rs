@@ -51,6 +51,17 @@ impl Registry {
         previous
     }
 
+    /// Stop serving `name`; returns the deployment that was active.
+    pub fn remove(&self, name: &str) -> Option<Arc<Deployment>> {
+        let mut previous = None;
+        self.active.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            previous = next.remove(name);
+            next
+        });
+        previous
+    }
+
     /// Names of the active components, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.active.load().keys().cloned().collect();

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, StoreLimitsBuilder, Trap};
@@ -47,12 +46,24 @@ pub enum DeployError {
     /// The bytes are not a WebAssembly component at all.
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
+    /// The component header is there, but the rest does not validate.
+    #[error("invalid WebAssembly component: {0}")]
+    Invalid(String),
     /// A component, but not one pitstop can run.
     #[error("component does not fit the pitstop:platform/service world: {0}")]
     Incompatible(String),
+    /// No component of that name is deployed.
+    #[error("component {0:?} is not deployed")]
+    Unknown(String),
+    /// Rollback asked for, but there is no earlier version.
+    #[error("component {0:?} has no earlier version to roll back to")]
+    NoEarlierVersion(String),
+    /// A route cannot be given to this component.
+    #[error("{0}")]
+    Route(String),
     /// Storage failed.
     #[error("storage failed: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(String),
 }
 
 /// Why an invocation produced no response.
@@ -131,40 +142,20 @@ impl Runtime {
         &self.db
     }
 
-    /// Compile `bytes`, check them against the `service` world, and make them
-    /// the active version of `name`. Everything that can fail happens before
-    /// the swap, so a bad component leaves the previous version serving.
-    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<Arc<Deployment>, DeployError> {
-        if !is_valid_name(name) {
-            return Err(DeployError::InvalidName(name.to_string()));
-        }
-        if !looks_like_component(&bytes) {
-            return Err(DeployError::NotAComponent(
-                "expected the component-model header (a core wasm module or other file was given)"
-                    .into(),
-            ));
-        }
-        let digest = hex_sha256(&bytes);
-        let size = bytes.len();
-        let engine = self.engine.clone();
-        // Compiling takes tens of milliseconds of CPU: keep it off the
-        // threads that are serving requests.
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await
-            .map_err(|e| DeployError::NotAComponent(format!("compiler panicked: {e}")))?
-            .map_err(|e| DeployError::NotAComponent(format!("{e:#}")))?;
+    /// The engine every component is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Check a compiled component against the `service` world and pre-link
+    /// it: every import must be one the platform provides, and the handler
+    /// must be exported with the right type.
+    pub fn link(&self, component: &Component) -> Result<ServicePre<ComponentState>, DeployError> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| DeployError::Incompatible(format!("{e:#}")))?;
-        let pre = ServicePre::new(pre).map_err(|e| DeployError::Incompatible(format!("{e:#}")))?;
-        let keyspace = self.db.open_tree(keyspace_tree(name))?;
-        let version = self.registry.get(name).map_or(1, |d| d.version + 1);
-        let deployment =
-            Arc::new(Deployment { name: name.into(), version, digest, size, pre, keyspace });
-        self.registry.activate(deployment.clone());
-        tracing::info!(component = name, version, size, "deployed");
-        Ok(deployment)
+        ServicePre::new(pre).map_err(|e| DeployError::Incompatible(format!("{e:#}")))
     }
 
     /// Run `request` on the active version of `name` in a fresh instance.
@@ -275,10 +266,6 @@ pub fn is_valid_name(name: &str) -> bool {
 
 /// The wasm magic number followed by the component-model layer (1), as
 /// opposed to a core module (layer 0).
-fn looks_like_component(bytes: &[u8]) -> bool {
+pub fn looks_like_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -57,9 +57,10 @@ async fn health_is_503_when_a_routed_component_is_missing() {
     assert_eq!(report["checks"]["component:user"], "ok");
     assert_ne!(report["checks"]["component:ghost"], "ok");
 
+    // A route whose component is not deployed is not live.
     let ghost = server.get("/ghost/x").await;
-    assert_eq!(ghost.status, 503);
-    assert!(ghost.error().contains("not deployed"));
+    assert_eq!(ghost.status, 404);
+    assert!(ghost.error().contains("no route"));
     // The configured table replaced the built-in one.
     assert_eq!(server.get("/orders/x").await.status, 404);
 }

@@ -62,6 +62,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+    /// The admin API, `http://127.0.0.1:PORT`.
+    pub admin_base: String,
     /// The data dir; kept alive as long as the server (and across restarts).
     _data: std::sync::Arc<TempDir>,
     log: PathBuf,
@@ -105,7 +107,14 @@ impl Server {
         let log = data.path().join(format!("pitstop-{}.log", rand_suffix()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_pitstop"));
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data.path().join("data"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -119,24 +128,28 @@ impl Server {
         let mut child = command.spawn().expect("starting pitstop");
         let stdout = child.stdout.take().unwrap();
         let log_for_error = log.clone();
-        let base = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).unwrap();
-            match line.trim().strip_prefix("pitstop listening on ") {
-                Some(base) => base.to_string(),
-                None => panic!(
-                    "pitstop did not start; its log:\n{}",
-                    std::fs::read_to_string(&log_for_error).unwrap_or_default()
-                ),
-            }
+        let (base, admin) = tokio::task::spawn_blocking(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut address = |prefix: &str| {
+                let mut line = String::new();
+                stdout.read_line(&mut line).unwrap();
+                match line.trim().strip_prefix(prefix) {
+                    Some(address) => address.to_string(),
+                    None => panic!(
+                        "pitstop did not start; its log:\n{}",
+                        std::fs::read_to_string(&log_for_error).unwrap_or_default()
+                    ),
+                }
+            };
+            (address("pitstop listening on "), address("pitstop admin on "))
         })
         .await
         .unwrap();
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Server { child, base, _data: data, log, client }
+        Server { child, base, admin_base: admin, _data: data, log, client }
     }
 
-    /// Send a request; `body` is sent as is.
+    /// Send a request to the gateway; `body` is sent as is.
     pub async fn send(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
         let request = http::Request::builder()
             .method(method)
@@ -144,6 +157,39 @@ impl Server {
             .header("content-type", "application/json")
             .body(Full::new(body.into()))
             .unwrap();
+        self.exchange(request).await
+    }
+
+    /// Call the admin API with the server's token.
+    pub async fn admin(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
+        let token = std::fs::read_to_string(self.data_dir().join("admin.token")).unwrap();
+        self.admin_with(method, path, body, Some(&format!("Bearer {token}"))).await
+    }
+
+    /// Call the admin API with the given `Authorization` header, or none.
+    pub async fn admin_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<Bytes>,
+        authorization: Option<&str>,
+    ) -> Answer {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.admin_base, path))
+            .header("content-type", "application/wasm");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        self.exchange(request.body(Full::new(body.into())).unwrap()).await
+    }
+
+    /// The server's data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self._data.path().join("data")
+    }
+
+    async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Answer {
         let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
             .await
             .expect("no answer within 30 s")

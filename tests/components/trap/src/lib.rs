@@ -4,6 +4,7 @@
 //! - `GET /trap/panic` panics (a trap);
 //! - `GET /trap/unreachable` executes `unreachable`;
 //! - `GET /trap/loop` never returns (the deadline must stop it);
+//! - `GET /trap/sleep/{ms}` answers after `ms` milliseconds;
 //! - `GET /trap/escape` tries to reach beyond its grants (files, environment,
 //!   network) and reports what it got.
 
@@ -24,6 +25,11 @@ impl Handler for Trap {
                 }
             }
             ["trap", "escape"] => Response::json(200, &escape()),
+            ["trap", "sleep", ms] => {
+                let ms: u64 = ms.parse().unwrap_or(0);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Response::json(200, &serde_json::json!({ "slept_ms": ms }))
+            }
             _ => ApiError::not_found("no such route").into_response(),
         }
     }

@@ -1,0 +1,262 @@
+//! The admin API: deploy, swap, roll back and remove components while
+//! traffic flows. It listens apart from the gateway (default
+//! 127.0.0.1:8081) and every call needs `Authorization: Bearer <token>`.
+//!
+//! | call | answer |
+//! |---|---|
+//! | `GET /admin/components` | 200, list of [`ComponentInfo`] |
+//! | `PUT /admin/components/{name}[?route=/p]...` with the bytes | 201 new name, 200 new version: `{"name","version","created"}` |
+//! | `GET /admin/components/{name}/versions` | 200 `{"name","active","versions":[...]}` |
+//! | `POST /admin/components/{name}/rollback` | 200 `{"name","version"}` |
+//! | `DELETE /admin/components/{name}[?purge=true]` | 200 `{"name","purged"}` |
+//!
+//! Errors are `{"error": ...}`: 401 bad token, 400 bad name or not a
+//! component, 404 unknown component, 409 route taken or nothing to roll back
+//! to, 413 upload over the limit, 422 a component that does not fit the
+//! `service` world.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use pitstop_gateway::{GatewayError, error_response, json_response, read_body};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::deployments::{ComponentInfo, Deployments};
+use crate::runtime::DeployError;
+
+/// Name of the token file in the data dir.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// Default upload limit: 50 MiB.
+pub const DEFAULT_MAX_UPLOAD: usize = 50 << 20;
+
+/// Most bytes of an unauthenticated upload read before answering 401.
+const DRAIN_LIMIT: usize = 1 << 20;
+/// Longest an unauthenticated client is waited for.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The bearer token every admin call must carry.
+#[derive(Clone)]
+pub struct AdminToken {
+    digest: [u8; 32],
+}
+
+impl AdminToken {
+    /// `given` if set; else the one in `<data_dir>/admin.token`; else a new
+    /// random one written there with mode 0600.
+    pub fn resolve(given: Option<String>, data_dir: &Path) -> anyhow::Result<AdminToken> {
+        if let Some(token) = given.filter(|t| !t.is_empty()) {
+            return Ok(AdminToken::new(&token));
+        }
+        let path = data_dir.join(TOKEN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(token) if !token.trim().is_empty() => return Ok(AdminToken::new(token.trim())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        }
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&path, &token)?;
+        tracing::info!(path = %path.display(), "generated an admin token");
+        Ok(AdminToken::new(&token))
+    }
+
+    fn new(token: &str) -> Self {
+        AdminToken { digest: Sha256::digest(token.as_bytes()).into() }
+    }
+
+    /// Whether `header` is `Bearer <token>`. Both sides are hashed first so
+    /// the comparison takes the same time whatever the length or content.
+    fn admits(&self, header: Option<&str>) -> bool {
+        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        given.ct_eq(&self.digest).into()
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, token: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, token: &str) -> anyhow::Result<()> {
+    std::fs::write(path, token)?;
+    Ok(())
+}
+
+/// The admin API's request handler.
+#[derive(Clone)]
+pub struct Admin {
+    deployments: Arc<Deployments>,
+    token: AdminToken,
+    max_upload: usize,
+}
+
+impl Admin {
+    /// An admin API over `deployments`.
+    pub fn new(deployments: Arc<Deployments>, token: AdminToken, max_upload: usize) -> Self {
+        Admin { deployments, token, max_upload }
+    }
+
+    /// Answer one admin request.
+    pub async fn handle(&self, request: http::Request<Incoming>) -> Response<Full<Bytes>> {
+        let authorization =
+            request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !self.token.admits(authorization) {
+            // Read (and drop) a modest body before answering: a client still
+            // sending it would otherwise see a reset connection instead of
+            // the 401. Larger uploads should use `Expect: 100-continue`
+            // (curl does), and then nothing is sent at all.
+            let _ = tokio::time::timeout(
+                DRAIN_TIMEOUT,
+                read_body(&http::HeaderMap::new(), request.into_body(), DRAIN_LIMIT),
+            )
+            .await;
+            let mut response =
+                error_response(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+            return response;
+        }
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let response = match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        tracing::info!(%method, %path, status = response.status().as_u16(), "admin request");
+        response
+    }
+
+    async fn route(
+        &self,
+        request: http::Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, AdminError> {
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let method = request.method().clone();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["admin", "components"]) => {
+                let list: Vec<ComponentInfo> = self.deployments.list()?;
+                Ok(json_response(StatusCode::OK, &list))
+            }
+            (&Method::PUT, ["admin", "components", name]) => {
+                let routes: Vec<String> = query_values(&query, "route");
+                let (parts, body) = request.into_parts();
+                let bytes = read_body(&parts.headers, body, self.max_upload).await?;
+                let routes = if routes.is_empty() { None } else { Some(routes) };
+                let deployed = self.deployments.deploy(name, bytes.to_vec(), routes).await?;
+                let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
+                Ok(json_response(
+                    status,
+                    &serde_json::json!({"name": name, "version": deployed.version, "created": deployed.created}),
+                ))
+            }
+            (&Method::GET, ["admin", "components", name, "versions"]) => {
+                let (active, versions) = self.deployments.versions(name)?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"name": name, "active": active, "versions": versions}),
+                ))
+            }
+            (&Method::POST, ["admin", "components", name, "rollback"]) => {
+                let version = self.deployments.rollback(name).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"name": name, "version": version}),
+                ))
+            }
+            (&Method::DELETE, ["admin", "components", name]) => {
+                let purge = match query_values(&query, "purge").first().map(String::as_str) {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(AdminError::BadRequest(format!(
+                            "purge must be true or false, not {other:?}"
+                        )));
+                    }
+                };
+                self.deployments.undeploy(name, purge).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"name": name, "purged": purge}),
+                ))
+            }
+            (_, ["admin", "components"])
+            | (_, ["admin", "components", _])
+            | (_, ["admin", "components", _, "versions" | "rollback"]) => {
+                Err(AdminError::Status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()))
+            }
+            _ => {
+                Err(AdminError::Status(StatusCode::NOT_FOUND, format!("no admin route for {path}")))
+            }
+        }
+    }
+}
+
+/// Every value of `key` in a query string, percent-decoded.
+fn query_values(query: &str, key: &str) -> Vec<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
+enum AdminError {
+    Deploy(DeployError),
+    Body(GatewayError),
+    BadRequest(String),
+    Status(StatusCode, String),
+}
+
+impl From<DeployError> for AdminError {
+    fn from(error: DeployError) -> Self {
+        AdminError::Deploy(error)
+    }
+}
+
+impl From<GatewayError> for AdminError {
+    fn from(error: GatewayError) -> Self {
+        AdminError::Body(error)
+    }
+}
+
+impl AdminError {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        match self {
+            AdminError::Deploy(error) => {
+                let status = match &error {
+                    DeployError::InvalidName(_)
+                    | DeployError::NotAComponent(_)
+                    | DeployError::Invalid(_) => StatusCode::BAD_REQUEST,
+                    DeployError::Incompatible(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    DeployError::Unknown(_) => StatusCode::NOT_FOUND,
+                    DeployError::NoEarlierVersion(_) | DeployError::Route(_) => {
+                        StatusCode::CONFLICT
+                    }
+                    DeployError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                error_response(status, error)
+            }
+            AdminError::Body(error) => error.into_response(),
+            AdminError::BadRequest(message) => error_response(StatusCode::BAD_REQUEST, message),
+            AdminError::Status(status, message) => error_response(status, message),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Compiled components cached on disk, so restarts and rollbacks never
+//! recompile.
+//!
+//! An entry is `<dir>/<digest>-<engine>.cwasm`, where `digest` is the sha256
+//! of the component bytes and `engine` fingerprints the engine configuration
+//! and wasmtime version (an artifact from another configuration would be
+//! refused by wasmtime anyway, but should not even be looked at). Beside it,
+//! `.sha256` holds the checksum of the artifact itself: deserialising runs
+//! machine code from the file, so an entry is trusted only when the checksum
+//! matches; anything else is rebuilt.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// How a component was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled now (no usable cache entry); the entry is written.
+    Compiled,
+    /// Deserialised from a verified cache entry.
+    Cached,
+}
+
+/// The artifact cache of one engine.
+pub struct ArtifactCache {
+    dir: PathBuf,
+    engine: Engine,
+    fingerprint: String,
+}
+
+impl ArtifactCache {
+    /// A cache in `dir` (created if missing) for `engine`.
+    pub fn new(dir: PathBuf, engine: Engine) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let fingerprint = format!("{:016x}", hasher.finish());
+        Ok(ArtifactCache { dir, engine, fingerprint })
+    }
+
+    fn entry(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}-{}.cwasm", self.fingerprint))
+    }
+
+    /// The component whose bytes have sha256 `digest`: from the cache when a
+    /// verified entry exists, else compiled from `bytes()` and cached.
+    pub async fn load(
+        &self,
+        digest: &str,
+        bytes: impl FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
+    ) -> Result<(Component, Origin), CompileError> {
+        let path = self.entry(digest);
+        let engine = self.engine.clone();
+        let digest = digest.to_string();
+        // File I/O, hashing and compiling are all blocking work.
+        tokio::task::spawn_blocking(move || {
+            match read_verified(&engine, &path) {
+                Ok(Some(component)) => return Ok((component, Origin::Cached)),
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), reason, "corrupt cache entry; recompiling");
+                }
+            }
+            let bytes = bytes().map_err(|e| CompileError::Io(e.to_string()))?;
+            let component = Component::new(&engine, &bytes)
+                .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+            tracing::info!(digest, "compiled component");
+            if let Err(error) = write_entry(&component, &path) {
+                // The component works; only the next start will be slower.
+                tracing::warn!(path = %path.display(), %error, "could not cache the compiled component");
+            }
+            Ok((component, Origin::Compiled))
+        })
+        .await
+        .map_err(|e| CompileError::Io(format!("compiler task failed: {e}")))?
+    }
+}
+
+/// Why a component could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The bytes are not a valid component.
+    #[error("{0}")]
+    Invalid(String),
+    /// The stored bytes could not be read.
+    #[error("reading the component: {0}")]
+    Io(String),
+}
+
+/// `Ok(None)`: no entry. `Err`: an entry that must not be trusted.
+fn read_verified(engine: &Engine, path: &Path) -> Result<Option<Component>, String> {
+    let artifact = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let expected = std::fs::read_to_string(checksum_path(path)).map_err(|e| e.to_string())?;
+    if hex_sha256(&artifact) != expected.trim() {
+        return Err("checksum mismatch".into());
+    }
+    // SAFETY: `Component::deserialize` runs the artifact's machine code, so it
+    // must be the output of `Component::serialize` of a compatible engine. It
+    // is: the checksum written beside it by `write_entry` matches, so these
+    // are the bytes this host serialised, and wasmtime itself rejects an
+    // artifact from another version or configuration.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize(engine, &artifact) };
+    let component = component.map_err(|e| format!("{e:#}"))?;
+    tracing::info!(path = %path.display(), "loaded compiled component from cache");
+    Ok(Some(component))
+}
+
+fn write_entry(component: &Component, path: &Path) -> anyhow::Result<()> {
+    let artifact = component.serialize()?;
+    // Written aside and renamed into place, checksum last: a crash leaves
+    // either no entry or one whose checksum does not match, never a torn one
+    // that is trusted.
+    write_atomically(path, &artifact)?;
+    write_atomically(&checksum_path(path), hex_sha256(&artifact).as_bytes())?;
+    Ok(())
+}
+
+fn checksum_path(path: &Path) -> PathBuf {
+    path.with_extension("sha256")
+}
+
+/// Write `bytes` to a temporary file beside `path`, sync, and rename it over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// sha256 of `bytes`, lower-case hex.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,434 @@
+//! The control plane: deploy, swap, roll back and remove components while
+//! traffic flows, persisted so that a restart serves exactly what was active.
+//!
+//! Storage, all under the data dir:
+//! - sled tree `pitstop/components`: one JSON [`ComponentRecord`] per name
+//!   (active version, version history, routes given at deploy);
+//! - `components/<sha256>.wasm`: the bytes of every version, by digest;
+//! - `cache/`: compiled artifacts ([`ArtifactCache`]).
+//!
+//! Every change happens in the same order: validate, store bytes, compile
+//! (or load from cache), link, persist the record, and only then swap the
+//! registry and the routes. Whatever fails before the swap leaves the active
+//! version serving, untouched.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pitstop_gateway::{Gateway, RouteTable};
+use serde::{Deserialize, Serialize};
+
+use crate::artifacts::{ArtifactCache, CompileError, Origin, hex_sha256, write_atomically};
+use crate::backend::RuntimeBackend;
+use crate::registry::Deployment;
+use crate::runtime::{DeployError, Runtime, is_valid_name, keyspace_tree, looks_like_component};
+
+/// What is persisted about one component name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentRecord {
+    /// The name.
+    pub name: String,
+    /// The version serving now; `None` once undeployed.
+    pub active: Option<u64>,
+    /// The version number the next deploy gets; never reused.
+    pub next_version: u64,
+    /// Route prefixes given at deploy time (`?route=`), besides the
+    /// configured table.
+    pub routes: Vec<String>,
+    /// Every version ever deployed, oldest first.
+    pub versions: Vec<VersionRecord>,
+}
+
+/// One deployed version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Its number.
+    pub version: u64,
+    /// sha256 of its bytes.
+    pub digest: String,
+    /// Size of its bytes.
+    pub size: u64,
+    /// When it was deployed, RFC 3339.
+    pub deployed_at: String,
+}
+
+/// A line of the component listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentInfo {
+    /// The name.
+    pub name: String,
+    /// The active version.
+    pub version: u64,
+    /// sha256 of the active version's bytes.
+    pub digest: String,
+    /// Size of the active version's bytes.
+    pub size: u64,
+    /// When the active version was deployed.
+    pub deployed_at: String,
+    /// Route prefixes that reach it now.
+    pub routes: Vec<String>,
+    /// `active`.
+    pub state: &'static str,
+}
+
+/// The result of a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deployed {
+    /// The version now active.
+    pub version: u64,
+    /// Whether the name was new (never deployed, or purged).
+    pub created: bool,
+}
+
+/// Deploys and tracks components; shared by the admin API, the watcher and start-up.
+pub struct Deployments {
+    runtime: Arc<Runtime>,
+    records: sled::Tree,
+    blobs: PathBuf,
+    artifacts: ArtifactCache,
+    static_routes: Vec<(String, String)>,
+    gateway: Gateway<RuntimeBackend>,
+    // One change at a time: version numbers and records stay consistent.
+    // Requests never take it.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl Deployments {
+    /// The control plane over `runtime`, storing under `data_dir`, feeding
+    /// routes to `gateway`. `static_routes` are the configured (or built-in)
+    /// `(prefix, component)` pairs.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        data_dir: &Path,
+        static_routes: Vec<(String, String)>,
+        gateway: Gateway<RuntimeBackend>,
+    ) -> anyhow::Result<Self> {
+        let blobs = data_dir.join("components");
+        std::fs::create_dir_all(&blobs)?;
+        let artifacts = ArtifactCache::new(data_dir.join("cache"), runtime.engine().clone())?;
+        let records = runtime.db().open_tree("pitstop/components")?;
+        // Fail now, not at the first request, if the configured table is invalid.
+        RouteTable::new(static_routes.clone())?;
+        Ok(Deployments {
+            runtime,
+            records,
+            blobs,
+            artifacts,
+            static_routes,
+            gateway,
+            changes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Activate every persisted active version, from the artifact cache.
+    pub async fn restore(&self) -> anyhow::Result<()> {
+        let _change = self.changes.lock().await;
+        for record in self.records()? {
+            let Some(active) = record.active else { continue };
+            let version = find_version(&record, active)?;
+            let deployment = self.load(&record.name, version).await?;
+            self.runtime.registry().activate(deployment);
+            tracing::info!(component = record.name, version = active, "restored");
+        }
+        self.refresh_routes();
+        Ok(())
+    }
+
+    /// Deploy `bytes` as `name` unless that exact component is already the
+    /// active version. For start-up seeding and the watcher.
+    pub async fn ensure(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Option<Deployed>, DeployError> {
+        if let Some(record) = self.record(name)? {
+            let active = record.active.and_then(|v| find_version(&record, v).ok());
+            if active.is_some_and(|v| v.digest == hex_sha256(&bytes)) {
+                return Ok(None);
+            }
+        }
+        self.deploy(name, bytes, None).await.map(Some)
+    }
+
+    /// Whether `name` was ever deployed (and not purged).
+    pub fn is_known(&self, name: &str) -> Result<bool, DeployError> {
+        Ok(self.record(name)?.is_some())
+    }
+
+    /// Make `bytes` the new active version of `name`. `routes`, when given,
+    /// replace the routes given at earlier deploys.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        routes: Option<Vec<String>>,
+    ) -> Result<Deployed, DeployError> {
+        if !is_valid_name(name) {
+            return Err(DeployError::InvalidName(name.to_string()));
+        }
+        if !looks_like_component(&bytes) {
+            return Err(DeployError::NotAComponent(
+                "expected the component-model header; this is a core module or not wasm at all"
+                    .into(),
+            ));
+        }
+        let _change = self.changes.lock().await;
+        let existing = self.record(name)?;
+        let created = existing.is_none();
+        let mut record = existing.unwrap_or_else(|| ComponentRecord {
+            name: name.to_string(),
+            active: None,
+            next_version: 1,
+            routes: Vec::new(),
+            versions: Vec::new(),
+        });
+        if let Some(routes) = routes {
+            record.routes = routes;
+        }
+        self.check_routes(&record)?;
+
+        let digest = hex_sha256(&bytes);
+        let size = bytes.len() as u64;
+        let blob = self.blob_path(&digest);
+        if !blob.exists() {
+            write_atomically(&blob, &bytes).map_err(|e| DeployError::Storage(e.to_string()))?;
+        }
+        let (component, origin) =
+            self.artifacts.load(&digest, move || Ok(bytes)).await.map_err(compile_error)?;
+        let pre = self.runtime.link(&component)?;
+
+        let version = record.next_version;
+        record.next_version += 1;
+        record.active = Some(version);
+        record.versions.push(VersionRecord {
+            version,
+            digest: digest.clone(),
+            size,
+            deployed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
+        });
+        let keyspace = self.keyspace(name)?;
+        self.save(&record)?;
+
+        let deployment = Arc::new(Deployment {
+            name: name.into(),
+            version,
+            digest,
+            size: size as usize,
+            pre,
+            keyspace,
+        });
+        self.runtime.registry().activate(deployment);
+        self.refresh_routes();
+        tracing::info!(
+            component = name,
+            version,
+            size,
+            cached = origin == Origin::Cached,
+            "deployed"
+        );
+        Ok(Deployed { version, created })
+    }
+
+    /// Make the version before the active one active again, from the cache.
+    pub async fn rollback(&self, name: &str) -> Result<u64, DeployError> {
+        let _change = self.changes.lock().await;
+        let mut record = self.active_record(name)?;
+        let active = record.active.expect("active_record checks it");
+        let previous = record
+            .versions
+            .iter()
+            .filter(|v| v.version < active)
+            .max_by_key(|v| v.version)
+            .cloned()
+            .ok_or_else(|| DeployError::NoEarlierVersion(name.to_string()))?;
+        let deployment = self.load(name, &previous).await?;
+        record.active = Some(previous.version);
+        self.save(&record)?;
+        self.runtime.registry().activate(deployment);
+        tracing::info!(component = name, from = active, to = previous.version, "rolled back");
+        Ok(previous.version)
+    }
+
+    /// Stop serving `name`: its routes answer 404 from now on. Its keyspace
+    /// and history are kept (a later deploy continues the version numbers)
+    /// unless `purge`, which forgets the name and drops its keyspace.
+    pub async fn undeploy(&self, name: &str, purge: bool) -> Result<(), DeployError> {
+        let _change = self.changes.lock().await;
+        let mut record = self.active_record(name)?;
+        self.runtime.registry().remove(name);
+        self.refresh_routes();
+        if purge {
+            self.records.remove(name).map_err(storage)?;
+            self.runtime.db().drop_tree(keyspace_tree(name)).map_err(storage)?;
+        } else {
+            record.active = None;
+            self.save(&record)?;
+        }
+        self.runtime.db().flush_async().await.map_err(storage)?;
+        tracing::info!(component = name, purge, "undeployed");
+        Ok(())
+    }
+
+    /// Every active component, by name.
+    pub fn list(&self) -> Result<Vec<ComponentInfo>, DeployError> {
+        let table = self.route_table();
+        let mut infos = Vec::new();
+        for record in self.records()? {
+            let Some(active) = record.active else { continue };
+            let Ok(version) = find_version(&record, active) else { continue };
+            infos.push(ComponentInfo {
+                routes: table
+                    .routes()
+                    .iter()
+                    .filter(|r| r.component == record.name)
+                    .map(|r| r.prefix.clone())
+                    .collect(),
+                name: record.name.clone(),
+                version: version.version,
+                digest: version.digest.clone(),
+                size: version.size,
+                deployed_at: version.deployed_at.clone(),
+                state: "active",
+            });
+        }
+        Ok(infos)
+    }
+
+    /// The version history of an active component, oldest first.
+    pub fn versions(&self, name: &str) -> Result<(u64, Vec<VersionRecord>), DeployError> {
+        let record = self.active_record(name)?;
+        Ok((record.active.expect("active_record checks it"), record.versions))
+    }
+
+    /// The live route table: the configured routes and those given at
+    /// deploy, for components that are deployed now.
+    pub fn route_table(&self) -> RouteTable {
+        let registry = self.runtime.registry();
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let records = self.records().unwrap_or_default();
+        let dynamic =
+            records.iter().flat_map(|r| r.routes.iter().map(|p| (p.clone(), r.name.clone())));
+        for (prefix, component) in self.static_routes.iter().cloned().chain(dynamic) {
+            if registry.get(&component).is_some() && !pairs.iter().any(|(p, _)| *p == prefix) {
+                pairs.push((prefix, component));
+            }
+        }
+        RouteTable::new(pairs).unwrap_or_else(|error| {
+            // check_routes keeps this from happening; serve nothing new rather than panic.
+            tracing::error!(%error, "route table is inconsistent; keeping the previous one");
+            (*self.gateway.routes()).clone()
+        })
+    }
+
+    fn refresh_routes(&self) {
+        self.gateway.set_routes(self.route_table());
+    }
+
+    /// Routes of `record` must be well-formed and not belong to another component.
+    fn check_routes(&self, record: &ComponentRecord) -> Result<(), DeployError> {
+        RouteTable::new(record.routes.iter().map(|p| (p.clone(), record.name.clone())))
+            .map_err(|e| DeployError::Route(e.to_string()))?;
+        let others = self.records()?;
+        let claimed = self.static_routes.iter().cloned().chain(
+            others.iter().flat_map(|r| r.routes.iter().map(|p| (p.clone(), r.name.clone()))),
+        );
+        for (prefix, owner) in claimed {
+            if owner != record.name && record.routes.contains(&prefix) {
+                return Err(DeployError::Route(format!(
+                    "route {prefix} belongs to component {owner}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A deployment of `version` of `name`, from the artifact cache (or
+    /// compiled from the stored bytes if the cache entry is missing or bad).
+    async fn load(
+        &self,
+        name: &str,
+        version: &VersionRecord,
+    ) -> Result<Arc<Deployment>, DeployError> {
+        let blob = self.blob_path(&version.digest);
+        let (component, _) = self
+            .artifacts
+            .load(&version.digest, move || std::fs::read(blob))
+            .await
+            .map_err(compile_error)?;
+        let pre = self.runtime.link(&component)?;
+        Ok(Arc::new(Deployment {
+            name: name.into(),
+            version: version.version,
+            digest: version.digest.clone(),
+            size: version.size as usize,
+            pre,
+            keyspace: self.keyspace(name)?,
+        }))
+    }
+
+    fn keyspace(&self, name: &str) -> Result<sled::Tree, DeployError> {
+        self.runtime.db().open_tree(keyspace_tree(name)).map_err(storage)
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.blobs.join(format!("{digest}.wasm"))
+    }
+
+    fn record(&self, name: &str) -> Result<Option<ComponentRecord>, DeployError> {
+        match self.records.get(name).map_err(storage)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| DeployError::Storage(format!("record of {name} is corrupt: {e}"))),
+        }
+    }
+
+    fn active_record(&self, name: &str) -> Result<ComponentRecord, DeployError> {
+        match self.record(name)? {
+            Some(record) if record.active.is_some() => Ok(record),
+            _ => Err(DeployError::Unknown(name.to_string())),
+        }
+    }
+
+    fn records(&self) -> Result<Vec<ComponentRecord>, DeployError> {
+        let mut records = Vec::new();
+        for entry in self.records.iter() {
+            let (_, bytes) = entry.map_err(storage)?;
+            records.push(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| DeployError::Storage(format!("corrupt component record: {e}")))?,
+            );
+        }
+        Ok(records)
+    }
+
+    fn save(&self, record: &ComponentRecord) -> Result<(), DeployError> {
+        let json = serde_json::to_vec(record).expect("serialising a record cannot fail");
+        self.records.insert(record.name.as_str(), json).map_err(storage)?;
+        // The swap that follows is announced to the client as done: it must
+        // survive a crash.
+        self.records.flush().map_err(storage)?;
+        Ok(())
+    }
+}
+
+fn find_version(record: &ComponentRecord, version: u64) -> Result<&VersionRecord, DeployError> {
+    record.versions.iter().find(|v| v.version == version).ok_or_else(|| {
+        DeployError::Storage(format!(
+            "record of {} lacks its active version {version}",
+            record.name
+        ))
+    })
+}
+
+fn compile_error(error: CompileError) -> DeployError {
+    match error {
+        CompileError::Invalid(message) => DeployError::Invalid(message),
+        CompileError::Io(message) => DeployError::Storage(message),
+    }
+}
+
+fn storage(error: sled::Error) -> DeployError {
+    DeployError::Storage(error.to_string())
+}

@@ -1,0 +1,319 @@
+//! Hot deployment through the admin API: deploy, swap, roll back, remove,
+//! persist, and never fail a request while doing it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Server, fresh_dir, test_components};
+
+fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(test_components().join(format!("{name}.wasm"))).unwrap()
+}
+
+fn trap_config() -> String {
+    format!(
+        "[components.trap]\npath = \"{}\"\n\n[[routes]]\nprefix = \"/trap\"\ncomponent = \"trap\"\n",
+        test_components().join("trap.wasm").display()
+    )
+}
+
+fn version_of(answer: &crate::support::Answer) -> u64 {
+    answer.header("pitstop-version").expect("pitstop-version header").parse().unwrap()
+}
+
+#[tokio::test]
+async fn deploy_swap_rollback_and_undeploy() {
+    let server = Server::start().await;
+    let listing = server.admin("GET", "/admin/components", "").await;
+    assert_eq!(listing.status, 200);
+    let listing = listing.json();
+    let names: Vec<&str> =
+        listing.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["order", "payment", "user"]);
+    let user = listing.as_array().unwrap().iter().find(|c| c["name"] == "user").unwrap();
+    assert_eq!(user["version"], 1);
+    assert_eq!(user["routes"], json!(["/users"]));
+    assert_eq!(user["state"], "active");
+    assert_eq!(user["digest"].as_str().unwrap().len(), 64);
+    assert!(user["size"].as_u64().unwrap() > 1000);
+    assert!(user["deployed_at"].as_str().unwrap().ends_with('Z'));
+
+    // A swap keeps the keyspace: same data, new code.
+    let id = server.create_user("Lee", "lee@example.com").await;
+    let swapped = server.admin("PUT", "/admin/components/user", wasm("user")).await;
+    assert_eq!(swapped.status, 200, "{}", String::from_utf8_lossy(&swapped.body));
+    assert_eq!(swapped.json()["version"], 2);
+    let fetched = server.get(&format!("/users/{id}")).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(version_of(&fetched), 2);
+
+    let versions = server.admin("GET", "/admin/components/user/versions", "").await.json();
+    assert_eq!(versions["active"], 2);
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+
+    let rolled = server.admin("POST", "/admin/components/user/rollback", "").await;
+    assert_eq!(rolled.status, 200);
+    assert_eq!(rolled.json()["version"], 1);
+    assert_eq!(version_of(&server.get(&format!("/users/{id}")).await), 1);
+    assert_eq!(server.admin("POST", "/admin/components/user/rollback", "").await.status, 409);
+
+    // A brand-new component with a route is reachable at once.
+    let created =
+        server.admin("PUT", "/admin/components/probe?route=%2Fprobe", wasm("kvprobe")).await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    assert_eq!(created.json()["version"], 1);
+    assert_eq!(server.send("PUT", "/probe/kv/k", "kept").await.status, 200);
+    assert_eq!(server.get("/probe/kv/k").await.header("pitstop-component"), Some("probe"));
+
+    // Undeployed: its routes answer 404; its keyspace is kept for a redeploy.
+    assert_eq!(server.admin("DELETE", "/admin/components/probe", "").await.status, 200);
+    assert_eq!(server.get("/probe/kv/k").await.status, 404);
+    for (method, path) in [
+        ("GET", "/admin/components/probe/versions"),
+        ("POST", "/admin/components/probe/rollback"),
+        ("DELETE", "/admin/components/probe"),
+    ] {
+        assert_eq!(server.admin(method, path, "").await.status, 404, "{method} {path}");
+    }
+    let again = server.admin("PUT", "/admin/components/probe", wasm("kvprobe")).await;
+    assert_eq!(again.status, 200, "the name is known: a new version, not a new component");
+    assert_eq!(again.json()["version"], 2, "versions only grow");
+    assert_eq!(&server.get("/probe/kv/k").await.body[..], b"kept");
+
+    // Purged: the keyspace is gone too.
+    assert_eq!(server.admin("DELETE", "/admin/components/probe?purge=true", "").await.status, 200);
+    assert_eq!(
+        server.admin("PUT", "/admin/components/probe?route=/probe", wasm("kvprobe")).await.status,
+        201
+    );
+    assert_eq!(server.get("/probe/kv/k").await.status, 404);
+
+    // Routes cannot be taken from another component.
+    let taken = server.admin("PUT", "/admin/components/probe?route=/users", wasm("kvprobe")).await;
+    assert_eq!(taken.status, 409);
+    assert!(taken.error().contains("belongs to component user"), "{}", taken.error());
+}
+
+#[tokio::test]
+async fn bad_uploads_leave_the_old_version_serving() {
+    let server = Server::start().await;
+    let id = server.create_user("Mo", "mo@example.com").await;
+    let mut truncated = wasm("user");
+    truncated.truncate(2000);
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("garbage", b"definitely not wasm".to_vec(), 400, "not a WebAssembly component"),
+        ("empty", Vec::new(), 400, "not a WebAssembly component"),
+        ("core module", b"\0asm\x01\0\0\0".to_vec(), 400, "core module"),
+        ("truncated", truncated, 400, "invalid WebAssembly component"),
+        ("wrong world", wasm("wrong_world"), 422, "test:wrong/nowhere"),
+    ];
+    for (what, bytes, status, message) in cases {
+        let answer = server.admin("PUT", "/admin/components/user", bytes).await;
+        assert_eq!(answer.status, status, "{what}: {}", String::from_utf8_lossy(&answer.body));
+        assert!(answer.error().contains(message), "{what}: {}", answer.error());
+        let still = server.get(&format!("/users/{id}")).await;
+        assert_eq!((still.status, version_of(&still)), (200, 1), "{what}: the old version serves");
+    }
+    let versions = server.admin("GET", "/admin/components/user/versions", "").await.json();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 1, "no version was recorded");
+
+    for name in ["User", "-x", "9lives", "a_b", &"a".repeat(64)] {
+        let answer =
+            server.admin("PUT", &format!("/admin/components/{name}"), wasm("kvprobe")).await;
+        assert_eq!(answer.status, 400, "{name}");
+        assert!(answer.error().contains("invalid component name"));
+    }
+    assert_eq!(
+        server
+            .admin("PUT", &format!("/admin/components/{}", "a".repeat(63)), wasm("kvprobe"))
+            .await
+            .status,
+        201
+    );
+}
+
+#[tokio::test]
+async fn uploads_over_the_limit_are_413() {
+    let server = Server::start_with(Some("[admin]\nmax_upload = 1000\n"), fresh_dir()).await;
+    let answer = server.admin("PUT", "/admin/components/user", wasm("user")).await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(version_of(&server.get("/users/x").await), 1);
+}
+
+#[tokio::test]
+async fn every_admin_call_needs_the_token() {
+    let server = Server::start().await;
+    let token_file = server.data_dir().join("admin.token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.len() >= 32);
+    let wrong = format!("Bearer {}x", token);
+    for authorization in
+        [None, Some("Bearer"), Some("Bearer nope"), Some(wrong.as_str()), Some("Basic dXNlcg==")]
+    {
+        for (method, path) in [
+            ("GET", "/admin/components"),
+            ("PUT", "/admin/components/user"),
+            ("POST", "/admin/components/user/rollback"),
+            ("DELETE", "/admin/components/user"),
+        ] {
+            let answer = server.admin_with(method, path, wasm("kvprobe"), authorization).await;
+            assert_eq!(answer.status, 401, "{authorization:?} {method} {path}");
+            assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+    assert_eq!(
+        server.get("/users/x").await.header("pitstop-version"),
+        Some("1"),
+        "nothing changed"
+    );
+}
+
+/// Eight clients loop while the component is swapped and rolled back: no
+/// request fails, and once a swap call has returned every new request is
+/// answered by the version it made active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swaps_under_load_fail_no_request() {
+    let server = std::sync::Arc::new(Server::start().await);
+    let id = server.create_user("Nia", "nia@example.com").await;
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (server, running, id) = (server.clone(), running.clone(), id.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let answer = server.get(&format!("/users/{id}")).await;
+                seen.push((started, Instant::now(), answer.status, version_of(&answer)));
+            }
+            seen
+        }));
+    }
+    // (issued, returned, version made active)
+    let mut changes = Vec::new();
+    let user = wasm("user");
+    for step in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let issued = Instant::now();
+        let answer = if step == 3 {
+            server.admin("POST", "/admin/components/user/rollback", "").await
+        } else {
+            server.admin("PUT", "/admin/components/user", user.clone()).await
+        };
+        assert!(answer.status == 200, "{}", String::from_utf8_lossy(&answer.body));
+        changes.push((issued, Instant::now(), answer.json()["version"].as_u64().unwrap()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut responses = Vec::new();
+    for client in clients {
+        responses.extend(client.await.unwrap());
+    }
+    assert!(responses.len() > 100, "the clients kept the component busy: {}", responses.len());
+    let failed: Vec<_> = responses.iter().filter(|r| r.2 != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        responses.len(),
+        &failed[..failed.len().min(5)]
+    );
+    for (i, (_, returned, version)) in changes.iter().enumerate() {
+        let next_issued = changes.get(i + 1).map(|c| c.0);
+        let window: Vec<_> = responses
+            .iter()
+            .filter(|(started, ended, _, _)| {
+                started > returned && next_issued.is_none_or(|n| *ended < n)
+            })
+            .collect();
+        assert!(!window.is_empty(), "requests were answered after change {i}");
+        for (_, _, _, answered_by) in window {
+            assert_eq!(
+                answered_by, version,
+                "after change {i} returned, version {version} answers"
+            );
+        }
+    }
+    let versions: Vec<u64> = changes.iter().map(|c| c.2).collect();
+    assert_eq!(versions, [2, 3, 4, 3, 5, 6]);
+}
+
+#[tokio::test]
+async fn a_request_that_started_before_a_swap_finishes_on_the_old_version() {
+    let server = Server::start_with(Some(&trap_config()), fresh_dir()).await;
+    let (slow, swapped) = tokio::join!(server.get("/trap/sleep/1500"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let answer = server.admin("PUT", "/admin/components/trap", wasm("trap")).await;
+        let after = server.get("/trap/ok").await;
+        (answer, after)
+    });
+    let (answer, after) = swapped;
+    assert_eq!(answer.json()["version"], 2);
+    assert_eq!((after.status, version_of(&after)), (200, 2), "new requests go to the new version");
+    assert_eq!(
+        (slow.status, version_of(&slow)),
+        (200, 1),
+        "the slow request finished where it started"
+    );
+}
+
+fn compiled_count(log: &str) -> usize {
+    log.matches("compiled component").count() - log.matches("loaded compiled component").count()
+}
+
+#[tokio::test]
+async fn a_restart_restores_versions_from_the_cache() {
+    let data = fresh_dir();
+    let server = Server::start_with(None, data.clone()).await;
+    assert_eq!(compiled_count(&server.log()), 3, "first start compiles the three built-ins");
+    let probe = server.admin("PUT", "/admin/components/probe?route=/probe", wasm("kvprobe")).await;
+    assert_eq!(probe.status, 201);
+    assert_eq!(
+        server.admin("PUT", "/admin/components/probe", wasm("trap")).await.json()["version"],
+        2
+    );
+    assert_eq!(server.admin("POST", "/admin/components/probe/rollback", "").await.status, 200);
+    let before = server.admin("GET", "/admin/components", "").await.json();
+    let history = server.admin("GET", "/admin/components/probe/versions", "").await.json();
+    assert!(server.stop_with("TERM").await.success());
+
+    let server = Server::start_with(None, data.clone()).await;
+    let log = server.log();
+    assert_eq!(compiled_count(&log), 0, "a restart compiles nothing:\n{log}");
+    assert_eq!(log.matches("loaded compiled component from cache").count(), 4);
+    assert_eq!(server.admin("GET", "/admin/components", "").await.json(), before);
+    assert_eq!(server.admin("GET", "/admin/components/probe/versions", "").await.json(), history);
+    let answer = server.get("/probe/keys").await;
+    assert_eq!((answer.status, version_of(&answer)), (200, 1), "the rolled-back version serves");
+    assert!(server.stop_with("TERM").await.success());
+
+    // A corrupt cache entry is detected, rebuilt, and not trusted.
+    for entry in std::fs::read_dir(data.path().join("data/cache")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cwasm") {
+            corrupt(&path);
+        }
+    }
+    let server = Server::start_with(None, data.clone()).await;
+    let log = server.log();
+    assert_eq!(log.matches("corrupt cache entry").count(), 4, "{log}");
+    assert_eq!(compiled_count(&log), 4);
+    assert_eq!(server.get("/probe/keys").await.status, 200);
+    let id = server.create_user("Oz", "oz@example.com").await;
+    assert_eq!(server.get(&format!("/users/{id}")).await.status, 200);
+}
+
+fn corrupt(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
