@@ -104,6 +104,15 @@ impl Server {
 
     /// Start with `config` (TOML text, written to the data dir's parent) on `data`.
     pub async fn start_with(config: Option<&str>, data: std::sync::Arc<TempDir>) -> Server {
+        Self::start_with_args(config, data, &[]).await
+    }
+
+    /// Start with `config` on `data`, passing `extra` arguments to `pitstop serve`.
+    pub async fn start_with_args(
+        config: Option<&str>,
+        data: std::sync::Arc<TempDir>,
+        extra: &[&std::ffi::OsStr],
+    ) -> Server {
         let log = data.path().join(format!("pitstop-{}.log", rand_suffix()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_pitstop"));
         command
@@ -116,6 +125,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data.path().join("data"))
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -182,6 +192,17 @@ impl Server {
             request = request.header("authorization", value);
         }
         self.exchange(request.body(Full::new(body.into())).unwrap()).await
+    }
+
+    /// Run a `pitstop` admin subcommand against this server.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_pitstop"))
+            .args(args)
+            .args(["--admin-url", &self.admin_base, "--data-dir"])
+            .arg(self.data_dir())
+            .env_remove("PITSTOP_ADMIN_TOKEN")
+            .output()
+            .unwrap()
     }
 
     /// The server's data dir.

@@ -1,0 +1,92 @@
+//! The `pitstop` admin subcommands and `serve --watch`.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Server, fresh_dir, test_components};
+
+fn stdout(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "command failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_cli_drives_the_admin_api() {
+    let server = Server::start().await;
+    let probe = test_components().join("kvprobe.wasm");
+    let trap = test_components().join("trap.wasm");
+    let (probe, trap) = (probe.to_str().unwrap(), trap.to_str().unwrap());
+
+    let out = stdout(&server.cli(&["deploy", "probe", probe, "--route", "/probe"]));
+    assert_eq!(out.trim(), "deployed probe version 1 (new component)");
+    assert_eq!(server.get("/probe/keys").await.status, 200);
+
+    let out = stdout(&server.cli(&["components"]));
+    assert!(out.starts_with("NAME"), "{out}");
+    let probe_line = out.lines().find(|l| l.starts_with("probe ")).expect(&out);
+    assert!(probe_line.contains("/probe"), "{probe_line}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&server.cli(&["components", "--json"]))).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 4);
+
+    assert_eq!(stdout(&server.cli(&["deploy", "probe", trap])).trim(), "deployed probe version 2");
+    let out = stdout(&server.cli(&["versions", "probe"]));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().last().unwrap().contains('*'), "version 2 is marked active: {out}");
+    assert_eq!(
+        stdout(&server.cli(&["rollback", "probe"])).trim(),
+        "probe rolled back to version 1"
+    );
+    assert_eq!(
+        stdout(&server.cli(&["undeploy", "probe", "--purge"])).trim(),
+        "probe undeployed (history and keyspace dropped)"
+    );
+    assert_eq!(server.get("/probe/keys").await.status, 404);
+
+    let failed = server.cli(&["rollback", "probe"]);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("404") && stderr.contains("not deployed"), "{stderr}");
+
+    let denied = server.cli(&["components", "--admin-token", "wrong"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("401"));
+}
+
+#[tokio::test]
+async fn serve_watch_deploys_changed_files() {
+    let watched = tempfile::TempDir::new().unwrap();
+    let server = Server::start_with_args(
+        None,
+        fresh_dir(),
+        &["--watch".as_ref(), watched.path().as_os_str()],
+    )
+    .await;
+    let target = watched.path().join("probe.wasm");
+    std::fs::copy(test_components().join("kvprobe.wasm"), &target).unwrap();
+    wait_for_version(&server, "probe", 1).await;
+    // A change is a new version; a broken file deploys nothing.
+    std::fs::write(&target, b"half-written garbage").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for_version(&server, "probe", 1).await;
+    std::fs::copy(test_components().join("trap.wasm"), &target).unwrap();
+    wait_for_version(&server, "probe", 2).await;
+    assert!(server.log().contains("watch: not deployed"), "the broken file was reported");
+}
+
+async fn wait_for_version(server: &Server, name: &str, version: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listing = server.admin("GET", "/admin/components", "").await.json();
+        let found = listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["version"].clone());
+        if found == Some(version.into()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never reached version {version}: {listing}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
