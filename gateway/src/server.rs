@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -142,12 +142,10 @@ impl<B: Backend> Gateway<B> {
         if path == "/health" {
             return Err(DispatchOutcome::Local(self.health(request.method()).await));
         }
-        let component = {
-            let routes = self.inner.routes.load();
-            routes
-                .resolve(path)
-                .map(str::to_string)
-                .ok_or_else(|| GatewayError::NoRoute(path.to_string()))?
+        let Some(component) = self.inner.routes.load().resolve(path).map(str::to_string) else {
+            let path = path.to_string();
+            discard_body(request.into_body(), DRAIN_LIMIT).await;
+            return Err(GatewayError::NoRoute(path).into());
         };
         let request = self.read_request(request).await?;
         let reply =
@@ -252,9 +250,21 @@ pub async fn serve_http<H, F>(
     }
 }
 
+/// Most bytes of a rejected body read (and dropped) before answering.
+///
+/// A client still sending its body when the answer comes would see a reset
+/// connection instead of the 413 or 401 (hyper closes a connection whose
+/// request body was left unread). Reading a bounded amount first lets
+/// ordinary clients see the answer; beyond the bound, the client should use
+/// `Expect: 100-continue` (curl does for large bodies), and then it sends
+/// nothing before the answer.
+pub const DRAIN_LIMIT: usize = 8 << 20;
+/// Longest a rejected body is read for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Collect a request body of at most `limit` bytes. A body that announces a
-/// larger `Content-Length` is refused before a byte is read; one that grows
-/// past the limit while streaming is cut off there.
+/// larger `Content-Length`, or grows past the limit while streaming, is
+/// refused; it is never buffered beyond the limit.
 pub async fn read_body<In>(
     headers: &http::HeaderMap,
     body: In,
@@ -264,18 +274,47 @@ where
     In: Body<Data = Bytes>,
     In::Error: std::error::Error + Send + Sync + 'static,
 {
+    let mut body = std::pin::pin!(body);
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|len| len > limit as u64) {
+        if announced.is_some_and(|len| len <= DRAIN_LIMIT as u64) {
+            discard_body(body.as_mut(), DRAIN_LIMIT).await;
+        }
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
-        Err(error) => Err(GatewayError::BadRequest(format!("reading the body: {error}"))),
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame =
+            frame.map_err(|e| GatewayError::BadRequest(format!("reading the body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if collected.len() + data.len() > limit {
+            discard_body(body.as_mut(), DRAIN_LIMIT.saturating_sub(collected.len())).await;
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        collected.extend_from_slice(&data);
     }
+    Ok(collected.freeze())
+}
+
+/// Read and drop at most `cap` bytes of `body`, for at most two seconds.
+pub async fn discard_body<In>(body: In, cap: usize)
+where
+    In: Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.as_mut().frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > cap {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Either a failure, or a response the gateway produced itself (`/health`).

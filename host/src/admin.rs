@@ -22,7 +22,9 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use pitstop_gateway::{GatewayError, error_response, json_response, read_body};
+use pitstop_gateway::{
+    DRAIN_LIMIT, GatewayError, discard_body, error_response, json_response, read_body,
+};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -34,11 +36,6 @@ pub const TOKEN_FILE: &str = "admin.token";
 
 /// Default upload limit: 50 MiB.
 pub const DEFAULT_MAX_UPLOAD: usize = 50 << 20;
-
-/// Most bytes of an unauthenticated upload read before answering 401.
-const DRAIN_LIMIT: usize = 1 << 20;
-/// Longest an unauthenticated client is waited for.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The bearer token every admin call must carry.
 #[derive(Clone)]
@@ -119,15 +116,8 @@ impl Admin {
         let authorization =
             request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if !self.token.admits(authorization) {
-            // Read (and drop) a modest body before answering: a client still
-            // sending it would otherwise see a reset connection instead of
-            // the 401. Larger uploads should use `Expect: 100-continue`
-            // (curl does), and then nothing is sent at all.
-            let _ = tokio::time::timeout(
-                DRAIN_TIMEOUT,
-                read_body(&http::HeaderMap::new(), request.into_body(), DRAIN_LIMIT),
-            )
-            .await;
+            // Drained before answering, so the client sees the 401 (see DRAIN_LIMIT).
+            discard_body(request.into_body(), DRAIN_LIMIT).await;
             let mut response =
                 error_response(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
             response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());

@@ -120,15 +120,26 @@ impl Deployments {
         })
     }
 
-    /// Activate every persisted active version, from the artifact cache.
+    /// Activate every persisted active version, from the artifact cache. A
+    /// version that cannot be loaded (its bytes lost, say) is logged and left
+    /// out; the others serve, and `/health` reports a routed one missing.
     pub async fn restore(&self) -> anyhow::Result<()> {
         let _change = self.changes.lock().await;
         for record in self.records()? {
             let Some(active) = record.active else { continue };
-            let version = find_version(&record, active)?;
-            let deployment = self.load(&record.name, version).await?;
-            self.runtime.registry().activate(deployment);
-            tracing::info!(component = record.name, version = active, "restored");
+            let loaded = match find_version(&record, active) {
+                Ok(version) => self.load(&record.name, version).await,
+                Err(error) => Err(error),
+            };
+            match loaded {
+                Ok(deployment) => {
+                    self.runtime.registry().activate(deployment);
+                    tracing::info!(component = record.name, version = active, "restored");
+                }
+                Err(error) => {
+                    tracing::error!(component = record.name, version = active, %error, "cannot restore");
+                }
+            }
         }
         self.refresh_routes();
         Ok(())
@@ -189,13 +200,15 @@ impl Deployments {
 
         let digest = hex_sha256(&bytes);
         let size = bytes.len() as u64;
+        let source = bytes.clone();
+        let (component, origin) =
+            self.artifacts.load(&digest, move || Ok(source)).await.map_err(compile_error)?;
+        let pre = self.runtime.link(&component)?;
+        // Only components that passed every check are kept.
         let blob = self.blob_path(&digest);
         if !blob.exists() {
             write_atomically(&blob, &bytes).map_err(|e| DeployError::Storage(e.to_string()))?;
         }
-        let (component, origin) =
-            self.artifacts.load(&digest, move || Ok(bytes)).await.map_err(compile_error)?;
-        let pre = self.runtime.link(&component)?;
 
         let version = record.next_version;
         record.next_version += 1;

@@ -3,10 +3,13 @@
 //!
 //! 1. Open a [`sled::Db`] and create a [`Runtime`] over it: one wasmtime
 //!    engine (pooling allocator, epoch deadlines, async).
-//! 2. [`Runtime::deploy`] each component: compiled once, checked against the
-//!    `pitstop:platform/service` world, pre-linked, then swapped in.
+//! 2. Deploy components through the control plane
+//!    ([`deployments::Deployments`]): each is compiled once (or loaded from
+//!    the [`artifacts`] cache), checked against the `pitstop:platform/service`
+//!    world, pre-linked, persisted, then swapped in.
 //! 3. Serve: every request instantiates the active version afresh, with its
 //!    own keyspace, log and services contexts ([`state::ComponentState`]).
+//!    The [`admin`] API changes what is deployed while that goes on.
 //!
 //! [`Platform`] does all three from a [`Config`], as `pitstop serve` does:
 //!
@@ -15,8 +18,11 @@
 //! use pitstop_host::{Config, Platform, PlatformOptions};
 //! let platform = Platform::start(PlatformOptions {
 //!     listen: "127.0.0.1:8080".parse()?,
+//!     admin_listen: "127.0.0.1:8081".parse()?,
+//!     admin_token: None, // generated into ./data/admin.token
 //!     data_dir: "./data".into(),
 //!     config: Config::default(),
+//!     watch: None,
 //! })
 //! .await?;
 //! println!("serving on http://{}", platform.addr());

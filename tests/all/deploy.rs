@@ -317,3 +317,32 @@ fn corrupt(path: &Path) {
     bytes[middle] ^= 0xff;
     std::fs::write(path, bytes).unwrap();
 }
+
+/// A version whose stored bytes and artifact are lost does not keep the rest
+/// of the platform from starting.
+#[tokio::test]
+async fn a_component_that_cannot_be_restored_does_not_block_the_others() {
+    let data = fresh_dir();
+    let server = Server::start_with(None, data.clone()).await;
+    let probe = server.admin("PUT", "/admin/components/probe?route=/probe", wasm("kvprobe")).await;
+    assert_eq!(probe.status, 201);
+    let listing = server.admin("GET", "/admin/components", "").await.json();
+    let digest =
+        listing.as_array().unwrap().iter().find(|c| c["name"] == "probe").unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert!(server.stop_with("TERM").await.success());
+    for dir in ["components", "cache"] {
+        for entry in std::fs::read_dir(data.path().join("data").join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_str().unwrap().starts_with(&digest) {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
+    let server = Server::start_with(None, data).await;
+    assert!(server.log().contains("cannot restore"), "{}", server.log());
+    assert_eq!(server.get("/probe/keys").await.status, 404);
+    server.create_user("Pat", "pat@example.com").await;
+}

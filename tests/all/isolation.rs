@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::support::{Server, fresh_dir, guest_cargo, repo_root, test_components};
+use crate::support::{Server, fresh_dir, guest_cargo_in, repo_root, test_components};
 
 fn probe_config(dir: &Path) -> String {
     let probe = dir.join("kvprobe.wasm");
@@ -111,7 +111,7 @@ async fn a_looping_component_is_stopped_at_its_deadline() {
 async fn cargo_component_builds_load_too() {
     let root = repo_root();
     let target = root.join("target").join("wasm-components-p1");
-    let output = guest_cargo(
+    let output = guest_cargo_in(
         &["component", "build", "--release", "-p", "user"],
         &root.join("components/Cargo.toml"),
         &target,

@@ -20,21 +20,12 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// A cargo command for a guest workspace, free of the outer build's settings.
-pub fn guest_cargo(args: &[&str], manifest: &Path, target_dir: &Path) -> Command {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+include!("../../host/guest_cargo.rs");
+
+/// `cargo ARGS --manifest-path MANIFEST --target-dir TARGET_DIR` for a guest workspace.
+pub fn guest_cargo_in(args: &[&str], manifest: &Path, target_dir: &Path) -> Command {
+    let mut command = guest_cargo();
     command.args(args).arg("--manifest-path").arg(manifest).arg("--target-dir").arg(target_dir);
-    for var in [
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-    ] {
-        command.env_remove(var);
-    }
     command
 }
 
@@ -45,7 +36,7 @@ pub fn test_components() -> &'static Path {
     DIR.get_or_init(|| {
         let root = repo_root();
         let target = root.join("target").join("wasm-components");
-        let status = guest_cargo(
+        let status = guest_cargo_in(
             &["build", "--release", "--target", "wasm32-wasip2"],
             &root.join("tests/components/Cargo.toml"),
             &target,
