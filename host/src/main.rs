@@ -33,7 +33,7 @@ enum Command {
         #[arg(long, env = "PITSTOP_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
         admin_listen: SocketAddr,
         /// The admin API's bearer token; without it, the one in
-        /// <data-dir>/admin.token (generated at first start).
+        /// `DATA_DIR/admin.token` (generated at first start).
         #[arg(long, env = "PITSTOP_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
         /// Directory for storage, component versions and compiled artifacts.
@@ -48,7 +48,7 @@ enum Command {
     },
     /// Deploy FILE as the new version of NAME (a new component if NAME is new).
     Deploy {
-        /// Component name: [a-z][a-z0-9-]{0,62}.
+        /// Component name: a lower-case letter, then up to 62 of `a-z`, `0-9`, `-`.
         name: String,
         /// The component (.wasm).
         file: PathBuf,
@@ -95,7 +95,7 @@ struct AdminArgs {
     /// The admin API.
     #[arg(long, env = "PITSTOP_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
     admin_url: String,
-    /// The bearer token; without it, the one in <data-dir>/admin.token.
+    /// The bearer token; without it, the one in `DATA_DIR/admin.token`.
     #[arg(long, env = "PITSTOP_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// The server's data dir, to read its token from.
