@@ -64,6 +64,8 @@ pub enum InvokeError {
         component: String,
         /// Why (circuit open, overloaded, ...).
         reason: String,
+        /// When to try again, for the `Retry-After` header.
+        retry_after_secs: u64,
     },
     /// The platform itself failed (storage, instantiation, ...).
     #[error("internal error: {0}")]

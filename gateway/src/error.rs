@@ -36,9 +36,6 @@ pub enum GatewayError {
     Invoke(#[from] InvokeError),
 }
 
-/// How long a client should wait before retrying a 503, in seconds.
-const RETRY_AFTER_SECS: &str = "1";
-
 impl GatewayError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
@@ -62,11 +59,17 @@ impl GatewayError {
     /// The JSON error response.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();
+        // How long a client should wait before retrying a 503.
+        let retry_after = match &self {
+            GatewayError::Invoke(InvokeError::Unavailable { retry_after_secs, .. }) => {
+                Some((*retry_after_secs).max(1))
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
         let mut response = error_response(status, &self);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

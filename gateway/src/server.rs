@@ -25,6 +25,9 @@ pub struct GatewayOptions {
     /// Largest request body accepted, in bytes; larger ones get 413 without
     /// being read to the end.
     pub max_request_body: usize,
+    /// Largest response body a component may send, in bytes; a larger one
+    /// is replaced by a 502.
+    pub max_response_body: usize,
     /// How long a client may take to send the request head. Without it a
     /// client sending one byte a second holds a connection for ever.
     pub header_read_timeout: Duration,
@@ -36,6 +39,7 @@ impl Default for GatewayOptions {
     fn default() -> Self {
         GatewayOptions {
             max_request_body: 1024 * 1024,
+            max_response_body: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -111,7 +115,7 @@ impl<B: Backend> Gateway<B> {
         let (response, answered_by) = match self.dispatch(request).await {
             Ok(reply) => {
                 let who = Some((reply.component.clone(), reply.version));
-                (reply_response(reply), who)
+                (reply_response(reply, self.inner.options.max_response_body), who)
             }
             Err(DispatchOutcome::Local(response)) => (response, None),
             Err(DispatchOutcome::Failed(error)) => {
@@ -330,7 +334,14 @@ impl From<GatewayError> for DispatchOutcome {
 }
 
 /// The HTTP response for a component's reply, with the headers naming it.
-fn reply_response(reply: Reply) -> Response<Full<Bytes>> {
+fn reply_response(reply: Reply, max_body: usize) -> Response<Full<Bytes>> {
+    if reply.body.len() > max_body {
+        return GatewayError::InvalidReply {
+            component: reply.component,
+            reason: format!("a body of {} bytes exceeds the limit of {max_body}", reply.body.len()),
+        }
+        .into_response();
+    }
     let Ok(status) = StatusCode::from_u16(reply.status) else {
         return GatewayError::InvalidReply {
             component: reply.component,

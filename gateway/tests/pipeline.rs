@@ -109,7 +109,14 @@ async fn failures_map_to_statuses_with_json_errors() {
     let cases = [
         (InvokeError::Trapped { component: "svc".into(), message: "boom".into() }, 500),
         (InvokeError::Timeout { component: "svc".into(), deadline_ms: 5 }, 504),
-        (InvokeError::Unavailable { component: "svc".into(), reason: "busy".into() }, 503),
+        (
+            InvokeError::Unavailable {
+                component: "svc".into(),
+                reason: "busy".into(),
+                retry_after_secs: 1,
+            },
+            503,
+        ),
         (InvokeError::NotDeployed("svc".into()), 503),
         (InvokeError::Internal("disk".into()), 500),
     ];

@@ -81,7 +81,15 @@ fn invoke_error(component: &str, failure: InvokeFailure) -> InvokeError {
         InvokeFailure::NotDeployed => InvokeError::NotDeployed(component),
         InvokeFailure::Timeout { deadline_ms } => InvokeError::Timeout { component, deadline_ms },
         InvokeFailure::Trapped(message) => InvokeError::Trapped { component, message },
-        InvokeFailure::Unavailable(reason) => InvokeError::Unavailable { component, reason },
+        InvokeFailure::Unavailable(reason) => {
+            InvokeError::Unavailable { component, reason, retry_after_secs: 1 }
+        }
+        InvokeFailure::CircuitOpen { retry_after } => InvokeError::Unavailable {
+            component,
+            reason: "circuit open".into(),
+            // Rounded up: retrying a moment early would be refused again.
+            retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+        },
         InvokeFailure::Internal(message) => InvokeError::Internal(message),
     }
 }

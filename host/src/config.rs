@@ -16,14 +16,26 @@
 //!
 //! [gateway]
 //! max_request_body = 1048576   # bytes; larger bodies get 413
+//! max_response_body = 1048576  # bytes; a component answering more gets 502
 //! header_read_timeout_ms = 10000
 //! shutdown_grace_ms = 10000
 //!
-//! [runtime]
+//! # Limits of one component (all optional; a section without `path` only
+//! # sets limits, e.g. for a built-in).
+//! [components.payment]
+//! deadline_ms = 2000
+//! max_memory = 33554432
+//! max_concurrency = 50
+//! breaker = { consecutive_failures = 3, open_ms = 10000 }
+//!
+//! [runtime]                    # host-wide, and every component's defaults
 //! deadline_ms = 5000           # per request, nested calls included
 //! max_call_depth = 8
 //! max_memory = 67108864        # bytes of linear memory per instance
 //! max_instances = 1000         # instances alive at once, host-wide
+//! max_concurrency = 100        # instances of one component at once; as many more wait
+//! # breaker defaults: consecutive_failures = 5, failure_ratio = 0.5,
+//! # min_calls = 20, window_ms = 30000, open_ms = 30000, max_probes = 1
 //!
 //! [admin]
 //! max_upload = 52428800        # bytes; larger uploads get 413
@@ -34,6 +46,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
+
+use crate::breaker::BreakerConfig;
+use crate::runtime::{ComponentSettings, RuntimeOptions};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -64,12 +79,22 @@ pub struct AdminConfig {
     pub max_upload: Option<usize>,
 }
 
-/// A component loaded from a file.
-#[derive(Debug, Deserialize)]
+/// A component: where to load it from (optional) and its limits.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentConfig {
-    /// The `.wasm` component; relative paths are relative to the config file.
-    pub path: PathBuf,
+    /// The `.wasm` component to deploy at start; relative paths are relative
+    /// to the config file. Without it the section only sets limits (for a
+    /// built-in or a component deployed through the admin API).
+    pub path: Option<PathBuf>,
+    /// Deadline of one request in milliseconds (default: `[runtime]`'s).
+    pub deadline_ms: Option<u64>,
+    /// Linear memory limit per instance, in bytes.
+    pub max_memory: Option<usize>,
+    /// Instances running at once (the bulkhead).
+    pub max_concurrency: Option<u32>,
+    /// Circuit breaker thresholds; unset fields keep their defaults.
+    pub breaker: Option<BreakerConfig>,
 }
 
 /// One route.
@@ -88,13 +113,15 @@ pub struct RouteConfig {
 pub struct GatewayConfig {
     /// Largest request body in bytes.
     pub max_request_body: Option<usize>,
+    /// Largest response body in bytes.
+    pub max_response_body: Option<usize>,
     /// Time allowed to send the request head, in milliseconds.
     pub header_read_timeout_ms: Option<u64>,
     /// Time in-flight requests get to finish at shutdown, in milliseconds.
     pub shutdown_grace_ms: Option<u64>,
 }
 
-/// `[runtime]`.
+/// `[runtime]`: host-wide limits and the defaults of every component.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
@@ -106,6 +133,10 @@ pub struct RuntimeConfig {
     pub max_memory: Option<usize>,
     /// Instances alive at once across the host.
     pub max_instances: Option<u32>,
+    /// Instances of one component running at once.
+    pub max_concurrency: Option<u32>,
+    /// Circuit breaker thresholds.
+    pub breaker: Option<BreakerConfig>,
 }
 
 impl Config {
@@ -118,11 +149,73 @@ impl Config {
             toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for component in config.components.values_mut() {
-            if component.path.is_relative() {
-                component.path = base.join(&component.path);
+            if let Some(path) = component.path.as_mut().filter(|p| p.is_relative()) {
+                *path = base.join(&*path);
             }
         }
         Ok(config)
+    }
+
+    /// The runtime's options: `[runtime]` over the built-in defaults, and
+    /// each `[components.NAME]` over those.
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        let runtime = &self.runtime;
+        let mut options = RuntimeOptions::default();
+        if let Some(depth) = runtime.max_call_depth {
+            options.max_call_depth = depth;
+        }
+        if let Some(count) = runtime.max_instances {
+            options.engine.max_instances = count;
+        }
+        let defaults = &mut options.defaults;
+        apply(
+            defaults,
+            runtime.deadline_ms,
+            runtime.max_memory,
+            runtime.max_concurrency,
+            runtime.breaker,
+        );
+        for (name, component) in &self.components {
+            let mut settings = options.defaults.clone();
+            apply(
+                &mut settings,
+                component.deadline_ms,
+                component.max_memory,
+                component.max_concurrency,
+                component.breaker,
+            );
+            options.components.insert(name.clone(), settings);
+        }
+        // The pool reserves room for the largest memory any component may use.
+        options.engine.max_memory_bytes = options
+            .components
+            .values()
+            .map(|s| s.max_memory)
+            .chain([options.defaults.max_memory])
+            .max()
+            .unwrap_or(options.defaults.max_memory);
+        options
+    }
+}
+
+fn apply(
+    settings: &mut ComponentSettings,
+    deadline_ms: Option<u64>,
+    max_memory: Option<usize>,
+    max_concurrency: Option<u32>,
+    breaker: Option<BreakerConfig>,
+) {
+    if let Some(ms) = deadline_ms {
+        settings.deadline = std::time::Duration::from_millis(ms);
+    }
+    if let Some(bytes) = max_memory {
+        settings.max_memory = bytes;
+    }
+    if let Some(count) = max_concurrency {
+        settings.max_concurrency = count;
+    }
+    if let Some(breaker) = breaker {
+        settings.breaker = breaker;
     }
 }
 
@@ -142,7 +235,7 @@ mod tests {
             "[components.x]\npath = \"x.wasm\"\n[[routes]]\nprefix = \"/x\"\ncomponent = \"x\"\n",
         )
         .unwrap();
-        assert_eq!(config.components["x"].path, PathBuf::from("x.wasm"));
+        assert_eq!(config.components["x"].path, Some(PathBuf::from("x.wasm")));
         assert_eq!(config.routes.unwrap()[0].prefix, "/x");
     }
 }

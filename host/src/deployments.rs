@@ -69,6 +69,8 @@ pub struct ComponentInfo {
     pub routes: Vec<String>,
     /// `active`.
     pub state: &'static str,
+    /// The active version's circuit breaker.
+    pub breaker: Option<crate::breaker::Snapshot>,
 }
 
 /// The result of a deploy.
@@ -223,14 +225,8 @@ impl Deployments {
         let keyspace = self.keyspace(name)?;
         self.save(&record)?;
 
-        let deployment = Arc::new(Deployment {
-            name: name.into(),
-            version,
-            digest,
-            size: size as usize,
-            pre,
-            keyspace,
-        });
+        let deployment =
+            self.runtime.deployment(name, version, digest, size as usize, pre, keyspace);
         self.runtime.registry().activate(deployment);
         self.refresh_routes();
         tracing::info!(
@@ -303,6 +299,7 @@ impl Deployments {
                 size: version.size,
                 deployed_at: version.deployed_at.clone(),
                 state: "active",
+                breaker: self.runtime.registry().get(&record.name).map(|d| d.breaker.snapshot()),
             });
         }
         Ok(infos)
@@ -370,14 +367,14 @@ impl Deployments {
             .await
             .map_err(compile_error)?;
         let pre = self.runtime.link(&component)?;
-        Ok(Arc::new(Deployment {
-            name: name.into(),
-            version: version.version,
-            digest: version.digest.clone(),
-            size: version.size as usize,
+        Ok(self.runtime.deployment(
+            name,
+            version.version,
+            version.digest.clone(),
+            version.size as usize,
             pre,
-            keyspace: self.keyspace(name)?,
-        }))
+            self.keyspace(name)?,
+        ))
     }
 
     fn keyspace(&self, name: &str) -> Result<sled::Tree, DeployError> {

@@ -34,6 +34,7 @@ pub mod admin;
 pub mod artifacts;
 pub mod backend;
 pub mod bindings;
+pub mod breaker;
 pub mod builtin;
 pub mod client;
 pub mod config;

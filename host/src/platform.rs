@@ -16,7 +16,7 @@ use crate::backend::RuntimeBackend;
 use crate::builtin::BUILTINS;
 use crate::config::Config;
 use crate::deployments::Deployments;
-use crate::runtime::{Runtime, RuntimeOptions};
+use crate::runtime::Runtime;
 
 /// What to start.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl Platform {
         let db = sled::Config::new().path(&db_path).open().with_context(|| {
             format!("opening storage at {} (is another pitstop using it?)", db_path.display())
         })?;
-        let runtime = Runtime::new(db, runtime_options(&config))?;
+        let runtime = Runtime::new(db, config.runtime_options())?;
 
         let static_routes: Vec<(String, String)> = match &config.routes {
             Some(routes) => {
@@ -162,7 +162,8 @@ async fn wait_for(mut stopped: watch::Receiver<bool>) {
 /// Deploy the built-ins never deployed here before, and every configured
 /// component whose file differs from its active version.
 async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> {
-    for builtin in BUILTINS.iter().filter(|b| !config.components.contains_key(b.name)) {
+    let replaced = |name: &str| config.components.get(name).is_some_and(|c| c.path.is_some());
+    for builtin in BUILTINS.iter().filter(|b| !replaced(b.name)) {
         if !deployments.is_known(builtin.name)? {
             deployments
                 .deploy(builtin.name, builtin.wasm.to_vec(), None)
@@ -171,33 +172,15 @@ async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> 
         }
     }
     for (name, component) in &config.components {
-        let bytes = std::fs::read(&component.path).with_context(|| {
-            format!("reading component {name} from {}", component.path.display())
-        })?;
+        let Some(path) = &component.path else { continue };
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading component {name} from {}", path.display()))?;
         deployments
             .ensure(name, bytes)
             .await
-            .with_context(|| format!("deploying {name} from {}", component.path.display()))?;
+            .with_context(|| format!("deploying {name} from {}", path.display()))?;
     }
     Ok(())
-}
-
-fn runtime_options(config: &Config) -> RuntimeOptions {
-    let mut options = RuntimeOptions::default();
-    let runtime = &config.runtime;
-    if let Some(ms) = runtime.deadline_ms {
-        options.deadline = Duration::from_millis(ms);
-    }
-    if let Some(depth) = runtime.max_call_depth {
-        options.max_call_depth = depth;
-    }
-    if let Some(bytes) = runtime.max_memory {
-        options.engine.max_memory_bytes = bytes;
-    }
-    if let Some(count) = runtime.max_instances {
-        options.engine.max_instances = count;
-    }
-    options
 }
 
 fn gateway_options(config: &Config) -> GatewayOptions {
@@ -205,6 +188,9 @@ fn gateway_options(config: &Config) -> GatewayOptions {
     let gateway = &config.gateway;
     if let Some(bytes) = gateway.max_request_body {
         options.max_request_body = bytes;
+    }
+    if let Some(bytes) = gateway.max_response_body {
+        options.max_response_body = bytes;
     }
     if let Some(ms) = gateway.header_read_timeout_ms {
         options.header_read_timeout = Duration::from_millis(ms);

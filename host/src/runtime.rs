@@ -1,6 +1,7 @@
 //! The runtime: compiles components, keeps the active versions, and runs one
 //! invocation from a fresh instance to a response.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,30 +11,66 @@ use wasmtime::{Engine, StoreLimitsBuilder, Trap};
 
 use crate::bindings::types::{Request, Response};
 use crate::bindings::{Service, ServicePre};
+use crate::breaker::{Breaker, BreakerConfig, SystemClock};
 use crate::engine::{EPOCH_TICK, EngineLimits, EpochTicker, build_engine};
 use crate::kv::KeyvalueCtx;
-use crate::registry::{Deployment, Registry};
+use crate::registry::{Bulkhead, Deployment, Registry};
 use crate::services::{CallContext, ServicesCtx};
 use crate::state::ComponentState;
 
 /// Tunables of the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Pool sizes and memory limit.
+    /// Pool sizes and the largest memory any instance may have.
     pub engine: EngineLimits,
-    /// How long one request (with every call it makes) may take.
-    pub deadline: Duration,
     /// How deep a chain of `services` calls may go.
     pub max_call_depth: u32,
+    /// Limits of components without settings of their own.
+    pub defaults: ComponentSettings,
+    /// Per-component limits, by name.
+    pub components: HashMap<String, ComponentSettings>,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             engine: EngineLimits::default(),
-            deadline: Duration::from_secs(5),
             max_call_depth: 8,
+            defaults: ComponentSettings::default(),
+            components: HashMap::new(),
         }
+    }
+}
+
+/// Limits that apply to each invocation of one component.
+#[derive(Debug, Clone)]
+pub struct ComponentSettings {
+    /// How long one request (with every call it makes) may take.
+    pub deadline: Duration,
+    /// Linear memory one instance may grow to, in bytes.
+    pub max_memory: usize,
+    /// Instances running at once (the bulkhead); as many more may wait for
+    /// a slot until their deadline, and beyond that calls get 503.
+    pub max_concurrency: u32,
+    /// When its circuit opens.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for ComponentSettings {
+    fn default() -> Self {
+        ComponentSettings {
+            deadline: Duration::from_secs(5),
+            max_memory: 64 << 20,
+            max_concurrency: 100,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl RuntimeOptions {
+    /// The settings of `component`.
+    pub fn settings(&self, component: &str) -> &ComponentSettings {
+        self.components.get(component).unwrap_or(&self.defaults)
     }
 }
 
@@ -84,6 +121,12 @@ pub enum InvokeFailure {
     /// The platform cannot take the call now (instance pool exhausted, ...).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The component's circuit is open: the guest was not called.
+    #[error("circuit open; retry in {} s", retry_after.as_secs().max(1))]
+    CircuitOpen {
+        /// When a probe call will be let through.
+        retry_after: Duration,
+    },
     /// The platform failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -168,15 +211,41 @@ impl Runtime {
         nested: Option<CallContext>,
     ) -> Result<Invoked, InvokeFailure> {
         let deployment = self.registry.get(name).ok_or(InvokeFailure::NotDeployed)?;
-        let own_deadline = Instant::now() + self.options.deadline;
+        let settings = self.options.settings(name);
+        let own_deadline = Instant::now() + settings.deadline;
         let call = match nested {
             Some(parent) => CallContext { deadline: parent.deadline.min(own_deadline), ..parent },
             None => CallContext { depth: 0, deadline: own_deadline },
         };
-        let deadline = call.deadline;
+        let permit = deployment
+            .breaker
+            .try_acquire()
+            .map_err(|refused| InvokeFailure::CircuitOpen { retry_after: refused.retry_after })?;
+        let _slot = match deployment.bulkhead.enter(call.deadline).await {
+            Ok(slot) => slot,
+            Err(failure) => {
+                // Load, not a fault of the component: the breaker does not count it.
+                deployment.breaker.record(permit, true);
+                return Err(failure);
+            }
+        };
+        let outcome = self.run(&deployment, settings, request, call).await;
+        let healthy = matches!(&outcome, Ok(invoked) if invoked.response.status < 500);
+        deployment.breaker.record(permit, healthy);
+        outcome
+    }
 
+    async fn run(
+        self: &Arc<Self>,
+        deployment: &Arc<Deployment>,
+        settings: &ComponentSettings,
+        request: Request,
+        call: CallContext,
+    ) -> Result<Invoked, InvokeFailure> {
+        let name = &*deployment.name;
+        let deadline = call.deadline;
         let limits = StoreLimitsBuilder::new()
-            .memory_size(self.options.engine.max_memory_bytes)
+            .memory_size(settings.max_memory)
             .trap_on_grow_failure(true)
             .build();
         let state = ComponentState::new(
@@ -190,15 +259,21 @@ impl Runtime {
         let remaining = deadline.saturating_duration_since(Instant::now());
         store.set_epoch_deadline(ticks(remaining));
 
-        let run = async {
-            let instance: Service = deployment.pre.instantiate_async(&mut store).await?;
-            instance.pitstop_platform_handler().call_handle(&mut store, &request).await
-        };
         let deadline_ms = remaining.as_millis() as u64;
+        let run = async {
+            let instance: Service = match deployment.pre.instantiate_async(&mut store).await {
+                Ok(instance) => instance,
+                Err(error) => return Err(instantiation_failure(name, error)),
+            };
+            instance
+                .pitstop_platform_handler()
+                .call_handle(&mut store, &request)
+                .await
+                .map_err(|error| guest_failure(name, error, deadline_ms, settings.max_memory))
+        };
         let response = match tokio::time::timeout_at(deadline, run).await {
             Err(_) => return Err(InvokeFailure::Timeout { deadline_ms }),
-            Ok(Err(error)) => return Err(classify(name, error, deadline_ms)),
-            Ok(Ok(response)) => response,
+            Ok(result) => result?,
         };
         if store.data().kv.wrote() {
             // A success answer promises the write survives a crash.
@@ -207,7 +282,31 @@ impl Runtime {
                 .await
                 .map_err(|e| InvokeFailure::Internal(format!("flushing storage: {e}")))?;
         }
-        Ok(Invoked { response, deployment })
+        Ok(Invoked { response, deployment: deployment.clone() })
+    }
+
+    /// A deployment of `name`, with a fresh breaker and bulkhead from its settings.
+    pub fn deployment(
+        &self,
+        name: &str,
+        version: u64,
+        digest: String,
+        size: usize,
+        pre: ServicePre<ComponentState>,
+        keyspace: sled::Tree,
+    ) -> Arc<Deployment> {
+        let settings = self.options.settings(name);
+        let name: Arc<str> = name.into();
+        Arc::new(Deployment {
+            breaker: Breaker::new(name.clone(), settings.breaker, Arc::new(SystemClock)),
+            bulkhead: Bulkhead::new(settings.max_concurrency),
+            name,
+            version,
+            digest,
+            size,
+            pre,
+            keyspace,
+        })
     }
 
     /// Whether storage accepts a write and reads it back.
@@ -235,18 +334,40 @@ fn ticks(remaining: Duration) -> u64 {
     (remaining.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
 }
 
-fn classify(component: &str, error: wasmtime::Error, deadline_ms: u64) -> InvokeFailure {
-    if let Some(trap) = error.downcast_ref::<Trap>() {
-        if *trap == Trap::Interrupt {
-            return InvokeFailure::Timeout { deadline_ms };
-        }
-        tracing::warn!(component, error = format!("{error:?}"), "guest trapped");
-        return InvokeFailure::Trapped(trap.to_string());
+/// The guest failed while handling the call: a trap, the deadline, or a
+/// resource limit. All of them are the component's fault.
+fn guest_failure(
+    component: &str,
+    error: wasmtime::Error,
+    deadline_ms: u64,
+    max_memory: usize,
+) -> InvokeFailure {
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return InvokeFailure::Timeout { deadline_ms };
     }
+    tracing::warn!(component, error = format!("{error:?}"), "guest trapped");
+    let message = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        // The store limiter refuses growth with an error of its own.
+        None if error.root_cause().to_string().contains("growing memory") => {
+            format!("memory limit of {max_memory} bytes exceeded")
+        }
+        None => error.root_cause().to_string(),
+    };
+    InvokeFailure::Trapped(message)
+}
+
+/// Instantiation failed: the pool is exhausted (try again), or something is
+/// wrong on the platform's side.
+fn instantiation_failure(component: &str, error: wasmtime::Error) -> InvokeFailure {
     if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
         return InvokeFailure::Unavailable(error.to_string());
     }
-    tracing::warn!(component, error = format!("{error:?}"), "invocation failed");
+    if error.downcast_ref::<Trap>().is_some() {
+        // A trap in the component's start function.
+        return guest_failure(component, error, 0, 0);
+    }
+    tracing::warn!(component, error = format!("{error:?}"), "instantiation failed");
     InvokeFailure::Internal(error.root_cause().to_string())
 }
 

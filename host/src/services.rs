@@ -68,6 +68,9 @@ impl services::Host for ServicesCtx {
                 InvokeFailure::Timeout { .. } => CallError::Timeout,
                 InvokeFailure::Trapped(message) => CallError::Trapped(message),
                 InvokeFailure::Unavailable(reason) => CallError::Unavailable(reason),
+                open @ InvokeFailure::CircuitOpen { .. } => {
+                    CallError::Unavailable(open.to_string())
+                }
                 InvokeFailure::Internal(message) => CallError::Unavailable(message),
             }),
         }

@@ -8,5 +8,6 @@ mod isolation;
 mod orders;
 mod payments;
 mod persistence;
+mod resilience;
 mod support;
 mod users;

@@ -196,6 +196,11 @@ impl Server {
             .unwrap()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's data dir.
     pub fn data_dir(&self) -> PathBuf {
         self._data.path().join("data")

@@ -5,6 +5,12 @@
 //! - `GET /trap/unreachable` executes `unreachable`;
 //! - `GET /trap/loop` never returns (the deadline must stop it);
 //! - `GET /trap/sleep/{ms}` answers after `ms` milliseconds;
+//! - `GET /trap/recurse` recurses without end (stack exhaustion);
+//! - `GET /trap/grow` grows linear memory until the limit refuses;
+//! - `GET /trap/alloc` allocates in a loop until allocation fails;
+//! - `GET /trap/huge` answers a 4 MiB body;
+//! - `GET /trap/self` calls itself through `services` until the platform
+//!   refuses, then answers 508 with the refusal;
 //! - `GET /trap/escape` tries to reach beyond its grants (files, environment,
 //!   network) and reports what it got.
 
@@ -25,6 +31,34 @@ impl Handler for Trap {
                 }
             }
             ["trap", "escape"] => Response::json(200, &escape()),
+            ["trap", "recurse"] => Response::json(200, &recurse(std::hint::black_box(1))),
+            ["trap", "grow"] => {
+                let mut pages = 0usize;
+                // With the platform's trap-on-grow-failure this traps at the limit.
+                while core::arch::wasm32::memory_grow(0, 16) != usize::MAX {
+                    pages += 16;
+                }
+                Response::json(200, &serde_json::json!({ "grew_pages": pages }))
+            }
+            ["trap", "alloc"] => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            ["trap", "huge"] => {
+                Response { status: 200, headers: vec![], body: vec![b'x'; 4 << 20] }
+            }
+            ["trap", "self"] => {
+                let request = Request::empty("GET", "/trap/self");
+                match pitstop_sdk::services::call("trap", &request) {
+                    Ok(response) => response,
+                    Err(error) => {
+                        ApiError::new(508, pitstop_sdk::services::describe(&error)).into_response()
+                    }
+                }
+            }
             ["trap", "sleep", ms] => {
                 let ms: u64 = ms.parse().unwrap_or(0);
                 std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -36,6 +70,14 @@ impl Handler for Trap {
 }
 
 pitstop_sdk::export!(Trap);
+
+/// Recursion the optimiser cannot turn into a loop.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [depth; 64];
+    frame[std::hint::black_box(3)] = recurse(std::hint::black_box(depth + 1));
+    std::hint::black_box(frame).iter().sum()
+}
 
 /// What a guest gets when it reaches for things the platform does not grant.
 fn escape() -> serde_json::Value {

@@ -1,0 +1,181 @@
+//! Circuit breakers, limits and hostile guests: the host stays up, answers
+//! cleanly and fast, and the other components never notice.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{Server, fresh_dir, test_components};
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"
+        [components.trap]
+        path = "{trap}"
+        deadline_ms = 1000
+        max_memory = 16777216
+        {extra}
+
+        [[routes]]
+        prefix = "/trap"
+        component = "trap"
+        [[routes]]
+        prefix = "/users"
+        component = "user"
+        [[routes]]
+        prefix = "/orders"
+        component = "order"
+        "#,
+        trap = test_components().join("trap.wasm").display(),
+    )
+}
+
+fn breaker_state(listing: &serde_json::Value, name: &str) -> String {
+    let component = listing.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    component["breaker"]["state"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_failing_component_trips_its_breaker_and_recovers() {
+    let breaker = "breaker = { consecutive_failures = 3, open_ms = 1000 }";
+    let server = Server::start_with(Some(&config(breaker)), fresh_dir()).await;
+    for _ in 0..3 {
+        assert_eq!(server.get("/trap/panic").await.status, 500);
+    }
+    let listing = server.admin("GET", "/admin/components", "").await.json();
+    assert_eq!(breaker_state(&listing, "trap"), "open");
+    assert_eq!(breaker_state(&listing, "user"), "closed", "one breaker per component");
+
+    // Open: refused fast, without calling the guest.
+    let started = Instant::now();
+    let refused = server.get("/trap/sleep/500").await;
+    assert_eq!(refused.status, 503);
+    assert!(started.elapsed() < Duration::from_millis(400), "the guest was not called");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(refused.error().contains("circuit open"), "{}", refused.error());
+    server.create_user("Quinn", "quinn@example.com").await;
+
+    // After the open period one probe goes through; its success closes it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(server.get("/trap/ok").await.status, 200);
+    let listing = server.admin("GET", "/admin/components", "").await.json();
+    assert_eq!(breaker_state(&listing, "trap"), "closed");
+
+    // A swap starts with a fresh breaker.
+    for _ in 0..3 {
+        server.get("/trap/panic").await;
+    }
+    assert_eq!(server.get("/trap/ok").await.status, 503);
+    let bytes = std::fs::read(test_components().join("trap.wasm")).unwrap();
+    assert_eq!(server.admin("PUT", "/admin/components/trap", bytes).await.status, 200);
+    assert_eq!(server.get("/trap/ok").await.status, 200);
+}
+
+#[tokio::test]
+async fn service_callers_see_an_open_circuit_as_unavailable() {
+    // The trap component stands in for user, so user can be made to fail.
+    let trap = test_components().join("trap.wasm");
+    let config = format!(
+        r#"
+        [components.user]
+        path = "{}"
+        breaker = {{ consecutive_failures = 2, open_ms = 60000 }}
+        [[routes]]
+        prefix = "/trap"
+        component = "user"
+        [[routes]]
+        prefix = "/orders"
+        component = "order"
+        "#,
+        trap.display()
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    for _ in 0..2 {
+        assert_eq!(server.get("/trap/panic").await.status, 500);
+    }
+    let order = server
+        .post(
+            "/orders",
+            json!({"user_id": "usr_x", "items": [{"sku": "a", "quantity": 1, "price": 1}]}),
+        )
+        .await;
+    assert_eq!(order.status, 503);
+    assert!(order.error().contains("unavailable: circuit open"), "{}", order.error());
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Each hostile guest ends in a clean error within its deadline plus a
+/// second, while another component keeps answering, and host memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_cannot_hurt_the_host() {
+    // A breaker would refuse the later rounds; this test is about the guest.
+    let lenient = "breaker = { consecutive_failures = 1000, min_calls = 1000 }";
+    let server = Server::start_with(Some(&config(lenient)), fresh_dir()).await;
+    let user = server.create_user("Rae", "rae@example.com").await;
+    let warm = rss_kib(server.pid());
+    let cases: &[(&str, &[u16])] = &[
+        ("/trap/loop", &[504]),
+        ("/trap/recurse", &[500]),
+        ("/trap/grow", &[500]),
+        ("/trap/alloc", &[500]),
+        ("/trap/huge", &[502]),
+        ("/trap/self", &[508]),
+    ];
+    for round in 0..3 {
+        for (path, expected) in cases {
+            let started = Instant::now();
+            let (hostile, bystander) = tokio::join!(server.get(path), async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                server.get(&format!("/users/{user}")).await
+            });
+            let took = started.elapsed();
+            assert!(
+                expected.contains(&hostile.status),
+                "{path}: {} {}",
+                hostile.status,
+                String::from_utf8_lossy(&hostile.body)
+            );
+            assert!(!hostile.error().is_empty(), "{path}: a JSON error");
+            assert!(took < Duration::from_secs(2), "{path} took {took:?}, deadline 1 s");
+            assert_eq!(bystander.status, 200, "{path}: other components keep answering");
+            if round == 0 {
+                eprintln!("{path}: {} in {took:?}: {}", hostile.status, hostile.error());
+            }
+        }
+    }
+    let after = rss_kib(server.pid());
+    eprintln!("host RSS: {warm} KiB after warm-up, {after} KiB after 18 hostile requests");
+    assert!(after < warm + 96 * 1024, "host memory grew from {warm} KiB to {after} KiB");
+    assert_eq!(server.get("/trap/ok").await.status, 200);
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_431() {
+    let server = Server::start().await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let send = |head: String| {
+        let addr = addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = vec![0; 64];
+            let n = stream.read(&mut answer).await.unwrap();
+            String::from_utf8_lossy(&answer[..n]).into_owned()
+        }
+    };
+    let many: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let answer = send(format!("GET /users/x HTTP/1.1\r\nhost: a\r\n{many}\r\n")).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let large = "v".repeat(512 * 1024);
+    let answer = send(format!("GET /users/x HTTP/1.1\r\nhost: a\r\nx-big: {large}\r\n\r\n")).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let answer = send("NOT HTTP AT ALL\r\n\r\n".to_string()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(server.get("/users/x").await.status, 404, "still serving");
+}
