@@ -26,6 +26,7 @@
 //! deadline_ms = 2000
 //! max_memory = 33554432
 //! max_concurrency = 50
+//! max_keyspace_bytes = 1048576
 //! breaker = { consecutive_failures = 3, open_ms = 10000 }
 //!
 //! [runtime]                    # host-wide, and every component's defaults
@@ -34,6 +35,7 @@
 //! max_memory = 67108864        # bytes of linear memory per instance
 //! max_instances = 1000         # instances alive at once, host-wide
 //! max_concurrency = 100        # instances of one component at once; as many more wait
+//! max_keyspace_bytes = 268435456  # keys + values per keyspace
 //! # breaker defaults: consecutive_failures = 5, failure_ratio = 0.5,
 //! # min_calls = 20, window_ms = 30000, open_ms = 30000, max_probes = 1
 //!
@@ -95,6 +97,8 @@ pub struct ComponentConfig {
     pub max_concurrency: Option<u32>,
     /// Circuit breaker thresholds; unset fields keep their defaults.
     pub breaker: Option<BreakerConfig>,
+    /// Bytes (keys plus values) its keyspace may hold.
+    pub max_keyspace_bytes: Option<u64>,
 }
 
 /// One route.
@@ -137,6 +141,8 @@ pub struct RuntimeConfig {
     pub max_concurrency: Option<u32>,
     /// Circuit breaker thresholds.
     pub breaker: Option<BreakerConfig>,
+    /// Bytes (keys plus values) one keyspace may hold.
+    pub max_keyspace_bytes: Option<u64>,
 }
 
 impl Config {
@@ -170,19 +176,25 @@ impl Config {
         let defaults = &mut options.defaults;
         apply(
             defaults,
-            runtime.deadline_ms,
-            runtime.max_memory,
-            runtime.max_concurrency,
-            runtime.breaker,
+            Limits {
+                deadline_ms: runtime.deadline_ms,
+                max_memory: runtime.max_memory,
+                max_concurrency: runtime.max_concurrency,
+                breaker: runtime.breaker,
+                max_keyspace_bytes: runtime.max_keyspace_bytes,
+            },
         );
         for (name, component) in &self.components {
             let mut settings = options.defaults.clone();
             apply(
                 &mut settings,
-                component.deadline_ms,
-                component.max_memory,
-                component.max_concurrency,
-                component.breaker,
+                Limits {
+                    deadline_ms: component.deadline_ms,
+                    max_memory: component.max_memory,
+                    max_concurrency: component.max_concurrency,
+                    breaker: component.breaker,
+                    max_keyspace_bytes: component.max_keyspace_bytes,
+                },
             );
             options.components.insert(name.clone(), settings);
         }
@@ -198,24 +210,30 @@ impl Config {
     }
 }
 
-fn apply(
-    settings: &mut ComponentSettings,
+/// The limits a `[runtime]` or `[components.NAME]` section may set.
+struct Limits {
     deadline_ms: Option<u64>,
     max_memory: Option<usize>,
     max_concurrency: Option<u32>,
     breaker: Option<BreakerConfig>,
-) {
-    if let Some(ms) = deadline_ms {
+    max_keyspace_bytes: Option<u64>,
+}
+
+fn apply(settings: &mut ComponentSettings, limits: Limits) {
+    if let Some(ms) = limits.deadline_ms {
         settings.deadline = std::time::Duration::from_millis(ms);
     }
-    if let Some(bytes) = max_memory {
+    if let Some(bytes) = limits.max_memory {
         settings.max_memory = bytes;
     }
-    if let Some(count) = max_concurrency {
+    if let Some(count) = limits.max_concurrency {
         settings.max_concurrency = count;
     }
-    if let Some(breaker) = breaker {
+    if let Some(breaker) = limits.breaker {
         settings.breaker = breaker;
+    }
+    if let Some(bytes) = limits.max_keyspace_bytes {
+        settings.max_keyspace_bytes = bytes;
     }
 }
 

@@ -270,6 +270,7 @@ impl Deployments {
         if purge {
             self.records.remove(name).map_err(storage)?;
             self.runtime.db().drop_tree(keyspace_tree(name)).map_err(storage)?;
+            self.runtime.forget_usage(name);
         } else {
             record.active = None;
             self.save(&record)?;

@@ -4,6 +4,8 @@
 //! there is no name a guest could pass to reach another keyspace.
 
 use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -17,16 +19,102 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Most keys one `list-keys` call returns, whatever the guest asks for.
 pub const MAX_PAGE: u32 = 1000;
 
+/// How many bytes (keys plus values) a keyspace holds, against its quota.
+///
+/// Counted once by scanning the tree when the component is first loaded in
+/// this process, then kept up to date by every write. Concurrent writers
+/// check against the same counter, so the quota can be overshot by at most
+/// the writes in flight at once, never by more.
+pub struct Usage {
+    bytes: AtomicU64,
+    limit: u64,
+}
+
+impl Usage {
+    /// The usage of `tree`, limited to `limit` bytes.
+    pub fn scan(tree: &sled::Tree, limit: u64) -> Self {
+        let bytes =
+            tree.iter().filter_map(Result::ok).map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        Usage { bytes: AtomicU64::new(bytes), limit }
+    }
+
+    /// Bytes held now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether replacing `old` bytes by `new` bytes fits.
+    fn check(&self, old: u64, new: u64) -> Result<(), Error> {
+        let projected = self.bytes().saturating_sub(old) + new;
+        if new > old && projected > self.limit {
+            return Err(Error::QuotaExceeded(format!(
+                "the keyspace would hold {projected} bytes, its quota is {}",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+
+    fn record(&self, old: u64, new: u64) {
+        if new >= old {
+            self.bytes.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(old - new))
+            });
+        }
+    }
+}
+
 /// Per-invocation state of the capability.
 pub struct KeyvalueCtx {
     tree: sled::Tree,
+    usage: Arc<Usage>,
     wrote: bool,
 }
 
+/// Bytes an entry takes against the quota.
+fn entry_size(key: &str, value: Option<&[u8]>) -> u64 {
+    value.map_or(0, |v| (key.len() + v.len()) as u64)
+}
+
 impl KeyvalueCtx {
-    /// A context over one component's tree.
-    pub fn new(tree: sled::Tree) -> Self {
-        KeyvalueCtx { tree, wrote: false }
+    /// A context over one component's tree and its usage.
+    pub fn new(tree: sled::Tree, usage: Arc<Usage>) -> Self {
+        KeyvalueCtx { tree, usage, wrote: false }
+    }
+
+    /// Write `new` (or delete, for `None`) under `key` if the value now is
+    /// `expected` (`Some(None)`: absent; `None`: whatever it is). Returns
+    /// whether it was written, keeping the quota's count.
+    fn write(
+        &mut self,
+        key: &str,
+        expected: Option<Option<&[u8]>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, Error> {
+        let current = self.tree.get(key).map_err(storage)?;
+        let old = entry_size(key, current.as_deref());
+        let new_size = entry_size(key, new.as_deref());
+        self.usage.check(old, new_size)?;
+        let written = match expected {
+            None => {
+                match &new {
+                    Some(value) => self.tree.insert(key, value.as_slice()),
+                    None => self.tree.remove(key),
+                }
+                .map_err(storage)?;
+                true
+            }
+            Some(expected) => {
+                self.tree.compare_and_swap(key, expected, new.as_deref()).map_err(storage)?.is_ok()
+            }
+        };
+        if written {
+            self.usage.record(old, new_size);
+            self.wrote = true;
+        }
+        Ok(written)
     }
 
     /// Whether this invocation changed anything, so the host knows to flush
@@ -85,15 +173,16 @@ impl keyvalue::Host for KeyvalueCtx {
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
         check_key(&key)?;
         check_value(&value)?;
-        self.tree.insert(key, value).map_err(storage)?;
-        self.wrote = true;
+        self.write(&key, None, Some(value))?;
         Ok(())
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, Error> {
         check_key(&key)?;
-        let existed = self.tree.remove(key).map_err(storage)?.is_some();
-        self.wrote |= existed;
+        let existed = self.tree.contains_key(&key).map_err(storage)?;
+        if existed {
+            self.write(&key, None, None)?;
+        }
         Ok(existed)
     }
 
@@ -145,12 +234,7 @@ impl keyvalue::Host for KeyvalueCtx {
             let next = value
                 .checked_add(delta)
                 .ok_or_else(|| Error::QuotaExceeded("the counter would overflow".into()))?;
-            let swapped = self
-                .tree
-                .compare_and_swap(&key, current, Some(next.to_string().into_bytes()))
-                .map_err(storage)?;
-            if swapped.is_ok() {
-                self.wrote = true;
+            if self.write(&key, Some(current.as_deref()), Some(next.to_string().into_bytes()))? {
                 return Ok(next);
             }
         }
@@ -166,8 +250,6 @@ impl keyvalue::Host for KeyvalueCtx {
         if let Some(value) = &new {
             check_value(value)?;
         }
-        let swapped = self.tree.compare_and_swap(key, expected, new).map_err(storage)?.is_ok();
-        self.wrote |= swapped;
-        Ok(swapped)
+        self.write(&key, Some(expected.as_deref()), new)
     }
 }

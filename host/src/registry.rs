@@ -37,6 +37,8 @@ pub struct Deployment {
     pub breaker: Breaker,
     /// This version's limit on instances running at once.
     pub bulkhead: Bulkhead,
+    /// The keyspace's size against its quota; shared by every version.
+    pub usage: Arc<crate::kv::Usage>,
 }
 
 /// Caps the instances of one deployment running at once. Excess calls wait

@@ -13,7 +13,7 @@ use crate::bindings::types::{Request, Response};
 use crate::bindings::{Service, ServicePre};
 use crate::breaker::{Breaker, BreakerConfig, SystemClock};
 use crate::engine::{EPOCH_TICK, EngineLimits, EpochTicker, build_engine};
-use crate::kv::KeyvalueCtx;
+use crate::kv::{KeyvalueCtx, Usage};
 use crate::registry::{Bulkhead, Deployment, Registry};
 use crate::services::{CallContext, ServicesCtx};
 use crate::state::ComponentState;
@@ -54,6 +54,8 @@ pub struct ComponentSettings {
     pub max_concurrency: u32,
     /// When its circuit opens.
     pub breaker: BreakerConfig,
+    /// Bytes (keys plus values) its keyspace may hold.
+    pub max_keyspace_bytes: u64,
 }
 
 impl Default for ComponentSettings {
@@ -63,6 +65,7 @@ impl Default for ComponentSettings {
             max_memory: 64 << 20,
             max_concurrency: 100,
             breaker: BreakerConfig::default(),
+            max_keyspace_bytes: 256 << 20,
         }
     }
 }
@@ -147,6 +150,8 @@ pub struct Runtime {
     db: sled::Db,
     registry: Registry,
     options: RuntimeOptions,
+    // Per component name, so the count survives swaps.
+    usage: std::sync::Mutex<HashMap<String, Arc<Usage>>>,
     _ticker: EpochTicker,
 }
 
@@ -166,6 +171,7 @@ impl Runtime {
             db,
             registry: Registry::default(),
             options,
+            usage: Default::default(),
             _ticker: ticker,
         }))
     }
@@ -244,13 +250,20 @@ impl Runtime {
     ) -> Result<Invoked, InvokeFailure> {
         let name = &*deployment.name;
         let deadline = call.deadline;
+        // Generous for any real component (a wasip1 build with its adapter
+        // has a handful of instances, memories and tables), tight enough that
+        // a hostile one cannot make the host allocate without bound.
         let limits = StoreLimitsBuilder::new()
             .memory_size(settings.max_memory)
+            .instances(64)
+            .memories(64)
+            .tables(64)
+            .table_elements(1 << 20)
             .trap_on_grow_failure(true)
             .build();
         let state = ComponentState::new(
             deployment.name.clone(),
-            KeyvalueCtx::new(deployment.keyspace.clone()),
+            KeyvalueCtx::new(deployment.keyspace.clone(), deployment.usage.clone()),
             ServicesCtx::new(self.clone(), deployment.name.clone(), call),
             limits,
         );
@@ -296,8 +309,10 @@ impl Runtime {
         keyspace: sled::Tree,
     ) -> Arc<Deployment> {
         let settings = self.options.settings(name);
+        let usage = self.usage(name, &keyspace);
         let name: Arc<str> = name.into();
         Arc::new(Deployment {
+            usage,
             breaker: Breaker::new(name.clone(), settings.breaker, Arc::new(SystemClock)),
             bulkhead: Bulkhead::new(settings.max_concurrency),
             name,
@@ -307,6 +322,21 @@ impl Runtime {
             pre,
             keyspace,
         })
+    }
+
+    /// The keyspace usage of `name`, counted on first use.
+    fn usage(&self, name: &str, keyspace: &sled::Tree) -> Arc<Usage> {
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = self.options.settings(name).max_keyspace_bytes;
+        usage
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Usage::scan(keyspace, limit)))
+            .clone()
+    }
+
+    /// Forget the usage count of a purged keyspace.
+    pub fn forget_usage(&self, name: &str) {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
     }
 
     /// Whether storage accepts a write and reads it back.

@@ -179,3 +179,76 @@ async fn too_many_or_too_large_headers_are_431() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(server.get("/users/x").await.status, 404, "still serving");
 }
+
+#[tokio::test]
+async fn the_bulkhead_queues_a_few_and_refuses_the_rest() {
+    let server = Server::start_with(Some(&config("max_concurrency = 1")), fresh_dir()).await;
+    let started = Instant::now();
+    let (first, second, third) = tokio::join!(
+        server.get("/trap/sleep/600"),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            server.get("/trap/sleep/10").await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            server.get("/trap/ok").await
+        },
+    );
+    assert_eq!(first.status, 200);
+    assert_eq!(second.status, 200, "one call waits for the slot");
+    assert_eq!(third.status, 503, "beyond the queue: refused at once");
+    assert!(third.error().contains("too many concurrent calls"), "{}", third.error());
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert_eq!(server.get("/trap/ok").await.status, 200);
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_on_sigterm() {
+    let server = Server::start_with(Some(&config("")), fresh_dir()).await;
+    let pid = server.pid().to_string();
+    let (slow, _) = tokio::join!(server.get("/trap/sleep/800"), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    });
+    assert_eq!(slow.status, 200, "the request in flight was answered");
+    assert!(server.stop_with("TERM").await.success(), "and the host exited 0");
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_head_too_slowly_is_cut_off() {
+    let server =
+        Server::start_with(Some("[gateway]\nheader_read_timeout_ms = 300\n"), fresh_dir()).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /users/x HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    // The server closes (possibly after a 408) instead of waiting for ever.
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(server.get("/users/x").await.status, 404, "still serving others");
+}
+
+#[tokio::test]
+async fn keyvalue_quotas_come_back_to_the_guest_as_errors() {
+    let config = format!(
+        "[components.probe]\npath = \"{}\"\nmax_keyspace_bytes = 1000\n[[routes]]\nprefix = \"/p\"\ncomponent = \"probe\"\n",
+        test_components().join("kvprobe.wasm").display()
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    assert_eq!(server.send("PUT", "/p/kv/k1", "x".repeat(600)).await.status, 200);
+    let over = server.send("PUT", "/p/kv/k2", "x".repeat(600)).await;
+    assert_eq!(over.status, 500);
+    assert!(over.error().contains("quota exceeded"), "{}", over.error());
+    assert_eq!(server.get("/p/kv/k2").await.status, 404, "nothing was written");
+    // Shrinking frees room.
+    assert_eq!(server.send("PUT", "/p/kv/k1", "x".repeat(100)).await.status, 200);
+    assert_eq!(server.send("PUT", "/p/kv/k2", "x".repeat(600)).await.status, 200);
+    let long_key = "k".repeat(600);
+    let invalid = server.send("PUT", &format!("/p/kv/{long_key}"), "v").await;
+    assert_eq!(invalid.status, 500);
+    assert!(invalid.error().contains("invalid key"), "{}", invalid.error());
+}
