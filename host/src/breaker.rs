@@ -83,9 +83,9 @@ pub struct Snapshot {
     /// Failures in a row.
     pub consecutive_failures: u32,
     /// Calls in the window.
-    pub window_calls: usize,
+    pub window_calls: u32,
     /// Failures in the window.
-    pub window_failures: usize,
+    pub window_failures: u32,
     /// Times it opened.
     pub opened: u64,
 }
@@ -116,10 +116,71 @@ pub struct Breaker {
 struct Inner {
     state: State,
     consecutive: u32,
-    window: VecDeque<(Instant, bool)>,
+    window: Window,
     opened_at: Option<Instant>,
     probes_out: u32,
     opened: u64,
+}
+
+/// Calls and failures over the last `window_ms`, in [`BUCKETS`] slices: O(1)
+/// per call and constant memory however many calls arrive. A call leaves the
+/// window with its slice, so the window is exact to a tenth of its length.
+struct Window {
+    slice: Duration,
+    /// (slice start, calls, failures), oldest first.
+    buckets: VecDeque<(Instant, u32, u32)>,
+    calls: u32,
+    failures: u32,
+}
+
+/// Slices a window is cut into.
+const BUCKETS: u32 = 10;
+
+impl Window {
+    fn new(length: Duration) -> Self {
+        Window {
+            slice: (length / BUCKETS).max(Duration::from_millis(1)),
+            buckets: VecDeque::new(),
+            calls: 0,
+            failures: 0,
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let length = self.slice * BUCKETS;
+        while let Some(&(start, calls, failures)) = self.buckets.front() {
+            if now.duration_since(start) < length {
+                break;
+            }
+            self.calls -= calls;
+            self.failures -= failures;
+            self.buckets.pop_front();
+        }
+    }
+
+    fn push(&mut self, now: Instant, success: bool) {
+        self.expire(now);
+        let fresh = match self.buckets.back() {
+            Some(&(start, _, _)) => now.duration_since(start) >= self.slice,
+            None => true,
+        };
+        if fresh {
+            self.buckets.push_back((now, 0, 0));
+        }
+        let bucket = self.buckets.back_mut().expect("just ensured");
+        bucket.1 += 1;
+        self.calls += 1;
+        if !success {
+            bucket.2 += 1;
+            self.failures += 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buckets.clear();
+        self.calls = 0;
+        self.failures = 0;
+    }
 }
 
 impl Breaker {
@@ -132,7 +193,7 @@ impl Breaker {
             inner: Mutex::new(Inner {
                 state: State::Closed,
                 consecutive: 0,
-                window: VecDeque::new(),
+                window: Window::new(Duration::from_millis(config.window_ms)),
                 opened_at: None,
                 probes_out: 0,
                 opened: 0,
@@ -184,15 +245,10 @@ impl Breaker {
             return;
         }
         inner.consecutive = if success { 0 } else { inner.consecutive + 1 };
-        inner.window.push_back((now, success));
-        let horizon = Duration::from_millis(self.config.window_ms);
-        while inner.window.front().is_some_and(|(at, _)| now.duration_since(*at) > horizon) {
-            inner.window.pop_front();
-        }
-        let calls = inner.window.len();
-        let failures = inner.window.iter().filter(|(_, ok)| !ok).count();
-        let ratio_trips = calls >= self.config.min_calls as usize
-            && failures as f64 >= self.config.failure_ratio * calls as f64;
+        inner.window.push(now, success);
+        let (calls, failures) = (inner.window.calls, inner.window.failures);
+        let ratio_trips = calls >= self.config.min_calls
+            && f64::from(failures) >= self.config.failure_ratio * f64::from(calls);
         if inner.consecutive >= self.config.consecutive_failures || ratio_trips {
             self.open(&mut inner, now);
         }
@@ -200,7 +256,8 @@ impl Breaker {
 
     /// The state and counts now.
     pub fn snapshot(&self) -> Snapshot {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.window.expire(self.clock.now());
         let state = match inner.state {
             State::Open if self.clock.now() >= inner.opened_at.expect("open") + self.open_for() => {
                 State::HalfOpen
@@ -210,8 +267,8 @@ impl Breaker {
         Snapshot {
             state,
             consecutive_failures: inner.consecutive,
-            window_calls: inner.window.len(),
-            window_failures: inner.window.iter().filter(|(_, ok)| !ok).count(),
+            window_calls: inner.window.calls,
+            window_failures: inner.window.failures,
             opened: inner.opened,
         }
     }

@@ -20,11 +20,15 @@ pub struct EngineLimits {
     pub max_instances: u32,
     /// Largest linear memory any instance may grow to, in bytes.
     pub max_memory_bytes: usize,
+    /// Stop looping guests at their deadline. Only benchmarks turn it off,
+    /// to measure what it costs: without it a guest that never yields is
+    /// never stopped.
+    pub epoch_interruption: bool,
 }
 
 impl Default for EngineLimits {
     fn default() -> Self {
-        EngineLimits { max_instances: 1000, max_memory_bytes: 64 << 20 }
+        EngineLimits { max_instances: 1000, max_memory_bytes: 64 << 20, epoch_interruption: true }
     }
 }
 
@@ -43,7 +47,7 @@ pub fn build_engine(limits: &EngineLimits) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
-        .epoch_interruption(true)
+        .epoch_interruption(limits.epoch_interruption)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
 }

@@ -29,6 +29,9 @@ pub struct RuntimeOptions {
     pub defaults: ComponentSettings,
     /// Per-component limits, by name.
     pub components: HashMap<String, ComponentSettings>,
+    /// Enforce the per-store limits (memory, instances, tables). Only
+    /// benchmarks turn it off, to measure what it costs.
+    pub store_limits: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -38,6 +41,7 @@ impl Default for RuntimeOptions {
             max_call_depth: 8,
             defaults: ComponentSettings::default(),
             components: HashMap::new(),
+            store_limits: true,
         }
     }
 }
@@ -268,9 +272,13 @@ impl Runtime {
             limits,
         );
         let mut store = wasmtime::Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        if self.options.store_limits {
+            store.limiter(|state| &mut state.limits);
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        store.set_epoch_deadline(ticks(remaining));
+        if self.options.engine.epoch_interruption {
+            store.set_epoch_deadline(ticks(remaining));
+        }
 
         let deadline_ms = remaining.as_millis() as u64;
         let run = async {
