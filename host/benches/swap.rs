@@ -94,13 +94,7 @@ async fn create_user(http: &Http, base: &str) -> String {
 /// Deploy `bytes`; the time until a gateway response carries the new version.
 async fn swap(http: &Http, admin: &str, token: &str, probe: &str, bytes: Vec<u8>) -> Duration {
     let started = Instant::now();
-    let request = http::Request::put(format!("{admin}/admin/components/user"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::from(bytes)))
-        .unwrap();
-    let response = http.request(request).await.unwrap();
-    assert!(response.status().is_success());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = deploy_user(http, admin, token, bytes).await;
     let version =
         serde_json::from_slice::<serde_json::Value>(&body).unwrap()["version"].to_string();
     loop {
@@ -111,6 +105,17 @@ async fn swap(http: &Http, admin: &str, token: &str, probe: &str, bytes: Vec<u8>
             return started.elapsed();
         }
     }
+}
+
+/// `PUT /admin/components/user`; the answer's body.
+async fn deploy_user(http: &Http, admin: &str, token: &str, bytes: Vec<u8>) -> Bytes {
+    let request = http::Request::put(format!("{admin}/admin/components/user"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(bytes)))
+        .unwrap();
+    let response = http.request(request).await.unwrap();
+    assert!(response.status().is_success());
+    response.into_body().collect().await.unwrap().to_bytes()
 }
 
 fn get(uri: &str) -> http::Request<Full<Bytes>> {
@@ -202,13 +207,7 @@ async fn load(http: &Http, probe: &str, swapping: Option<(&str, &str, &[u8])>) -
         match swapping {
             Some((admin, token, wasm)) => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                let request = http::Request::put(format!("{admin}/admin/components/user"))
-                    .header("authorization", format!("Bearer {token}"))
-                    .body(Full::new(Bytes::copy_from_slice(wasm)))
-                    .unwrap();
-                let response = http.request(request).await.unwrap();
-                assert!(response.status().is_success());
-                let _ = response.into_body().collect().await;
+                deploy_user(http, admin, token, wasm.to_vec()).await;
                 swaps += 1;
             }
             None => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -126,6 +126,10 @@ pub struct GatewayConfig {
 }
 
 /// `[runtime]`: host-wide limits and the defaults of every component.
+///
+/// The limit fields repeat those of [`ComponentConfig`] rather than sharing a
+/// flattened struct: serde cannot combine `flatten` with `deny_unknown_fields`,
+/// and rejecting typos matters more here.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
