@@ -184,14 +184,17 @@ async fn too_many_or_too_large_headers_are_431() {
 async fn the_bulkhead_queues_a_few_and_refuses_the_rest() {
     let server = Server::start_with(Some(&config("max_concurrency = 1")), fresh_dir()).await;
     let started = Instant::now();
+    // The first holds the only slot for 800 ms (its deadline is 1 s); the
+    // second arrives 250 ms in and waits; the third, 500 ms in, finds the
+    // queue full.
     let (first, second, third) = tokio::join!(
-        server.get("/trap/sleep/600"),
+        server.get("/trap/sleep/800"),
         async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
             server.get("/trap/sleep/10").await
         },
         async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             server.get("/trap/ok").await
         },
     );
@@ -199,7 +202,7 @@ async fn the_bulkhead_queues_a_few_and_refuses_the_rest() {
     assert_eq!(second.status, 200, "one call waits for the slot");
     assert_eq!(third.status, 503, "beyond the queue: refused at once");
     assert!(third.error().contains("too many concurrent calls"), "{}", third.error());
-    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(started.elapsed() >= Duration::from_millis(800));
     assert_eq!(server.get("/trap/ok").await.status, 200);
 }
 
