@@ -254,6 +254,15 @@ impl Breaker {
         }
     }
 
+    /// Give back a permit whose call never reached the guest (refused for
+    /// load, say): it counts neither way.
+    pub fn release(&self, permit: Permit) {
+        if permit.probe {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.probes_out = inner.probes_out.saturating_sub(1);
+        }
+    }
+
     /// The state and counts now.
     pub fn snapshot(&self) -> Snapshot {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -402,6 +411,21 @@ mod tests {
             State::Closed,
             "a probe's late outcome is ignored once closed"
         );
+    }
+
+    #[test]
+    fn a_released_permit_counts_neither_way() {
+        let (b, clock) = breaker(BreakerConfig::default());
+        for _ in 0..4 {
+            call(&b, false);
+        }
+        b.release(b.try_acquire().unwrap());
+        assert_eq!(b.snapshot().consecutive_failures, 4);
+        call(&b, false);
+        clock.advance(Duration::from_secs(30));
+        b.release(b.try_acquire().unwrap());
+        assert_eq!(b.snapshot().state, State::HalfOpen, "a released probe does not close it");
+        assert!(b.try_acquire().is_ok(), "and its probe slot is free again");
     }
 
     #[test]

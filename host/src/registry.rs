@@ -116,11 +116,4 @@ impl Registry {
         });
         previous
     }
-
-    /// Names of the active components, sorted.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.active.load().keys().cloned().collect();
-        names.sort();
-        names
-    }
 }

@@ -235,7 +235,7 @@ impl Runtime {
             Ok(slot) => slot,
             Err(failure) => {
                 // Load, not a fault of the component: the breaker does not count it.
-                deployment.breaker.record(permit, true);
+                deployment.breaker.release(permit);
                 return Err(failure);
             }
         };
