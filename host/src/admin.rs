@@ -59,7 +59,7 @@ impl AdminToken {
         }
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let token = crate::artifacts::hex(&secret);
         write_private(&path, &token)?;
         tracing::info!(path = %path.display(), "generated an admin token");
         Ok(AdminToken::new(&token))

@@ -154,13 +154,7 @@ impl Deployments {
         name: &str,
         bytes: Vec<u8>,
     ) -> Result<Option<Deployed>, DeployError> {
-        if let Some(record) = self.record(name)? {
-            let active = record.active.and_then(|v| find_version(&record, v).ok());
-            if active.is_some_and(|v| v.digest == hex_sha256(&bytes)) {
-                return Ok(None);
-            }
-        }
-        self.deploy(name, bytes, None).await.map(Some)
+        self.deploy_unless_active(name, bytes, None, true).await
     }
 
     /// Whether `name` was ever deployed (and not purged).
@@ -176,6 +170,20 @@ impl Deployments {
         bytes: Vec<u8>,
         routes: Option<Vec<String>>,
     ) -> Result<Deployed, DeployError> {
+        let deployed = self.deploy_unless_active(name, bytes, routes, false).await?;
+        Ok(deployed.expect("deploys whenever unchanged is not skipped"))
+    }
+
+    /// The one deploy path. With `skip_unchanged`, bytes identical to the
+    /// active version deploy nothing (`Ok(None)`); the check happens under
+    /// the change lock and hashes the bytes once.
+    async fn deploy_unless_active(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        routes: Option<Vec<String>>,
+        skip_unchanged: bool,
+    ) -> Result<Option<Deployed>, DeployError> {
         if !is_valid_name(name) {
             return Err(DeployError::InvalidName(name.to_string()));
         }
@@ -185,8 +193,12 @@ impl Deployments {
                     .into(),
             ));
         }
+        let digest = hex_sha256(&bytes);
         let _change = self.changes.lock().await;
         let existing = self.record(name)?;
+        if skip_unchanged && existing.as_ref().is_some_and(|r| active_digest(r) == Some(&digest)) {
+            return Ok(None);
+        }
         let created = existing.is_none();
         let mut record = existing.unwrap_or_else(|| ComponentRecord {
             name: name.to_string(),
@@ -200,7 +212,6 @@ impl Deployments {
         }
         self.check_routes(&record)?;
 
-        let digest = hex_sha256(&bytes);
         let size = bytes.len() as u64;
         let source = bytes.clone();
         let (component, origin) =
@@ -236,7 +247,7 @@ impl Deployments {
             cached = origin == Origin::Cached,
             "deployed"
         );
-        Ok(Deployed { version, created })
+        Ok(Some(Deployed { version, created }))
     }
 
     /// Make the version before the active one active again, from the cache.
@@ -422,6 +433,11 @@ impl Deployments {
         self.records.flush().map_err(storage)?;
         Ok(())
     }
+}
+
+/// The digest of `record`'s active version, if it has one.
+fn active_digest(record: &ComponentRecord) -> Option<&String> {
+    record.active.and_then(|v| find_version(record, v).ok()).map(|v| &v.digest)
 }
 
 fn find_version(record: &ComponentRecord, version: u64) -> Result<&VersionRecord, DeployError> {
