@@ -30,4 +30,7 @@ mod server;
 pub use backend::{Backend, HealthReport, InvokeError, Reply, Request};
 pub use error::{GatewayError, error_response, json_response};
 pub use routes::{Route, RouteError, RouteTable};
-pub use server::{DRAIN_LIMIT, Gateway, GatewayOptions, discard_body, read_body, serve_http};
+pub use server::{
+    DRAIN_LIMIT, Gateway, GatewayOptions, RESERVED_HEADER_PREFIX, discard_body, read_body,
+    serve_http,
+};

@@ -65,6 +65,10 @@ struct Inner<B> {
     options: GatewayOptions,
 }
 
+/// Request headers starting with this are set only by the platform; the
+/// gateway drops any a client sends.
+pub const RESERVED_HEADER_PREFIX: &str = "pitstop-";
+
 /// The response headers naming who answered.
 const COMPONENT_HEADER: HeaderName = HeaderName::from_static("pitstop-component");
 const VERSION_HEADER: HeaderName = HeaderName::from_static("pitstop-version");
@@ -181,6 +185,9 @@ impl<B: Backend> Gateway<B> {
         let headers = parts
             .headers
             .iter()
+            // `pitstop-*` headers are the platform's to set (the caller of a
+            // service call, say): a client must not be able to forge them.
+            .filter(|(name, _)| !name.as_str().starts_with(RESERVED_HEADER_PREFIX))
             .filter_map(|(name, value)| {
                 // Components see text headers; a header that is not UTF-8 is
                 // dropped rather than mangled.

@@ -50,12 +50,12 @@ async fn invoke_cost(epoch: bool, limits: bool) -> (f64, f64) {
     let runtime = Runtime::new(db, options).unwrap();
     let bytes = std::fs::read(concat!(env!("PITSTOP_BUILTIN_DIR"), "/user.wasm")).unwrap();
     let component = Component::new(runtime.engine(), &bytes).unwrap();
-    let pre = runtime.link(&component).unwrap();
     let keyspace = runtime.db().open_tree(keyspace_tree("user")).unwrap();
+    let prepared = runtime.prepare("user", &component, &keyspace).await.unwrap();
     keyspace
         .insert("user/usr_1", br#"{"id":"usr_1","name":"A","email":"a@example.com"}"#.as_slice())
         .unwrap();
-    let deployment = runtime.deployment("user", 1, String::new(), bytes.len(), pre, keyspace);
+    let deployment = runtime.deployment("user", 1, String::new(), bytes.len(), prepared, keyspace);
     runtime.registry().activate(deployment);
     let request = || Request {
         method: "GET".into(),

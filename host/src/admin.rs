@@ -9,9 +9,12 @@
 //! | `GET /admin/components/{name}/versions` | 200 `{"name","active","versions":[...]}` |
 //! | `POST /admin/components/{name}/rollback` | 200 `{"name","version"}` |
 //! | `DELETE /admin/components/{name}[?purge=true]` | 200 `{"name","purged"}` |
+//! | `GET /admin/dead-letters[?subscriber=name]` | 200 `{"dead_letters":[...]}`, see [`DeadLetter`] |
+//! | `POST /admin/dead-letters/{subscriber}/{event_id}/replay` | 200 `{"subscriber","id","replayed":true}` |
+//! | `DELETE /admin/dead-letters/{subscriber}/{event_id}` | 200 `{"subscriber","id","discarded":true}` |
 //!
 //! Errors are `{"error": ...}`: 401 bad token, 400 bad name or not a
-//! component, 404 unknown component, 409 route taken or nothing to roll back
+//! component, 404 unknown component or dead letter, 409 route taken or nothing to roll back
 //! to, 413 upload over the limit, 422 a component that does not fit the
 //! `service` world.
 
@@ -28,6 +31,7 @@ use pitstop_gateway::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::bus::{BusError, DeadLetter};
 use crate::deployments::{ComponentInfo, Deployments};
 use crate::runtime::DeployError;
 
@@ -188,15 +192,43 @@ impl Admin {
                     &serde_json::json!({"name": name, "purged": purge}),
                 ))
             }
+            (&Method::GET, ["admin", "dead-letters"]) => {
+                let subscriber = query_values(&query, "subscriber").into_iter().next();
+                let letters: Vec<DeadLetter> = self.bus().dead_letters(subscriber.as_deref())?;
+                Ok(json_response(StatusCode::OK, &serde_json::json!({ "dead_letters": letters })))
+            }
+            (&Method::POST, ["admin", "dead-letters", subscriber, id, "replay"]) => {
+                self.bus().replay(subscriber, id)?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"subscriber": subscriber, "id": id, "replayed": true}),
+                ))
+            }
+            (&Method::DELETE, ["admin", "dead-letters", subscriber, id]) => {
+                self.bus().discard(subscriber, id)?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({"subscriber": subscriber, "id": id, "discarded": true}),
+                ))
+            }
             (_, ["admin", "components"])
             | (_, ["admin", "components", _])
-            | (_, ["admin", "components", _, "versions" | "rollback"]) => {
+            | (_, ["admin", "components", _, "versions" | "rollback"])
+            | (_, ["admin", "dead-letters"])
+            | (_, ["admin", "dead-letters", _, _])
+            | (_, ["admin", "dead-letters", _, _, "replay"]) => {
                 Err(AdminError::Status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()))
             }
             _ => {
                 Err(AdminError::Status(StatusCode::NOT_FOUND, format!("no admin route for {path}")))
             }
         }
+    }
+}
+
+impl Admin {
+    fn bus(&self) -> &crate::bus::Bus {
+        self.deployments.runtime().bus()
     }
 }
 
@@ -210,6 +242,7 @@ fn query_values(query: &str, key: &str) -> Vec<String> {
 
 enum AdminError {
     Deploy(DeployError),
+    Bus(BusError),
     Body(GatewayError),
     BadRequest(String),
     Status(StatusCode, String),
@@ -218,6 +251,12 @@ enum AdminError {
 impl From<DeployError> for AdminError {
     fn from(error: DeployError) -> Self {
         AdminError::Deploy(error)
+    }
+}
+
+impl From<BusError> for AdminError {
+    fn from(error: BusError) -> Self {
+        AdminError::Bus(error)
     }
 }
 
@@ -241,6 +280,13 @@ impl AdminError {
                         StatusCode::CONFLICT
                     }
                     DeployError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                error_response(status, error)
+            }
+            AdminError::Bus(error) => {
+                let status = match &error {
+                    BusError::NotFound { .. } => StatusCode::NOT_FOUND,
+                    BusError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 error_response(status, error)
             }

@@ -41,6 +41,11 @@
 //!
 //! [admin]
 //! max_upload = 52428800        # bytes; larger uploads get 413
+//!
+//! [bus]                        # event delivery
+//! max_attempts = 5             # deliveries of one event before it is dead-lettered
+//! backoff_base_ms = 200        # wait before the first retry; doubles each time
+//! backoff_max_ms = 30000       # the longest wait between two attempts
 //! ```
 
 use std::collections::BTreeMap;
@@ -71,6 +76,23 @@ pub struct Config {
     /// Admin API limits.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Event delivery.
+    #[serde(default)]
+    pub bus: BusConfig,
+}
+
+/// `[bus]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// Deliveries of one event to one subscriber before it is dead-lettered
+    /// (default 5, at least 1).
+    pub max_attempts: Option<u32>,
+    /// Wait before the first retry in milliseconds (default 200); doubles
+    /// with each further retry.
+    pub backoff_base_ms: Option<u64>,
+    /// The longest wait between two attempts in milliseconds (default 30000).
+    pub backoff_max_ms: Option<u64>,
 }
 
 /// `[admin]`.
@@ -176,6 +198,16 @@ impl Config {
         }
         if let Some(count) = runtime.max_instances {
             options.engine.max_instances = count;
+        }
+        let bus = &self.bus;
+        if let Some(attempts) = bus.max_attempts {
+            options.bus.max_attempts = attempts.max(1);
+        }
+        if let Some(ms) = bus.backoff_base_ms {
+            options.bus.backoff_base = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = bus.backoff_max_ms {
+            options.bus.backoff_max = std::time::Duration::from_millis(ms);
         }
         let defaults = &mut options.defaults;
         apply(

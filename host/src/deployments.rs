@@ -157,6 +157,11 @@ impl Deployments {
         self.deploy_unless_active(name, bytes, None, true).await
     }
 
+    /// The runtime the components run in.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// Whether `name` was ever deployed (and not purged).
     pub fn is_known(&self, name: &str) -> Result<bool, DeployError> {
         Ok(self.record(name)?.is_some())
@@ -216,7 +221,8 @@ impl Deployments {
         let source = bytes.clone();
         let (component, origin) =
             self.artifacts.load(&digest, move || Ok(source)).await.map_err(compile_error)?;
-        let pre = self.runtime.link(&component)?;
+        let keyspace = self.keyspace(name)?;
+        let prepared = self.runtime.prepare(name, &component, &keyspace).await?;
         // Only components that passed every check are kept.
         let blob = self.blob_path(&digest);
         if !blob.exists() {
@@ -233,11 +239,10 @@ impl Deployments {
             deployed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 .to_string(),
         });
-        let keyspace = self.keyspace(name)?;
         self.save(&record)?;
 
         let deployment =
-            self.runtime.deployment(name, version, digest, size as usize, pre, keyspace);
+            self.runtime.deployment(name, version, digest, size as usize, prepared, keyspace);
         self.runtime.registry().activate(deployment);
         self.refresh_routes();
         tracing::info!(
@@ -282,6 +287,10 @@ impl Deployments {
             self.records.remove(name).map_err(storage)?;
             self.runtime.db().drop_tree(keyspace_tree(name)).map_err(storage)?;
             self.runtime.forget_usage(name);
+            self.runtime
+                .bus()
+                .forget_subscriber(name)
+                .map_err(|e| DeployError::Storage(e.to_string()))?;
         } else {
             record.active = None;
             self.save(&record)?;
@@ -378,14 +387,15 @@ impl Deployments {
             .load(&version.digest, move || std::fs::read(blob))
             .await
             .map_err(compile_error)?;
-        let pre = self.runtime.link(&component)?;
+        let keyspace = self.keyspace(name)?;
+        let prepared = self.runtime.prepare(name, &component, &keyspace).await?;
         Ok(self.runtime.deployment(
             name,
             version.version,
             version.digest.clone(),
             version.size as usize,
-            pre,
-            self.keyspace(name)?,
+            prepared,
+            keyspace,
         ))
     }
 

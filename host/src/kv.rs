@@ -1,8 +1,10 @@
 //! The `keyvalue` capability: a component's own keyspace, one sled tree.
 //!
 //! The context holds only the component's [`sled::Tree`], never the `Db`, so
-//! there is no name a guest could pass to reach another keyspace.
+//! there is no name a guest could pass to reach another keyspace. Writes are
+//! buffered per invocation and committed all at once by [`crate::commit`].
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +57,7 @@ impl Usage {
         Ok(())
     }
 
-    fn record(&self, old: u64, new: u64) {
+    pub(crate) fn record(&self, old: u64, new: u64) {
         if new >= old {
             self.bytes.fetch_add(new - old, Ordering::Relaxed);
         } else {
@@ -66,62 +68,101 @@ impl Usage {
     }
 }
 
+/// A write waiting for the invocation to commit.
+#[derive(Debug, Clone)]
+pub enum PendingWrite {
+    /// Store these bytes.
+    Put(Vec<u8>),
+    /// Remove the key.
+    Delete,
+    /// Add to the counter as it is at commit time, so concurrent increments
+    /// of one key are never lost.
+    Add(i64),
+}
+
+/// What one invocation wrote, to be committed atomically or dropped.
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// The last write to each key.
+    pub pending: BTreeMap<String, PendingWrite>,
+    /// Committed values that writes depended on (a compare-and-swap's
+    /// `expected`): the commit fails if any of them changed meanwhile.
+    pub expectations: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+impl Writes {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 /// Per-invocation state of the capability.
+///
+/// Writes are buffered here and reach the tree only when the invocation
+/// succeeds (see `commit`); reads see the committed state overlaid with this
+/// invocation's own writes, so a guest reads what it wrote and nobody else
+/// sees anything before the commit.
 pub struct KeyvalueCtx {
     tree: sled::Tree,
     usage: Arc<Usage>,
-    wrote: bool,
+    writes: Writes,
 }
 
 /// Bytes an entry takes against the quota.
-fn entry_size(key: &str, value: Option<&[u8]>) -> u64 {
+pub(crate) fn entry_size(key: &[u8], value: Option<&[u8]>) -> u64 {
     value.map_or(0, |v| (key.len() + v.len()) as u64)
 }
 
 impl KeyvalueCtx {
     /// A context over one component's tree and its usage.
     pub fn new(tree: sled::Tree, usage: Arc<Usage>) -> Self {
-        KeyvalueCtx { tree, usage, wrote: false }
+        KeyvalueCtx { tree, usage, writes: Writes::default() }
     }
 
-    /// Write `new` (or delete, for `None`) under `key` if the value now is
-    /// `expected` (`Some(None)`: absent; `None`: whatever it is). Returns
-    /// whether it was written, keeping the quota's count.
-    fn write(
-        &mut self,
-        key: &str,
-        expected: Option<Option<&[u8]>>,
-        new: Option<Vec<u8>>,
-    ) -> Result<bool, Error> {
-        let current = self.tree.get(key).map_err(storage)?;
-        let old = entry_size(key, current.as_deref());
-        let new_size = entry_size(key, new.as_deref());
-        self.usage.check(old, new_size)?;
-        let written = match expected {
-            None => {
-                match &new {
-                    Some(value) => self.tree.insert(key, value.as_slice()),
-                    None => self.tree.remove(key),
-                }
-                .map_err(storage)?;
-                true
+    /// The buffered writes, leaving none behind.
+    pub fn take_writes(&mut self) -> Writes {
+        std::mem::take(&mut self.writes)
+    }
+
+    fn committed(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.tree.get(key).map_err(storage)?.map(|v| v.to_vec()))
+    }
+
+    /// The value as this invocation sees it: its own write, else the committed one.
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match self.writes.pending.get(key) {
+            Some(PendingWrite::Put(value)) => Ok(Some(value.clone())),
+            Some(PendingWrite::Delete) => Ok(None),
+            Some(PendingWrite::Add(delta)) => {
+                let base = counter(self.committed(key)?.as_deref())?;
+                Ok(Some(add(base, *delta)?.to_string().into_bytes()))
             }
-            Some(expected) => {
-                self.tree.compare_and_swap(key, expected, new.as_deref()).map_err(storage)?.is_ok()
-            }
-        };
-        if written {
-            self.usage.record(old, new_size);
-            self.wrote = true;
+            None => self.committed(key),
         }
-        Ok(written)
     }
 
-    /// Whether this invocation changed anything, so the host knows to flush
-    /// before it answers.
-    pub fn wrote(&self) -> bool {
-        self.wrote
+    /// Buffer `write` under `key`, checking it against the quota.
+    fn buffer(&mut self, key: &str, write: PendingWrite) -> Result<(), Error> {
+        let new_size = match &write {
+            PendingWrite::Put(value) => entry_size(key.as_bytes(), Some(value)),
+            PendingWrite::Delete => 0,
+            // A counter is at most 20 digits.
+            PendingWrite::Add(_) => (key.len() + 20) as u64,
+        };
+        let old = self.tree.get(key).map_err(storage)?;
+        self.usage.check(entry_size(key.as_bytes(), old.as_deref()), new_size)?;
+        self.writes.pending.insert(key.to_string(), write);
+        Ok(())
     }
+}
+
+fn counter(bytes: Option<&[u8]>) -> Result<i64, Error> {
+    bytes.map_or(Ok(0), parse_counter)
+}
+
+fn add(base: i64, delta: i64) -> Result<i64, Error> {
+    base.checked_add(delta).ok_or_else(|| Error::QuotaExceeded("the counter would overflow".into()))
 }
 
 /// Add the capability to `linker`.
@@ -157,7 +198,7 @@ fn storage(error: sled::Error) -> Error {
     Error::Storage(error.to_string())
 }
 
-fn parse_counter(bytes: &[u8]) -> Result<i64, Error> {
+pub(crate) fn parse_counter(bytes: &[u8]) -> Result<i64, Error> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -167,28 +208,27 @@ fn parse_counter(bytes: &[u8]) -> Result<i64, Error> {
 impl keyvalue::Host for KeyvalueCtx {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
         check_key(&key)?;
-        Ok(self.tree.get(key).map_err(storage)?.map(|v| v.to_vec()))
+        self.read(&key)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
         check_key(&key)?;
         check_value(&value)?;
-        self.write(&key, None, Some(value))?;
-        Ok(())
+        self.buffer(&key, PendingWrite::Put(value))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, Error> {
         check_key(&key)?;
-        let existed = self.tree.contains_key(&key).map_err(storage)?;
+        let existed = self.read(&key)?.is_some();
         if existed {
-            self.write(&key, None, None)?;
+            self.buffer(&key, PendingWrite::Delete)?;
         }
         Ok(existed)
     }
 
     async fn exists(&mut self, key: String) -> Result<bool, Error> {
         check_key(&key)?;
-        self.tree.contains_key(key).map_err(storage)
+        Ok(self.read(&key)?.is_some())
     }
 
     async fn list_keys(
@@ -201,15 +241,57 @@ impl keyvalue::Host for KeyvalueCtx {
         let start = match &cursor {
             // A cursor outside the prefix would list someone else's range of
             // this keyspace; start at the prefix instead.
-            Some(c) if c.starts_with(&prefix) => Bound::Excluded(c.as_bytes().to_vec()),
-            _ => Bound::Included(prefix.as_bytes().to_vec()),
+            Some(c) if c.starts_with(&prefix) => Bound::Excluded(c.clone()),
+            _ => Bound::Included(prefix.clone()),
         };
+        let tree_start = start.as_ref().map(|k| k.as_bytes().to_vec());
+        let mut committed = self
+            .tree
+            .range::<Vec<u8>, _>((tree_start, Bound::Unbounded))
+            .map(|entry| entry.map(|(key, _)| key))
+            .take_while(|entry| entry.as_ref().map_or(true, |k| k.starts_with(prefix.as_bytes())))
+            .peekable();
+        let mut own = self
+            .writes
+            .pending
+            .range::<String, _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .peekable();
+        // Merge the committed keys with this invocation's writes, in byte
+        // order; where both have a key, the invocation's write decides.
         let mut keys = Vec::with_capacity(limit.min(64));
         let mut more = false;
-        for entry in self.tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
-            let (key, _) = entry.map_err(storage)?;
-            if !key.starts_with(prefix.as_bytes()) {
-                break;
+        loop {
+            let next_committed = match committed.peek() {
+                Some(Ok(k)) => Some(k.to_vec()),
+                Some(Err(_)) => return Err(storage(committed.next().unwrap().unwrap_err())),
+                None => None,
+            };
+            let next_own = own.peek().map(|(k, w)| (k.as_bytes().to_vec(), (*w).clone()));
+            let (key, present) = match (next_committed, next_own) {
+                (None, None) => break,
+                (Some(c), None) => {
+                    committed.next();
+                    (c, true)
+                }
+                (Some(c), Some((o, write))) if o <= c => {
+                    own.next();
+                    if o == c {
+                        committed.next();
+                    }
+                    (o, !matches!(write, PendingWrite::Delete))
+                }
+                (Some(c), Some(_)) => {
+                    committed.next();
+                    (c, true)
+                }
+                (None, Some((o, write))) => {
+                    own.next();
+                    (o, !matches!(write, PendingWrite::Delete))
+                }
+            };
+            if !present {
+                continue;
             }
             if keys.len() == limit {
                 more = true;
@@ -223,19 +305,25 @@ impl keyvalue::Host for KeyvalueCtx {
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
         check_key(&key)?;
-        // Optimistic loop: concurrent increments of one key each retry until
-        // their compare-and-swap lands, so none is lost.
-        loop {
-            let current = self.tree.get(&key).map_err(storage)?;
-            let value = match &current {
-                Some(bytes) => parse_counter(bytes)?,
-                None => 0,
-            };
-            let next = value
-                .checked_add(delta)
-                .ok_or_else(|| Error::QuotaExceeded("the counter would overflow".into()))?;
-            if self.write(&key, Some(current.as_deref()), Some(next.to_string().into_bytes()))? {
-                return Ok(next);
+        match self.writes.pending.get(&key) {
+            // The invocation set or deleted the key itself: count from that.
+            Some(PendingWrite::Put(_) | PendingWrite::Delete) => {
+                let next = add(counter(self.read(&key)?.as_deref())?, delta)?;
+                self.buffer(&key, PendingWrite::Put(next.to_string().into_bytes()))?;
+                Ok(next)
+            }
+            // Otherwise keep a delta, applied to whatever value is committed
+            // when this invocation commits.
+            Some(PendingWrite::Add(earlier)) => {
+                let total = add(*earlier, delta)?;
+                let next = add(counter(self.committed(&key)?.as_deref())?, total)?;
+                self.buffer(&key, PendingWrite::Add(total))?;
+                Ok(next)
+            }
+            None => {
+                let next = add(counter(self.committed(&key)?.as_deref())?, delta)?;
+                self.buffer(&key, PendingWrite::Add(delta))?;
+                Ok(next)
             }
         }
     }
@@ -250,6 +338,26 @@ impl keyvalue::Host for KeyvalueCtx {
         if let Some(value) = &new {
             check_value(value)?;
         }
-        self.write(&key, Some(expected.as_deref()), new)
+        if self.read(&key)? != expected {
+            return Ok(false);
+        }
+        match self.writes.pending.get(&key) {
+            // The swap depends on the committed value: the commit checks it
+            // is still the same, so of two concurrent swaps only one lands.
+            None => {
+                self.writes.expectations.entry(key.clone()).or_insert(expected);
+            }
+            Some(PendingWrite::Add(_)) => {
+                let base = self.committed(&key)?;
+                self.writes.expectations.entry(key.clone()).or_insert(base);
+            }
+            Some(PendingWrite::Put(_) | PendingWrite::Delete) => {}
+        }
+        let write = match new {
+            Some(value) => PendingWrite::Put(value),
+            None => PendingWrite::Delete,
+        };
+        self.buffer(&key, write)?;
+        Ok(true)
     }
 }

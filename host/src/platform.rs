@@ -44,6 +44,7 @@ pub struct Platform {
     deployments: Arc<Deployments>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    dispatcher: JoinHandle<()>,
 }
 
 impl Platform {
@@ -81,6 +82,9 @@ impl Platform {
         let token = AdminToken::resolve(options.admin_token, &options.data_dir)?;
         let max_upload = config.admin.max_upload.unwrap_or(DEFAULT_MAX_UPLOAD);
         let admin = Admin::new(deployments.clone(), token, max_upload);
+        // Deliveries start once everything that was deployed is back, so no
+        // lane waits on a subscriber that is only slow to restore.
+        let dispatcher = tokio::spawn(crate::dispatch::run(runtime.clone()));
 
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
@@ -111,7 +115,7 @@ impl Platform {
             )));
         }
         tracing::info!(%addr, %admin_addr, data_dir = %options.data_dir.display(), "pitstop is serving");
-        Ok(Platform { addr, admin_addr, runtime, deployments, stop, tasks })
+        Ok(Platform { addr, admin_addr, runtime, deployments, stop, tasks, dispatcher })
     }
 
     /// The gateway's address.
@@ -141,6 +145,8 @@ impl Platform {
         for task in self.tasks.drain(..) {
             task.await.context("a server task failed")?;
         }
+        // Deliveries cut short commit nothing and are made again next start.
+        self.dispatcher.abort();
         self.runtime.db().flush_async().await.context("flushing storage")?;
         tracing::info!("pitstop stopped");
         Ok(())
@@ -152,6 +158,7 @@ impl Drop for Platform {
         for task in &self.tasks {
             task.abort();
         }
+        self.dispatcher.abort();
     }
 }
 

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::bindings::ServicePre;
+use crate::bindings::{events, handler};
 use crate::breaker::Breaker;
 use crate::runtime::InvokeFailure;
 use crate::state::ComponentState;
@@ -29,7 +29,13 @@ pub struct Deployment {
     /// Size of the component bytes.
     pub size: usize,
     /// Type-checked and linked once; each request instantiates from it.
-    pub pre: ServicePre<ComponentState>,
+    pub pre: wasmtime::component::InstancePre<ComponentState>,
+    /// Where its handler export is.
+    pub handler: handler::GuestIndices,
+    /// Where its events export is, if it has one.
+    pub events: Option<events::GuestIndices>,
+    /// The topics it declared (none without an events export).
+    pub topics: Arc<crate::bus::Topics>,
     /// The component's keyspace.
     pub keyspace: sled::Tree,
     /// This version's circuit breaker: a swap starts with a fresh one, so a
@@ -93,6 +99,11 @@ impl Registry {
     /// The active version of `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Deployment>> {
         self.active.load().get(name).cloned()
+    }
+
+    /// Every active deployment, by name, as of now.
+    pub fn active(&self) -> arc_swap::Guard<Arc<HashMap<String, Arc<Deployment>>>> {
+        self.active.load()
     }
 
     /// Make `deployment` the active version of its name; returns the one it replaced.

@@ -6,17 +6,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, StoreLimitsBuilder, Trap};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
-use crate::bindings::types::{Request, Response};
-use crate::bindings::{Service, ServicePre};
+use crate::bindings::types::{Header, Request, Response};
+use crate::bindings::{events, handler};
 use crate::breaker::{Breaker, BreakerConfig, SystemClock};
+use crate::bus::{Bus, BusCtx, BusOptions, QueuedEvent, Topics, check_topic};
+use crate::commit::{CommitError, Effects, commit};
 use crate::engine::{EPOCH_TICK, EngineLimits, EpochTicker, build_engine};
 use crate::kv::{KeyvalueCtx, Usage};
 use crate::registry::{Bulkhead, Deployment, Registry};
 use crate::services::{CallContext, ServicesCtx};
 use crate::state::ComponentState;
+
+/// The exported interface that declares topics and receives events.
+const EVENTS_EXPORT: &str = "pitstop:platform/events@0.1.0";
+/// How long a component's `declare` may take at deploy time.
+const DECLARE_DEADLINE: Duration = Duration::from_secs(2);
+/// How often an invocation that lost a compare-and-swap race at commit is
+/// run again from scratch, when it made no calls that could not be undone.
+const CONFLICT_RETRIES: u32 = 3;
 
 /// Tunables of the runtime.
 #[derive(Debug, Clone)]
@@ -32,6 +42,8 @@ pub struct RuntimeOptions {
     /// Enforce the per-store limits (memory, instances, tables). Only
     /// benchmarks turn it off, to measure what it costs.
     pub store_limits: bool,
+    /// Retry and dead-letter rules of the message bus.
+    pub bus: BusOptions,
 }
 
 impl Default for RuntimeOptions {
@@ -42,6 +54,7 @@ impl Default for RuntimeOptions {
             defaults: ComponentSettings::default(),
             components: HashMap::new(),
             store_limits: true,
+            bus: BusOptions::default(),
         }
     }
 }
@@ -139,6 +152,57 @@ pub enum InvokeFailure {
     Internal(String),
 }
 
+/// How the delivery of one event went.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The handler returned `ok`; its writes and the acknowledgement are committed.
+    Handled,
+    /// The handler failed (error, trap, deadline): counts as an attempt.
+    Failed(String),
+    /// The subscriber could not take it now; try again after this long
+    /// without counting an attempt.
+    NotNow(Duration),
+}
+
+/// What an invocation runs: a request, or an event delivery.
+enum Call<'a> {
+    Http(&'a Request),
+    Event { event: events::Event, ack: Vec<u8> },
+}
+
+/// What the guest answered.
+enum Answer {
+    Http(Response),
+    Event(Result<(), String>),
+}
+
+impl Answer {
+    /// Whether the invocation's effects are to be committed: a response
+    /// below 500, or `ok` from an event handler.
+    fn succeeded(&self) -> bool {
+        match self {
+            Answer::Http(response) => response.status < 500,
+            Answer::Event(result) => result.is_ok(),
+        }
+    }
+}
+
+/// A component checked against the platform and pre-linked, ready to become
+/// a [`Deployment`].
+pub struct Prepared {
+    pre: InstancePre<ComponentState>,
+    handler: handler::GuestIndices,
+    events: Option<events::GuestIndices>,
+    topics: Arc<Topics>,
+}
+
+impl Prepared {
+    /// The topics the component declared.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+}
+
 /// A response and the deployment that produced it.
 pub struct Invoked {
     /// What the component answered.
@@ -153,6 +217,7 @@ pub struct Runtime {
     linker: Linker<ComponentState>,
     db: sled::Db,
     registry: Registry,
+    bus: Bus,
     options: RuntimeOptions,
     // Per component name, so the count survives swaps.
     usage: std::sync::Mutex<HashMap<String, Arc<Usage>>>,
@@ -168,11 +233,14 @@ impl Runtime {
         crate::kv::add_to_linker(&mut linker)?;
         crate::services::add_to_linker(&mut linker)?;
         crate::log::add_to_linker(&mut linker)?;
+        crate::bus::add_to_linker(&mut linker)?;
         let ticker = EpochTicker::start(engine.clone());
+        let bus = Bus::open(&db, options.bus)?;
         Ok(Arc::new(Runtime {
             engine,
             linker,
             db,
+            bus,
             registry: Registry::default(),
             options,
             usage: Default::default(),
@@ -190,6 +258,11 @@ impl Runtime {
         &self.registry
     }
 
+    /// The message bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
     /// The sled database behind every keyspace.
     pub fn db(&self) -> &sled::Db {
         &self.db
@@ -200,15 +273,67 @@ impl Runtime {
         &self.engine
     }
 
-    /// Check a compiled component against the `service` world and pre-link
-    /// it: every import must be one the platform provides, and the handler
-    /// must be exported with the right type.
-    pub fn link(&self, component: &Component) -> Result<ServicePre<ComponentState>, DeployError> {
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| DeployError::Incompatible(format!("{e:#}")))?;
-        ServicePre::new(pre).map_err(|e| DeployError::Incompatible(format!("{e:#}")))
+    /// Check a compiled component against the platform and pre-link it:
+    /// every import must be one the platform provides, the handler must be
+    /// exported with the right type, and if it exports `events`, its
+    /// declared topics are read (from a throwaway instance) and checked.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        name: &str,
+        component: &Component,
+        keyspace: &sled::Tree,
+    ) -> Result<Prepared, DeployError> {
+        let incompatible = |e: wasmtime::Error| DeployError::Incompatible(format!("{e:#}"));
+        let pre = self.linker.instantiate_pre(component).map_err(incompatible)?;
+        let handler = handler::GuestIndices::new(&pre).map_err(incompatible)?;
+        let events = match component.get_export_index(None, EVENTS_EXPORT) {
+            Some(_) => Some(events::GuestIndices::new(&pre).map_err(incompatible)?),
+            None => None,
+        };
+        let mut prepared = Prepared { pre, handler, events, topics: Arc::new(Topics::default()) };
+        if let Some(indices) = &prepared.events {
+            let topics = self.declared_topics(name, &prepared.pre, indices, keyspace).await?;
+            prepared.topics = Arc::new(topics);
+        }
+        Ok(prepared)
+    }
+
+    async fn declared_topics(
+        self: &Arc<Self>,
+        name: &str,
+        pre: &InstancePre<ComponentState>,
+        indices: &events::GuestIndices,
+        keyspace: &sled::Tree,
+    ) -> Result<Topics, DeployError> {
+        let settings = self.options.settings(name);
+        let usage = self.usage(name, keyspace);
+        // A call chain already at its limit: `declare` may not call out.
+        let call = CallContext {
+            depth: self.options.max_call_depth,
+            deadline: Instant::now() + DECLARE_DEADLINE,
+        };
+        let mut store =
+            self.new_store(name.into(), keyspace, usage, Arc::default(), settings, call);
+        let declare = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            indices.load(&mut store, &instance)?.call_declare(&mut store).await
+        };
+        let declared = tokio::time::timeout(DECLARE_DEADLINE, declare)
+            .await
+            .map_err(|_| DeployError::Incompatible("declare did not return in time".into()))?
+            .map_err(|e| DeployError::Incompatible(format!("declare failed: {e:#}")))?;
+        let mut topics = Topics::default();
+        for (list, set) in [
+            (declared.publishes, &mut topics.publishes),
+            (declared.subscribes, &mut topics.subscribes),
+        ] {
+            for topic in list {
+                check_topic(&topic)
+                    .map_err(|e| DeployError::Incompatible(format!("declare: {e}")))?;
+                set.insert(topic);
+            }
+        }
+        Ok(topics)
     }
 
     /// Run `request` on the active version of `name` in a fresh instance.
@@ -220,10 +345,56 @@ impl Runtime {
         request: Request,
         nested: Option<CallContext>,
     ) -> Result<Invoked, InvokeFailure> {
+        let (answer, deployment) = self.invoke_call(name, Call::Http(&request), nested).await?;
+        match answer {
+            Answer::Http(response) => Ok(Invoked { response, deployment }),
+            Answer::Event(_) => unreachable!("a request is answered with a response"),
+        }
+    }
+
+    /// Deliver `event` (queued at `ack`) to the active version of `subscriber`.
+    pub async fn deliver(
+        self: &Arc<Self>,
+        subscriber: &str,
+        event: &QueuedEvent,
+        ack: Vec<u8>,
+    ) -> Delivery {
+        let call = Call::Event {
+            event: events::Event {
+                id: event.id.clone(),
+                topic: event.topic.clone(),
+                payload: event.payload.clone(),
+                attempt: event.attempts,
+                source: event.source.clone(),
+                published_at: event.published_at,
+            },
+            ack,
+        };
+        match self.invoke_call(subscriber, call, None).await {
+            Ok((Answer::Event(Ok(())), _)) => Delivery::Handled,
+            Ok((Answer::Event(Err(error)), _)) => Delivery::Failed(format!("handler: {error}")),
+            Ok((Answer::Http(response), _)) => {
+                // Only a commit conflict turns an event into a response.
+                Delivery::Failed(String::from_utf8_lossy(&response.body).into_owned())
+            }
+            Err(InvokeFailure::CircuitOpen { retry_after }) => Delivery::NotNow(retry_after),
+            Err(InvokeFailure::NotDeployed | InvokeFailure::Unavailable(_)) => {
+                Delivery::NotNow(Duration::from_millis(500))
+            }
+            Err(failure) => Delivery::Failed(failure.to_string()),
+        }
+    }
+
+    async fn invoke_call(
+        self: &Arc<Self>,
+        name: &str,
+        call: Call<'_>,
+        nested: Option<CallContext>,
+    ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
         let deployment = self.registry.get(name).ok_or(InvokeFailure::NotDeployed)?;
         let settings = self.options.settings(name);
         let own_deadline = Instant::now() + settings.deadline;
-        let call = match nested {
+        let context = match nested {
             Some(parent) => CallContext { deadline: parent.deadline.min(own_deadline), ..parent },
             None => CallContext { depth: 0, deadline: own_deadline },
         };
@@ -231,7 +402,7 @@ impl Runtime {
             .breaker
             .try_acquire()
             .map_err(|refused| InvokeFailure::CircuitOpen { retry_after: refused.retry_after })?;
-        let _slot = match deployment.bulkhead.enter(call.deadline).await {
+        let _slot = match deployment.bulkhead.enter(context.deadline).await {
             Ok(slot) => slot,
             Err(failure) => {
                 // Load, not a fault of the component: the breaker does not count it.
@@ -239,21 +410,37 @@ impl Runtime {
                 return Err(failure);
             }
         };
-        let outcome = self.run(&deployment, settings, request, call).await;
-        let healthy = matches!(&outcome, Ok(invoked) if invoked.response.status < 500);
+        let mut outcome = self.run(&deployment, settings, &call, context).await;
+        let mut retries = 0;
+        while let Err(Rerun::Conflict { error, retryable }) = &outcome {
+            if !retryable || retries == CONFLICT_RETRIES || Instant::now() >= context.deadline {
+                let response = conflict_response(error);
+                outcome = Ok(Answer::Http(response));
+                break;
+            }
+            retries += 1;
+            tracing::debug!(component = name, retries, %error, "commit conflict; running again");
+            outcome = self.run(&deployment, settings, &call, context).await;
+        }
+        let outcome = outcome.map_err(|rerun| match rerun {
+            Rerun::Failed(failure) => failure,
+            Rerun::Conflict { .. } => unreachable!("conflicts end in a response above"),
+        });
+        let healthy = matches!(&outcome, Ok(answer) if answer.succeeded());
         deployment.breaker.record(permit, healthy);
-        outcome
+        outcome.map(|answer| (answer, deployment))
     }
 
-    async fn run(
+    /// A store for one invocation of `component`, with its limits and deadline.
+    fn new_store(
         self: &Arc<Self>,
-        deployment: &Arc<Deployment>,
+        component: Arc<str>,
+        keyspace: &sled::Tree,
+        usage: Arc<Usage>,
+        topics: Arc<Topics>,
         settings: &ComponentSettings,
-        request: Request,
         call: CallContext,
-    ) -> Result<Invoked, InvokeFailure> {
-        let name = &*deployment.name;
-        let deadline = call.deadline;
+    ) -> Store<ComponentState> {
         // Generous for any real component (a wasip1 build with its adapter
         // has a handful of instances, memories and tables), tight enough that
         // a hostile one cannot make the host allocate without bound.
@@ -266,44 +453,100 @@ impl Runtime {
             .trap_on_grow_failure(true)
             .build();
         let state = ComponentState::new(
-            deployment.name.clone(),
-            KeyvalueCtx::new(deployment.keyspace.clone(), deployment.usage.clone()),
-            ServicesCtx::new(self.clone(), deployment.name.clone(), call),
+            component.clone(),
+            KeyvalueCtx::new(keyspace.clone(), usage),
+            ServicesCtx::new(self.clone(), component, call),
+            BusCtx::new(topics),
             limits,
         );
-        let mut store = wasmtime::Store::new(&self.engine, state);
+        let mut store = Store::new(&self.engine, state);
         if self.options.store_limits {
             store.limiter(|state| &mut state.limits);
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
         if self.options.engine.epoch_interruption {
-            store.set_epoch_deadline(ticks(remaining));
+            store
+                .set_epoch_deadline(ticks(call.deadline.saturating_duration_since(Instant::now())));
         }
+        store
+    }
 
-        let deadline_ms = remaining.as_millis() as u64;
+    async fn run(
+        self: &Arc<Self>,
+        deployment: &Arc<Deployment>,
+        settings: &ComponentSettings,
+        call: &Call<'_>,
+        context: CallContext,
+    ) -> Result<Answer, Rerun> {
+        let name = &*deployment.name;
+        let deadline = context.deadline;
+        let mut store = self.new_store(
+            deployment.name.clone(),
+            &deployment.keyspace,
+            deployment.usage.clone(),
+            deployment.topics.clone(),
+            settings,
+            context,
+        );
+        let deadline_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
         let run = async {
-            let instance: Service = match deployment.pre.instantiate_async(&mut store).await {
+            let instance = match deployment.pre.instantiate_async(&mut store).await {
                 Ok(instance) => instance,
                 Err(error) => return Err(instantiation_failure(name, error)),
             };
-            instance
-                .pitstop_platform_handler()
-                .call_handle(&mut store, &request)
+            let answer = async {
+                match call {
+                    Call::Http(request) => {
+                        let guest = deployment.handler.load(&mut store, &instance)?;
+                        guest.call_handle(&mut store, request).await.map(Answer::Http)
+                    }
+                    Call::Event { event, .. } => {
+                        let Some(indices) = &deployment.events else {
+                            return Ok(Answer::Event(Err("the component takes no events".into())));
+                        };
+                        let guest = indices.load(&mut store, &instance)?;
+                        guest.call_handle_event(&mut store, event).await.map(Answer::Event)
+                    }
+                }
+            };
+            answer
                 .await
                 .map_err(|error| guest_failure(name, error, deadline_ms, settings.max_memory))
         };
-        let response = match tokio::time::timeout_at(deadline, run).await {
-            Err(_) => return Err(InvokeFailure::Timeout { deadline_ms }),
-            Ok(result) => result?,
+        let answer = match tokio::time::timeout_at(deadline, run).await {
+            Err(_) => return Err(Rerun::Failed(InvokeFailure::Timeout { deadline_ms })),
+            Ok(result) => result.map_err(Rerun::Failed)?,
         };
-        if store.data().kv.wrote() {
-            // A success answer promises the write survives a crash.
-            self.db
-                .flush_async()
-                .await
-                .map_err(|e| InvokeFailure::Internal(format!("flushing storage: {e}")))?;
+        if !answer.succeeded() {
+            // A failed invocation leaves no trace: its writes and events go.
+            return Ok(answer);
         }
-        Ok(Invoked { response, deployment: deployment.clone() })
+        let state = store.data_mut();
+        let effects = Effects {
+            writes: state.kv.take_writes(),
+            events: state.bus.take_outgoing(),
+            ack: match call {
+                Call::Event { ack, .. } => Some(ack.clone()),
+                Call::Http(_) => None,
+            },
+        };
+        let retryable = !state.services.made_calls();
+        match commit(self, deployment, effects) {
+            Ok(false) => {}
+            Ok(true) => {
+                // A success answer promises the writes survive a crash.
+                self.db.flush_async().await.map_err(|e| {
+                    Rerun::Failed(InvokeFailure::Internal(format!("flushing storage: {e}")))
+                })?;
+            }
+            // Someone else handled the event meanwhile (a replay raced it):
+            // there is nothing left to do for it.
+            Err(CommitError::AlreadyAcknowledged) => {}
+            Err(error @ CommitError::Conflict(_)) => {
+                return Err(Rerun::Conflict { error: error.to_string(), retryable });
+            }
+            Err(error) => return Err(Rerun::Failed(InvokeFailure::Internal(error.to_string()))),
+        }
+        Ok(answer)
     }
 
     /// A deployment of `name`, with a fresh breaker and bulkhead from its settings.
@@ -313,7 +556,7 @@ impl Runtime {
         version: u64,
         digest: String,
         size: usize,
-        pre: ServicePre<ComponentState>,
+        prepared: Prepared,
         keyspace: sled::Tree,
     ) -> Arc<Deployment> {
         let settings = self.options.settings(name);
@@ -327,7 +570,10 @@ impl Runtime {
             version,
             digest,
             size,
-            pre,
+            pre: prepared.pre,
+            handler: prepared.handler,
+            events: prepared.events,
+            topics: prepared.topics,
             keyspace,
         })
     }
@@ -364,6 +610,25 @@ impl Runtime {
             Ok(false) => Err("storage did not read back what it wrote".into()),
             Err(e) => Err(format!("storage failed: {e}")),
         }
+    }
+}
+
+/// Why [`Runtime::run`] has no answer to give.
+enum Rerun {
+    /// The invocation failed.
+    Failed(InvokeFailure),
+    /// It succeeded but lost a race at commit; `retryable` when running it
+    /// again repeats nothing another component already did.
+    Conflict { error: String, retryable: bool },
+}
+
+/// The answer to a request whose commit kept conflicting: 409, nothing saved.
+fn conflict_response(error: &str) -> Response {
+    Response {
+        status: 409,
+        headers: vec![Header { name: "content-type".into(), value: "application/json".into() }],
+        body: serde_json::to_vec(&serde_json::json!({ "error": error }))
+            .expect("serialising a value to JSON cannot fail"),
     }
 }
 

@@ -11,9 +11,12 @@ use tokio::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::services::{self, CallError};
-use crate::bindings::types::{Request, Response};
+use crate::bindings::types::{Header, Request, Response};
 use crate::runtime::{InvokeFailure, Runtime};
 use crate::state::ComponentState;
+
+/// The header naming the calling component on every `services` call.
+pub const CALLER_HEADER: &str = "pitstop-caller";
 
 /// Where an invocation sits in a call chain.
 #[derive(Debug, Clone, Copy)]
@@ -29,12 +32,19 @@ pub struct ServicesCtx {
     runtime: Arc<Runtime>,
     caller: Arc<str>,
     call: CallContext,
+    made_calls: bool,
 }
 
 impl ServicesCtx {
+    /// Whether the invocation called another service, whose effects running
+    /// the invocation again would repeat.
+    pub fn made_calls(&self) -> bool {
+        self.made_calls
+    }
+
     /// Calls made by `caller`, itself running at `call`.
     pub fn new(runtime: Arc<Runtime>, caller: Arc<str>, call: CallContext) -> Self {
-        ServicesCtx { runtime, caller, call }
+        ServicesCtx { runtime, caller, call, made_calls: false }
     }
 }
 
@@ -44,7 +54,7 @@ pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()
 }
 
 impl services::Host for ServicesCtx {
-    async fn call(&mut self, name: String, request: Request) -> Result<Response, CallError> {
+    async fn call(&mut self, name: String, mut request: Request) -> Result<Response, CallError> {
         let max_depth = self.runtime.options().max_call_depth;
         if self.call.depth >= max_depth {
             return Err(CallError::Refused(format!(
@@ -52,6 +62,11 @@ impl services::Host for ServicesCtx {
                 self.caller
             )));
         }
+        self.made_calls = true;
+        // The callee may trust this header: the gateway strips it from
+        // client requests and here it replaces whatever the caller set.
+        request.headers.retain(|h| !h.name.eq_ignore_ascii_case(CALLER_HEADER));
+        request.headers.push(Header { name: CALLER_HEADER.into(), value: self.caller.to_string() });
         let nested = CallContext { depth: self.call.depth + 1, deadline: self.call.deadline };
         tracing::debug!(
             caller = &*self.caller,

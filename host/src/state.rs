@@ -6,6 +6,7 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::bus::BusCtx;
 use crate::kv::KeyvalueCtx;
 use crate::log::{GuestOutput, LogCtx, Stream};
 use crate::services::ServicesCtx;
@@ -17,6 +18,7 @@ pub struct ComponentState {
     table: ResourceTable,
     pub(crate) kv: KeyvalueCtx,
     pub(crate) services: ServicesCtx,
+    pub(crate) bus: BusCtx,
     pub(crate) log: LogCtx,
     pub(crate) limits: StoreLimits,
 }
@@ -27,6 +29,7 @@ impl ComponentState {
         component: Arc<str>,
         kv: KeyvalueCtx,
         services: ServicesCtx,
+        bus: BusCtx,
         limits: StoreLimits,
     ) -> Self {
         ComponentState {
@@ -34,6 +37,7 @@ impl ComponentState {
             table: ResourceTable::new(),
             kv,
             services,
+            bus,
             log: LogCtx::new(component),
             limits,
         }

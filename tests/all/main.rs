@@ -3,11 +3,13 @@
 
 mod cli;
 mod deploy;
+mod events;
 mod gateway;
 mod isolation;
 mod orders;
 mod payments;
 mod persistence;
 mod resilience;
+mod saga;
 mod support;
 mod users;

@@ -269,3 +269,40 @@ fn rand_suffix() -> String {
 pub fn fresh_dir() -> std::sync::Arc<TempDir> {
     std::sync::Arc::new(TempDir::new().unwrap())
 }
+
+/// The payment service built with its `faults` feature (see its crate
+/// docs), built once per test run apart from the shipped one.
+pub fn faulty_payment() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let root = repo_root();
+        let target = root.join("target").join("wasm-components-faults");
+        let status = guest_cargo_in(
+            &["build", "--release", "--target", "wasm32-wasip2", "-p", "payment"],
+            &root.join("components/Cargo.toml"),
+            &target,
+        )
+        .args(["--features", "faults"])
+        .status()
+        .expect("running cargo for the faulty payment service");
+        assert!(status.success(), "building payment with faults failed");
+        target.join("wasm32-wasip2").join("release").join("payment.wasm")
+    })
+}
+
+/// Poll `probe` every 50 ms until it returns `Some`, for at most `limit`;
+/// panics naming `what` when time runs out.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

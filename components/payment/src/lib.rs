@@ -5,16 +5,32 @@
 //!   `amount <= 0` -> 400. A repeat for the same `order_id` returns the same
 //!   payment with 200 and charges nothing; a request for an already paid order
 //!   with a different user or amount is not a repeat and gets 409.
-//! - `GET /payments/{id}` -> 200 or 404.
+//! - `GET /payments/{id}` -> 200 or 404. `GET /payments?order_id={id}` -> 200
+//!   with that order's payment or 404; `GET /payments?user_id={id}` -> 200
+//!   `{"payments":[...]}`; 400 with neither.
 //! - `POST /payments/{id}/refund` -> 200 with status `REFUNDED`; refunding a
 //!   refunded or declined payment -> 409.
+//! - `POST /payments/void {"order_id"}` -> 200: the compensation step of the
+//!   order saga. A `COMPLETED` payment of that order is refunded; a declined or
+//!   refunded one is returned as it is; with no payment yet, the order is
+//!   marked void, `{"order_id","status":"VOID"}`, and any later charge for it
+//!   gets 409. Repeating it is harmless.
+//!
+//! Events: `payment.completed` and `payment.refunded`, with the payment,
+//! committed together with the state change they report.
+//!
+//! Built with the `faults` feature (tests only, never the shipped build), a
+//! charge whose amount ends in `13` cents traps, `14` spins until its
+//! deadline, and `15` takes 300 ms before it answers.
 //!
 //! Keyspace layout: `payment/<id>` holds the record; `by-order/<order_id>`
-//! holds the id of that order's payment. The index is claimed with
+//! holds the id of that order's payment; `by-user/<user>/<id>` indexes
+//! payments by user. A voided order's `by-order` entry holds `void` instead. The index is claimed with
 //! compare-and-swap *after* the record is written, so whoever loses a race
 //! finds the winner's record complete.
 
-use pitstop_sdk::{ApiError, Handler, Request, Response, id, kv, respond};
+use pitstop_sdk::events::publish_json;
+use pitstop_sdk::{ApiError, Events, Handler, Request, Response, id, kv, respond};
 use serde::{Deserialize, Serialize};
 
 /// Charges above this many cents (1,000.00) are declined. A stand-in for a
@@ -53,11 +69,22 @@ impl Handler for PaymentService {
     }
 }
 
+impl Events for PaymentService {
+    const PUBLISHES: &'static [&'static str] = &["payment.completed", "payment.refunded"];
+}
+
 pitstop_sdk::export!(PaymentService);
+
+#[derive(Deserialize)]
+struct VoidRequest {
+    order_id: String,
+}
 
 fn route(request: &Request) -> Result<Response, ApiError> {
     match (request.method.as_str(), request.segments().as_slice()) {
         ("POST", ["payments"]) => charge(request),
+        ("POST", ["payments", "void"]) => void(request),
+        ("GET", ["payments"]) => find(request),
         ("GET", ["payments", id]) => get(id),
         ("POST", ["payments", id, "refund"]) => refund(id),
         (_, ["payments"] | ["payments", _] | ["payments", _, "refund"]) => {
@@ -80,9 +107,18 @@ fn charge(request: &Request) -> Result<Response, ApiError> {
     }
 
     let index_key = format!("by-order/{}", input.order_id);
-    if let Some(existing) = payment_for_order(&index_key)? {
-        return repeat(existing, &input);
+    match payment_for_order(&index_key)? {
+        OrderPayment::Paid(existing) => return repeat(existing, &input),
+        OrderPayment::Void => {
+            return Err(ApiError::conflict(format!(
+                "order {} was voided; it can no longer be charged",
+                input.order_id
+            )));
+        }
+        OrderPayment::None => {}
     }
+    #[cfg(feature = "faults")]
+    faults::inject(input.amount);
 
     let status = if input.amount > APPROVAL_LIMIT { Status::Declined } else { Status::Completed };
     let payment = Payment {
@@ -97,9 +133,14 @@ fn charge(request: &Request) -> Result<Response, ApiError> {
     if !kv::compare_and_swap(&index_key, None, Some(payment.id.as_bytes()))? {
         // A concurrent request for the same order won; ours was never visible.
         kv::delete(&record_key)?;
-        let winner = payment_for_order(&index_key)?
-            .ok_or_else(|| ApiError::internal("payment index points at a missing record"))?;
-        return repeat(winner, &input);
+        return match payment_for_order(&index_key)? {
+            OrderPayment::Paid(winner) => repeat(winner, &input),
+            _ => Err(ApiError::conflict(format!("order {} was voided", input.order_id))),
+        };
+    }
+    kv::set(&format!("by-user/{}/{}", payment.user_id, payment.id), b"")?;
+    if payment.status == Status::Completed {
+        publish_json("payment.completed", &payment)?;
     }
     pitstop_sdk::log::info(&format!(
         "payment {} for order {}: {:?}",
@@ -119,18 +160,79 @@ fn repeat(existing: Payment, input: &NewPayment) -> Result<Response, ApiError> {
     Ok(Response::json(200, &existing))
 }
 
-fn payment_for_order(index_key: &str) -> Result<Option<Payment>, ApiError> {
+/// The index entry of an order: nothing yet, voided, or its payment.
+enum OrderPayment {
+    None,
+    Void,
+    Paid(Payment),
+}
+
+/// What `by-order/<order_id>` holds instead of a payment id once voided.
+const VOID: &[u8] = b"void";
+
+fn payment_for_order(index_key: &str) -> Result<OrderPayment, ApiError> {
     let Some(id) = kv::get(index_key)? else {
-        return Ok(None);
+        return Ok(OrderPayment::None);
     };
+    if id == VOID {
+        return Ok(OrderPayment::Void);
+    }
     let id = String::from_utf8(id).map_err(|_| ApiError::internal("corrupt payment index"))?;
-    kv::get_json(&format!("payment/{id}"))
+    kv::get_json(&format!("payment/{id}"))?
+        .map(OrderPayment::Paid)
+        .ok_or_else(|| ApiError::internal("payment index points at a missing record"))
+}
+
+fn find(request: &Request) -> Result<Response, ApiError> {
+    if let Some(order_id) = request.query_param("order_id") {
+        return match payment_for_order(&format!("by-order/{order_id}"))? {
+            OrderPayment::Paid(payment) => Ok(Response::json(200, &payment)),
+            _ => Err(ApiError::not_found("no payment for that order")),
+        };
+    }
+    let Some(user_id) = request.query_param("user_id").filter(|id| id::is_url_safe(id)) else {
+        return Err(ApiError::bad_request("give ?order_id=<id> or ?user_id=<id>"));
+    };
+    let prefix = format!("by-user/{user_id}/");
+    let mut payments = Vec::new();
+    for key in kv::all_keys(&prefix)? {
+        if let Some(payment) =
+            kv::get_json::<Payment>(&format!("payment/{}", &key[prefix.len()..]))?
+        {
+            payments.push(payment);
+        }
+    }
+    Ok(Response::json(200, &serde_json::json!({ "payments": payments })))
 }
 
 fn get(id: &str) -> Result<Response, ApiError> {
     match kv::get_json::<Payment>(&format!("payment/{id}"))? {
         Some(payment) => Ok(Response::json(200, &payment)),
         None => Err(ApiError::not_found("payment not found")),
+    }
+}
+
+fn void(request: &Request) -> Result<Response, ApiError> {
+    let input: VoidRequest = request.json()?;
+    if input.order_id.trim().is_empty() {
+        return Err(ApiError::bad_request("order_id is required"));
+    }
+    let index_key = format!("by-order/{}", input.order_id);
+    let voided =
+        || Response::json(200, &serde_json::json!({"order_id": input.order_id, "status": "VOID"}));
+    match payment_for_order(&index_key)? {
+        OrderPayment::Paid(payment) if payment.status == Status::Completed => refund(&payment.id),
+        OrderPayment::Paid(payment) => Ok(Response::json(200, &payment)),
+        OrderPayment::Void => Ok(voided()),
+        OrderPayment::None => {
+            // Claims the same index entry a charge claims, so of a charge
+            // and a void racing for one order exactly one wins.
+            if !kv::compare_and_swap(&index_key, None, Some(VOID))? {
+                return Err(ApiError::conflict("the order's payment changed meanwhile; retry"));
+            }
+            pitstop_sdk::log::info(&format!("voided order {}", input.order_id));
+            Ok(voided())
+        }
     }
 }
 
@@ -152,6 +254,30 @@ fn refund(id: &str) -> Result<Response, ApiError> {
     if !kv::compare_and_swap(&key, Some(&current), Some(&kv::to_json(&refunded)))? {
         return Err(ApiError::conflict("payment changed while refunding; it is already refunded"));
     }
+    publish_json("payment.refunded", &refunded)?;
     pitstop_sdk::log::info(&format!("refunded payment {id}"));
     Ok(Response::json(200, &refunded))
+}
+
+/// Fault injection for the saga tests, compiled in only with `faults`.
+#[cfg(feature = "faults")]
+mod faults {
+    use std::time::{Duration, Instant};
+
+    pub fn inject(amount: i64) {
+        match amount % 100 {
+            13 => panic!("injected fault: trap"),
+            14 => spin(Duration::from_secs(3600)),
+            15 => spin(Duration::from_millis(300)),
+            _ => {}
+        }
+    }
+
+    /// Busy for `period` (the platform's deadline interrupts it first).
+    fn spin(period: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < period {
+            std::hint::black_box(0);
+        }
+    }
 }

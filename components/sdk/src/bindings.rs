@@ -3,7 +3,7 @@
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "service",
+    world: "event-service",
     pub_export_macro: true,
     default_bindings_module: "pitstop_sdk::bindings",
     generate_all,

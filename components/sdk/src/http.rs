@@ -16,6 +16,16 @@ impl Request {
         self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
     }
 
+    /// The first value of query parameter `name`, as sent: not
+    /// percent-decoded, so meant for ids and other URL-safe values.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|pair| match pair.split_once('=') {
+            Some((key, value)) if key == name => Some(value),
+            None if pair == name => Some(""),
+            _ => None,
+        })
+    }
+
     /// The body parsed as JSON into `T`; a 400 naming the problem otherwise.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         serde_json::from_slice(&self.body).map_err(|e| {

@@ -41,3 +41,17 @@ pub fn put_json<T: Serialize>(key: &str, value: &T) -> Result<(), ApiError> {
 pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialising a value to JSON cannot fail")
 }
+
+/// Every key starting with `prefix`, in order, page by page.
+pub fn all_keys(prefix: &str) -> Result<Vec<String>, ApiError> {
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list_keys(prefix, cursor.as_deref(), 1000)?;
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok(keys),
+        }
+    }
+}

@@ -3,8 +3,10 @@
 //! A service is a `cdylib` crate that depends on this one and:
 //!
 //! 1. implements [`Handler`] for a type, turning a [`Request`] into a [`Response`];
-//! 2. calls [`export!`] with that type;
-//! 3. builds with `cargo build --release --target wasm32-wasip2` (or `cargo component build`).
+//! 2. implements [`Events`] for it: empty for a service without events, or
+//!    naming the topics it publishes and subscribes to (see [`events`]);
+//! 3. calls [`export!`] with that type;
+//! 4. builds with `cargo build --release --target wasm32-wasip2` (or `cargo component build`).
 //!
 //! ```ignore
 //! use pitstop_sdk::{ApiError, Handler, Request, Response};
@@ -21,6 +23,8 @@
 //!     }
 //! }
 //!
+//! impl pitstop_sdk::Events for Hello {}
+//!
 //! pitstop_sdk::export!(Hello);
 //! ```
 //!
@@ -28,6 +32,7 @@
 //! calls on top of the raw WIT bindings, which stay available in [`bindings`].
 
 pub mod bindings;
+pub mod events;
 mod http;
 pub use http::respond;
 pub mod id;
@@ -38,4 +43,5 @@ pub mod services;
 pub use bindings::export;
 pub use bindings::exports::pitstop::platform::handler::Guest as Handler;
 pub use bindings::pitstop::platform::types::{Header, Request, Response};
+pub use events::{Event, Events};
 pub use http::ApiError;

@@ -4,11 +4,15 @@
 //!   name is missing or empty or the email is invalid; 409 when the email is taken.
 //! - `GET /users/{id}` -> 200 or 404.
 //!
+//! Events: publishes `user.created` with the new user's `{"id","name","email"}`,
+//! committed together with the registration.
+//!
 //! Keyspace layout: `user/<id>` holds the record as JSON; `email/<address>`
 //! (lower-cased) holds the owning id, claimed with compare-and-swap so two
 //! concurrent registrations of one address cannot both win.
 
-use pitstop_sdk::{ApiError, Handler, Request, Response, id, kv, respond};
+use pitstop_sdk::events::publish_json;
+use pitstop_sdk::{ApiError, Events, Handler, Request, Response, id, kv, respond};
 use serde::{Deserialize, Serialize};
 
 /// Names longer than this are refused; nobody's name is a kilobyte.
@@ -35,6 +39,10 @@ impl Handler for UserService {
     fn handle(request: Request) -> Response {
         respond(route(&request))
     }
+}
+
+impl Events for UserService {
+    const PUBLISHES: &'static [&'static str] = &["user.created"];
 }
 
 pitstop_sdk::export!(UserService);
@@ -70,6 +78,7 @@ fn create(request: &Request) -> Result<Response, ApiError> {
         return Err(ApiError::conflict("email is already registered"));
     }
     kv::put_json(&format!("user/{}", user.id), &user)?;
+    publish_json("user.created", &user)?;
     pitstop_sdk::log::info(&format!("registered user {}", user.id));
     Ok(Response::json(201, &user))
 }

@@ -43,4 +43,6 @@ fn route(request: &Request) -> Result<Response, ApiError> {
     }
 }
 
+impl pitstop_sdk::Events for Probe {}
+
 pitstop_sdk::export!(Probe);

@@ -69,6 +69,8 @@ impl Handler for Trap {
     }
 }
 
+impl pitstop_sdk::Events for Trap {}
+
 pitstop_sdk::export!(Trap);
 
 /// Recursion the optimiser cannot turn into a loop.

@@ -1,0 +1,538 @@
+//! The message bus: topic names, the publish buffer of one invocation, and
+//! the durable queue of deliveries with its retry and dead-letter rules.
+//!
+//! Publishing only buffers the event in the invocation ([`BusCtx`]). When the
+//! invocation succeeds, [`crate::commit`] writes one queue entry per
+//! subscribing component in the same sled transaction as the invocation's
+//! keyvalue writes: nothing is published by an invocation that failed, and
+//! nothing committed is lost by a crash. The [`crate::dispatch`] loop then
+//! delivers each entry, acknowledging it in the transaction that commits the
+//! handler's own writes.
+//!
+//! Queue keys are `subscriber \0 topic \0 seq`, so each (subscriber, topic)
+//! pair is a *lane* read in commit order: delivery is in order per topic per
+//! subscriber, while lanes proceed independently of each other.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Transactional, Tree};
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::bus::{self, Error};
+use crate::state::ComponentState;
+
+/// Longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 128;
+/// Largest payload of one event.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// Most events one invocation may publish.
+pub const MAX_EVENTS_PER_INVOCATION: usize = 100;
+/// Longest delay `publish-delayed` accepts: a week.
+pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Whether `topic` is 1-128 bytes of dot-separated `[a-z][a-z0-9-]*` words.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    let well_formed = !topic.is_empty()
+        && topic.len() <= MAX_TOPIC_LEN
+        && topic.split('.').all(|word| {
+            let bytes = word.as_bytes();
+            !bytes.is_empty()
+                && bytes[0].is_ascii_lowercase()
+                && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        });
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{topic:?} is not a topic: use 1-{MAX_TOPIC_LEN} bytes of dot-separated words of \
+             a-z, 0-9 and '-', each starting with a letter"
+        ))
+    }
+}
+
+/// The topics one deployed version declared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Topics {
+    /// It may publish these.
+    pub publishes: BTreeSet<String>,
+    /// These are delivered to it.
+    pub subscribes: BTreeSet<String>,
+}
+
+/// An event published by an invocation, waiting for its commit.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Where it goes.
+    pub topic: String,
+    /// What it carries.
+    pub payload: Vec<u8>,
+    /// How long after the commit it becomes deliverable.
+    pub delay: Duration,
+}
+
+/// Per-invocation state of the `bus` capability.
+pub struct BusCtx {
+    topics: Arc<Topics>,
+    outgoing: Vec<Outgoing>,
+}
+
+impl BusCtx {
+    /// A context allowing the topics `topics` declares.
+    pub fn new(topics: Arc<Topics>) -> Self {
+        BusCtx { topics, outgoing: Vec::new() }
+    }
+
+    /// The buffered events, leaving none behind.
+    pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    fn buffer(&mut self, topic: String, payload: Vec<u8>, delay: Duration) -> Result<(), Error> {
+        check_topic(&topic).map_err(Error::InvalidTopic)?;
+        if !self.topics.publishes.contains(&topic) {
+            return Err(Error::UndeclaredTopic(format!(
+                "{topic:?} is not among the topics this component declares it publishes"
+            )));
+        }
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::TooLarge(format!(
+                "payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}",
+                payload.len()
+            )));
+        }
+        if self.outgoing.len() >= MAX_EVENTS_PER_INVOCATION {
+            return Err(Error::TooLarge(format!(
+                "one invocation may publish at most {MAX_EVENTS_PER_INVOCATION} events"
+            )));
+        }
+        self.outgoing.push(Outgoing { topic, payload, delay });
+        Ok(())
+    }
+}
+
+/// Add the capability to `linker`.
+pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
+    bus::add_to_linker::<_, HasSelf<BusCtx>>(linker, |state| &mut state.bus)
+}
+
+impl bus::Host for BusCtx {
+    async fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), Error> {
+        self.buffer(topic, payload, Duration::ZERO)
+    }
+
+    async fn publish_delayed(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        delay_ms: u64,
+    ) -> Result<(), Error> {
+        let delay = Duration::from_millis(delay_ms);
+        if delay > MAX_DELAY {
+            return Err(Error::TooLarge(format!(
+                "a delay of {delay_ms} ms is longer than the limit of {} ms",
+                MAX_DELAY.as_millis()
+            )));
+        }
+        self.buffer(topic, payload, delay)
+    }
+}
+
+/// Retry and dead-letter rules.
+#[derive(Debug, Clone, Copy)]
+pub struct BusOptions {
+    /// Deliveries of one event to one subscriber before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles with each further one.
+    pub backoff_base: Duration,
+    /// The longest wait between two attempts.
+    pub backoff_max: Duration,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        BusOptions {
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl BusOptions {
+    /// How long to wait after `attempts` failed deliveries.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u32 << attempts.saturating_sub(1).min(20);
+        self.backoff_base.saturating_mul(factor).min(self.backoff_max)
+    }
+}
+
+/// One event on its way to one subscriber, as stored in the queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    /// Unique per published event; kept across retries and replays.
+    pub id: String,
+    /// The topic it was published on.
+    pub topic: String,
+    /// The component that published it.
+    pub source: String,
+    /// What it carries.
+    pub payload: Vec<u8>,
+    /// When the publishing invocation committed, ms since the Unix epoch.
+    pub published_at: u64,
+    /// Deliveries tried so far.
+    pub attempts: u32,
+    /// Not to be delivered before this, ms since the Unix epoch.
+    pub not_before: u64,
+    /// Why the last delivery failed.
+    pub last_error: Option<String>,
+}
+
+impl QueuedEvent {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("encoding a queued event cannot fail")
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// A dead letter, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// The component the event could not be delivered to.
+    pub subscriber: String,
+    /// The event's id.
+    pub id: String,
+    /// The topic.
+    pub topic: String,
+    /// Who published it.
+    pub source: String,
+    /// The payload: its JSON when it is JSON, else its text, lossily.
+    pub payload: serde_json::Value,
+    /// When it was published, ms since the Unix epoch.
+    pub published_at: u64,
+    /// How many deliveries failed.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub last_error: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// The durable queue and dead-letter store.
+pub struct Bus {
+    db: sled::Db,
+    queue: Tree,
+    dead: Tree,
+    options: BusOptions,
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+/// The lane part of a queue key: `subscriber \0 topic \0`.
+pub fn lane(subscriber: &str, topic: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(subscriber.len() + topic.len() + 10);
+    key.extend_from_slice(subscriber.as_bytes());
+    key.push(0);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key
+}
+
+/// The queue key of sequence number `seq` in a lane.
+pub fn queue_key(subscriber: &str, topic: &str, seq: u64) -> Vec<u8> {
+    let mut key = lane(subscriber, topic);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The lane a queue key belongs to.
+pub(crate) fn lane_of(key: &[u8]) -> &[u8] {
+    &key[..key.len().saturating_sub(8)]
+}
+
+/// The subscriber a queue key or lane belongs to.
+pub(crate) fn subscriber_of(key: &[u8]) -> &str {
+    let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+    std::str::from_utf8(&key[..end]).unwrap_or_default()
+}
+
+fn dead_key(subscriber: &str, id: &str) -> Vec<u8> {
+    let mut key = subscriber.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// No such dead letter.
+    #[error("no dead letter {id:?} for subscriber {subscriber:?}")]
+    NotFound {
+        /// The subscriber asked for.
+        subscriber: String,
+        /// The event id asked for.
+        id: String,
+    },
+    /// Storage failed.
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+fn storage<E: std::fmt::Display>(error: E) -> BusError {
+    BusError::Storage(error.to_string())
+}
+
+impl Bus {
+    /// The bus stored in `db`.
+    pub fn open(db: &sled::Db, options: BusOptions) -> sled::Result<Self> {
+        Ok(Bus {
+            db: db.clone(),
+            queue: db.open_tree("pitstop/bus/queue")?,
+            dead: db.open_tree("pitstop/bus/dead")?,
+            options,
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The retry rules.
+    pub fn options(&self) -> &BusOptions {
+        &self.options
+    }
+
+    /// The queue tree, for the commit transaction.
+    pub(crate) fn queue(&self) -> &Tree {
+        &self.queue
+    }
+
+    /// A new sequence number, unique and increasing across restarts.
+    pub(crate) fn next_seq(&self) -> sled::Result<u64> {
+        self.db.generate_id()
+    }
+
+    /// Tell the dispatcher there may be work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Deliveries waiting (or being retried), in all lanes.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The first entry of each lane, in key order.
+    pub(crate) fn lane_heads(&self) -> impl Iterator<Item = (Vec<u8>, sled::IVec)> + '_ {
+        let mut from: Option<Vec<u8>> = Some(Vec::new());
+        std::iter::from_fn(move || {
+            let start = from.take()?;
+            let (key, value) = self.queue.range(start..).next()?.ok()?;
+            // The next lane starts after every key of this one: bump the
+            // lane's trailing \0 to \x01 (names and topics never hold either).
+            let mut next = lane_of(&key).to_vec();
+            *next.last_mut()? = 1;
+            from = Some(next);
+            Some((key.to_vec(), value))
+        })
+    }
+
+    /// Schedule another attempt of the entry at `key`, or move it to the
+    /// dead letters if it has had all its attempts. Returns whether it died.
+    pub(crate) fn retry_or_bury(
+        &self,
+        key: &[u8],
+        mut event: QueuedEvent,
+        error: String,
+    ) -> Result<bool, BusError> {
+        event.last_error = Some(error);
+        if event.attempts < self.options.max_attempts {
+            event.not_before = now_ms() + self.options.backoff(event.attempts).as_millis() as u64;
+            self.queue.insert(key, event.encode()).map_err(storage)?;
+            return Ok(false);
+        }
+        let subscriber = subscriber_of(key).to_string();
+        let dead = dead_key(&subscriber, &event.id);
+        let value = event.encode();
+        (&self.queue, &self.dead)
+            .transaction(|(queue, dead_letters)| {
+                queue.remove(key)?;
+                dead_letters.insert(dead.as_slice(), value.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+        tracing::warn!(
+            subscriber,
+            event = event.id,
+            topic = event.topic,
+            attempts = event.attempts,
+            error = event.last_error.as_deref().unwrap_or_default(),
+            "event dead-lettered"
+        );
+        Ok(true)
+    }
+
+    /// Put the entry at `key` back untouched (not counted as an attempt),
+    /// deliverable again after `wait`.
+    pub(crate) fn postpone(
+        &self,
+        key: &[u8],
+        mut event: QueuedEvent,
+        wait: Duration,
+    ) -> Result<(), BusError> {
+        event.not_before = now_ms() + wait.as_millis() as u64;
+        self.queue.insert(key, event.encode()).map_err(storage)?;
+        Ok(())
+    }
+
+    /// Move the entry at `key` to the dead letters at once, for a reason
+    /// retrying cannot fix.
+    pub(crate) fn bury(&self, key: &[u8], mut event: QueuedEvent, reason: String) {
+        event.attempts = event.attempts.max(self.options.max_attempts);
+        if let Err(error) = self.retry_or_bury(key, event, reason) {
+            tracing::error!(%error, "could not dead-letter an event");
+        }
+    }
+
+    /// Every dead letter, for `subscriber` only when given.
+    pub fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>, BusError> {
+        let prefix = subscriber.map(|s| dead_key(s, "")).unwrap_or_default();
+        let mut letters = Vec::new();
+        for entry in self.dead.scan_prefix(prefix) {
+            let (key, value) = entry.map_err(storage)?;
+            let event = QueuedEvent::decode(&value).map_err(storage)?;
+            let payload = serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&event.payload).into_owned())
+            });
+            letters.push(DeadLetter {
+                subscriber: subscriber_of(&key).to_string(),
+                id: event.id,
+                topic: event.topic,
+                source: event.source,
+                payload,
+                published_at: event.published_at,
+                attempts: event.attempts,
+                last_error: event.last_error,
+            });
+        }
+        Ok(letters)
+    }
+
+    /// Queue a dead letter again, at the end of its lane, with a fresh
+    /// count of attempts and the same event id.
+    pub fn replay(&self, subscriber: &str, id: &str) -> Result<(), BusError> {
+        let dead = dead_key(subscriber, id);
+        let not_found = || BusError::NotFound { subscriber: subscriber.into(), id: id.into() };
+        let value = self.dead.get(&dead).map_err(storage)?.ok_or_else(not_found)?;
+        let mut event = QueuedEvent::decode(&value).map_err(storage)?;
+        event.attempts = 0;
+        event.not_before = 0;
+        event.last_error = None;
+        let key = queue_key(subscriber, &event.topic, self.next_seq().map_err(storage)?);
+        let encoded = event.encode();
+        let replayed = (&self.queue, &self.dead)
+            .transaction(|(queue, dead_letters)| {
+                if dead_letters.remove(dead.as_slice())?.is_none() {
+                    return Ok(false);
+                }
+                queue.insert(key.as_slice(), encoded.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(true)
+            })
+            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+        if !replayed {
+            return Err(not_found());
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// Drop a dead letter for good.
+    pub fn discard(&self, subscriber: &str, id: &str) -> Result<(), BusError> {
+        match self.dead.remove(dead_key(subscriber, id)).map_err(storage)? {
+            Some(_) => Ok(()),
+            None => Err(BusError::NotFound { subscriber: subscriber.into(), id: id.into() }),
+        }
+    }
+
+    /// Forget everything queued for or dead-lettered at `subscriber` (a purge).
+    pub fn forget_subscriber(&self, subscriber: &str) -> Result<(), BusError> {
+        let prefix = dead_key(subscriber, "");
+        for tree in [&self.queue, &self.dead] {
+            for key in tree.scan_prefix(&prefix).keys() {
+                tree.remove(key.map_err(storage)?).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Make sure what changed is on disk.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.db.flush_async().await.map_err(storage)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for good in ["user.created", "a", "order.saga-timeout", "x1.y2.z3"] {
+            assert!(check_topic(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(MAX_TOPIC_LEN + 1);
+        for bad in ["", "User.created", "user..created", ".user", "user.", "1user", "a b", &long] {
+            assert!(check_topic(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let options = BusOptions {
+            max_attempts: 10,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+        };
+        let waits: Vec<u64> = (1..=6).map(|n| options.backoff(n).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn lanes_are_read_head_first_and_in_order() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let bus = Bus::open(&db, BusOptions::default()).unwrap();
+        let event = |n: u64| QueuedEvent {
+            id: format!("evt_{n}"),
+            topic: String::new(),
+            source: "t".into(),
+            payload: vec![],
+            published_at: 0,
+            attempts: 0,
+            not_before: 0,
+            last_error: None,
+        };
+        for (sub, topic, seq) in [("b", "x", 7), ("a", "y", 3), ("a", "x", 9), ("a", "x", 2)] {
+            bus.queue.insert(queue_key(sub, topic, seq), event(seq).encode()).unwrap();
+        }
+        let heads: Vec<(String, u64)> = bus
+            .lane_heads()
+            .map(|(key, value)| {
+                (
+                    String::from_utf8_lossy(lane_of(&key)).into_owned(),
+                    QueuedEvent::decode(&value).unwrap().id[4..].parse().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            heads,
+            [("a\0x\0".to_string(), 2), ("a\0y\0".to_string(), 3), ("b\0x\0".to_string(), 7)]
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! The dispatcher: delivers queued events to their subscribers.
+//!
+//! One loop looks at the head of every lane (subscriber x topic) and starts
+//! a delivery task for each head that is due, whose subscriber is deployed,
+//! and whose lane has no delivery in flight. A lane therefore delivers in
+//! order, one event at a time, while lanes run side by side: an event that
+//! keeps failing holds up only the events behind it in its own lane, and
+//! only until it is dead-lettered.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::bus::{QueuedEvent, lane_of, now_ms, subscriber_of};
+use crate::runtime::{Delivery, Runtime};
+
+/// The longest the loop sleeps without being woken, so a subscriber that
+/// comes back after an undeploy is picked up.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// Deliver queued events until the task is aborted. Deliveries cut short by
+/// an abort commit nothing, so they are simply made again after a restart.
+pub async fn run(runtime: Arc<Runtime>) {
+    let in_flight: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
+    loop {
+        let next_due = start_due(&runtime, &in_flight);
+        let wait = next_due
+            .map_or(IDLE_POLL, |due| Duration::from_millis(due.saturating_sub(now_ms())))
+            .min(IDLE_POLL);
+        tokio::select! {
+            _ = runtime.bus().wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Start a delivery for every lane head that can go now; returns when the
+/// earliest head that cannot go yet becomes due.
+fn start_due(runtime: &Arc<Runtime>, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) -> Option<u64> {
+    let bus = runtime.bus();
+    let now = now_ms();
+    let mut next_due: Option<u64> = None;
+    for (key, value) in bus.lane_heads() {
+        let lane = lane_of(&key).to_vec();
+        if in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&lane) {
+            continue;
+        }
+        let event = match QueuedEvent::decode(&value) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(%error, "dropping an unreadable queue entry");
+                let _ = bus.queue().remove(&key);
+                continue;
+            }
+        };
+        if event.not_before > now {
+            next_due = Some(next_due.map_or(event.not_before, |d| d.min(event.not_before)));
+            continue;
+        }
+        let subscriber = subscriber_of(&key).to_string();
+        // Not deployed: the lane waits for it to come back.
+        let Some(deployment) = runtime.registry().get(&subscriber) else { continue };
+        if !deployment.topics.subscribes.contains(&event.topic) {
+            bus.bury(
+                &key,
+                event,
+                format!("version {} of {subscriber} no longer subscribes", deployment.version),
+            );
+            continue;
+        }
+        in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(lane.clone());
+        let runtime = runtime.clone();
+        let in_flight = in_flight.clone();
+        tokio::spawn(async move {
+            deliver(&runtime, &subscriber, key, event).await;
+            in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&lane);
+            runtime.bus().wake();
+        });
+    }
+    next_due
+}
+
+async fn deliver(runtime: &Arc<Runtime>, subscriber: &str, key: Vec<u8>, event: QueuedEvent) {
+    let bus = runtime.bus();
+    let mut attempt = event.clone();
+    attempt.attempts += 1;
+    let outcome = runtime.deliver(subscriber, &attempt, key.clone()).await;
+    let result = match outcome {
+        Delivery::Handled => {
+            tracing::debug!(subscriber, event = attempt.id, topic = attempt.topic, "delivered");
+            Ok(())
+        }
+        Delivery::Failed(reason) => {
+            tracing::info!(
+                subscriber,
+                event = attempt.id,
+                topic = attempt.topic,
+                attempt = attempt.attempts,
+                reason,
+                "delivery failed"
+            );
+            bus.retry_or_bury(&key, attempt, reason).map(|_| ())
+        }
+        // Not the handler's fault (circuit open, overloaded, being swapped):
+        // the attempt does not count.
+        Delivery::NotNow(wait) => bus.postpone(&key, event, wait),
+    };
+    if let Err(error) = result {
+        tracing::error!(%error, subscriber, "could not record a delivery's outcome");
+    }
+}

@@ -1,0 +1,240 @@
+//! The order saga with faults injected: every order ends `CONFIRMED` with
+//! exactly one `COMPLETED` payment, or `FAILED` with no payment or a
+//! `DECLINED` or `REFUNDED` one, whatever payment does, and across a kill.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, eventually, faulty_payment, fresh_dir};
+
+/// Longer than the order service's saga timeout (8 s) plus retries.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// The built-ins, with payment replaced by its fault-injecting build and
+/// given a deadline well under the order's, as the order README advises.
+fn config() -> String {
+    format!(
+        r#"
+        [components.payment]
+        path = "{payment}"
+        deadline_ms = 1000
+
+        [components.order]
+        deadline_ms = 5000
+
+        [bus]
+        backoff_base_ms = 100
+        "#,
+        payment = faulty_payment().display(),
+    )
+}
+
+fn order_of(amount: i64) -> Value {
+    json!([{ "sku": "thing", "quantity": 1, "price": amount }])
+}
+
+async fn place(server: &Server, user: &str, amount: i64) -> u16 {
+    server.post("/orders", json!({ "user_id": user, "items": order_of(amount) })).await.status
+}
+
+/// Wait until none of `user`'s orders is PENDING; returns them all.
+async fn settled_orders(server: &Server, user: &str) -> Vec<Value> {
+    eventually("every order to leave PENDING", SETTLE, || async {
+        let answer = server.get(&format!("/orders?user_id={user}")).await;
+        assert_eq!(answer.status, 200);
+        let orders = answer.json()["orders"].as_array().unwrap().clone();
+        orders.iter().all(|o| o["status"] != "PENDING").then_some(orders)
+    })
+    .await
+}
+
+/// Check every order against every payment of `user`.
+async fn reconcile(server: &Server, user: &str, orders: &[Value]) -> HashMap<String, usize> {
+    let answer = server.get(&format!("/payments?user_id={user}")).await;
+    assert_eq!(answer.status, 200);
+    let payments = answer.json()["payments"].as_array().unwrap().clone();
+    let mut by_order: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for payment in &payments {
+        by_order.entry(payment["order_id"].as_str().unwrap()).or_default().push(payment);
+    }
+    let order_ids: Vec<&str> = orders.iter().map(|o| o["id"].as_str().unwrap()).collect();
+    for order_id in by_order.keys() {
+        assert!(order_ids.contains(order_id), "payment for an unknown order {order_id}");
+    }
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for order in orders {
+        let id = order["id"].as_str().unwrap();
+        let paid = by_order.get(id).cloned().unwrap_or_default();
+        assert!(paid.len() <= 1, "order {id} has {} payments", paid.len());
+        let payment_status = paid.first().map(|p| p["status"].as_str().unwrap());
+        let outcome = match (order["status"].as_str().unwrap(), payment_status) {
+            ("CONFIRMED", Some("COMPLETED")) => {
+                assert_eq!(order["payment_id"], paid[0]["id"], "{order}");
+                "confirmed"
+            }
+            ("FAILED", None) => "failed, no payment",
+            ("FAILED", Some("DECLINED")) => "failed, declined",
+            ("FAILED", Some("REFUNDED")) => "failed, refunded",
+            (status, payment) => panic!("order {order} is {status} with payment {payment:?}"),
+        };
+        *outcomes.entry(outcome.to_string()).or_default() += 1;
+    }
+    outcomes
+}
+
+#[tokio::test]
+async fn the_saga_holds_when_payment_declines_traps_hangs_or_goes_away() {
+    let server = Server::start_with(Some(&config()), fresh_dir()).await;
+    let user = server.create_user("Saga", "saga@example.com").await;
+    // Amounts in cents: ...13 traps, ...14 hangs past the deadline, ...15 is
+    // slow, over 100000 is declined, the rest complete.
+    let amounts = [1000, 200_000, 1013, 1014, 1015, 2000, 300_000, 2013, 2015, 3000];
+    let mut statuses = Vec::new();
+    for amount in amounts {
+        statuses.push((amount, place(&server, &user, amount).await));
+    }
+    for (amount, status) in &statuses {
+        assert!(matches!(status, 201 | 202), "amount {amount}: {status}");
+    }
+
+    // Payment undeployed while orders are in flight (each takes 300 ms in
+    // payment), then back: orders caught in between still settle.
+    let wasm = std::fs::read(faulty_payment()).unwrap();
+    let in_flight = {
+        let server = &server;
+        let user = &user;
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..6 {
+                statuses.push(place(server, user, 4015).await);
+            }
+            statuses
+        }
+    };
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(server.admin("DELETE", "/admin/components/payment", "").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(server.admin("PUT", "/admin/components/payment", wasm).await.status, 200);
+    };
+    let (during, ()) = tokio::join!(in_flight, outage);
+    for status in during {
+        assert!(matches!(status, 201 | 202), "during the outage: {status}");
+    }
+
+    let orders = settled_orders(&server, &user).await;
+    assert_eq!(orders.len(), amounts.len() + 6);
+    let outcomes = reconcile(&server, &user, &orders).await;
+    assert!(outcomes.get("confirmed").copied().unwrap_or(0) >= 5, "{outcomes:?}");
+    assert_eq!(outcomes.get("failed, declined"), Some(&2), "{outcomes:?}");
+    assert!(outcomes.get("failed, no payment").copied().unwrap_or(0) >= 3, "{outcomes:?}");
+
+    // The failed ones say why; the events reached nobody twice: a second
+    // look finds the same picture.
+    for order in &orders {
+        if order["status"] == "FAILED" {
+            assert!(order["failure_reason"].is_string(), "{order}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = reconcile(&server, &user, &settled_orders(&server, &user).await).await;
+    assert_eq!(again, outcomes);
+}
+
+#[tokio::test]
+async fn a_saga_cut_by_a_kill_resumes_or_compensates_after_restart() {
+    let data = fresh_dir();
+    let config = config();
+    let server = Server::start_with(Some(&config), data.clone()).await;
+    let user = server.create_user("Crash", "crash@example.com").await;
+    // Slow payments (300 ms each), four at a time, killed mid-way.
+    let placing = {
+        let base = server.base.clone();
+        let user = user.clone();
+        tokio::spawn(async move {
+            let client = raw_client::Client::new(base);
+            let mut handles = Vec::new();
+            for n in 0..4 {
+                let client = client.clone();
+                let user = user.clone();
+                handles.push(tokio::spawn(async move {
+                    for _ in 0..5 {
+                        let body = json!({"user_id": user, "items": order_of(5015 + n * 100)});
+                        if client.post("/orders", body).await.is_none() {
+                            return;
+                        }
+                    }
+                }));
+            }
+            for handle in handles {
+                let _ = handle.await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!server.stop_with("KILL").await.success());
+    let _ = placing.await;
+
+    let server = Server::start_with(Some(&config), data).await;
+    let orders = settled_orders(&server, &user).await;
+    assert!(!orders.is_empty(), "some orders were placed before the kill");
+    let outcomes = reconcile(&server, &user, &orders).await;
+    assert!(outcomes.get("confirmed").copied().unwrap_or(0) >= 1, "{outcomes:?}");
+}
+
+/// A bare HTTP client for requests that may never be answered (the server
+/// is killed under them).
+mod raw_client {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client as Hyper;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+
+    #[derive(Clone)]
+    pub struct Client {
+        base: String,
+        hyper: Hyper<HttpConnector, Full<Bytes>>,
+    }
+
+    impl Client {
+        pub fn new(base: String) -> Self {
+            Client { base, hyper: Hyper::builder(TokioExecutor::new()).build_http() }
+        }
+
+        /// The status, or `None` if the connection failed.
+        pub async fn post(&self, path: &str, body: serde_json::Value) -> Option<u16> {
+            let request = http::Request::post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+                .unwrap();
+            self.hyper.request(request).await.ok().map(|r| r.status().as_u16())
+        }
+    }
+}
+
+#[tokio::test]
+async fn orders_fall_back_to_the_read_model_when_the_user_service_is_gone() {
+    let server = Server::start().await;
+    let user = server.create_user("Reader", "reader@example.com").await;
+    // Wait until user.created reached the order service: then an order for
+    // the user goes through with the user service undeployed.
+    assert_eq!(server.admin("DELETE", "/admin/components/user", "").await.status, 200);
+    let placed = eventually("an order placed from the read model", Duration::from_secs(10), || {
+        let server = &server;
+        let user = &user;
+        async move {
+            let answer =
+                server.post("/orders", json!({ "user_id": user, "items": order_of(500) })).await;
+            (answer.status == 201).then_some(answer)
+        }
+    })
+    .await;
+    assert_eq!(placed.json()["status"], "CONFIRMED");
+    let unknown =
+        server.post("/orders", json!({ "user_id": "usr_nobody", "items": order_of(500) })).await;
+    assert_eq!(unknown.status, 503, "{}", String::from_utf8_lossy(&unknown.body));
+    assert!(unknown.error().contains("user service cannot answer"), "{}", unknown.error());
+}

@@ -1,0 +1,152 @@
+//! Publishes and handles events as told, to test the bus and atomic commits.
+//!
+//! HTTP (any first path segment; it is routed under `/probe`):
+//! - `POST /probe/write-then/{ok|fail|trap|loop}` with a body `B`: writes
+//!   `marker/B`, publishes `probe.ping` with payload `B`, then answers 200,
+//!   answers 500, traps, or spins past its deadline.
+//! - `POST /probe/publish/{topic}[?delay=ms]` publishes the body on `topic`
+//!   (any topic, declared or not); a bus error answers 422 `{"error"}`.
+//! - `POST /probe/own-writes` writes, deletes and counts inside one
+//!   invocation and answers what it read back meanwhile.
+//! - `GET /probe/kv/{key}` a value or 404; `GET /probe/seen` every handled
+//!   delivery in the order handled.
+//!
+//! Events: publishes and subscribes to `probe.ping`, `probe.later`,
+//! `probe.poison`, `probe.flaky`. A ping or later is recorded; a payload
+//! `slow` first spins 1.5 s. A poison always fails. A flaky event fails on
+//! its first attempt.
+
+use pitstop_sdk::events::{BusError, publish, publish_delayed};
+use pitstop_sdk::{ApiError, Event, Events, Handler, Request, Response, kv};
+use serde_json::json;
+
+struct Probe;
+
+impl Handler for Probe {
+    fn handle(request: Request) -> Response {
+        pitstop_sdk::respond(route(&request))
+    }
+}
+
+impl Events for Probe {
+    const PUBLISHES: &'static [&'static str] =
+        &["probe.ping", "probe.later", "probe.poison", "probe.flaky"];
+    const SUBSCRIBES: &'static [&'static str] =
+        &["probe.ping", "probe.later", "probe.poison", "probe.flaky"];
+
+    fn handle_event(event: Event) -> Result<(), String> {
+        match event.topic.as_str() {
+            "probe.poison" => Err("poison".into()),
+            "probe.flaky" if event.attempt == 1 => Err("flaky: first attempt fails".into()),
+            _ => {
+                if event.payload == b"slow" {
+                    spin(std::time::Duration::from_millis(1500));
+                }
+                record(&event).map_err(|e| e.message)
+            }
+        }
+    }
+}
+
+pitstop_sdk::export!(Probe);
+
+/// Append the delivery to the `seen/` log, numbered in the order handled.
+fn record(event: &Event) -> Result<(), ApiError> {
+    let n = kv::increment("seen-count", 1)?;
+    let entry = json!({
+        "id": event.id,
+        "topic": event.topic,
+        "payload": String::from_utf8_lossy(&event.payload),
+        "attempt": event.attempt,
+        "source": event.source,
+        "published_at": event.published_at,
+    });
+    kv::put_json(&format!("seen/{n:08}"), &entry)
+}
+
+fn route(request: &Request) -> Result<Response, ApiError> {
+    match (request.method.as_str(), request.segments().as_slice()) {
+        ("POST", [_, "write-then", outcome]) => {
+            let body = String::from_utf8_lossy(&request.body).into_owned();
+            kv::set(&format!("marker/{body}"), b"1")?;
+            publish("probe.ping", body.as_bytes())?;
+            match *outcome {
+                "ok" => Ok(Response::json(200, &json!({ "wrote": body }))),
+                "fail" => Err(ApiError::internal("failing on purpose")),
+                "trap" => panic!("trapping on purpose"),
+                _ => {
+                    spin(std::time::Duration::from_secs(3600));
+                    Ok(Response::json(200, &json!({})))
+                }
+            }
+        }
+        ("POST", [_, "publish", topic]) => {
+            let delay = request.query.strip_prefix("delay=").and_then(|d| d.parse().ok());
+            let published = match delay {
+                Some(ms) => publish_delayed(topic, &request.body, ms),
+                None => publish(topic, &request.body),
+            };
+            match published {
+                Ok(()) => Ok(Response::json(200, &json!({ "published": topic }))),
+                Err(error) => Err(ApiError::new(422, bus_error(error))),
+            }
+        }
+        ("POST", [_, "own-writes"]) => {
+            kv::set("own/a", b"1")?;
+            kv::set("own/b", b"2")?;
+            let before_delete = kv::exists("own/b")?;
+            kv::delete("own/b")?;
+            kv::increment("own/n", 5)?;
+            let n = kv::increment("own/n", 2)?;
+            let page = kv::list_keys("own/", None, 100)?;
+            Ok(Response::json(
+                200,
+                &json!({
+                    "a": kv::get("own/a")?.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                    "b_before_delete": before_delete,
+                    "b": kv::exists("own/b")?,
+                    "n": n,
+                    "keys": page.keys,
+                }),
+            ))
+        }
+        ("GET", [_, "kv", key]) => match kv::get(&key.replace("%2F", "/"))? {
+            Some(value) => Ok(Response { status: 200, headers: vec![], body: value }),
+            None => Err(ApiError::not_found("no such key")),
+        },
+        ("GET", [_, "seen"]) => {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = kv::list_keys("seen/", cursor.as_deref(), 1000)?;
+                for key in &page.keys {
+                    if let Some(entry) = kv::get_json::<serde_json::Value>(key)? {
+                        seen.push(entry);
+                    }
+                }
+                match page.cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            Ok(Response::json(200, &seen))
+        }
+        _ => Err(ApiError::not_found("no such route")),
+    }
+}
+
+fn bus_error(error: BusError) -> String {
+    match error {
+        BusError::InvalidTopic(m) => format!("invalid topic: {m}"),
+        BusError::UndeclaredTopic(m) => format!("undeclared topic: {m}"),
+        BusError::TooLarge(m) => format!("too large: {m}"),
+    }
+}
+
+/// Busy for `period` (the platform's deadline interrupts it first).
+fn spin(period: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < period {
+        std::hint::black_box(0);
+    }
+}
