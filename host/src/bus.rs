@@ -2,27 +2,29 @@
 //! the durable queue of deliveries with its retry and dead-letter rules.
 //!
 //! Publishing only buffers the event in the invocation ([`BusCtx`]). When the
-//! invocation succeeds, [`crate::commit`] writes one queue entry per
-//! subscribing component in the same sled transaction as the invocation's
+//! invocation succeeds, [`crate::commit`] writes it to the outbox in the
+//! component's own keyspace, in the same atomic batch as the invocation's
 //! keyvalue writes: nothing is published by an invocation that failed, and
-//! nothing committed is lost by a crash. The [`crate::dispatch`] loop then
-//! delivers each entry, acknowledging it in the transaction that commits the
-//! handler's own writes.
+//! nothing committed is lost by a crash. The [`crate::dispatch`] loop relays
+//! outbox entries to one queue entry per subscribing component, then
+//! delivers each; the handler's commit marks the entry handled in the
+//! subscriber's keyspace, in the batch with the handler's own writes, so an
+//! entry found handled after a crash is dropped instead of redelivered.
 //!
 //! Queue keys are `subscriber \0 topic \0 seq`, so each (subscriber, topic)
 //! pair is a *lane* read in commit order: delivery is in order per topic per
 //! subscriber, while lanes proceed independently of each other.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::{Transactional, Tree};
+use sled::Tree;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::bus::{self, Error};
+use crate::registry::Registry;
 use crate::state::ComponentState;
 
 /// Longest topic name, in bytes.
@@ -227,12 +229,39 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
+/// Where a keyspace keeps events published but not yet relayed. Guest keys
+/// are UTF-8 and so never start with 0xFF: no guest can read or forge these.
+const OUTBOX_PREFIX: &[u8] = b"\xffoutbox\0";
+/// Where a subscriber's keyspace marks the queue entries it has handled.
+const HANDLED_PREFIX: &[u8] = b"\xffhandled\0";
+
+/// The outbox key of event number `seq`.
+pub(crate) fn outbox_key(seq: u64) -> Vec<u8> {
+    let mut key = OUTBOX_PREFIX.to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The mark, in the subscriber's keyspace, that the entry at `queue_key` was handled.
+pub(crate) fn handled_key(queue_key: &[u8]) -> Vec<u8> {
+    let mut key = HANDLED_PREFIX.to_vec();
+    key.extend_from_slice(queue_key);
+    key
+}
+
+/// Whether `key` is one of the platform's own keys in a keyspace.
+pub fn is_reserved_key(key: &[u8]) -> bool {
+    key.first() == Some(&0xff)
+}
+
 /// The durable queue and dead-letter store.
 pub struct Bus {
     db: sled::Db,
     queue: Tree,
     dead: Tree,
     options: BusOptions,
+    // Keyspaces that may hold outbox entries, by component name.
+    outboxes: Mutex<HashMap<String, Tree>>,
     pub(crate) wake: tokio::sync::Notify,
 }
 
@@ -299,8 +328,77 @@ impl Bus {
             queue: db.open_tree("pitstop/bus/queue")?,
             dead: db.open_tree("pitstop/bus/dead")?,
             options,
+            outboxes: Mutex::default(),
             wake: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Find the keyspaces whose outbox still holds events from before a restart.
+    pub fn restore_outboxes(&self, keyspace_prefix: &str) -> sled::Result<()> {
+        for name in self.db.tree_names() {
+            let Some(component) = std::str::from_utf8(&name)
+                .ok()
+                .and_then(|n| n.strip_prefix(keyspace_prefix))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let tree = self.db.open_tree(&name)?;
+            if tree.scan_prefix(OUTBOX_PREFIX).next().is_some() {
+                self.note_outbox(&component, &tree);
+            }
+        }
+        Ok(())
+    }
+
+    /// `component`'s keyspace has outbox entries to relay.
+    pub(crate) fn note_outbox(&self, component: &str, keyspace: &Tree) {
+        let mut outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+        if !outboxes.contains_key(component) {
+            outboxes.insert(component.to_string(), keyspace.clone());
+        }
+        drop(outboxes);
+        self.wake();
+    }
+
+    /// Move every outbox entry to one queue entry per component subscribed
+    /// to its topic now. The queue key carries the event's sequence number,
+    /// so relaying an entry twice (a crash between the two steps) writes the
+    /// same queue entry twice, not two entries.
+    pub(crate) fn relay(&self, registry: &Registry) -> Result<(), BusError> {
+        let outboxes: Vec<Tree> = {
+            let outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+            outboxes.values().cloned().collect()
+        };
+        let active = registry.active();
+        for tree in outboxes {
+            for entry in tree.scan_prefix(OUTBOX_PREFIX) {
+                let (key, value) = entry.map_err(storage)?;
+                let seq_bytes: [u8; 8] = key[OUTBOX_PREFIX.len()..].try_into().unwrap_or_default();
+                let seq = u64::from_be_bytes(seq_bytes);
+                let topic = QueuedEvent::decode(&value).map_err(storage)?.topic;
+                let mut batch = sled::Batch::default();
+                for subscriber in active.values().filter(|d| d.topics.subscribes.contains(&topic)) {
+                    batch.insert(queue_key(&subscriber.name, &topic, seq), value.clone());
+                }
+                self.queue.apply_batch(batch).map_err(storage)?;
+                tree.remove(key).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `subscriber` already handled the entry at `queue_key` (its
+    /// commit landed, a crash came before the entry was removed).
+    pub(crate) fn was_handled(&self, subscriber: &Tree, queue_key: &[u8]) -> bool {
+        subscriber.contains_key(handled_key(queue_key)).unwrap_or(false)
+    }
+
+    /// Drop the handled entry at `queue_key`, then its mark.
+    pub(crate) fn finish(&self, subscriber: &Tree, queue_key: &[u8]) -> Result<(), BusError> {
+        self.queue.remove(queue_key).map_err(storage)?;
+        subscriber.remove(handled_key(queue_key)).map_err(storage)?;
+        Ok(())
     }
 
     /// The retry rules.
@@ -308,7 +406,7 @@ impl Bus {
         &self.options
     }
 
-    /// The queue tree, for the commit transaction.
+    /// The queue tree.
     pub(crate) fn queue(&self) -> &Tree {
         &self.queue
     }
@@ -358,15 +456,10 @@ impl Bus {
             return Ok(false);
         }
         let subscriber = subscriber_of(key).to_string();
-        let dead = dead_key(&subscriber, &event.id);
-        let value = event.encode();
-        (&self.queue, &self.dead)
-            .transaction(|(queue, dead_letters)| {
-                queue.remove(key)?;
-                dead_letters.insert(dead.as_slice(), value.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+        // Dead letter first, then out of the queue: a crash in between
+        // leaves it in both, never in neither.
+        self.dead.insert(dead_key(&subscriber, &event.id), event.encode()).map_err(storage)?;
+        self.queue.remove(key).map_err(storage)?;
         tracing::warn!(
             subscriber,
             event = event.id,
@@ -435,19 +528,10 @@ impl Bus {
         event.not_before = 0;
         event.last_error = None;
         let key = queue_key(subscriber, &event.topic, self.next_seq().map_err(storage)?);
-        let encoded = event.encode();
-        let replayed = (&self.queue, &self.dead)
-            .transaction(|(queue, dead_letters)| {
-                if dead_letters.remove(dead.as_slice())?.is_none() {
-                    return Ok(false);
-                }
-                queue.insert(key.as_slice(), encoded.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(true)
-            })
-            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
-        if !replayed {
-            return Err(not_found());
-        }
+        // Queued first, then no longer dead: a crash in between leaves it in
+        // both (a second replay queues it once more), never in neither.
+        self.queue.insert(key, event.encode()).map_err(storage)?;
+        self.dead.remove(&dead).map_err(storage)?;
         self.wake();
         Ok(())
     }
@@ -460,20 +544,16 @@ impl Bus {
         }
     }
 
-    /// Forget everything queued for or dead-lettered at `subscriber` (a purge).
+    /// Forget everything queued for or dead-lettered at `subscriber`, and its
+    /// outbox (a purge; its keyspace is dropped).
     pub fn forget_subscriber(&self, subscriber: &str) -> Result<(), BusError> {
+        self.outboxes.lock().unwrap_or_else(|p| p.into_inner()).remove(subscriber);
         let prefix = dead_key(subscriber, "");
         for tree in [&self.queue, &self.dead] {
             for key in tree.scan_prefix(&prefix).keys() {
                 tree.remove(key.map_err(storage)?).map_err(storage)?;
             }
         }
-        Ok(())
-    }
-
-    /// Make sure what changed is on disk.
-    pub async fn flush(&self) -> Result<(), BusError> {
-        self.db.flush_async().await.map_err(storage)?;
         Ok(())
     }
 }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{ArtifactCache, CompileError, Origin, hex_sha256, write_atomically};
 use crate::backend::RuntimeBackend;
+use crate::bus::Topics;
 use crate::registry::Deployment;
 use crate::runtime::{DeployError, Runtime, is_valid_name, keyspace_tree, looks_like_component};
 
@@ -71,6 +72,8 @@ pub struct ComponentInfo {
     pub state: &'static str,
     /// The active version's circuit breaker.
     pub breaker: Option<crate::breaker::Snapshot>,
+    /// The topics the active version publishes and subscribes to.
+    pub topics: Option<crate::bus::Topics>,
 }
 
 /// The result of a deploy.
@@ -295,7 +298,7 @@ impl Deployments {
             record.active = None;
             self.save(&record)?;
         }
-        self.runtime.db().flush_async().await.map_err(storage)?;
+        self.runtime.flush().await.map_err(DeployError::Storage)?;
         tracing::info!(component = name, purge, "undeployed");
         Ok(())
     }
@@ -307,6 +310,7 @@ impl Deployments {
         for record in self.records()? {
             let Some(active) = record.active else { continue };
             let Ok(version) = find_version(&record, active) else { continue };
+            let deployment = self.runtime.registry().get(&record.name);
             infos.push(ComponentInfo {
                 routes: table
                     .routes()
@@ -320,7 +324,8 @@ impl Deployments {
                 size: version.size,
                 deployed_at: version.deployed_at.clone(),
                 state: "active",
-                breaker: self.runtime.registry().get(&record.name).map(|d| d.breaker.snapshot()),
+                breaker: deployment.as_ref().map(|d| d.breaker.snapshot()),
+                topics: deployment.as_ref().map(|d| Topics::clone(&d.topics)),
             });
         }
         Ok(infos)

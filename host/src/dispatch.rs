@@ -1,6 +1,7 @@
-//! The dispatcher: delivers queued events to their subscribers.
+//! The dispatcher: relays published events from the outboxes to their
+//! subscribers' queues, and delivers queued events.
 //!
-//! One loop looks at the head of every lane (subscriber x topic) and starts
+//! One loop relays, then looks at the head of every lane (subscriber x topic) and starts
 //! a delivery task for each head that is due, whose subscriber is deployed,
 //! and whose lane has no delivery in flight. A lane therefore delivers in
 //! order, one event at a time, while lanes run side by side: an event that
@@ -23,6 +24,9 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 pub async fn run(runtime: Arc<Runtime>) {
     let in_flight: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
     loop {
+        if let Err(error) = runtime.bus().relay(runtime.registry()) {
+            tracing::error!(%error, "relaying published events failed; retrying");
+        }
         let next_due = start_due(&runtime, &in_flight);
         let wait = next_due
             .map_or(IDLE_POLL, |due| Duration::from_millis(due.saturating_sub(now_ms())))
@@ -60,6 +64,13 @@ fn start_due(runtime: &Arc<Runtime>, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) -
         let subscriber = subscriber_of(&key).to_string();
         // Not deployed: the lane waits for it to come back.
         let Some(deployment) = runtime.registry().get(&subscriber) else { continue };
+        if bus.was_handled(&deployment.keyspace, &key) {
+            // Handled and committed before a crash cut the clean-up short.
+            if let Err(error) = bus.finish(&deployment.keyspace, &key) {
+                tracing::error!(%error, "could not drop a handled event");
+            }
+            continue;
+        }
         if !deployment.topics.subscribes.contains(&event.topic) {
             bus.bury(
                 &key,
@@ -72,7 +83,7 @@ fn start_due(runtime: &Arc<Runtime>, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) -
         let runtime = runtime.clone();
         let in_flight = in_flight.clone();
         tokio::spawn(async move {
-            deliver(&runtime, &subscriber, key, event).await;
+            deliver(&runtime, &deployment.keyspace, &subscriber, key, event).await;
             in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&lane);
             runtime.bus().wake();
         });
@@ -80,7 +91,13 @@ fn start_due(runtime: &Arc<Runtime>, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) -
     next_due
 }
 
-async fn deliver(runtime: &Arc<Runtime>, subscriber: &str, key: Vec<u8>, event: QueuedEvent) {
+async fn deliver(
+    runtime: &Arc<Runtime>,
+    keyspace: &sled::Tree,
+    subscriber: &str,
+    key: Vec<u8>,
+    event: QueuedEvent,
+) {
     let bus = runtime.bus();
     let mut attempt = event.clone();
     attempt.attempts += 1;
@@ -88,7 +105,7 @@ async fn deliver(runtime: &Arc<Runtime>, subscriber: &str, key: Vec<u8>, event: 
     let result = match outcome {
         Delivery::Handled => {
             tracing::debug!(subscriber, event = attempt.id, topic = attempt.topic, "delivered");
-            Ok(())
+            bus.finish(keyspace, &key)
         }
         Delivery::Failed(reason) => {
             tracing::info!(

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -30,14 +30,27 @@ pub const MAX_PAGE: u32 = 1000;
 pub struct Usage {
     bytes: AtomicU64,
     limit: u64,
+    // Serialises commits to the keyspace (see `crate::commit`); it lives
+    // here because this is the one object every version of a component
+    // shares for its keyspace.
+    commits: Mutex<()>,
 }
 
 impl Usage {
     /// The usage of `tree`, limited to `limit` bytes.
     pub fn scan(tree: &sled::Tree, limit: u64) -> Self {
-        let bytes =
-            tree.iter().filter_map(Result::ok).map(|(k, v)| (k.len() + v.len()) as u64).sum();
-        Usage { bytes: AtomicU64::new(bytes), limit }
+        let bytes = tree
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| !crate::bus::is_reserved_key(k))
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum();
+        Usage { bytes: AtomicU64::new(bytes), limit, commits: Mutex::new(()) }
+    }
+
+    /// Held while a commit checks and writes the keyspace.
+    pub(crate) fn commit_lock(&self) -> MutexGuard<'_, ()> {
+        self.commits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Bytes held now.
@@ -249,7 +262,12 @@ impl keyvalue::Host for KeyvalueCtx {
             .tree
             .range::<Vec<u8>, _>((tree_start, Bound::Unbounded))
             .map(|entry| entry.map(|(key, _)| key))
-            .take_while(|entry| entry.as_ref().map_or(true, |k| k.starts_with(prefix.as_bytes())))
+            // The platform's own keys (the outbox) sort after every UTF-8 key.
+            .take_while(|entry| {
+                entry.as_ref().map_or(true, |k| {
+                    k.starts_with(prefix.as_bytes()) && !crate::bus::is_reserved_key(k)
+                })
+            })
             .peekable();
         let mut own = self
             .writes

@@ -43,6 +43,7 @@ pub mod config;
 pub mod deployments;
 pub mod dispatch;
 pub mod engine;
+pub mod flusher;
 pub mod kv;
 pub mod log;
 pub mod platform;

@@ -16,7 +16,7 @@ use crate::backend::RuntimeBackend;
 use crate::builtin::BUILTINS;
 use crate::config::Config;
 use crate::deployments::Deployments;
-use crate::runtime::Runtime;
+use crate::runtime::{KEYSPACE_PREFIX, Runtime};
 
 /// What to start.
 #[derive(Debug)]
@@ -77,6 +77,8 @@ impl Platform {
                 .context("in the route table")?,
         );
         deployments.restore().await.context("restoring the deployed components")?;
+        // Events committed before a crash but not yet relayed.
+        runtime.bus().restore_outboxes(KEYSPACE_PREFIX).context("restoring the bus's outboxes")?;
         seed(&deployments, &config).await?;
 
         let token = AdminToken::resolve(options.admin_token, &options.data_dir)?;
@@ -147,7 +149,7 @@ impl Platform {
         }
         // Deliveries cut short commit nothing and are made again next start.
         self.dispatcher.abort();
-        self.runtime.db().flush_async().await.context("flushing storage")?;
+        self.runtime.flush().await.map_err(anyhow::Error::msg).context("flushing storage")?;
         tracing::info!("pitstop stopped");
         Ok(())
     }

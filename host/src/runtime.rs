@@ -15,6 +15,7 @@ use crate::breaker::{Breaker, BreakerConfig, SystemClock};
 use crate::bus::{Bus, BusCtx, BusOptions, QueuedEvent, Topics, check_topic};
 use crate::commit::{CommitError, Effects, commit};
 use crate::engine::{EPOCH_TICK, EngineLimits, EpochTicker, build_engine};
+use crate::flusher::Flusher;
 use crate::kv::{KeyvalueCtx, Usage};
 use crate::registry::{Bulkhead, Deployment, Registry};
 use crate::services::{CallContext, ServicesCtx};
@@ -167,7 +168,7 @@ pub enum Delivery {
 /// What an invocation runs: a request, or an event delivery.
 enum Call<'a> {
     Http(&'a Request),
-    Event { event: events::Event, ack: Vec<u8> },
+    Event { event: events::Event, queue_key: Vec<u8> },
 }
 
 /// What the guest answered.
@@ -218,6 +219,7 @@ pub struct Runtime {
     db: sled::Db,
     registry: Registry,
     bus: Bus,
+    flusher: Flusher,
     options: RuntimeOptions,
     // Per component name, so the count survives swaps.
     usage: std::sync::Mutex<HashMap<String, Arc<Usage>>>,
@@ -236,11 +238,13 @@ impl Runtime {
         crate::bus::add_to_linker(&mut linker)?;
         let ticker = EpochTicker::start(engine.clone());
         let bus = Bus::open(&db, options.bus)?;
+        let flusher = Flusher::start(db.clone())?;
         Ok(Arc::new(Runtime {
             engine,
             linker,
             db,
             bus,
+            flusher,
             registry: Registry::default(),
             options,
             usage: Default::default(),
@@ -261,6 +265,11 @@ impl Runtime {
     /// The message bus.
     pub fn bus(&self) -> &Bus {
         &self.bus
+    }
+
+    /// Wait until everything written so far is on disk.
+    pub async fn flush(&self) -> Result<(), String> {
+        self.flusher.flush().await
     }
 
     /// The sled database behind every keyspace.
@@ -352,12 +361,12 @@ impl Runtime {
         }
     }
 
-    /// Deliver `event` (queued at `ack`) to the active version of `subscriber`.
+    /// Deliver `event` (queued at `queue_key`) to the active version of `subscriber`.
     pub async fn deliver(
         self: &Arc<Self>,
         subscriber: &str,
         event: &QueuedEvent,
-        ack: Vec<u8>,
+        queue_key: Vec<u8>,
     ) -> Delivery {
         let call = Call::Event {
             event: events::Event {
@@ -368,7 +377,7 @@ impl Runtime {
                 source: event.source.clone(),
                 published_at: event.published_at,
             },
-            ack,
+            queue_key,
         };
         match self.invoke_call(subscriber, call, None).await {
             Ok((Answer::Event(Ok(())), _)) => Delivery::Handled,
@@ -524,23 +533,28 @@ impl Runtime {
         let effects = Effects {
             writes: state.kv.take_writes(),
             events: state.bus.take_outgoing(),
-            ack: match call {
-                Call::Event { ack, .. } => Some(ack.clone()),
+            handled: match call {
+                Call::Event { queue_key, .. } => Some(queue_key.clone()),
                 Call::Http(_) => None,
             },
         };
         let retryable = !state.services.made_calls();
         match commit(self, deployment, effects) {
             Ok(false) => {}
+            // An event handler's commit is not flushed: nobody waits on it,
+            // and if a crash loses it, it loses the handled mark with it,
+            // so the event is delivered again. sled flushes within 500 ms
+            // anyway.
+            Ok(true) if matches!(call, Call::Event { .. }) => {}
             Ok(true) => {
                 // A success answer promises the writes survive a crash.
-                self.db.flush_async().await.map_err(|e| {
+                self.flush().await.map_err(|e| {
                     Rerun::Failed(InvokeFailure::Internal(format!("flushing storage: {e}")))
                 })?;
             }
             // Someone else handled the event meanwhile (a replay raced it):
             // there is nothing left to do for it.
-            Err(CommitError::AlreadyAcknowledged) => {}
+            Err(CommitError::AlreadyHandled) => {}
             Err(error @ CommitError::Conflict(_)) => {
                 return Err(Rerun::Conflict { error: error.to_string(), retryable });
             }
@@ -674,9 +688,12 @@ fn instantiation_failure(component: &str, error: wasmtime::Error) -> InvokeFailu
     InvokeFailure::Internal(error.root_cause().to_string())
 }
 
+/// What every keyspace tree's name starts with.
+pub const KEYSPACE_PREFIX: &str = "kv/";
+
 /// The sled tree holding `component`'s keyspace.
 pub fn keyspace_tree(component: &str) -> String {
-    format!("kv/{component}")
+    format!("{KEYSPACE_PREFIX}{component}")
 }
 
 /// `[a-z][a-z0-9-]{0,62}`.

@@ -220,3 +220,63 @@ async fn hot_swaps_neither_lose_nor_duplicate_events() {
     assert_eq!(self::seen(&server).await.len(), sent.len(), "no duplicates");
     assert_eq!(payloads(&seen), sent, "none lost, still in order");
 }
+
+#[tokio::test]
+async fn concurrent_increments_are_never_lost() {
+    let config = format!(
+        "[components.kvprobe]\npath = \"{}\"\n[[routes]]\nprefix = \"/kv\"\ncomponent = \"kvprobe\"\n",
+        test_components().join("kvprobe.wasm").display()
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let clients = (0..8).map(|_| async {
+        for _ in 0..25 {
+            assert_eq!(server.send("POST", "/kv/incr/hits", "").await.status, 200);
+        }
+    });
+    futures::future::join_all(clients).await;
+    let total = server.get("/kv/kv/hits").await;
+    assert_eq!(&total.body[..], b"200", "8 clients x 25 increments");
+}
+
+#[tokio::test]
+async fn of_concurrent_claims_to_one_email_exactly_one_wins() {
+    let server = Server::start().await;
+    let attempts = (0..10).map(|n| {
+        let server = &server;
+        async move {
+            let body =
+                serde_json::json!({"name": format!("Twin {n}"), "email": "twin@example.com"});
+            server.post("/users", body).await.status
+        }
+    });
+    let mut statuses = futures::future::join_all(attempts).await;
+    statuses.sort();
+    assert_eq!(statuses[0], 201);
+    assert!(statuses[1..].iter().all(|s| *s == 409), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_component_declaring_a_malformed_topic_is_refused() {
+    let server = Server::start().await;
+    let wasm = std::fs::read(test_components().join("badtopics.wasm")).unwrap();
+    let refused = server.admin("PUT", "/admin/components/badtopics", wasm).await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.error().contains("\"Not A Topic\" is not a topic"), "{}", refused.error());
+}
+
+#[tokio::test]
+async fn events_for_a_topic_the_new_version_dropped_go_to_the_dead_letters() {
+    let server = Server::start_with(Some(&config("")), fresh_dir()).await;
+    let queued = server.send("POST", "/probe/publish/probe.later?delay=1000", "orphan").await;
+    assert_eq!(queued.status, 200);
+    // The new version under the same name subscribes to nothing.
+    let kvprobe = std::fs::read(test_components().join("kvprobe.wasm")).unwrap();
+    assert_eq!(server.admin("PUT", "/admin/components/busprobe", kvprobe).await.status, 200);
+    let letter = eventually("the dead letter", Duration::from_secs(10), || async {
+        let answer = server.admin("GET", "/admin/dead-letters", "").await;
+        answer.json()["dead_letters"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(letter["payload"], "orphan");
+    assert!(letter["last_error"].as_str().unwrap().contains("no longer subscribes"), "{letter}");
+}
