@@ -72,7 +72,7 @@ async fn main() {
     println!("commit cost per request ({SEQUENTIAL} sequential requests, in-process):");
     report("  GET /users/{id}: read-only, nothing to commit ", read);
     report("  POST /users: 2 keys + 1 event, commit + flush ", write);
-    report("  the commit transaction alone (2 keys, no flush)", transaction);
+    report("  the commit batch alone (2 keys, no flush)      ", transaction);
 
     // Let the deliveries of part 1 drain before measuring latency.
     wait_for(&read_model, n).await;
