@@ -88,6 +88,11 @@ impl BusCtx {
         BusCtx { topics, outgoing: Vec::new() }
     }
 
+    /// The buffered events.
+    pub fn outgoing(&self) -> &[Outgoing] {
+        &self.outgoing
+    }
+
     /// The buffered events, leaving none behind.
     pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
         std::mem::take(&mut self.outgoing)

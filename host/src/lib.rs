@@ -51,6 +51,7 @@ pub mod registry;
 pub mod runtime;
 pub mod services;
 pub mod state;
+pub mod test_runner;
 pub mod watch;
 
 pub use config::Config;

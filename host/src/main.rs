@@ -77,6 +77,20 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Run a component crate's test binary as wasm inside the platform: the
+    /// `runner` of `cargo test --target wasm32-wasip2` (see
+    /// components/.cargo/config.toml). Exits with the tests' status.
+    TestRunner {
+        /// A real component answering `services` calls no stub answers
+        /// (repeatable), as NAME=PATH.
+        #[arg(long = "component", value_name = "NAME=PATH", value_parser = parse_component)]
+        components: Vec<(String, PathBuf)>,
+        /// The test binary cargo built.
+        wasm: PathBuf,
+        /// Arguments for the test harness (filters, --nocapture, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Stop serving a component; its keyspace is kept unless --purge.
     Undeploy {
         /// Component name.
@@ -114,13 +128,29 @@ impl AdminArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    // Under cargo test, the guests' info logs would drown the test output.
+    let quiet = matches!(cli.command, Command::TestRunner { .. });
+    init_tracing(if quiet {
+        "warn"
+    } else {
+        "warn,pitstop_host=info,pitstop_gateway=info,guest=info"
+    });
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     runtime.block_on(run(cli.command))
 }
 
+fn parse_component(value: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = value.split_once('=').ok_or("expected NAME=PATH")?;
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::TestRunner { components, wasm, args } => {
+            let run = pitstop_host::test_runner::TestRun { wasm, args, components };
+            let status = pitstop_host::test_runner::run(run).await?;
+            std::process::exit(status);
+        }
         Command::Serve { listen, admin_listen, admin_token, data_dir, config, watch } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,
@@ -255,10 +285,9 @@ async fn shutdown_signal() {
 
 /// Logs to stderr; `RUST_LOG` overrides the default of info for pitstop and
 /// the guests, warn for wasmtime and everything else.
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("warn,pitstop_host=info,pitstop_gateway=info,guest=info")
-    });
+fn init_tracing(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -262,6 +262,12 @@ impl Runtime {
         &self.registry
     }
 
+    /// The linker every component is linked with: WASI and the platform's
+    /// capabilities.
+    pub fn linker(&self) -> &Linker<ComponentState> {
+        &self.linker
+    }
+
     /// The message bus.
     pub fn bus(&self) -> &Bus {
         &self.bus
@@ -647,7 +653,7 @@ fn conflict_response(error: &str) -> Response {
 }
 
 /// Epoch ticks covering `remaining`, plus one for the tick in progress.
-fn ticks(remaining: Duration) -> u64 {
+pub(crate) fn ticks(remaining: Duration) -> u64 {
     (remaining.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
 }
 

@@ -33,9 +33,75 @@ pub struct ServicesCtx {
     caller: Arc<str>,
     call: CallContext,
     made_calls: bool,
+    stubs: Option<Stubs>,
+}
+
+/// Stand-ins for other services, and the record of calls made, for a test
+/// binary under `pitstop test-runner`.
+#[derive(Default)]
+pub struct Stubs {
+    stubs: Vec<Stub>,
+    calls: Vec<(String, Request)>,
+}
+
+struct Stub {
+    name: String,
+    method: String,
+    prefix: String,
+    reply: Result<Response, CallError>,
+}
+
+impl Stubs {
+    /// Answer calls to `name` with `method` and a path under `prefix` by `reply`.
+    pub fn add(
+        &mut self,
+        name: String,
+        method: String,
+        prefix: String,
+        reply: Result<Response, CallError>,
+    ) {
+        self.stubs.retain(|s| !(s.name == name && s.method == method && s.prefix == prefix));
+        self.stubs.push(Stub { name, method, prefix, reply });
+    }
+
+    /// Remove every stub and forget the calls recorded.
+    pub fn clear(&mut self) {
+        self.stubs.clear();
+        self.calls.clear();
+    }
+
+    /// The calls made to `name`, oldest first.
+    pub fn calls(&self, name: &str) -> Vec<Request> {
+        self.calls.iter().filter(|(n, _)| n == name).map(|(_, r)| r.clone()).collect()
+    }
+
+    /// Record the call; the reply of the stub with the longest matching prefix.
+    fn answer(&mut self, name: &str, request: &Request) -> Option<Result<Response, CallError>> {
+        self.calls.push((name.to_string(), request.clone()));
+        self.stubs
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && s.method.eq_ignore_ascii_case(&request.method)
+                    && request.path.starts_with(&s.prefix)
+            })
+            .max_by_key(|s| s.prefix.len())
+            .map(|s| s.reply.clone())
+    }
 }
 
 impl ServicesCtx {
+    /// Calls answered by `stubs` first (a test binary's context).
+    pub fn with_stubs(mut self, stubs: Stubs) -> Self {
+        self.stubs = Some(stubs);
+        self
+    }
+
+    /// The stubs, for the `testing` capability.
+    pub(crate) fn stubs(&mut self) -> &mut Stubs {
+        self.stubs.get_or_insert_with(Stubs::default)
+    }
+
     /// Whether the invocation called another service, whose effects running
     /// the invocation again would repeat.
     pub fn made_calls(&self) -> bool {
@@ -44,7 +110,7 @@ impl ServicesCtx {
 
     /// Calls made by `caller`, itself running at `call`.
     pub fn new(runtime: Arc<Runtime>, caller: Arc<str>, call: CallContext) -> Self {
-        ServicesCtx { runtime, caller, call, made_calls: false }
+        ServicesCtx { runtime, caller, call, made_calls: false, stubs: None }
     }
 }
 
@@ -67,6 +133,11 @@ impl services::Host for ServicesCtx {
         // client requests and here it replaces whatever the caller set.
         request.headers.retain(|h| !h.name.eq_ignore_ascii_case(CALLER_HEADER));
         request.headers.push(Header { name: CALLER_HEADER.into(), value: self.caller.to_string() });
+        if let Some(stubs) = &mut self.stubs
+            && let Some(reply) = stubs.answer(&name, &request)
+        {
+            return reply;
+        }
         let nested = CallContext { depth: self.call.depth + 1, deadline: self.call.deadline };
         tracing::debug!(
             caller = &*self.caller,

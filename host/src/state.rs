@@ -32,8 +32,22 @@ impl ComponentState {
         bus: BusCtx,
         limits: StoreLimits,
     ) -> Self {
+        let wasi = wasi_ctx(&component);
+        Self::with_wasi(component, wasi, kv, services, bus, limits)
+    }
+
+    /// State with a WASI context of the caller's making (the test runner's
+    /// passes arguments and the terminal through).
+    pub fn with_wasi(
+        component: Arc<str>,
+        wasi: WasiCtx,
+        kv: KeyvalueCtx,
+        services: ServicesCtx,
+        bus: BusCtx,
+        limits: StoreLimits,
+    ) -> Self {
         ComponentState {
-            wasi: wasi_ctx(&component),
+            wasi,
             table: ResourceTable::new(),
             kv,
             services,

@@ -13,3 +13,4 @@ mod resilience;
 mod saga;
 mod support;
 mod users;
+mod wasm_tests;

@@ -395,3 +395,214 @@ fn get(id: &str) -> Result<Response, ApiError> {
         None => Err(ApiError::not_found("order not found")),
     }
 }
+
+/// Run as wasm by `pitstop test-runner`: `cargo test --target wasm32-wasip2`.
+/// The user and payment services are stubs; each test sets the ones it needs.
+#[cfg(test)]
+mod tests {
+    use pitstop_sdk::services::CallError;
+    use pitstop_sdk::testing;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A `PENDING` order stored by the `_begin` step, as `place` would.
+    fn begun(amount: i64) -> Order {
+        let order = Order {
+            id: id::new_id("ord"),
+            user_id: "usr_1".into(),
+            items: vec![Item { sku: "a".into(), quantity: 1, price: amount }],
+            amount,
+            status: Status::Pending,
+            payment_id: None,
+            failure_reason: None,
+        };
+        let mut request = Request::with_json("POST", BEGIN_PATH, &order);
+        request
+            .headers
+            .push(pitstop_sdk::Header { name: CALLER_HEADER.into(), value: "order".into() });
+        assert_eq!(respond(route(&request)).status, 201);
+        order
+    }
+
+    fn stored(id: &str) -> Order {
+        kv::get_json(&order_key(id)).unwrap().expect("stored")
+    }
+
+    fn reset() {
+        testing::clear_stubs();
+        testing::clear_published();
+    }
+
+    #[test]
+    fn beginning_stores_pending_and_schedules_the_timeout() {
+        reset();
+        let order = begun(100);
+        assert_eq!(stored(&order.id).status, Status::Pending);
+        let published = testing::published();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].topic, "order.timeout");
+        assert_eq!(published[0].delay_ms, SAGA_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn begin_is_internal() {
+        let request = Request::with_json("POST", BEGIN_PATH, &json!({}));
+        assert_eq!(respond(route(&request)).status, 405, "a client cannot call _begin");
+    }
+
+    #[test]
+    fn a_completed_payment_confirms_and_announces() {
+        reset();
+        testing::stub_json(
+            "payment",
+            "POST",
+            "/payments",
+            201,
+            &json!({"id": "pay_1", "status": "COMPLETED"}),
+        );
+        let order = pay_or_compensate(begun(100), false).unwrap();
+        assert_eq!(order.status, Status::Confirmed);
+        assert_eq!(order.payment_id.as_deref(), Some("pay_1"));
+        assert_eq!(stored(&order.id).status, Status::Confirmed);
+        assert_eq!(testing::published_topics(), ["order.timeout", "order.confirmed"]);
+        assert!(testing::calls_to("payment").iter().all(|c| c.path == "/payments"), "no void");
+    }
+
+    #[test]
+    fn a_declined_payment_fails_the_order_without_compensation() {
+        reset();
+        testing::stub_json(
+            "payment",
+            "POST",
+            "/payments",
+            201,
+            &json!({"id": "pay_2", "status": "DECLINED"}),
+        );
+        let order = pay_or_compensate(begun(100), false).unwrap();
+        assert_eq!(order.status, Status::Failed);
+        assert_eq!(order.failure_reason.as_deref(), Some("payment declined"));
+        assert_eq!(testing::published_topics(), ["order.timeout", "order.failed"]);
+    }
+
+    #[test]
+    fn a_payment_without_answer_is_voided_then_the_order_fails() {
+        reset();
+        testing::stub_failure("payment", "POST", "/payments", CallError::Trapped("boom".into()));
+        testing::stub_json(
+            "payment",
+            "POST",
+            "/payments/void",
+            200,
+            &json!({"order_id": "x", "status": "VOID"}),
+        );
+        let order = pay_or_compensate(begun(100), false).unwrap();
+        assert_eq!(order.status, Status::Failed);
+        assert!(order.failure_reason.unwrap().contains("trapped: boom"));
+        assert_eq!(order.payment_id, None);
+        let paths: Vec<String> = testing::calls_to("payment").into_iter().map(|c| c.path).collect();
+        assert_eq!(paths, ["/payments", "/payments/void"], "compensation after the failed step");
+    }
+
+    #[test]
+    fn when_compensation_fails_too_the_order_stays_pending() {
+        reset();
+        testing::stub_failure("payment", "POST", "/payments", CallError::Timeout);
+        let order = pay_or_compensate(begun(100), false).unwrap();
+        assert_eq!(order.status, Status::Pending, "left for order.timeout to finish");
+        assert_eq!(stored(&order.id).status, Status::Pending);
+        assert_eq!(testing::published_topics(), ["order.timeout"], "no outcome announced");
+    }
+
+    #[test]
+    fn the_timeout_retries_only_compensate() {
+        reset();
+        testing::stub_json(
+            "payment",
+            "POST",
+            "/payments/void",
+            200,
+            &json!({"id": "pay_9", "status": "REFUNDED"}),
+        );
+        let order = begun(100);
+        finish_stale(&order.id, 2).unwrap();
+        let after = stored(&order.id);
+        assert_eq!(after.status, Status::Failed);
+        assert_eq!(after.failure_reason.as_deref(), Some("saga timed out"));
+        assert_eq!(after.payment_id.as_deref(), Some("pay_9"));
+        let paths: Vec<String> = testing::calls_to("payment").into_iter().map(|c| c.path).collect();
+        assert!(!paths.contains(&"/payments".to_string()), "no charge on a retry: {paths:?}");
+    }
+
+    #[test]
+    fn the_timeout_leaves_finished_orders_alone() {
+        reset();
+        testing::stub_json(
+            "payment",
+            "POST",
+            "/payments",
+            201,
+            &json!({"id": "pay_3", "status": "COMPLETED"}),
+        );
+        let order = pay_or_compensate(begun(100), false).unwrap();
+        testing::clear_published();
+        finish_stale(&order.id, 1).unwrap();
+        assert_eq!(stored(&order.id).status, Status::Confirmed);
+        assert!(testing::published().is_empty());
+    }
+
+    #[test]
+    fn the_read_model_answers_when_the_user_service_cannot() {
+        reset();
+        testing::stub_failure(
+            "user",
+            "GET",
+            "/users/",
+            CallError::Unavailable("circuit open".into()),
+        );
+        assert_eq!(ensure_user_exists("usr_known").unwrap_err().status, 503);
+        let event = Event {
+            id: "evt_1".into(),
+            topic: "user.created".into(),
+            payload: serde_json::to_vec(
+                &json!({"id": "usr_known", "name": "K", "email": "k@x.io"}),
+            )
+            .unwrap(),
+            attempt: 1,
+            source: "user".into(),
+            published_at: 0,
+        };
+        OrderService::handle_event(event.clone()).unwrap();
+        OrderService::handle_event(event).unwrap();
+        assert!(ensure_user_exists("usr_known").is_ok());
+        testing::stub_json("user", "GET", "/users/", 404, &json!({"error": "user not found"}));
+        assert_eq!(
+            ensure_user_exists("usr_known").unwrap_err().status,
+            422,
+            "the service decides when it answers"
+        );
+    }
+
+    #[test]
+    fn orders_are_validated_before_anything_is_called() {
+        reset();
+        for items in [
+            json!([]),
+            json!([{"sku": "a", "quantity": 0, "price": 1}]),
+            json!([{"sku": "a", "quantity": 1, "price": -1}]),
+            json!([{"sku": " ", "quantity": 1, "price": 1}]),
+            json!([{"sku": "a", "quantity": i64::MAX, "price": 2}]),
+        ] {
+            let request =
+                Request::with_json("POST", "/orders", &json!({"user_id": "usr_1", "items": items}));
+            assert_eq!(respond(route(&request)).status, 400, "{items}");
+        }
+        assert!(testing::calls_to("user").is_empty());
+        let unknown = Request::with_json(
+            "POST",
+            "/orders",
+            &json!({"user_id": "../x", "items": [{"sku": "a", "quantity": 1, "price": 1}]}),
+        );
+        assert_eq!(respond(route(&unknown)).status, 422);
+    }
+}

@@ -281,3 +281,106 @@ mod faults {
         }
     }
 }
+
+/// Run as wasm by `pitstop test-runner`: `cargo test --target wasm32-wasip2`.
+#[cfg(test)]
+mod tests {
+    use pitstop_sdk::testing;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn post(path: &str, body: Value) -> (u16, Value) {
+        let response = respond(route(&Request::with_json("POST", path, &body)));
+        (response.status, response.parse().unwrap())
+    }
+
+    fn charge_order(order: &str, amount: i64) -> (u16, Value) {
+        post("/payments", json!({"order_id": order, "user_id": "usr_1", "amount": amount}))
+    }
+
+    #[test]
+    fn a_charge_completes_once_per_order_and_announces_it() {
+        testing::clear_published();
+        let (status, first) = charge_order("ord_once", 500);
+        assert_eq!((status, first["status"].as_str()), (201, Some("COMPLETED")));
+        let (status, again) = charge_order("ord_once", 500);
+        assert_eq!(status, 200, "a repeat is not a new charge");
+        assert_eq!(again, first);
+        let (status, _) = charge_order("ord_once", 501);
+        assert_eq!(status, 409, "another amount for the same order is not a repeat");
+        assert_eq!(testing::published_json::<Value>("payment.completed"), [first]);
+    }
+
+    #[test]
+    fn over_the_limit_is_declined_and_not_announced() {
+        testing::clear_published();
+        let (status, payment) = charge_order("ord_big", APPROVAL_LIMIT + 1);
+        assert_eq!((status, payment["status"].as_str()), (201, Some("DECLINED")));
+        let (_, at_limit) = charge_order("ord_limit", APPROVAL_LIMIT);
+        assert_eq!(at_limit["status"], "COMPLETED");
+        assert_eq!(testing::published_topics(), ["payment.completed"], "only the completed one");
+    }
+
+    #[test]
+    fn bad_charges_are_refused() {
+        for body in [
+            json!({"order_id": "o", "user_id": "u", "amount": 0}),
+            json!({"order_id": "o", "user_id": "u", "amount": -5}),
+            json!({"order_id": "", "user_id": "u", "amount": 5}),
+            json!({"order_id": "o", "user_id": " ", "amount": 5}),
+            json!({"order_id": "o", "user_id": "u"}),
+        ] {
+            assert_eq!(post("/payments", body.clone()).0, 400, "{body}");
+        }
+    }
+
+    #[test]
+    fn refunds_happen_once_and_never_for_a_declined_payment() {
+        let (_, paid) = charge_order("ord_refund", 700);
+        testing::clear_published();
+        let path = format!("/payments/{}/refund", paid["id"].as_str().unwrap());
+        let (status, refunded) = post(&path, json!({}));
+        assert_eq!((status, refunded["status"].as_str()), (200, Some("REFUNDED")));
+        assert_eq!(post(&path, json!({})).0, 409);
+        assert_eq!(testing::published_topics(), ["payment.refunded"]);
+
+        let (_, declined) = charge_order("ord_declined_refund", APPROVAL_LIMIT * 2);
+        let path = format!("/payments/{}/refund", declined["id"].as_str().unwrap());
+        assert_eq!(post(&path, json!({})).0, 409);
+    }
+
+    #[test]
+    fn voiding_refunds_a_payment_or_rules_one_out() {
+        // Paid: voiding refunds it.
+        charge_order("ord_void_paid", 300);
+        let (status, voided) = post("/payments/void", json!({"order_id": "ord_void_paid"}));
+        assert_eq!((status, voided["status"].as_str()), (200, Some("REFUNDED")));
+
+        // Not paid yet: voided, and a later charge is refused.
+        let (status, voided) = post("/payments/void", json!({"order_id": "ord_void_first"}));
+        assert_eq!((status, voided["status"].as_str()), (200, Some("VOID")));
+        assert_eq!(charge_order("ord_void_first", 300).0, 409);
+        let (status, again) = post("/payments/void", json!({"order_id": "ord_void_first"}));
+        assert_eq!((status, again["status"].as_str()), (200, Some("VOID")), "idempotent");
+
+        // Declined: stays declined.
+        charge_order("ord_void_declined", APPROVAL_LIMIT + 5);
+        let (_, kept) = post("/payments/void", json!({"order_id": "ord_void_declined"}));
+        assert_eq!(kept["status"], "DECLINED");
+    }
+
+    #[test]
+    fn payments_are_found_by_order_and_by_user() {
+        let (_, paid) = charge_order("ord_lookup", 42);
+        let by_order = respond(route(&Request {
+            query: "order_id=ord_lookup".into(),
+            ..Request::empty("GET", "/payments")
+        }));
+        assert_eq!(by_order.parse::<Value>().unwrap(), paid);
+        let none =
+            Request { query: "order_id=ord_none".into(), ..Request::empty("GET", "/payments") };
+        assert_eq!(respond(route(&none)).status, 404);
+        assert_eq!(respond(route(&Request::empty("GET", "/payments"))).status, 400);
+    }
+}

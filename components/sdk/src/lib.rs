@@ -39,6 +39,8 @@ pub mod id;
 pub mod kv;
 pub mod log;
 pub mod services;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use bindings::export;
 pub use bindings::exports::pitstop::platform::handler::Guest as Handler;

@@ -108,3 +108,75 @@ fn is_valid_email(email: &str) -> bool {
         && domain.contains('.')
         && domain.split('.').all(|label| !label.is_empty())
 }
+
+/// Run as wasm by `pitstop test-runner`: `cargo test --target wasm32-wasip2`.
+#[cfg(test)]
+mod tests {
+    use pitstop_sdk::testing;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn register(name: &str, email: &str) -> Response {
+        respond(route(&Request::with_json(
+            "POST",
+            "/users",
+            &json!({"name": name, "email": email}),
+        )))
+    }
+
+    #[test]
+    fn registering_stores_the_user_and_publishes_user_created() {
+        testing::clear_published();
+        let created = register("Ada", "ada@example.com");
+        assert_eq!(created.status, 201);
+        let user: Value = created.parse().unwrap();
+        assert!(user["id"].as_str().unwrap().starts_with("usr_"));
+
+        let events: Vec<Value> = testing::published_json("user.created");
+        assert_eq!(events, std::slice::from_ref(&user), "exactly one event, carrying the user");
+        let fetched = respond(route(&Request::empty(
+            "GET",
+            &format!("/users/{}", user["id"]).replace('"', ""),
+        )));
+        assert_eq!(fetched.status, 200);
+        assert_eq!(fetched.parse::<Value>().unwrap(), user);
+    }
+
+    #[test]
+    fn invalid_input_is_refused_and_publishes_nothing() {
+        testing::clear_published();
+        for (name, email) in [
+            ("", "x@example.com"),
+            ("   ", "x@example.com"),
+            ("X", "no-at-sign"),
+            ("X", "two@@example.com"),
+            ("X", "x@nodot"),
+            ("X", "x@example..com"),
+            ("X", "sp ace@example.com"),
+        ] {
+            assert_eq!(register(name, email).status, 400, "{name:?} {email:?}");
+        }
+        let long_name = "n".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(register(&long_name, "long@example.com").status, 400);
+        let malformed = Request { body: b"{oops".to_vec(), ..Request::empty("POST", "/users") };
+        assert_eq!(respond(route(&malformed)).status, 400);
+        assert!(testing::published().is_empty(), "a refused registration publishes nothing");
+    }
+
+    #[test]
+    fn an_email_is_registered_once_whatever_its_case() {
+        assert_eq!(register("Bo", "bo@example.com").status, 201);
+        testing::clear_published();
+        let again = register("Other Bo", "BO@Example.com");
+        assert_eq!(again.status, 409);
+        assert!(testing::published().is_empty());
+    }
+
+    #[test]
+    fn unknown_users_and_routes() {
+        assert_eq!(respond(route(&Request::empty("GET", "/users/usr_nobody"))).status, 404);
+        assert_eq!(respond(route(&Request::empty("DELETE", "/users/usr_x"))).status, 405);
+        assert_eq!(respond(route(&Request::empty("GET", "/users/a/b"))).status, 404);
+    }
+}

@@ -1,0 +1,188 @@
+//! `pitstop test-runner`: runs a component crate's tests as wasm, inside the
+//! platform.
+//!
+//! `cargo test --target wasm32-wasip2` in a component crate builds its
+//! `#[test]`s into a wasip2 command; with this as the target's `runner`
+//! (see `components/.cargo/config.toml`) cargo hands each test binary here.
+//! The binary runs with the imports a deployed component has, plus
+//! `testing`:
+//!
+//! - `keyvalue`: a fresh keyspace per test binary, in a temporary store that
+//!   is deleted afterwards. The whole binary is one invocation, so nothing
+//!   is committed and every read sees the test's own writes.
+//! - `bus`: publishing is checked against the topics the crate declares and
+//!   recorded, never delivered; `testing.published` returns the record.
+//! - `services`: answered by the stubs the test sets up with
+//!   `testing.stub-service`, else by the real components loaded with
+//!   `--component NAME=PATH`, else `not-found`.
+//!
+//! Arguments after the binary go to the test harness (filters, ...); its
+//! output goes to the terminal and its exit status becomes ours, so a
+//! failing test fails `cargo test`. wasm has no unwinding: the first failing
+//! test aborts the binary, so the runner passes `--nocapture` to keep its
+//! panic message visible.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::time::Instant;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::bindings::Command;
+
+use crate::bindings::events;
+use crate::bindings::services::CallError;
+use crate::bindings::testing::{self, PublishedEvent};
+use crate::bindings::types::{Request, Response};
+use crate::bus::{BusCtx, Topics};
+use crate::kv::{KeyvalueCtx, Usage};
+use crate::runtime::{Runtime, RuntimeOptions, keyspace_tree, ticks};
+use crate::services::{CallContext, ServicesCtx, Stubs};
+use crate::state::ComponentState;
+
+/// How long one test binary may run.
+const TEST_DEADLINE: Duration = Duration::from_secs(600);
+
+/// What to run.
+#[derive(Debug)]
+pub struct TestRun {
+    /// The test binary (a wasip2 command component).
+    pub wasm: PathBuf,
+    /// Arguments for the test harness.
+    pub args: Vec<String>,
+    /// Real components to answer `services` calls no stub answers.
+    pub components: Vec<(String, PathBuf)>,
+}
+
+/// Run the test binary; returns the exit status it asks for.
+pub async fn run(test: TestRun) -> anyhow::Result<i32> {
+    let db = sled::Config::new().temporary(true).open().context("opening a temporary store")?;
+    let runtime = Runtime::new(db.clone(), RuntimeOptions::default())?;
+    for (name, path) in &test.components {
+        load(&runtime, name, path).await.with_context(|| format!("loading {name}"))?;
+    }
+
+    let mut linker: Linker<ComponentState> = runtime.linker().clone();
+    testing::add_to_linker::<_, HasSelf<ComponentState>>(&mut linker, |state| state)?;
+    let component = explain(
+        Component::from_file(runtime.engine(), &test.wasm),
+        format!("loading the test binary {}", test.wasm.display()),
+    )?;
+    let pre = explain(
+        linker.instantiate_pre(&component),
+        "the test binary imports something the platform does not provide",
+    )?;
+
+    let name: Arc<str> = "test".into();
+    let keyspace = db.open_tree(keyspace_tree(&name))?;
+    let usage = Arc::new(Usage::scan(&keyspace, u64::MAX));
+    let call = CallContext { depth: 0, deadline: Instant::now() + TEST_DEADLINE };
+    let program = test.wasm.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut wasi = WasiCtx::builder();
+    wasi.inherit_stdout().inherit_stderr().arg(program.unwrap_or_else(|| "test".into()));
+    // A failing test aborts the whole binary (wasm has no unwinding), so
+    // the harness must not hold back its output: the panic message would
+    // be lost with it.
+    wasi.args(&test.args);
+    if !test.args.iter().any(|a| a == "--nocapture" || a == "--no-capture") {
+        wasi.arg("--nocapture");
+    }
+    // The harness reads RUST_TEST_THREADS, RUST_BACKTRACE and friends.
+    for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("RUST_")) {
+        wasi.env(key, value);
+    }
+    let state = ComponentState::with_wasi(
+        name.clone(),
+        wasi.build(),
+        KeyvalueCtx::new(keyspace, usage),
+        ServicesCtx::new(runtime.clone(), name, call).with_stubs(Stubs::default()),
+        BusCtx::new(Arc::default()),
+        StoreLimitsBuilder::new().build(),
+    );
+    let mut store = Store::new(runtime.engine(), state);
+    store.set_epoch_deadline(ticks(TEST_DEADLINE));
+
+    let instance = explain(pre.instantiate_async(&mut store).await, "instantiating the tests")?;
+    // The crate's declared topics govern what its tests may publish.
+    if component.get_export_index(None, "pitstop:platform/events@0.1.0").is_some() {
+        let declared = explain(
+            events::GuestIndices::new(&pre)?
+                .load(&mut store, &instance)?
+                .call_declare(&mut store)
+                .await,
+            "calling the crate's events.declare",
+        )?;
+        let topics = Topics {
+            publishes: declared.publishes.into_iter().collect(),
+            subscribes: declared.subscribes.into_iter().collect(),
+        };
+        store.data_mut().bus = BusCtx::new(Arc::new(topics));
+    }
+    let command =
+        explain(Command::new(&mut store, &instance), "the test binary is not a wasi:cli command")?;
+    match command.wasi_cli_run().call_run(&mut store).await {
+        Ok(Ok(())) => Ok(0),
+        Ok(Err(())) => Ok(1),
+        Err(error) => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => Ok(exit.0),
+            None => {
+                eprintln!("pitstop test-runner: the test binary trapped: {error:?}");
+                Ok(101)
+            }
+        },
+    }
+}
+
+/// `result`, its error said in the words of `what`.
+fn explain<T>(result: wasmtime::Result<T>, what: impl std::fmt::Display) -> anyhow::Result<T> {
+    result.map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
+}
+
+async fn load(runtime: &Arc<Runtime>, name: &str, path: &PathBuf) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let component = Component::new(runtime.engine(), &bytes)?;
+    let keyspace = runtime.db().open_tree(keyspace_tree(name))?;
+    let prepared = runtime.prepare(name, &component, &keyspace).await?;
+    let deployment = runtime.deployment(name, 1, String::new(), bytes.len(), prepared, keyspace);
+    runtime.registry().activate(deployment);
+    Ok(())
+}
+
+impl testing::Host for ComponentState {
+    async fn published(&mut self) -> Vec<PublishedEvent> {
+        self.bus
+            .outgoing()
+            .iter()
+            .map(|e| PublishedEvent {
+                topic: e.topic.clone(),
+                payload: e.payload.clone(),
+                delay_ms: e.delay.as_millis() as u64,
+            })
+            .collect()
+    }
+
+    async fn clear_published(&mut self) {
+        self.bus.take_outgoing();
+    }
+
+    async fn stub_service(
+        &mut self,
+        name: String,
+        method: String,
+        path_prefix: String,
+        reply: Result<Response, CallError>,
+    ) {
+        self.services.stubs().add(name, method, path_prefix, reply);
+    }
+
+    async fn clear_stubs(&mut self) {
+        self.services.stubs().clear();
+    }
+
+    async fn calls(&mut self, name: String) -> Vec<Request> {
+        self.services.stubs().calls(&name)
+    }
+}

@@ -1,0 +1,61 @@
+//! The components' own tests, run as wasm inside pitstop: `cargo test
+//! --target wasm32-wasip2` in `components/`, whose `.cargo/config.toml`
+//! makes `pitstop test-runner` the runner. Run from here so the repo's one
+//! test command covers them.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::support::{guest_cargo_in, repo_root};
+
+/// `cargo test --target wasm32-wasip2 ARGS` in `workspace`, with this build's
+/// `pitstop` as the runner.
+fn wasm_test(workspace: &Path, args: &[&str]) -> Output {
+    let mut command = guest_cargo_in(
+        &["test", "--target", "wasm32-wasip2"],
+        &workspace.join("Cargo.toml"),
+        &repo_root().join("target").join("wasm-tests"),
+    );
+    // Cargo finds the runner in `.cargo/config.toml` from the working dir.
+    command.current_dir(workspace).args(args).env("PITSTOP_BIN", env!("CARGO_BIN_EXE_pitstop"));
+    command.output().expect("running cargo test for wasm32-wasip2")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_services_unit_tests_pass_as_wasm() {
+    let output =
+        wasm_test(&repo_root().join("components"), &["-p", "user", "-p", "order", "-p", "payment"]);
+    let log = text(&output);
+    assert!(output.status.success(), "wasm-level tests failed:\n{log}");
+    for test in [
+        "registering_stores_the_user_and_publishes_user_created",
+        "voiding_refunds_a_payment_or_rules_one_out",
+        "a_payment_without_answer_is_voided_then_the_order_fails",
+        "the_read_model_answers_when_the_user_service_cannot",
+    ] {
+        assert!(log.contains(&format!("tests::{test} ... ok")), "{test} did not run:\n{log}");
+    }
+    let passed: usize = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. "))
+        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    assert!(passed >= 20, "only {passed} tests passed:\n{log}");
+}
+
+#[test]
+fn a_failing_wasm_test_fails_cargo_test() {
+    let output = wasm_test(&repo_root().join("tests/components"), &["-p", "failing-tests"]);
+    let log = text(&output);
+    assert!(!output.status.success(), "a failing test must fail the run:\n{log}");
+    assert!(log.contains("tests::counts_from_one ... ok"), "{log}");
+    assert!(log.contains("the deliberate failure"), "the panic message is shown:\n{log}");
+}
