@@ -267,6 +267,10 @@ pub struct Bus {
     options: BusOptions,
     // Keyspaces that may hold outbox entries, by component name.
     outboxes: Mutex<HashMap<String, Tree>>,
+    // Every relayed event, when the test harness asked for a record.
+    tap: Mutex<Option<Vec<QueuedEvent>>>,
+    // Set by the test harness to hold deliveries back.
+    paused: std::sync::atomic::AtomicBool,
     pub(crate) wake: tokio::sync::Notify,
 }
 
@@ -334,6 +338,8 @@ impl Bus {
             dead: db.open_tree("pitstop/bus/dead")?,
             options,
             outboxes: Mutex::default(),
+            tap: Mutex::default(),
+            paused: Default::default(),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -381,7 +387,11 @@ impl Bus {
                 let (key, value) = entry.map_err(storage)?;
                 let seq_bytes: [u8; 8] = key[OUTBOX_PREFIX.len()..].try_into().unwrap_or_default();
                 let seq = u64::from_be_bytes(seq_bytes);
-                let topic = QueuedEvent::decode(&value).map_err(storage)?.topic;
+                let event = QueuedEvent::decode(&value).map_err(storage)?;
+                let topic = event.topic.clone();
+                if let Some(tap) = self.tap.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                    tap.push(event);
+                }
                 let mut batch = sled::Batch::default();
                 for subscriber in active.values().filter(|d| d.topics.subscribes.contains(&topic)) {
                     batch.insert(queue_key(&subscriber.name, &topic, seq), value.clone());
@@ -391,6 +401,76 @@ impl Bus {
             }
         }
         Ok(())
+    }
+
+    /// Start keeping a record of every relayed event (for tests).
+    pub fn start_recording(&self) {
+        self.tap.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Vec::new);
+    }
+
+    /// The events relayed since recording started, oldest first.
+    pub fn recorded(&self) -> Vec<QueuedEvent> {
+        self.tap.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+    }
+
+    /// Hold deliveries back (`true`) or let them go again (for tests).
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, std::sync::atomic::Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Whether deliveries are held back.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Queue entries of the event `id`, with their keys.
+    fn entries_of(&self, id: &str) -> Result<Vec<(sled::IVec, QueuedEvent)>, BusError> {
+        let mut found = Vec::new();
+        for entry in self.queue.iter() {
+            let (key, value) = entry.map_err(storage)?;
+            let event = QueuedEvent::decode(&value).map_err(storage)?;
+            if event.id == id {
+                found.push((key, event));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Remove every queued delivery of event `id`; returns how many there were.
+    pub fn drop_event(&self, id: &str) -> Result<usize, BusError> {
+        let entries = self.entries_of(id)?;
+        for (key, _) in &entries {
+            self.queue.remove(key).map_err(storage)?;
+        }
+        Ok(entries.len())
+    }
+
+    /// Hold every queued delivery of event `id` back for `delay`.
+    pub fn delay_event(&self, id: &str, delay: Duration) -> Result<usize, BusError> {
+        let entries = self.entries_of(id)?;
+        for (key, event) in &entries {
+            self.postpone(key, event.clone(), delay)?;
+        }
+        Ok(entries.len())
+    }
+
+    /// Queue `event` for `subscriber` once more, under the same id, at the
+    /// end of its lane: a duplicate delivery, as a crash could cause.
+    pub fn redeliver(&self, event: &QueuedEvent, subscriber: &str) -> Result<(), BusError> {
+        let mut again = event.clone();
+        again.attempts = 0;
+        again.not_before = 0;
+        let key = queue_key(subscriber, &event.topic, self.next_seq().map_err(storage)?);
+        self.queue.insert(key, again.encode()).map_err(storage)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Whether every keyspace's outbox is empty.
+    pub fn outboxes_empty(&self) -> bool {
+        let outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
+        outboxes.values().all(|tree| tree.scan_prefix(OUTBOX_PREFIX).next().is_none())
     }
 
     /// Whether `subscriber` already handled the entry at `queue_key` (its

@@ -27,7 +27,8 @@ pub async fn run(runtime: Arc<Runtime>) {
         if let Err(error) = runtime.bus().relay(runtime.registry()) {
             tracing::error!(%error, "relaying published events failed; retrying");
         }
-        let next_due = start_due(&runtime, &in_flight);
+        let next_due =
+            if runtime.bus().is_paused() { None } else { start_due(&runtime, &in_flight) };
         let wait = next_due
             .map_or(IDLE_POLL, |due| Duration::from_millis(due.saturating_sub(now_ms())))
             .min(IDLE_POLL);

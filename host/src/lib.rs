@@ -52,6 +52,7 @@ pub mod runtime;
 pub mod services;
 pub mod state;
 pub mod test_runner;
+pub mod testing;
 pub mod watch;
 
 pub use config::Config;

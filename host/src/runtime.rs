@@ -188,6 +188,20 @@ impl Answer {
     }
 }
 
+/// A failure injected into every call of one component, by the test
+/// [`crate::testing::Harness`]. The breaker counts it like the real thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The guest traps.
+    Trap,
+    /// The guest runs until its deadline.
+    Timeout,
+    /// The platform refuses the call as overloaded.
+    Unavailable,
+    /// The call runs normally after this long.
+    Delay(Duration),
+}
+
 /// A component checked against the platform and pre-linked, ready to become
 /// a [`Deployment`].
 pub struct Prepared {
@@ -220,6 +234,7 @@ pub struct Runtime {
     registry: Registry,
     bus: Bus,
     flusher: Flusher,
+    faults: arc_swap::ArcSwap<HashMap<String, Fault>>,
     options: RuntimeOptions,
     // Per component name, so the count survives swaps.
     usage: std::sync::Mutex<HashMap<String, Arc<Usage>>>,
@@ -245,6 +260,7 @@ impl Runtime {
             db,
             bus,
             flusher,
+            faults: Default::default(),
             registry: Registry::default(),
             options,
             usage: Default::default(),
@@ -260,6 +276,18 @@ impl Runtime {
     /// The active deployments.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Make every call of `component` fail with `fault` (`None` heals it).
+    pub fn inject_fault(&self, component: &str, fault: Option<Fault>) {
+        self.faults.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            match fault {
+                Some(fault) => next.insert(component.to_string(), fault),
+                None => next.remove(component),
+            };
+            next
+        });
     }
 
     /// The linker every component is linked with: WASI and the platform's
@@ -425,7 +453,11 @@ impl Runtime {
                 return Err(failure);
             }
         };
-        let mut outcome = self.run(&deployment, settings, &call, context).await;
+        let fault = self.faults.load().get(name).copied();
+        let mut outcome = match fault {
+            None => self.run(&deployment, settings, &call, context).await,
+            Some(fault) => self.run_with_fault(fault, &deployment, settings, &call, context).await,
+        };
         let mut retries = 0;
         while let Err(Rerun::Conflict { error, retryable }) = &outcome {
             if !retryable || retries == CONFLICT_RETRIES || Instant::now() >= context.deadline {
@@ -444,6 +476,32 @@ impl Runtime {
         let healthy = matches!(&outcome, Ok(answer) if answer.succeeded());
         deployment.breaker.record(permit, healthy);
         outcome.map(|answer| (answer, deployment))
+    }
+
+    async fn run_with_fault(
+        self: &Arc<Self>,
+        fault: Fault,
+        deployment: &Arc<Deployment>,
+        settings: &ComponentSettings,
+        call: &Call<'_>,
+        context: CallContext,
+    ) -> Result<Answer, Rerun> {
+        let deadline_ms =
+            context.deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
+        match fault {
+            Fault::Trap => Err(Rerun::Failed(InvokeFailure::Trapped("injected fault".into()))),
+            Fault::Timeout => {
+                tokio::time::sleep_until(context.deadline).await;
+                Err(Rerun::Failed(InvokeFailure::Timeout { deadline_ms }))
+            }
+            Fault::Unavailable => {
+                Err(Rerun::Failed(InvokeFailure::Unavailable("injected fault".into())))
+            }
+            Fault::Delay(delay) => {
+                tokio::time::sleep(delay).await;
+                self.run(deployment, settings, call, context).await
+            }
+        }
     }
 
     /// A store for one invocation of `component`, with its limits and deadline.

@@ -5,6 +5,7 @@ mod cli;
 mod deploy;
 mod events;
 mod gateway;
+mod harness;
 mod isolation;
 mod orders;
 mod payments;

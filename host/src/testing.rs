@@ -1,0 +1,221 @@
+//! A harness for integration tests of components, in-process: no socket, no
+//! subprocess. It runs the real runtime (engine, keyspaces, bus, dispatcher)
+//! on a temporary store that disappears with it.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use pitstop_host::runtime::Fault;
+//! use pitstop_host::testing::Harness;
+//!
+//! let harness = Harness::with_builtins().await?;
+//! let created = harness.send("POST", "/users", r#"{"name":"Ada","email":"ada@example.com"}"#).await?;
+//! assert_eq!(created.status, 201);
+//! harness.settle().await;                      // every event delivered
+//! assert_eq!(harness.published("user.created").len(), 1);
+//!
+//! harness.inject("payment", Some(Fault::Timeout)); // payment now times out
+//! # Ok(()) }
+//! ```
+//!
+//! Faults: [`Harness::inject`] makes every call of a component trap, time
+//! out, be refused or be slow; [`Harness::pause_deliveries`] holds events
+//! back so a test can [`Harness::drop_event`], [`Harness::delay_event`] or
+//! [`Harness::redeliver`] them before they arrive.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use pitstop_gateway::RouteTable;
+use tokio::task::JoinHandle;
+use wasmtime::component::Component;
+
+use crate::bindings::types::{Header, Request, Response};
+use crate::builtin::BUILTINS;
+use crate::bus::{QueuedEvent, is_reserved_key};
+use crate::runtime::{Fault, InvokeFailure, Runtime, RuntimeOptions, keyspace_tree};
+
+/// The longest [`Harness::settle`] waits.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// The platform in a test: components, routes, bus, faults.
+pub struct Harness {
+    runtime: Arc<Runtime>,
+    routes: Mutex<Vec<(String, String)>>,
+    dispatcher: JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.dispatcher.abort();
+    }
+}
+
+impl Harness {
+    /// An empty platform with default options.
+    pub async fn new() -> anyhow::Result<Self> {
+        Self::with_options(RuntimeOptions::default()).await
+    }
+
+    /// An empty platform with `options` (deadlines, bus retries, ...).
+    pub async fn with_options(options: RuntimeOptions) -> anyhow::Result<Self> {
+        let db = sled::Config::new().temporary(true).open().context("a temporary store")?;
+        let runtime = Runtime::new(db, options)?;
+        runtime.bus().start_recording();
+        let dispatcher = tokio::spawn(crate::dispatch::run(runtime.clone()));
+        Ok(Harness { runtime, routes: Mutex::default(), dispatcher })
+    }
+
+    /// A platform with the built-in user, order and payment services on
+    /// their usual routes.
+    pub async fn with_builtins() -> anyhow::Result<Self> {
+        let harness = Self::new().await?;
+        for builtin in BUILTINS {
+            harness.load_bytes(builtin.name, builtin.wasm.to_vec(), Some(builtin.prefix)).await?;
+        }
+        Ok(harness)
+    }
+
+    /// Deploy the component at `path` as `name`, routed at `route` if given.
+    pub async fn load(&self, name: &str, path: &Path, route: Option<&str>) -> anyhow::Result<()> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        self.load_bytes(name, bytes, route).await
+    }
+
+    /// Deploy `bytes` as `name` (a new version if it exists), routed at
+    /// `route` if given.
+    pub async fn load_bytes(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        route: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let runtime = &self.runtime;
+        let component = Component::new(runtime.engine(), &bytes)
+            .map_err(|e| anyhow::anyhow!("compiling {name}: {e:#}"))?;
+        let keyspace = runtime.db().open_tree(keyspace_tree(name))?;
+        let prepared = runtime.prepare(name, &component, &keyspace).await?;
+        let version = runtime.registry().get(name).map_or(1, |d| d.version + 1);
+        let deployment =
+            runtime.deployment(name, version, String::new(), bytes.len(), prepared, keyspace);
+        runtime.registry().activate(deployment);
+        if let Some(prefix) = route {
+            self.routes.lock().unwrap().push((prefix.to_string(), name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The runtime, for anything the harness does not wrap.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Send a request through the routes, as the gateway would (without
+    /// its HTTP limits). `Err` is a failure the gateway would turn into a
+    /// 4xx/5xx of its own: no route, trap, timeout, open circuit, ...
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<Response, InvokeFailure> {
+        let routes = self.routes.lock().unwrap().clone();
+        let table = RouteTable::new(routes).map_err(|e| InvokeFailure::Internal(e.to_string()))?;
+        let component = table.resolve(path).ok_or(InvokeFailure::NotDeployed)?.to_string();
+        self.call(&component, method, path, body).await
+    }
+
+    /// Call `component` directly, as another service would.
+    pub async fn call(
+        &self,
+        component: &str,
+        method: &str,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<Response, InvokeFailure> {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let request = Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            headers: vec![Header { name: "content-type".into(), value: "application/json".into() }],
+            body: body.into(),
+        };
+        Ok(self.runtime.invoke(component, request, None).await?.response)
+    }
+
+    /// What `component`'s keyspace holds now (committed state, the
+    /// platform's own keys left out).
+    pub fn keyspace(&self, component: &str) -> BTreeMap<String, Vec<u8>> {
+        let Ok(tree) = self.runtime.db().open_tree(keyspace_tree(component)) else {
+            return BTreeMap::new();
+        };
+        tree.iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| !is_reserved_key(k))
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            .collect()
+    }
+
+    /// Every event published on `topic` (every topic for `""`) and relayed
+    /// so far, oldest first.
+    pub fn published(&self, topic: &str) -> Vec<QueuedEvent> {
+        let all = self.runtime.bus().recorded();
+        all.into_iter().filter(|e| topic.is_empty() || e.topic == topic).collect()
+    }
+
+    /// Make every call of `component` fail with `fault`; `None` heals it.
+    pub fn inject(&self, component: &str, fault: Option<Fault>) {
+        self.runtime.inject_fault(component, fault);
+    }
+
+    /// Hold event deliveries back (publishing and relaying go on).
+    pub fn pause_deliveries(&self) {
+        self.runtime.bus().pause(true);
+    }
+
+    /// Let held-back deliveries go.
+    pub fn resume_deliveries(&self) {
+        self.runtime.bus().pause(false);
+    }
+
+    /// Remove every queued delivery of event `id`; returns how many.
+    pub fn drop_event(&self, id: &str) -> anyhow::Result<usize> {
+        Ok(self.runtime.bus().drop_event(id)?)
+    }
+
+    /// Hold every queued delivery of event `id` back for `delay`.
+    pub fn delay_event(&self, id: &str, delay: Duration) -> anyhow::Result<usize> {
+        Ok(self.runtime.bus().delay_event(id, delay)?)
+    }
+
+    /// Deliver `event` to `subscriber` once more, under the same id.
+    pub fn redeliver(&self, event: &QueuedEvent, subscriber: &str) -> anyhow::Result<()> {
+        Ok(self.runtime.bus().redeliver(event, subscriber)?)
+    }
+
+    /// Wait until every published event is relayed and every delivery that
+    /// is due to a deployed subscriber (and not held back) has been made.
+    /// Panics after 30 s.
+    pub async fn settle(&self) {
+        let bus = self.runtime.bus();
+        let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
+        loop {
+            let now = crate::bus::now_ms();
+            // Lanes of undeployed subscribers wait for them; not for us.
+            let registry = self.runtime.registry();
+            let due = bus
+                .lane_heads()
+                .filter(|(key, _)| registry.get(crate::bus::subscriber_of(key)).is_some())
+                .filter_map(|(_, v)| QueuedEvent::decode(&v).ok())
+                .any(|e| e.not_before <= now);
+            if bus.outboxes_empty() && (!due || bus.is_paused()) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "events did not settle within 30 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `pitstop_host::testing::Harness`: the services in-process, with faults
+//! injected into services and into event delivery.
+
+use std::time::Duration;
+
+use pitstop_host::runtime::Fault;
+use pitstop_host::testing::Harness;
+use serde_json::{Value, json};
+
+fn json_of(response: &pitstop_host::bindings::types::Response) -> Value {
+    serde_json::from_slice(&response.body).unwrap()
+}
+
+async fn register(harness: &Harness, email: &str) -> String {
+    let body = json!({"name": "H", "email": email}).to_string();
+    let created = harness.send("POST", "/users", body).await.unwrap();
+    assert_eq!(created.status, 201);
+    json_of(&created)["id"].as_str().unwrap().to_string()
+}
+
+fn order(user: &str, price: i64) -> String {
+    json!({"user_id": user, "items": [{"sku": "s", "quantity": 1, "price": price}]}).to_string()
+}
+
+#[tokio::test]
+async fn requests_events_and_keyspaces_in_process() {
+    let harness = Harness::with_builtins().await.unwrap();
+    let user = register(&harness, "h1@example.com").await;
+    harness.settle().await;
+    let published = harness.published("user.created");
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].source, "user");
+    // The order service's read model got it.
+    assert!(harness.keyspace("order").contains_key(&format!("user/{user}")));
+
+    let placed = harness.send("POST", "/orders", order(&user, 250)).await.unwrap();
+    assert_eq!(json_of(&placed)["status"], "CONFIRMED");
+    harness.settle().await;
+    assert_eq!(harness.published("order.confirmed").len(), 1);
+    assert_eq!(harness.published("payment.completed").len(), 1);
+    assert!(harness.send("GET", "/nowhere", "").await.is_err(), "no route");
+}
+
+#[tokio::test]
+async fn injected_faults_drive_the_saga_and_the_fallback() {
+    let harness = Harness::with_builtins().await.unwrap();
+    let user = register(&harness, "h2@example.com").await;
+    harness.settle().await;
+
+    // Payment traps on every call: no charge, no compensation, 202 PENDING.
+    harness.inject("payment", Some(Fault::Trap));
+    let placed = harness.send("POST", "/orders", order(&user, 100)).await.unwrap();
+    assert_eq!(placed.status, 202);
+    assert_eq!(json_of(&placed)["status"], "PENDING");
+
+    // The user service traps: the read model answers instead. (A user
+    // service that times out would take the order's deadline with it: a
+    // nested call shares its caller's.)
+    harness.inject("payment", None);
+    harness.inject("user", Some(Fault::Trap));
+    let placed = harness.send("POST", "/orders", order(&user, 100)).await.unwrap();
+    assert_eq!(json_of(&placed)["status"], "CONFIRMED");
+    harness.inject("user", Some(Fault::Unavailable));
+    let unknown = harness.send("POST", "/orders", order("usr_nobody", 100)).await.unwrap();
+    assert_eq!(unknown.status, 503);
+}
+
+#[tokio::test]
+async fn events_can_be_dropped_delayed_and_redelivered() {
+    let harness = Harness::with_builtins().await.unwrap();
+    harness.pause_deliveries();
+    let dropped = register(&harness, "h3@example.com").await;
+    let delayed = register(&harness, "h4@example.com").await;
+    harness.settle().await; // relayed, not delivered: deliveries are paused
+    let events = harness.published("user.created");
+    assert_eq!(events.len(), 2);
+    assert_eq!(harness.drop_event(&events[0].id).unwrap(), 1, "one subscriber: order");
+    assert_eq!(harness.delay_event(&events[1].id, Duration::from_millis(300)).unwrap(), 1);
+    harness.resume_deliveries();
+    harness.settle().await;
+    let read_model = harness.keyspace("order");
+    assert!(
+        !read_model.contains_key(&format!("user/{dropped}")),
+        "the dropped event never arrived"
+    );
+    assert!(!read_model.contains_key(&format!("user/{delayed}")), "not yet: delayed");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    harness.settle().await;
+    assert!(harness.keyspace("order").contains_key(&format!("user/{delayed}")));
+
+    // A duplicate delivery is harmless: the read model stores the same user.
+    harness.redeliver(&events[1], "order").unwrap();
+    harness.settle().await;
+    let users = harness.keyspace("order").keys().filter(|k| k.starts_with("user/")).count();
+    assert_eq!(users, 1);
+}
