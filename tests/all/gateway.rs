@@ -106,3 +106,20 @@ async fn ctrl_c_and_sigterm_stop_cleanly() {
         assert!(status.success(), "SIG{signal} -> {status}");
     }
 }
+
+/// `pitstop-*` request headers are the platform's: the caller of a service
+/// call is named in `pitstop-caller`, which the order service trusts for its
+/// internal `_begin` step. A client sending it is ignored.
+#[tokio::test]
+async fn clients_cannot_forge_platform_headers() {
+    let server = Server::start().await;
+    let order = serde_json::json!({
+        "id": "ord_forged", "user_id": "usr_x", "items": [], "amount": 1,
+        "status": "CONFIRMED", "payment_id": null
+    });
+    let forged = server
+        .send_with("POST", "/orders/_begin", &[("pitstop-caller", "order")], order.to_string())
+        .await;
+    assert_eq!(forged.status, 405, "treated as a client request");
+    assert_eq!(server.get("/orders/ord_forged").await.status, 404, "nothing was stored");
+}

@@ -33,19 +33,25 @@ pub fn guest_cargo_in(args: &[&str], manifest: &Path, target_dir: &Path) -> Comm
 /// built once per test run.
 pub fn test_components() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = repo_root();
-        let target = root.join("target").join("wasm-components");
-        let status = guest_cargo_in(
-            &["build", "--release", "--target", "wasm32-wasip2"],
-            &root.join("tests/components/Cargo.toml"),
-            &target,
-        )
-        .status()
-        .expect("running cargo for the test components");
-        assert!(status.success(), "building tests/components failed");
-        target.join("wasm32-wasip2").join("release")
-    })
+    DIR.get_or_init(|| build_release("tests/components", "wasm-components", &[]))
+}
+
+/// `cargo build --release --target wasm32-wasip2 EXTRA` of the guest
+/// workspace `workspace` into `target/TARGET_DIR`; returns the directory
+/// holding the `.wasm` files.
+fn build_release(workspace: &str, target_dir: &str, extra: &[&str]) -> PathBuf {
+    let root = repo_root();
+    let target = root.join("target").join(target_dir);
+    let status = guest_cargo_in(
+        &["build", "--release", "--target", "wasm32-wasip2"],
+        &root.join(workspace).join("Cargo.toml"),
+        &target,
+    )
+    .args(extra)
+    .status()
+    .unwrap_or_else(|e| panic!("running cargo for {workspace}: {e}"));
+    assert!(status.success(), "building {workspace} {extra:?} failed");
+    target.join("wasm32-wasip2").join("release")
 }
 
 /// A running `pitstop serve` process.
@@ -159,6 +165,24 @@ impl Server {
             .body(Full::new(body.into()))
             .unwrap();
         self.exchange(request).await
+    }
+
+    /// Send a request with extra headers to the gateway.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.exchange(request.body(Full::new(body.into())).unwrap()).await
     }
 
     /// Call the admin API with the server's token.
@@ -275,18 +299,8 @@ pub fn fresh_dir() -> std::sync::Arc<TempDir> {
 pub fn faulty_payment() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
-        let root = repo_root();
-        let target = root.join("target").join("wasm-components-faults");
-        let status = guest_cargo_in(
-            &["build", "--release", "--target", "wasm32-wasip2", "-p", "payment"],
-            &root.join("components/Cargo.toml"),
-            &target,
-        )
-        .args(["--features", "faults"])
-        .status()
-        .expect("running cargo for the faulty payment service");
-        assert!(status.success(), "building payment with faults failed");
-        target.join("wasm32-wasip2").join("release").join("payment.wasm")
+        let extra = ["-p", "payment", "--features", "faults"];
+        build_release("components", "wasm-components-faults", &extra).join("payment.wasm")
     })
 }
 

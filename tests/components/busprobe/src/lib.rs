@@ -116,17 +116,9 @@ fn route(request: &Request) -> Result<Response, ApiError> {
         },
         ("GET", [_, "seen"]) => {
             let mut seen = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = kv::list_keys("seen/", cursor.as_deref(), 1000)?;
-                for key in &page.keys {
-                    if let Some(entry) = kv::get_json::<serde_json::Value>(key)? {
-                        seen.push(entry);
-                    }
-                }
-                match page.cursor {
-                    Some(next) => cursor = Some(next),
-                    None => break,
+            for key in kv::all_keys("seen/")? {
+                if let Some(entry) = kv::get_json::<serde_json::Value>(&key)? {
+                    seen.push(entry);
                 }
             }
             Ok(Response::json(200, &seen))
