@@ -1,8 +1,9 @@
 //! The native baseline for `bench/run`: the same work as pitstop's hello
 //! component and user service, as a plain hyper 1 server on tokio with no
 //! wasm in between. `GET /hello` answers a constant; `POST /users` checks
-//! the body, stores the user in sled and flushes before answering, as a
-//! pitstop commit does; `GET /users/{id}` reads it back.
+//! the body, claims the email with compare-and-swap, stores the user in
+//! sled and flushes before answering, as pitstop's user service and commit
+//! do (without the event); `GET /users/{id}` reads it back.
 //!
 //! Usage: `pitstop-native-baseline ADDR DATA_DIR`; prints
 //! `listening on http://ADDR` once ready.
@@ -98,10 +99,18 @@ async fn create(users: &sled::Tree, body: &[u8]) -> Response<Full<Bytes>> {
             );
         }
     }
-    if users.insert(&id, user.as_slice()).is_err() || users.flush_async().await.is_err() {
+    if users.insert(&id, user.as_slice()).is_err() || !flush(users).await {
         return json(StatusCode::INTERNAL_SERVER_ERROR, br#"{"error":"storage failed"}"#.to_vec());
     }
     json(StatusCode::CREATED, user)
+}
+
+/// Make the write durable before answering, as pitstop does. sled's blocking
+/// `flush` on the blocking pool: its `flush_async` stalled under 32
+/// concurrent writers here.
+async fn flush(users: &sled::Tree) -> bool {
+    let users = users.clone();
+    matches!(tokio::task::spawn_blocking(move || users.flush()).await, Ok(Ok(_)))
 }
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
