@@ -59,3 +59,24 @@ fn a_failing_wasm_test_fails_cargo_test() {
     assert!(log.contains("tests::counts_from_one ... ok"), "{log}");
     assert!(log.contains("the deliberate failure"), "the panic message is shown:\n{log}");
 }
+
+#[test]
+fn calls_no_stub_answers_reach_components_loaded_from_paths() {
+    let kvprobe = crate::support::test_components().join("kvprobe.wasm");
+    let runner = format!(
+        "{} test-runner --component kvprobe={}",
+        env!("CARGO_BIN_EXE_pitstop"),
+        kvprobe.display()
+    );
+    let workspace = repo_root().join("tests/components");
+    let mut command = guest_cargo_in(
+        &["test", "--target", "wasm32-wasip2", "-p", "caller-tests"],
+        &workspace.join("Cargo.toml"),
+        &repo_root().join("target").join("wasm-tests"),
+    );
+    command.current_dir(&workspace).env("CARGO_TARGET_WASM32_WASIP2_RUNNER", runner);
+    let output = command.output().expect("running cargo test for wasm32-wasip2");
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("tests::unstubbed_calls_reach_the_real_component ... ok"), "{log}");
+}
