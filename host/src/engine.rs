@@ -60,6 +60,15 @@ pub fn build_engine(limits: &EngineLimits) -> wasmtime::Result<Engine> {
     config
         .wasm_component_model(true)
         .epoch_interruption(limits.epoch_interruption)
+        // Copy each instance's data segments in rather than map the module's
+        // memory image copy-on-write. With CoW, the first write to every
+        // image page is a write-protect fault, and on a multi-threaded
+        // process each such fault flushes the other cores' TLBs by IPI: the
+        // largest cost left in a GET /hello profile. Copying the few KiB of
+        // data a service has is cheaper: hello ~20k -> ~35k req/s on 2 cores
+        // (BENCHMARKS.md). A component with megabytes of data segments
+        // would want CoW back.
+        .memory_init_cow(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
 }
