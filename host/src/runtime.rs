@@ -156,7 +156,7 @@ pub enum InvokeFailure {
 /// How the delivery of one event went.
 #[derive(Debug)]
 pub enum Delivery {
-    /// The handler returned `ok`; its writes and the acknowledgement are committed.
+    /// The handler returned `ok`; its writes and the handled mark are committed.
     Handled,
     /// The handler failed (error, trap, deadline): counts as an attempt.
     Failed(String),
@@ -473,7 +473,13 @@ impl Runtime {
             Rerun::Failed(failure) => failure,
             Rerun::Conflict { .. } => unreachable!("conflicts end in a response above"),
         });
-        let healthy = matches!(&outcome, Ok(answer) if answer.succeeded());
+        // A handler that returns `err` is the application saying "not now";
+        // only traps, deadlines and 5xx answers are the component failing.
+        let healthy = match &outcome {
+            Ok(Answer::Http(response)) => response.status < 500,
+            Ok(Answer::Event(_)) => true,
+            Err(_) => false,
+        };
         deployment.breaker.record(permit, healthy);
         outcome.map(|answer| (answer, deployment))
     }

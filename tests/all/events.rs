@@ -126,7 +126,13 @@ async fn undeclared_and_malformed_topics_are_refused() {
 #[tokio::test]
 async fn poison_is_dead_lettered_while_other_events_flow() {
     let bus = "max_attempts = 3\nbackoff_base_ms = 100\nbackoff_max_ms = 400";
-    let server = Server::start_with(Some(&config(bus)), fresh_dir()).await;
+    // A breaker that would open after two failures in a row, for the check
+    // below that handler errors do not count as failures.
+    let config = config(bus).replace(
+        "deadline_ms = 2500",
+        "deadline_ms = 2500\nbreaker = { consecutive_failures = 2, open_ms = 60000 }",
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
     assert_eq!(server.send("POST", "/probe/publish/probe.poison", "bad").await.status, 200);
     assert_eq!(server.send("POST", "/probe/publish/probe.flaky", "flaky").await.status, 200);
     assert_eq!(server.send("POST", "/probe/publish/probe.ping", "good").await.status, 200);
@@ -170,6 +176,11 @@ async fn poison_is_dead_lettered_while_other_events_flow() {
         (letters.len() == 1 && letters[0]["id"] == id).then_some(())
     })
     .await;
+
+    // Three handler errors in a row: the application saying "not now", not
+    // the component failing, so its circuit stays closed.
+    let still = server.send("POST", "/probe/publish/probe.ping", "still").await;
+    assert_eq!(still.status, 200, "handler errors do not open the circuit");
 
     assert_eq!(server.admin("DELETE", &path, "").await.status, 200);
     assert_eq!(server.admin("DELETE", &path, "").await.status, 404);
