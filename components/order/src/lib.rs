@@ -434,6 +434,17 @@ mod tests {
         testing::clear_published();
     }
 
+    /// The payment service answers a charge with a payment `id` in `status`.
+    fn payment_answers(id: &str, status: &str) {
+        testing::stub_json(
+            "payment",
+            "POST",
+            "/payments",
+            201,
+            &json!({"id": id, "status": status}),
+        );
+    }
+
     #[test]
     fn beginning_stores_pending_and_schedules_the_timeout() {
         reset();
@@ -454,13 +465,7 @@ mod tests {
     #[test]
     fn a_completed_payment_confirms_and_announces() {
         reset();
-        testing::stub_json(
-            "payment",
-            "POST",
-            "/payments",
-            201,
-            &json!({"id": "pay_1", "status": "COMPLETED"}),
-        );
+        payment_answers("pay_1", "COMPLETED");
         let order = pay_or_compensate(begun(100), false).unwrap();
         assert_eq!(order.status, Status::Confirmed);
         assert_eq!(order.payment_id.as_deref(), Some("pay_1"));
@@ -472,13 +477,7 @@ mod tests {
     #[test]
     fn a_declined_payment_fails_the_order_without_compensation() {
         reset();
-        testing::stub_json(
-            "payment",
-            "POST",
-            "/payments",
-            201,
-            &json!({"id": "pay_2", "status": "DECLINED"}),
-        );
+        payment_answers("pay_2", "DECLINED");
         let order = pay_or_compensate(begun(100), false).unwrap();
         assert_eq!(order.status, Status::Failed);
         assert_eq!(order.failure_reason.as_deref(), Some("payment declined"));
@@ -537,13 +536,7 @@ mod tests {
     #[test]
     fn the_timeout_leaves_finished_orders_alone() {
         reset();
-        testing::stub_json(
-            "payment",
-            "POST",
-            "/payments",
-            201,
-            &json!({"id": "pay_3", "status": "COMPLETED"}),
-        );
+        payment_answers("pay_3", "COMPLETED");
         let order = pay_or_compensate(begun(100), false).unwrap();
         testing::clear_published();
         finish_stale(&order.id, 1).unwrap();
