@@ -19,7 +19,6 @@ use pitstop_host::bindings::types::{Header, Request};
 use pitstop_host::commit::{Effects, commit};
 use pitstop_host::kv::{PendingWrite, Writes};
 use pitstop_host::runtime::{Runtime, RuntimeOptions, keyspace_tree};
-use wasmtime::component::Component;
 
 const SEQUENTIAL: usize = 1000;
 const BURST: usize = 4000;
@@ -31,12 +30,7 @@ async fn main() {
     let runtime = Runtime::new(db, RuntimeOptions::default()).unwrap();
     for name in ["user", "order"] {
         let bytes = std::fs::read(format!("{}/{name}.wasm", env!("PITSTOP_BUILTIN_DIR"))).unwrap();
-        let component = Component::new(runtime.engine(), &bytes).unwrap();
-        let keyspace = runtime.db().open_tree(keyspace_tree(name)).unwrap();
-        let prepared = runtime.prepare(name, &component, &keyspace).await.unwrap();
-        let deployment =
-            runtime.deployment(name, 1, String::new(), bytes.len(), prepared, keyspace);
-        runtime.registry().activate(deployment);
+        runtime.activate_unrecorded(name, &bytes).await.unwrap();
     }
     tokio::spawn(pitstop_host::dispatch::run(runtime.clone()));
     let read_model = runtime.db().open_tree(keyspace_tree("order")).unwrap();

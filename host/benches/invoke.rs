@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use pitstop_host::bindings::types::Request;
 use pitstop_host::breaker::{Breaker, BreakerConfig, SystemClock};
-use pitstop_host::runtime::{Runtime, RuntimeOptions, keyspace_tree};
-use wasmtime::component::Component;
+use pitstop_host::runtime::{Runtime, RuntimeOptions};
 
 const CALLS: usize = 20_000;
 
@@ -49,14 +48,11 @@ async fn invoke_cost(epoch: bool, limits: bool) -> (f64, f64) {
     options.store_limits = limits;
     let runtime = Runtime::new(db, options).unwrap();
     let bytes = std::fs::read(concat!(env!("PITSTOP_BUILTIN_DIR"), "/user.wasm")).unwrap();
-    let component = Component::new(runtime.engine(), &bytes).unwrap();
-    let keyspace = runtime.db().open_tree(keyspace_tree("user")).unwrap();
-    let prepared = runtime.prepare("user", &component, &keyspace).await.unwrap();
-    keyspace
+    let deployment = runtime.activate_unrecorded("user", &bytes).await.unwrap();
+    deployment
+        .keyspace
         .insert("user/usr_1", br#"{"id":"usr_1","name":"A","email":"a@example.com"}"#.as_slice())
         .unwrap();
-    let deployment = runtime.deployment("user", 1, String::new(), bytes.len(), prepared, keyspace);
-    runtime.registry().activate(deployment);
     let request = || Request {
         method: "GET".into(),
         path: "/users/usr_1".into(),

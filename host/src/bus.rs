@@ -486,11 +486,6 @@ impl Bus {
         Ok(())
     }
 
-    /// The retry rules.
-    pub fn options(&self) -> &BusOptions {
-        &self.options
-    }
-
     /// The queue tree.
     pub(crate) fn queue(&self) -> &Tree {
         &self.queue
@@ -504,11 +499,6 @@ impl Bus {
     /// Tell the dispatcher there may be work.
     pub fn wake(&self) {
         self.wake.notify_one();
-    }
-
-    /// Deliveries waiting (or being retried), in all lanes.
-    pub fn pending(&self) -> usize {
-        self.queue.len()
     }
 
     /// The first entry of each lane, in key order.

@@ -211,13 +211,6 @@ pub struct Prepared {
     topics: Arc<Topics>,
 }
 
-impl Prepared {
-    /// The topics the component declared.
-    pub fn topics(&self) -> &Topics {
-        &self.topics
-    }
-}
-
 /// A response and the deployment that produced it.
 pub struct Invoked {
     /// What the component answered.
@@ -631,6 +624,27 @@ impl Runtime {
             Err(error) => return Err(Rerun::Failed(InvokeFailure::Internal(error.to_string()))),
         }
         Ok(answer)
+    }
+
+    /// Compile `bytes`, check and pre-link them, and make them the active
+    /// version of `name` (the next version number), bypassing the control
+    /// plane: nothing is persisted and no route changes. For the test
+    /// runner, the test harness and benchmarks; `pitstop serve` deploys
+    /// through [`crate::deployments::Deployments`].
+    pub async fn activate_unrecorded(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<Arc<Deployment>> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| anyhow::anyhow!("compiling {name}: {e:#}"))?;
+        let keyspace = self.db.open_tree(keyspace_tree(name))?;
+        let prepared = self.prepare(name, &component, &keyspace).await?;
+        let version = self.registry.get(name).map_or(1, |d| d.version + 1);
+        let deployment =
+            self.deployment(name, version, String::new(), bytes.len(), prepared, keyspace);
+        self.registry.activate(deployment.clone());
+        Ok(deployment)
     }
 
     /// A deployment of `name`, with a fresh breaker and bulkhead from its settings.

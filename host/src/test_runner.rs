@@ -62,7 +62,11 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
     let db = sled::Config::new().temporary(true).open().context("opening a temporary store")?;
     let runtime = Runtime::new(db.clone(), RuntimeOptions::default())?;
     for (name, path) in &test.components {
-        load(&runtime, name, path).await.with_context(|| format!("loading {name}"))?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        runtime
+            .activate_unrecorded(name, &bytes)
+            .await
+            .with_context(|| format!("loading {name}"))?;
     }
 
     let mut linker: Linker<ComponentState> = runtime.linker().clone();
@@ -139,16 +143,6 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
 /// `result`, its error said in the words of `what`.
 fn explain<T>(result: wasmtime::Result<T>, what: impl std::fmt::Display) -> anyhow::Result<T> {
     result.map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
-}
-
-async fn load(runtime: &Arc<Runtime>, name: &str, path: &PathBuf) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let component = Component::new(runtime.engine(), &bytes)?;
-    let keyspace = runtime.db().open_tree(keyspace_tree(name))?;
-    let prepared = runtime.prepare(name, &component, &keyspace).await?;
-    let deployment = runtime.deployment(name, 1, String::new(), bytes.len(), prepared, keyspace);
-    runtime.registry().activate(deployment);
-    Ok(())
 }
 
 impl testing::Host for ComponentState {

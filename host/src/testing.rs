@@ -30,7 +30,6 @@ use std::time::Duration;
 use anyhow::Context;
 use pitstop_gateway::RouteTable;
 use tokio::task::JoinHandle;
-use wasmtime::component::Component;
 
 use crate::bindings::types::{Header, Request, Response};
 use crate::builtin::BUILTINS;
@@ -43,7 +42,7 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 /// The platform in a test: components, routes, bus, faults.
 pub struct Harness {
     runtime: Arc<Runtime>,
-    routes: Mutex<Vec<(String, String)>>,
+    routes: Mutex<RouteTable>,
     dispatcher: JoinHandle<()>,
 }
 
@@ -92,17 +91,11 @@ impl Harness {
         bytes: Vec<u8>,
         route: Option<&str>,
     ) -> anyhow::Result<()> {
-        let runtime = &self.runtime;
-        let component = Component::new(runtime.engine(), &bytes)
-            .map_err(|e| anyhow::anyhow!("compiling {name}: {e:#}"))?;
-        let keyspace = runtime.db().open_tree(keyspace_tree(name))?;
-        let prepared = runtime.prepare(name, &component, &keyspace).await?;
-        let version = runtime.registry().get(name).map_or(1, |d| d.version + 1);
-        let deployment =
-            runtime.deployment(name, version, String::new(), bytes.len(), prepared, keyspace);
-        runtime.registry().activate(deployment);
+        self.runtime.activate_unrecorded(name, &bytes).await?;
         if let Some(prefix) = route {
-            self.routes.lock().unwrap().push((prefix.to_string(), name.to_string()));
+            let mut routes = self.routes.lock().unwrap();
+            let pairs = routes.routes().iter().map(|r| (r.prefix.clone(), r.component.clone()));
+            *routes = RouteTable::new(pairs.chain([(prefix.to_string(), name.to_string())]))?;
         }
         Ok(())
     }
@@ -121,9 +114,8 @@ impl Harness {
         path: &str,
         body: impl Into<Vec<u8>>,
     ) -> Result<Response, InvokeFailure> {
-        let routes = self.routes.lock().unwrap().clone();
-        let table = RouteTable::new(routes).map_err(|e| InvokeFailure::Internal(e.to_string()))?;
-        let component = table.resolve(path).ok_or(InvokeFailure::NotDeployed)?.to_string();
+        let component = self.routes.lock().unwrap().resolve(path).map(str::to_string);
+        let component = component.ok_or(InvokeFailure::NotDeployed)?;
         self.call(&component, method, path, body).await
     }
 
