@@ -13,10 +13,7 @@ fn wasm(name: &str) -> Vec<u8> {
 }
 
 fn trap_config() -> String {
-    format!(
-        "[components.trap]\npath = \"{}\"\n\n[[routes]]\nprefix = \"/trap\"\ncomponent = \"trap\"\n",
-        test_components().join("trap.wasm").display()
-    )
+    crate::support::single_component_config("trap", "trap", "", "/trap")
 }
 
 fn version_of(answer: &crate::support::Answer) -> u64 {

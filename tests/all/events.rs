@@ -234,10 +234,7 @@ async fn hot_swaps_neither_lose_nor_duplicate_events() {
 
 #[tokio::test]
 async fn concurrent_increments_are_never_lost() {
-    let config = format!(
-        "[components.kvprobe]\npath = \"{}\"\n[[routes]]\nprefix = \"/kv\"\ncomponent = \"kvprobe\"\n",
-        test_components().join("kvprobe.wasm").display()
-    );
+    let config = crate::support::single_component_config("kvprobe", "kvprobe", "", "/kv");
     let server = Server::start_with(Some(&config), fresh_dir()).await;
     let clients = (0..8).map(|_| async {
         for _ in 0..25 {

@@ -237,10 +237,8 @@ async fn a_client_that_sends_its_head_too_slowly_is_cut_off() {
 
 #[tokio::test]
 async fn keyvalue_quotas_come_back_to_the_guest_as_errors() {
-    let config = format!(
-        "[components.probe]\npath = \"{}\"\nmax_keyspace_bytes = 1000\n[[routes]]\nprefix = \"/p\"\ncomponent = \"probe\"\n",
-        test_components().join("kvprobe.wasm").display()
-    );
+    let limit = "max_keyspace_bytes = 1000";
+    let config = crate::support::single_component_config("probe", "kvprobe", limit, "/p");
     let server = Server::start_with(Some(&config), fresh_dir()).await;
     assert_eq!(server.send("PUT", "/p/kv/k1", "x".repeat(600)).await.status, 200);
     let over = server.send("PUT", "/p/kv/k2", "x".repeat(600)).await;

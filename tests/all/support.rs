@@ -36,6 +36,16 @@ pub fn test_components() -> &'static Path {
     DIR.get_or_init(|| build_release("tests/components", "wasm-components", &[]))
 }
 
+/// A `pitstop.toml` deploying the test component `wasm` (e.g. "kvprobe") as
+/// `name` with the `settings` lines (limits, may be empty), routed at `prefix`.
+pub fn single_component_config(name: &str, wasm: &str, settings: &str, prefix: &str) -> String {
+    let path = test_components().join(format!("{wasm}.wasm"));
+    format!(
+        "[components.{name}]\npath = \"{}\"\n{settings}\n[[routes]]\nprefix = \"{prefix}\"\ncomponent = \"{name}\"\n",
+        path.display()
+    )
+}
+
 /// `cargo build --release --target wasm32-wasip2 EXTRA` of the guest
 /// workspace `workspace` into `target/TARGET_DIR`; returns the directory
 /// holding the `.wasm` files.
