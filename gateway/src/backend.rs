@@ -1,6 +1,7 @@
 //! What the gateway needs from whatever runs the components.
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -18,6 +19,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The whole body; the gateway has already enforced its size limit.
     pub body: Bytes,
+    /// The gateway's span: invocations are its children.
+    pub trace: crate::TraceContext,
 }
 
 /// A component's answer, and which version of which component gave it.
@@ -94,6 +97,19 @@ impl HealthReport {
     }
 }
 
+/// One answered request, for metrics.
+#[derive(Debug)]
+pub struct RequestRecord<'a> {
+    /// The route prefix that matched.
+    pub route: &'a str,
+    /// The component it routes to.
+    pub component: &'a str,
+    /// The status sent.
+    pub status: u16,
+    /// From the request head to the response.
+    pub elapsed: Duration,
+}
+
 /// Runs components on the gateway's behalf.
 pub trait Backend: Send + Sync + 'static {
     /// Run `request` on the active version of `component`.
@@ -103,6 +119,10 @@ pub trait Backend: Send + Sync + 'static {
         request: Request,
     ) -> impl Future<Output = Result<Reply, InvokeError>> + Send;
 
-    /// Check storage and that every component in `routed` is ready to serve.
-    fn health(&self, routed: &[String]) -> impl Future<Output = HealthReport> + Send;
+    /// Readiness for `GET /ready`: storage, and that every component in
+    /// `routed` is ready to serve.
+    fn ready(&self, routed: &[String]) -> impl Future<Output = HealthReport> + Send;
+
+    /// Called once per routed request after the response is built.
+    fn observe(&self, _record: &RequestRecord<'_>) {}
 }

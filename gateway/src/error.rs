@@ -7,6 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
 use crate::InvokeError;
+use crate::auth::Unauthorized;
 
 /// Everything that can go wrong between accepting a request and a component's reply.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,15 @@ pub enum GatewayError {
         /// What was wrong.
         reason: String,
     },
+    /// The route needs credentials the request lacks or that do not verify.
+    #[error(transparent)]
+    Unauthorized(#[from] Unauthorized),
+    /// The client went over the route's rate limit.
+    #[error("rate limit exceeded; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Whole seconds until a request will be let through.
+        retry_after_secs: u64,
+    },
     /// The backend could not run the component.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
@@ -43,6 +53,8 @@ impl GatewayError {
             GatewayError::NoRoute(_) => StatusCode::NOT_FOUND,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::InvalidReply { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Invoke(e) => match e {
                 InvokeError::NotDeployed(_) | InvokeError::Unavailable { .. } => {
@@ -61,13 +73,17 @@ impl GatewayError {
         let status = self.status();
         // How long a client should wait before retrying a 503.
         let retry_after = match &self {
-            GatewayError::Invoke(InvokeError::Unavailable { retry_after_secs, .. }) => {
-                Some((*retry_after_secs).max(1))
-            }
+            GatewayError::Invoke(InvokeError::Unavailable { retry_after_secs, .. })
+            | GatewayError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };
         let mut response = error_response(status, &self);
+        if let GatewayError::Unauthorized(refusal) = &self
+            && let Ok(challenge) = HeaderValue::try_from(refusal.challenge.as_str())
+        {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

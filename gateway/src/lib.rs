@@ -1,8 +1,9 @@
 //! The pitstop gateway: the HTTP front door of the platform.
 //!
-//! It parses requests, enforces limits, routes a path prefix to a component
-//! and maps every failure to one JSON error shape. It knows nothing about
-//! WebAssembly: whatever runs the components implements [`Backend`].
+//! It parses requests, checks credentials and rate limits, routes a path
+//! prefix to a component, starts the trace of every request, and maps every
+//! failure to one JSON error shape. It knows nothing about WebAssembly:
+//! whatever runs the components implements [`Backend`].
 //!
 //! 1. Implement [`Backend`] (the host's runtime does; tests can use a fake).
 //! 2. Build a [`RouteTable`] from `(prefix, component)` pairs.
@@ -13,24 +14,33 @@
 //! # use pitstop_gateway::*;
 //! # async fn run(backend: impl Backend) -> std::io::Result<()> {
 //! let routes = RouteTable::new([("/users", "user")]).expect("valid routes");
-//! let gateway = Gateway::new(backend, routes, GatewayOptions::default());
+//! let gateway = Gateway::new(backend, routes, GatewayOptions::default()).expect("valid policies");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! gateway.serve(listener, std::future::pending::<()>()).await;
 //! # Ok(()) }
 //! ```
 //!
-//! Reserved paths: `GET /health` is answered by the gateway itself from
-//! [`Backend::health`]; every other path goes through the route table.
+//! Reserved paths, answered by the gateway itself: `GET /health` (liveness:
+//! the process answers) and `GET /ready` (readiness, from [`Backend::ready`]).
+//! Every other path goes through the route table.
+//!
+//! Every response carries `x-request-id` (the client's, when sane, else a new
+//! one) and `traceparent` (the gateway span, in the client's trace when it
+//! sent a valid one).
 
+pub mod auth;
 mod backend;
 mod error;
+pub mod ratelimit;
 mod routes;
 mod server;
+pub mod trace;
 
-pub use backend::{Backend, HealthReport, InvokeError, Reply, Request};
+pub use backend::{Backend, HealthReport, InvokeError, Reply, Request, RequestRecord};
 pub use error::{GatewayError, error_response, json_response};
 pub use routes::{Route, RouteError, RouteTable};
 pub use server::{
-    DRAIN_LIMIT, Gateway, GatewayOptions, RESERVED_HEADER_PREFIX, discard_body, read_body,
-    serve_http,
+    AccessOptions, ClientAddr, DRAIN_LIMIT, Gateway, GatewayOptions, REQUEST_ID_HEADER,
+    RESERVED_HEADER_PREFIX, discard_body, read_body, serve_http,
 };
+pub use trace::TraceContext;

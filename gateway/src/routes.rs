@@ -33,7 +33,7 @@ pub struct RouteTable {
 }
 
 /// Paths the gateway answers itself.
-const RESERVED: &[&str] = &["/health"];
+const RESERVED: &[&str] = &["/health", "/ready"];
 
 impl RouteTable {
     /// A table from `(prefix, component)` pairs, validated.
@@ -55,7 +55,12 @@ impl RouteTable {
 
     /// The component that answers `path`, if any.
     pub fn resolve(&self, path: &str) -> Option<&str> {
-        self.routes.iter().find(|r| prefix_matches(&r.prefix, path)).map(|r| r.component.as_str())
+        self.route_for(path).map(|r| r.component.as_str())
+    }
+
+    /// The route that answers `path`, if any.
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| prefix_matches(&r.prefix, path))
     }
 
     /// Every route, longest prefix first.

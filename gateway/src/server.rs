@@ -1,7 +1,9 @@
 //! The hyper server: accept loop, per-request pipeline, graceful shutdown.
 
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +17,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
+use crate::auth::{AuthSettings, Authenticator, Identity, RoutePolicy};
 use crate::error::json_response;
-use crate::{Backend, GatewayError, Reply, Request, RouteTable};
+use crate::ratelimit::Limiter;
+use crate::trace::{TRACEPARENT, TraceContext};
+use crate::{Backend, GatewayError, Reply, Request, RequestRecord, RouteTable};
 
 /// Limits and timeouts of the gateway.
 #[derive(Debug, Clone)]
@@ -33,6 +39,8 @@ pub struct GatewayOptions {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub shutdown_grace: Duration,
+    /// Who may call which route.
+    pub access: AccessOptions,
 }
 
 impl Default for GatewayOptions {
@@ -42,9 +50,72 @@ impl Default for GatewayOptions {
             max_response_body: 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            access: AccessOptions::default(),
         }
     }
 }
+
+/// Route policies and the credentials they are checked against.
+#[derive(Clone)]
+pub struct AccessOptions {
+    /// Keys, secrets and API keys.
+    pub settings: AuthSettings,
+    /// The policy of a route that has none of its own (routes added through
+    /// the admin API, say). It cannot carry a rate limit.
+    pub default: RoutePolicy,
+    /// Policies by route prefix.
+    pub routes: BTreeMap<String, RoutePolicy>,
+}
+
+impl std::fmt::Debug for AccessOptions {
+    // Keys and secrets stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessOptions")
+            .field("default", &self.default)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for AccessOptions {
+    /// Everything public: the library's default. The platform's is
+    /// [`RoutePolicy::DEFAULT`].
+    fn default() -> Self {
+        AccessOptions {
+            settings: AuthSettings::default(),
+            default: RoutePolicy::all(crate::auth::Access::Public),
+            routes: BTreeMap::new(),
+        }
+    }
+}
+
+/// A policy with its rate-limit buckets.
+struct Guard {
+    policy: RoutePolicy,
+    limiter: Option<Limiter>,
+}
+
+impl Guard {
+    fn new(policy: RoutePolicy, authenticator: &Authenticator) -> Result<Self, String> {
+        for access in [policy.read, policy.write] {
+            if !authenticator.supports(access) {
+                return Err(format!(
+                    "a policy needs {access:?} credentials, and none are configured"
+                ));
+            }
+        }
+        let limiter = policy.rate_limit.map(Limiter::new).transpose()?;
+        Ok(Guard { policy, limiter })
+    }
+}
+
+/// The address of the client, put in each request's extensions by
+/// [`serve_http`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The response header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The HTTP front door. Cheap to clone; clones share routes and backend.
 pub struct Gateway<B> {
@@ -63,6 +134,9 @@ struct Inner<B> {
     // and readers never wait for a writer.
     routes: ArcSwap<RouteTable>,
     options: GatewayOptions,
+    authenticator: Authenticator,
+    guards: HashMap<String, Guard>,
+    default_guard: Guard,
 }
 
 /// Request headers starting with this are set only by the platform; the
@@ -74,11 +148,31 @@ const COMPONENT_HEADER: HeaderName = HeaderName::from_static("pitstop-component"
 const VERSION_HEADER: HeaderName = HeaderName::from_static("pitstop-version");
 
 impl<B: Backend> Gateway<B> {
-    /// A gateway routing through `routes` to `backend`.
-    pub fn new(backend: B, routes: RouteTable, options: GatewayOptions) -> Self {
-        Gateway {
-            inner: Arc::new(Inner { backend, routes: ArcSwap::from_pointee(routes), options }),
+    /// A gateway routing through `routes` to `backend`. Fails when a policy
+    /// needs credentials that are not configured, or a rate limit is empty.
+    pub fn new(backend: B, routes: RouteTable, options: GatewayOptions) -> Result<Self, String> {
+        let access = &options.access;
+        let authenticator = Authenticator::new(&access.settings)?;
+        if access.default.rate_limit.is_some() {
+            return Err("the default policy cannot carry a rate limit; set one on a route".into());
         }
+        let default_guard = Guard::new(access.default, &authenticator)?;
+        let mut guards = HashMap::new();
+        for (prefix, policy) in &access.routes {
+            let guard = Guard::new(*policy, &authenticator)
+                .map_err(|e| format!("route {prefix}: {e}"))?;
+            guards.insert(prefix.clone(), guard);
+        }
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                backend,
+                routes: ArcSwap::from_pointee(routes),
+                options,
+                authenticator,
+                guards,
+                default_guard,
+            }),
+        })
     }
 
     /// The backend the gateway calls.
@@ -114,9 +208,26 @@ impl<B: Backend> Gateway<B> {
         In::Error: std::error::Error + Send + Sync + 'static,
     {
         let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_string();
-        let (response, answered_by) = match self.dispatch(request).await {
+        let request_id = request_id(request.headers());
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = request.uri().path(),
+            request_id,
+            trace_id = tracing::field::Empty,
+            status = tracing::field::Empty,
+            component = tracing::field::Empty,
+        );
+        let parent = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse);
+        let trace = TraceContext::attach(&span, parent);
+        let mut route = None;
+        let outcome =
+            self.dispatch(request, trace, &request_id, &mut route).instrument(span.clone()).await;
+        let (mut response, answered_by) = match outcome {
             Ok(reply) => {
                 let who = Some((reply.component.clone(), reply.version));
                 (reply_response(reply, self.inner.options.max_response_body), who)
@@ -124,82 +235,168 @@ impl<B: Backend> Gateway<B> {
             Err(DispatchOutcome::Local(response)) => (response, None),
             Err(DispatchOutcome::Failed(error)) => {
                 if error.status().is_server_error() {
-                    tracing::warn!(%error, "request failed");
+                    span.in_scope(|| tracing::warn!(%error, "request failed"));
                 }
                 (error.into_response(), None)
             }
         };
-        tracing::info!(
-            %method,
-            %path,
-            status = response.status().as_u16(),
-            component = answered_by.as_ref().map(|(name, _)| name.as_str()),
-            version = answered_by.as_ref().map(|(_, version)| *version),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "request",
-        );
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        span.record("status", status);
+        if let Some((component, _)) = &answered_by {
+            span.record("component", component.as_str());
+        }
+        span.in_scope(|| {
+            let version = answered_by.as_ref().map(|(_, version)| *version);
+            tracing::info!(status, version, elapsed_us = elapsed.as_micros() as u64, "request");
+        });
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::try_from(request_id) {
+            headers.insert(REQUEST_ID_HEADER, value);
+        }
+        if let Ok(value) = HeaderValue::try_from(trace.header()) {
+            headers.insert(TRACEPARENT, value);
+        }
+        if let Some((prefix, component)) = &route {
+            self.inner.backend.observe(&RequestRecord {
+                route: prefix,
+                component,
+                status,
+                elapsed,
+            });
+        }
         response
     }
 
-    async fn dispatch<In>(&self, request: http::Request<In>) -> Result<Reply, DispatchOutcome>
+    async fn dispatch<In>(
+        &self,
+        request: http::Request<In>,
+        trace: TraceContext,
+        request_id: &str,
+        matched: &mut Option<(String, String)>,
+    ) -> Result<Reply, DispatchOutcome>
     where
         In: Body<Data = Bytes>,
         In::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = request.uri().path();
-        if path == "/health" {
-            return Err(DispatchOutcome::Local(self.health(request.method()).await));
+        match path {
+            "/health" => return Err(DispatchOutcome::Local(self.health(request.method()))),
+            "/ready" => return Err(DispatchOutcome::Local(self.ready(request.method()).await)),
+            _ => {}
         }
-        let Some(component) = self.inner.routes.load().resolve(path).map(str::to_string) else {
+        let routes = self.inner.routes.load();
+        let Some(route) = routes.route_for(path) else {
             let path = path.to_string();
             discard_body(request.into_body(), DRAIN_LIMIT).await;
             return Err(GatewayError::NoRoute(path).into());
         };
-        let request = self.read_request(request).await?;
+        let (prefix, component) = (route.prefix.clone(), route.component.clone());
+        drop(routes);
+        *matched = Some((prefix.clone(), component.clone()));
+        let guard = self.inner.guards.get(&prefix).unwrap_or(&self.inner.default_guard);
+        let identity = match self.admit(guard, &request) {
+            Ok(identity) => identity,
+            Err(error) => {
+                discard_body(request.into_body(), DRAIN_LIMIT).await;
+                return Err(error.into());
+            }
+        };
+        let request = self.read_request(request, identity, trace, request_id).await?;
         let reply =
             self.inner.backend.invoke(&component, request).await.map_err(GatewayError::from)?;
         Ok(reply)
     }
 
-    async fn health(&self, method: &Method) -> Response<Full<Bytes>> {
+    /// Check the route's policy and rate limit; the verified caller, if any.
+    fn admit<In>(
+        &self,
+        guard: &Guard,
+        request: &http::Request<In>,
+    ) -> Result<Option<Identity>, GatewayError> {
+        let access = guard.policy.access(request.method());
+        let identity = self.inner.authenticator.check(access, request.headers())?;
+        if let Some(limiter) = &guard.limiter {
+            let client = match (&identity, request.extensions().get::<ClientAddr>()) {
+                (Some(identity), _) => format!("{}:{}", identity.method, identity.subject),
+                (None, Some(ClientAddr(addr))) => format!("ip:{}", addr.ip()),
+                (None, None) => "unknown".to_string(),
+            };
+            if let Err(wait) = limiter.check(&client) {
+                // Rounded up: retrying a moment early would be refused again.
+                let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return Err(GatewayError::RateLimited { retry_after_secs });
+            }
+        }
+        Ok(identity)
+    }
+
+    /// Liveness: the process answers. Nothing else is checked, so a
+    /// supervisor restarts only a host that is truly stuck.
+    fn health(&self, method: &Method) -> Response<Full<Bytes>> {
         if method != Method::GET && method != Method::HEAD {
-            return json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &serde_json::json!({ "error": "method not allowed" }),
-            );
+            return method_not_allowed();
+        }
+        let mut checks = serde_json::Map::new();
+        checks.insert("gateway".into(), "ok".into());
+        json_response(StatusCode::OK, &crate::HealthReport::from_checks(checks))
+    }
+
+    /// Readiness: whether requests can be served now (see [`Backend::ready`]).
+    async fn ready(&self, method: &Method) -> Response<Full<Bytes>> {
+        if method != Method::GET && method != Method::HEAD {
+            return method_not_allowed();
         }
         let routed = self.inner.routes.load().components();
-        let report = self.inner.backend.health(&routed).await;
+        let report = self.inner.backend.ready(&routed).await;
         let status =
             if report.is_healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         json_response(status, &report)
     }
 
-    async fn read_request<In>(&self, request: http::Request<In>) -> Result<Request, GatewayError>
+    async fn read_request<In>(
+        &self,
+        request: http::Request<In>,
+        identity: Option<Identity>,
+        trace: TraceContext,
+        request_id: &str,
+    ) -> Result<Request, GatewayError>
     where
         In: Body<Data = Bytes>,
         In::Error: std::error::Error + Send + Sync + 'static,
     {
         let (parts, body) = request.into_parts();
         let body = read_body(&parts.headers, body, self.inner.options.max_request_body).await?;
-        let headers = parts
+        let mut headers: Vec<(String, String)> = parts
             .headers
             .iter()
             // `pitstop-*` headers are the platform's to set (the caller of a
-            // service call, say): a client must not be able to forge them.
-            .filter(|(name, _)| !name.as_str().starts_with(RESERVED_HEADER_PREFIX))
+            // service call, the verified subject): a client must not be able
+            // to forge them. The trace and request id are replaced by ours.
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                !name.starts_with(RESERVED_HEADER_PREFIX)
+                    && name != TRACEPARENT
+                    && name != REQUEST_ID_HEADER
+            })
             .filter_map(|(name, value)| {
                 // Components see text headers; a header that is not UTF-8 is
                 // dropped rather than mangled.
                 value.to_str().ok().map(|v| (name.as_str().to_string(), v.to_string()))
             })
             .collect();
+        headers.push((TRACEPARENT.to_string(), trace.header()));
+        headers.push((REQUEST_ID_HEADER.to_string(), request_id.to_string()));
+        if let Some(identity) = &identity {
+            headers.extend(identity.headers());
+        }
         Ok(Request {
             method: parts.method.as_str().to_string(),
             path: parts.uri.path().to_string(),
             query: parts.uri.query().unwrap_or_default().to_string(),
             headers,
             body,
+            trace,
         })
     }
 }
@@ -240,7 +437,8 @@ pub async fn serve_http<H, F>(
             .header_read_timeout(options.header_read_timeout)
             .serve_connection(
                 TokioIo::new(stream),
-                service_fn(move |request| {
+                service_fn(move |mut request: http::Request<Incoming>| {
+                    request.extensions_mut().insert(ClientAddr(peer));
                     let answer = handler(request);
                     async move { Ok::<_, Infallible>(answer.await) }
                 }),
@@ -326,6 +524,25 @@ where
         }
     })
     .await;
+}
+
+fn method_not_allowed() -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &serde_json::json!({ "error": "method not allowed" }),
+    )
+}
+
+/// The client's `x-request-id` when it is a sane token (at most 128 visible
+/// ASCII characters), else a new random one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    let given = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).filter(|v| {
+        !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+    });
+    match given {
+        Some(id) => id.to_string(),
+        None => TraceContext::new_root().span_id_hex(),
+    }
 }
 
 /// Either a failure, or a response the gateway produced itself (`/health`).

@@ -23,7 +23,7 @@ impl Backend for Fake {
         self.next.lock().unwrap().take().unwrap_or_else(|| Ok(reply(200, vec![])))
     }
 
-    async fn health(&self, routed: &[String]) -> HealthReport {
+    async fn ready(&self, routed: &[String]) -> HealthReport {
         let mut checks = serde_json::Map::new();
         for name in routed {
             checks.insert(name.clone(), if self.healthy { "ok" } else { "down" }.into());
@@ -45,6 +45,7 @@ fn reply(status: u16, headers: Vec<(&str, &str)>) -> Reply {
 fn gateway(fake: Fake, max_body: usize) -> Gateway<Fake> {
     let routes = RouteTable::new([("/svc", "svc")]).unwrap();
     Gateway::new(fake, routes, GatewayOptions { max_request_body: max_body, ..Default::default() })
+        .unwrap()
 }
 
 fn request(method: &str, uri: &str, body: &'static [u8]) -> http::Request<Full<Bytes>> {
@@ -152,18 +153,52 @@ async fn invalid_replies_are_502_and_hop_by_hop_headers_are_dropped() {
 }
 
 #[tokio::test]
-async fn health_and_unknown_routes() {
+async fn health_ready_and_unknown_routes() {
     let healthy = gateway(Fake { healthy: true, ..Default::default() }, 1024);
-    let response = healthy.handle(request("GET", "/health", b"")).await;
+    let response = healthy.handle(request("GET", "/ready", b"")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(body_json(response).await["status"], "healthy");
 
     let unhealthy = gateway(Fake::default(), 1024);
-    let response = unhealthy.handle(request("GET", "/health", b"")).await;
+    let response = unhealthy.handle(request("GET", "/ready", b"")).await;
     assert_eq!(response.status(), 503);
     assert_eq!(body_json(response).await["checks"]["svc"], "down");
+    // Liveness does not depend on the components.
+    let response = unhealthy.handle(request("GET", "/health", b"")).await;
+    assert_eq!(response.status(), 200);
 
     let response = unhealthy.handle(request("GET", "/elsewhere", b"")).await;
     assert_eq!(response.status(), 404);
     assert_eq!(body_json(response).await["error"], "no route for /elsewhere");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_the_trace() {
+    let gateway = gateway(Fake::default(), 1024);
+    let client_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = gateway
+        .handle(
+            http::Request::builder()
+                .uri("/svc/x")
+                .header("traceparent", client_trace)
+                .header("x-request-id", "req-42")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.headers()["x-request-id"], "req-42");
+    let traceparent = response.headers()["traceparent"].to_str().unwrap();
+    assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{traceparent}");
+    assert_ne!(traceparent, client_trace, "the gateway's span is a child of the client's");
+    let seen = gateway.backend().seen.lock().unwrap();
+    let headers = &seen[0].1.headers;
+    assert!(headers.contains(&("traceparent".into(), traceparent.into())), "{headers:?}");
+
+    // Without either header, new ones are made; a not-found answer has them too.
+    let response = gateway.handle(request("GET", "/nowhere", b"")).await;
+    assert_eq!(response.headers()["x-request-id"].len(), 16);
+    assert!(pitstop_gateway::TraceContext::parse(
+        response.headers()["traceparent"].to_str().unwrap()
+    )
+    .is_some());
 }

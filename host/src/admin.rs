@@ -1,6 +1,8 @@
 //! The admin API: deploy, swap, roll back and remove components while
 //! traffic flows. It listens apart from the gateway (default
-//! 127.0.0.1:8081) and every call needs `Authorization: Bearer <token>`.
+//! 127.0.0.1:8081) and every call needs `Authorization: Bearer <token>`,
+//! except `GET /metrics` (Prometheus text format, no secrets in it), which a
+//! scraper reads without one.
 //!
 //! | call | answer |
 //! |---|---|
@@ -54,18 +56,7 @@ impl AdminToken {
         if let Some(token) = given.filter(|t| !t.is_empty()) {
             return Ok(AdminToken::new(&token));
         }
-        let path = data_dir.join(TOKEN_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(token) if !token.trim().is_empty() => return Ok(AdminToken::new(token.trim())),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
-        }
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let token = crate::artifacts::hex(&secret);
-        write_private(&path, &token)?;
-        tracing::info!(path = %path.display(), "generated an admin token");
+        let token = read_or_create_secret(&data_dir.join(TOKEN_FILE))?;
         Ok(AdminToken::new(&token))
     }
 
@@ -82,6 +73,23 @@ impl AdminToken {
         let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
         given.ct_eq(&self.digest).into()
     }
+}
+
+/// The secret in `path`; if there is none, 32 random bytes in hex, written
+/// there readable by the owner only.
+pub fn read_or_create_secret(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let secret = crate::artifacts::hex(&secret);
+    write_private(path, &secret)?;
+    tracing::info!(path = %path.display(), "generated a secret");
+    Ok(secret)
 }
 
 #[cfg(unix)]
@@ -117,6 +125,9 @@ impl Admin {
 
     /// Answer one admin request.
     pub async fn handle(&self, request: http::Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.uri().path() == "/metrics" && request.method() == Method::GET {
+            return self.metrics();
+        }
         let authorization =
             request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if !self.token.admits(authorization) {
@@ -134,6 +145,20 @@ impl Admin {
             Err(error) => error.into_response(),
         };
         tracing::info!(%method, %path, status = response.status().as_u16(), "admin request");
+        response
+    }
+
+    /// `GET /metrics`: every metric, with the bus lag read now.
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        let runtime = self.deployments.runtime();
+        runtime.metrics().set_lag(runtime.bus().lag());
+        let mut response = Response::new(Full::new(Bytes::from(runtime.metrics().encode())));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
         response
     }
 

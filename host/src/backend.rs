@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pitstop_gateway::{Backend, HealthReport, InvokeError, Reply, Request};
+use pitstop_gateway::{Backend, HealthReport, InvokeError, Reply, Request, RequestRecord};
 use serde_json::{Map, Value};
 
 use crate::bindings::types;
+use crate::breaker::State;
 use crate::runtime::{InvokeFailure, Runtime};
 
 /// The gateway's view of a [`Runtime`].
@@ -31,6 +32,7 @@ impl RuntimeBackend {
 
 impl Backend for RuntimeBackend {
     async fn invoke(&self, component: &str, request: Request) -> Result<Reply, InvokeError> {
+        let trace = request.trace;
         let request = types::Request {
             method: request.method,
             path: request.path,
@@ -42,7 +44,8 @@ impl Backend for RuntimeBackend {
                 .collect(),
             body: request.body.into(),
         };
-        match self.runtime.invoke(component, request, None).await {
+        let request = (request, trace);
+        match self.runtime.invoke_traced(component, request.0, request.1).await {
             Ok(invoked) => Ok(Reply {
                 status: invoked.response.status,
                 headers: invoked.response.headers.into_iter().map(|h| (h.name, h.value)).collect(),
@@ -54,24 +57,42 @@ impl Backend for RuntimeBackend {
         }
     }
 
-    async fn health(&self, routed: &[String]) -> HealthReport {
+    async fn ready(&self, routed: &[String]) -> HealthReport {
         let mut checks = Map::new();
         let storage = match self.runtime.check_storage() {
             Ok(()) => Value::from("ok"),
             Err(message) => Value::from(message),
         };
         checks.insert("storage".into(), storage);
+        let bus = if self.runtime.bus().is_dispatching() {
+            Value::from("ok")
+        } else {
+            Value::from("the event dispatcher is not running")
+        };
+        checks.insert("bus".into(), bus);
         let mut names: Vec<&String> = routed.iter().chain(&self.configured).collect();
         names.sort();
         names.dedup();
         for name in names {
             let state = match self.runtime.registry().get(name) {
-                Some(_) => Value::from("ok"),
                 None => Value::from("routed but not deployed"),
+                Some(deployment) => match deployment.breaker.snapshot().state {
+                    State::Open => Value::from("circuit open"),
+                    State::Closed | State::HalfOpen => Value::from("ok"),
+                },
             };
             checks.insert(format!("component:{name}"), state);
         }
         HealthReport::from_checks(checks)
+    }
+
+    fn observe(&self, record: &RequestRecord<'_>) {
+        self.runtime.metrics().request(
+            record.component,
+            record.route,
+            record.status,
+            record.elapsed,
+        );
     }
 }
 

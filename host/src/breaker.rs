@@ -111,6 +111,7 @@ pub struct Breaker {
     clock: Arc<dyn Clock>,
     name: Arc<str>,
     inner: Mutex<Inner>,
+    observer: Option<Arc<dyn Fn(State) + Send + Sync>>,
 }
 
 struct Inner {
@@ -198,7 +199,14 @@ impl Breaker {
                 probes_out: 0,
                 opened: 0,
             }),
+            observer: None,
         }
+    }
+
+    /// Call `observer` with the new state at every transition (for metrics).
+    pub fn on_transition(mut self, observer: Arc<dyn Fn(State) + Send + Sync>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Ask to make a call.
@@ -296,6 +304,9 @@ impl Breaker {
         if inner.state != to {
             tracing::warn!(component = &*self.name, from = ?inner.state, ?to, "circuit breaker");
             inner.state = to;
+            if let Some(observer) = &self.observer {
+                observer(to);
+            }
         }
     }
 }

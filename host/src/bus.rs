@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use sled::Tree;
 use wasmtime::component::{HasSelf, Linker};
 
+use pitstop_gateway::TraceContext;
+
 use crate::bindings::bus::{self, Error};
 use crate::registry::Registry;
 use crate::state::ComponentState;
@@ -74,18 +76,22 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
     /// How long after the commit it becomes deliverable.
     pub delay: Duration,
+    /// The publishing invocation's span: the delivery continues its trace.
+    pub trace: TraceContext,
 }
 
 /// Per-invocation state of the `bus` capability.
 pub struct BusCtx {
     topics: Arc<Topics>,
     outgoing: Vec<Outgoing>,
+    trace: TraceContext,
 }
 
 impl BusCtx {
-    /// A context allowing the topics `topics` declares.
-    pub fn new(topics: Arc<Topics>) -> Self {
-        BusCtx { topics, outgoing: Vec::new() }
+    /// A context allowing the topics `topics` declares, for an invocation
+    /// whose span is `trace`.
+    pub fn new(topics: Arc<Topics>, trace: TraceContext) -> Self {
+        BusCtx { topics, outgoing: Vec::new(), trace }
     }
 
     /// The buffered events.
@@ -116,7 +122,7 @@ impl BusCtx {
                 "one invocation may publish at most {MAX_EVENTS_PER_INVOCATION} events"
             )));
         }
-        self.outgoing.push(Outgoing { topic, payload, delay });
+        self.outgoing.push(Outgoing { topic, payload, delay, trace: self.trace });
         Ok(())
     }
 }
@@ -127,10 +133,12 @@ pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()
 }
 
 impl bus::Host for BusCtx {
+    #[tracing::instrument(level = "debug", name = "bus.publish", skip_all, fields(topic = %topic))]
     async fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), Error> {
         self.buffer(topic, payload, Duration::ZERO)
     }
 
+    #[tracing::instrument(level = "debug", name = "bus.publish-delayed", skip_all, fields(topic = %topic))]
     async fn publish_delayed(
         &mut self,
         topic: String,
@@ -196,6 +204,22 @@ pub struct QueuedEvent {
     pub not_before: u64,
     /// Why the last delivery failed.
     pub last_error: Option<String>,
+    /// The publisher's span, as a `traceparent`. Last, so that entries
+    /// written before it existed still decode.
+    pub traceparent: Option<String>,
+}
+
+/// A [`QueuedEvent`] as stored before events carried a trace.
+#[derive(Deserialize)]
+struct QueuedEventV1 {
+    id: String,
+    topic: String,
+    source: String,
+    payload: Vec<u8>,
+    published_at: u64,
+    attempts: u32,
+    not_before: u64,
+    last_error: Option<String>,
 }
 
 impl QueuedEvent {
@@ -204,7 +228,27 @@ impl QueuedEvent {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(bytes)
+        // postcard is not self-describing: an entry from before the trace
+        // field ends early, and is read with the old layout.
+        postcard::from_bytes(bytes).or_else(|error| match postcard::from_bytes::<QueuedEventV1>(bytes) {
+            Ok(v1) => Ok(QueuedEvent {
+                id: v1.id,
+                topic: v1.topic,
+                source: v1.source,
+                payload: v1.payload,
+                published_at: v1.published_at,
+                attempts: v1.attempts,
+                not_before: v1.not_before,
+                last_error: v1.last_error,
+                traceparent: None,
+            }),
+            Err(_) => Err(error),
+        })
+    }
+
+    /// The publisher's trace context, if it had a valid one.
+    pub fn trace(&self) -> Option<TraceContext> {
+        self.traceparent.as_deref().and_then(TraceContext::parse)
     }
 }
 
@@ -271,7 +315,18 @@ pub struct Bus {
     tap: Mutex<Option<Vec<QueuedEvent>>>,
     // Set by the test harness to hold deliveries back.
     paused: std::sync::atomic::AtomicBool,
+    // Whether the dispatcher task is alive, for readiness.
+    dispatching: std::sync::atomic::AtomicBool,
     pub(crate) wake: tokio::sync::Notify,
+}
+
+/// Clears the dispatcher's running flag when dropped.
+pub(crate) struct DispatchingGuard<'a>(&'a Bus);
+
+impl Drop for DispatchingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dispatching.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The lane part of a queue key: `subscriber \0 topic \0`.
@@ -340,6 +395,7 @@ impl Bus {
             outboxes: Mutex::default(),
             tap: Mutex::default(),
             paused: Default::default(),
+            dispatching: Default::default(),
             wake: tokio::sync::Notify::new(),
         })
     }
@@ -420,6 +476,33 @@ impl Bus {
     }
 
     /// Whether deliveries are held back.
+    /// Whether the dispatcher is running (see [`Bus::dispatching_guard`]).
+    pub fn is_dispatching(&self) -> bool {
+        self.dispatching.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks the dispatcher running until the guard is dropped (the task
+    /// ends, is aborted, or panics).
+    pub(crate) fn dispatching_guard(&self) -> DispatchingGuard<'_> {
+        self.dispatching.store(true, std::sync::atomic::Ordering::Relaxed);
+        DispatchingGuard(self)
+    }
+
+    /// Events queued and not yet handled, per subscriber (including those
+    /// waiting for a retry); subscribers with none are left out.
+    pub fn lag(&self) -> Vec<(String, u64)> {
+        let mut lags: Vec<(String, u64)> = Vec::new();
+        for key in self.queue.iter().keys().flatten() {
+            let subscriber = subscriber_of(&key);
+            match lags.last_mut() {
+                // Keys sort by subscriber first, so each one's entries are together.
+                Some((last, count)) if last == subscriber => *count += 1,
+                _ => lags.push((subscriber.to_string(), 1)),
+            }
+        }
+        lags
+    }
+
     pub(crate) fn is_paused(&self) -> bool {
         self.paused.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -672,6 +755,7 @@ mod tests {
             attempts: 0,
             not_before: 0,
             last_error: None,
+            traceparent: None,
         };
         for (sub, topic, seq) in [("b", "x", 7), ("a", "y", 3), ("a", "x", 9), ("a", "x", 2)] {
             bus.queue.insert(queue_key(sub, topic, seq), event(seq).encode()).unwrap();

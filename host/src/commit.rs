@@ -82,6 +82,7 @@ pub fn commit(
             attempts: 0,
             not_before: published_at + event.delay.as_millis() as u64,
             last_error: None,
+            traceparent: Some(event.trace.header()),
         };
         outbox.push((outbox_key(seq), queued.encode()));
     }
@@ -130,6 +131,9 @@ pub fn commit(
     }
     tree.apply_batch(batch).map_err(storage)?;
     deployment.usage.record(old_bytes, new_bytes);
+    for event in &effects.events {
+        runtime.metrics().published(&deployment.name, &event.topic);
+    }
     if !outbox.is_empty() {
         bus.note_outbox(&deployment.name, tree);
     }

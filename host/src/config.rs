@@ -42,6 +42,29 @@
 //! [admin]
 //! max_upload = 52428800        # bytes; larger uploads get 413
 //!
+//! # Who may call what (see the README's "Authentication"). Without this
+//! # section reads are public and writes need a JWT signed with the secret
+//! # in DATA_DIR/jwt.secret (generated at first start; `pitstop token`
+//! # mints one).
+//! [auth]
+//! default = { read = "public", write = "jwt" }  # routes without an `auth`
+//! [auth.jwt]
+//! secret = "at least 32 bytes ..."  # HS256; or PITSTOP_JWT_SECRET
+//! public_keys = ["issuer.pem", { path = "other.pem", kid = "k2" }]  # RS256 / EdDSA
+//! audience = "pitstop"           # required in tokens when set
+//! issuer = "https://login.example"
+//! leeway_s = 30                  # clock skew allowed on exp and nbf
+//! [auth.api_keys]
+//! ci-bot = "a-long-random-key"   # name = key; the name becomes the subject
+//!
+//! # A route's own policy and rate limit (per client identity: the token's
+//! # subject, the API key's name, else the client address).
+//! # [[routes]]
+//! # prefix = "/payments"
+//! # component = "payment"
+//! # auth = "jwt"                 # or "public", "api-key", { read = .., write = .. }
+//! # rate_limit = { per_second = 20, burst = 40 }
+//!
 //! [bus]                        # event delivery
 //! max_attempts = 5             # deliveries of one event before it is dead-lettered
 //! backoff_base_ms = 200        # wait before the first retry; doubles each time
@@ -53,6 +76,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
+
+use pitstop_gateway::auth::{Access, RoutePolicy};
+use pitstop_gateway::ratelimit::RateLimit;
 
 use crate::breaker::BreakerConfig;
 use crate::runtime::{ComponentSettings, RuntimeOptions};
@@ -79,6 +105,124 @@ pub struct Config {
     /// Event delivery.
     #[serde(default)]
     pub bus: BusConfig,
+    /// Credentials and the default route policy.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The policy of routes that set none (default: reads public, writes JWT).
+    pub default: Option<PolicyConfig>,
+    /// How JWTs are verified.
+    #[serde(default)]
+    pub jwt: JwtConfig,
+    /// API keys: name = key.
+    #[serde(default)]
+    pub api_keys: BTreeMap<String, String>,
+}
+
+/// `[auth.jwt]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The HS256 secret (at least 32 bytes).
+    pub secret: Option<String>,
+    /// PEM public keys for RS256 and EdDSA tokens.
+    #[serde(default)]
+    pub public_keys: Vec<PublicKeyConfig>,
+    /// Accepted audiences.
+    pub audience: Option<OneOrMany>,
+    /// Accepted issuers.
+    pub issuer: Option<OneOrMany>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30).
+    pub leeway_s: Option<u64>,
+}
+
+/// A public key file, with an optional key id.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PublicKeyConfig {
+    /// Just the path.
+    Path(PathBuf),
+    /// `{ path = "...", kid = "..." }`.
+    WithKid {
+        /// The PEM file.
+        path: PathBuf,
+        /// Tokens naming a `kid` are checked against keys with that `kid`.
+        kid: Option<String>,
+    },
+}
+
+impl PublicKeyConfig {
+    /// The file.
+    pub fn path(&self) -> &Path {
+        match self {
+            PublicKeyConfig::Path(path) | PublicKeyConfig::WithKid { path, .. } => path,
+        }
+    }
+
+    fn path_mut(&mut self) -> &mut PathBuf {
+        match self {
+            PublicKeyConfig::Path(path) | PublicKeyConfig::WithKid { path, .. } => path,
+        }
+    }
+
+    /// The key id, if set.
+    pub fn kid(&self) -> Option<&str> {
+        match self {
+            PublicKeyConfig::Path(_) => None,
+            PublicKeyConfig::WithKid { kid, .. } => kid.as_deref(),
+        }
+    }
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// As a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one.clone()],
+            OneOrMany::Many(many) => many.clone(),
+        }
+    }
+}
+
+/// A route policy: one access for every method, or reads and writes apart.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum PolicyConfig {
+    /// `"public"`, `"jwt"` or `"api-key"`.
+    All(Access),
+    /// `{ read = "public", write = "jwt" }`.
+    Split {
+        /// GET, HEAD and OPTIONS.
+        read: Access,
+        /// Every other method.
+        write: Access,
+    },
+}
+
+impl PolicyConfig {
+    /// The gateway's policy, with `rate_limit`.
+    pub fn policy(&self, rate_limit: Option<RateLimit>) -> RoutePolicy {
+        let (read, write) = match *self {
+            PolicyConfig::All(access) => (access, access),
+            PolicyConfig::Split { read, write } => (read, write),
+        };
+        RoutePolicy { read, write, rate_limit }
+    }
 }
 
 /// `[bus]`.
@@ -131,6 +275,10 @@ pub struct RouteConfig {
     pub prefix: String,
     /// Component name.
     pub component: String,
+    /// Who may call it (default: `[auth] default`).
+    pub auth: Option<PolicyConfig>,
+    /// Requests per client identity.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// `[gateway]`.
@@ -182,6 +330,12 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         for component in config.components.values_mut() {
             if let Some(path) = component.path.as_mut().filter(|p| p.is_relative()) {
+                *path = base.join(&*path);
+            }
+        }
+        for key in &mut config.auth.jwt.public_keys {
+            let path = key.path_mut();
+            if path.is_relative() {
                 *path = base.join(&*path);
             }
         }
@@ -281,6 +435,22 @@ mod tests {
     fn rejects_unknown_fields() {
         let error = toml::from_str::<Config>("[gateway]\nmax_body = 3\n").unwrap_err();
         assert!(error.to_string().contains("unknown field `max_body`"), "{error}");
+    }
+
+    #[test]
+    fn reads_policies() {
+        let config: Config = toml::from_str(
+            "[auth]\ndefault = \"api-key\"\n[auth.api_keys]\nci = \"k\"\n\
+             [[routes]]\nprefix = \"/x\"\ncomponent = \"x\"\n\
+             auth = { read = \"public\", write = \"jwt\" }\nrate_limit = { per_second = 5 }\n",
+        )
+        .unwrap();
+        let route = &config.routes.unwrap()[0];
+        let policy = route.auth.unwrap().policy(route.rate_limit);
+        assert_eq!((policy.read, policy.write), (Access::Public, Access::Jwt));
+        assert_eq!(policy.rate_limit.unwrap().per_second, 5);
+        assert!(matches!(config.auth.default, Some(PolicyConfig::All(Access::ApiKey))));
+        assert!(toml::from_str::<Config>("[[routes]]\nprefix = \"/x\"\ncomponent = \"x\"\nauth = \"jwtt\"\n").is_err());
     }
 
     #[test]

@@ -248,6 +248,7 @@ impl Deployments {
             self.runtime.deployment(name, version, digest, size as usize, prepared, keyspace);
         self.runtime.registry().activate(deployment);
         self.refresh_routes();
+        self.runtime.metrics().deployed(name);
         tracing::info!(
             component = name,
             version,
@@ -274,6 +275,7 @@ impl Deployments {
         record.active = Some(previous.version);
         self.save(&record)?;
         self.runtime.registry().activate(deployment);
+        self.runtime.metrics().rolled_back(name);
         tracing::info!(component = name, from = active, to = previous.version, "rolled back");
         Ok(previous.version)
     }

@@ -23,6 +23,7 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// an abort commit nothing, so they are simply made again after a restart.
 pub async fn run(runtime: Arc<Runtime>) {
     let in_flight: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
+    let _running = runtime.bus().dispatching_guard();
     loop {
         if let Err(error) = runtime.bus().relay(runtime.registry()) {
             tracing::error!(%error, "relaying published events failed; retrying");
@@ -73,6 +74,7 @@ fn start_due(runtime: &Arc<Runtime>, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) -
             continue;
         }
         if !deployment.topics.subscribes.contains(&event.topic) {
+            runtime.metrics().dead_lettered(&subscriber);
             bus.bury(
                 &key,
                 event,
@@ -106,6 +108,7 @@ async fn deliver(
     let result = match outcome {
         Delivery::Handled => {
             tracing::debug!(subscriber, event = attempt.id, topic = attempt.topic, "delivered");
+            runtime.metrics().delivered(subscriber);
             bus.finish(keyspace, &key)
         }
         Delivery::Failed(reason) => {
@@ -117,7 +120,13 @@ async fn deliver(
                 reason,
                 "delivery failed"
             );
-            bus.retry_or_bury(&key, attempt, reason).map(|_| ())
+            bus.retry_or_bury(&key, attempt, reason).map(|died| {
+                if died {
+                    runtime.metrics().dead_lettered(subscriber);
+                } else {
+                    runtime.metrics().retried(subscriber);
+                }
+            })
         }
         // Not the handler's fault (circuit open, overloaded, being swapped):
         // the attempt does not count.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::keyvalue::{self, Error, KeyPage};
+use crate::metrics::ComponentMetrics;
 use crate::state::ComponentState;
 
 /// Longest key accepted, in bytes.
@@ -120,6 +121,7 @@ pub struct KeyvalueCtx {
     tree: sled::Tree,
     usage: Arc<Usage>,
     writes: Writes,
+    metrics: Arc<ComponentMetrics>,
 }
 
 /// Bytes an entry takes against the quota.
@@ -128,9 +130,9 @@ pub(crate) fn entry_size(key: &[u8], value: Option<&[u8]>) -> u64 {
 }
 
 impl KeyvalueCtx {
-    /// A context over one component's tree and its usage.
-    pub fn new(tree: sled::Tree, usage: Arc<Usage>) -> Self {
-        KeyvalueCtx { tree, usage, writes: Writes::default() }
+    /// A context over one component's tree and its usage, counting into `metrics`.
+    pub fn new(tree: sled::Tree, usage: Arc<Usage>, metrics: Arc<ComponentMetrics>) -> Self {
+        KeyvalueCtx { tree, usage, writes: Writes::default(), metrics }
     }
 
     /// The buffered writes, leaving none behind.
@@ -219,18 +221,28 @@ pub(crate) fn parse_counter(bytes: &[u8]) -> Result<i64, Error> {
 }
 
 impl keyvalue::Host for KeyvalueCtx {
+    #[tracing::instrument(level = "debug", name = "keyvalue.get", skip_all)]
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        self.metrics.kv_get.inc();
         check_key(&key)?;
-        self.read(&key)
+        let value = self.read(&key)?;
+        let read = key.len() + value.as_ref().map_or(0, Vec::len);
+        self.metrics.kv_bytes_read.inc_by(read as u64);
+        Ok(value)
     }
 
+    #[tracing::instrument(level = "debug", name = "keyvalue.set", skip_all)]
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
+        self.metrics.kv_set.inc();
         check_key(&key)?;
         check_value(&value)?;
+        self.metrics.kv_bytes_written.inc_by((key.len() + value.len()) as u64);
         self.buffer(&key, PendingWrite::Put(value))
     }
 
+    #[tracing::instrument(level = "debug", name = "keyvalue.delete", skip_all)]
     async fn delete(&mut self, key: String) -> Result<bool, Error> {
+        self.metrics.kv_delete.inc();
         check_key(&key)?;
         let existed = self.read(&key)?.is_some();
         if existed {
@@ -239,17 +251,21 @@ impl keyvalue::Host for KeyvalueCtx {
         Ok(existed)
     }
 
+    #[tracing::instrument(level = "debug", name = "keyvalue.exists", skip_all)]
     async fn exists(&mut self, key: String) -> Result<bool, Error> {
+        self.metrics.kv_get.inc();
         check_key(&key)?;
         Ok(self.read(&key)?.is_some())
     }
 
+    #[tracing::instrument(level = "debug", name = "keyvalue.list-keys", skip_all)]
     async fn list_keys(
         &mut self,
         prefix: String,
         cursor: Option<String>,
         limit: u32,
     ) -> Result<KeyPage, Error> {
+        self.metrics.kv_list.inc();
         let limit = limit.clamp(1, MAX_PAGE) as usize;
         let start = match &cursor {
             // A cursor outside the prefix would list someone else's range of
@@ -321,7 +337,9 @@ impl keyvalue::Host for KeyvalueCtx {
         Ok(KeyPage { keys, cursor })
     }
 
+    #[tracing::instrument(level = "debug", name = "keyvalue.increment", skip_all)]
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
+        self.metrics.kv_add.inc();
         check_key(&key)?;
         match self.writes.pending.get(&key) {
             // The invocation set or deleted the key itself: count from that.
@@ -346,12 +364,14 @@ impl keyvalue::Host for KeyvalueCtx {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "keyvalue.compare-and-swap", skip_all)]
     async fn compare_and_swap(
         &mut self,
         key: String,
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, Error> {
+        self.metrics.kv_set.inc();
         check_key(&key)?;
         if let Some(value) = &new {
             check_value(value)?;

@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod admin;
 pub mod artifacts;
 pub mod backend;
@@ -46,6 +47,8 @@ pub mod engine;
 pub mod flusher;
 pub mod kv;
 pub mod log;
+pub mod metrics;
+pub mod telemetry;
 pub mod platform;
 pub mod registry;
 pub mod runtime;

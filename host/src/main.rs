@@ -1,7 +1,6 @@
 //! The `pitstop` command: `serve` runs the platform; the other subcommands
 //! talk to a running one through its admin API.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -9,9 +8,9 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use pitstop_host::client::{AdminClient, encode};
+use pitstop_host::telemetry::{LogFormat, LogTarget, Telemetry};
 use pitstop_host::{Config, Platform, PlatformOptions};
 use serde_json::Value;
-use tracing_subscriber::EnvFilter;
 
 /// Run microservices as WebAssembly components, swappable while serving.
 #[derive(Parser)]
@@ -45,6 +44,32 @@ enum Command {
         /// Deploy DIR/NAME.wasm as NAME whenever the file changes.
         #[arg(long, value_name = "DIR")]
         watch: Option<PathBuf>,
+        /// How log lines on stdout look. Spans also go to an OpenTelemetry
+        /// collector when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+        #[arg(long, env = "PITSTOP_LOG_FORMAT", value_enum, default_value = "pretty")]
+        log_format: LogFormat,
+    },
+    /// Mint a development JWT (HS256) with the configured secret:
+    /// PITSTOP_JWT_SECRET, the config's [auth.jwt] secret, or DATA_DIR/jwt.secret.
+    Token {
+        /// The subject (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// How long the token is valid, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// The audience (`aud`); defaults to the first configured one.
+        #[arg(long)]
+        aud: Option<String>,
+        /// The issuer (`iss`); defaults to the first configured one.
+        #[arg(long)]
+        iss: Option<String>,
+        /// The server's pitstop.toml, for its secret, audience and issuer.
+        #[arg(long, env = "PITSTOP_CONFIG")]
+        config: Option<PathBuf>,
+        /// The server's data dir, for its generated secret.
+        #[arg(long, env = "PITSTOP_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
     },
     /// Deploy FILE as the new version of NAME (a new component if NAME is new).
     Deploy {
@@ -128,15 +153,28 @@ impl AdminArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Under cargo test, the guests' info logs would drown the test output.
-    let quiet = matches!(cli.command, Command::TestRunner { .. });
-    init_tracing(if quiet {
-        "warn"
-    } else {
-        "warn,pitstop_host=info,pitstop_gateway=info,guest=info"
-    });
+    let telemetry = match &cli.command {
+        // The server's log is its output.
+        Command::Serve { log_format, .. } => Telemetry::init(
+            "warn,pitstop_host=info,pitstop_gateway=info,guest=info",
+            *log_format,
+            LogTarget::Stdout,
+        )?,
+        // Under cargo test, the guests' info logs would drown the test output.
+        Command::TestRunner { .. } => {
+            Telemetry::init("warn", LogFormat::Pretty, LogTarget::Stderr)?
+        }
+        // The other commands answer on stdout.
+        _ => Telemetry::init(
+            "warn,pitstop_host=info,pitstop_gateway=info",
+            LogFormat::Pretty,
+            LogTarget::Stderr,
+        )?,
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-    runtime.block_on(run(cli.command))
+    let result = runtime.block_on(run(cli.command));
+    telemetry.shutdown();
+    result
 }
 
 fn parse_component(value: &str) -> Result<(String, PathBuf), String> {
@@ -151,7 +189,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let status = pitstop_host::test_runner::run(run).await?;
             std::process::exit(status);
         }
-        Command::Serve { listen, admin_listen, admin_token, data_dir, config, watch } => {
+        Command::Token { sub, ttl, aud, iss, config, data_dir } => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            let request = pitstop_host::access::TokenRequest {
+                subject: sub,
+                ttl,
+                audience: aud,
+                issuer: iss,
+            };
+            println!("{}", pitstop_host::access::mint(&config, &data_dir, request)?);
+            Ok(())
+        }
+        Command::Serve { listen, admin_listen, admin_token, data_dir, config, watch, .. } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
@@ -281,16 +333,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default of info for pitstop and
-/// the guests, warn for wasmtime and everything else.
-fn init_tracing(default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }

@@ -66,12 +66,15 @@ impl Platform {
             }
             None => BUILTINS.iter().map(|b| (b.prefix.to_string(), b.name.to_string())).collect(),
         };
-        let gateway_options = gateway_options(&config);
+        let mut gateway_options = gateway_options(&config);
+        gateway_options.access = crate::access::options(&config, &options.data_dir)
+            .context("in the [auth] section or a route's policy")?;
         let gateway = Gateway::new(
             RuntimeBackend::new(runtime.clone(), static_routes.iter().map(|(_, c)| c.clone())),
             RouteTable::default(),
             gateway_options.clone(),
-        );
+        )
+        .map_err(|e| anyhow::anyhow!("in the [auth] section or a route's policy: {e}"))?;
         let deployments = Arc::new(
             Deployments::new(runtime.clone(), &options.data_dir, static_routes, gateway.clone())
                 .context("in the route table")?,

@@ -45,6 +45,8 @@ pub struct Deployment {
     pub bulkhead: Bulkhead,
     /// The keyspace's size against its quota; shared by every version.
     pub usage: Arc<crate::kv::Usage>,
+    /// Its metric handles.
+    pub metrics: Arc<crate::metrics::ComponentMetrics>,
 }
 
 /// Caps the instances of one deployment running at once. Excess calls wait

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pitstop_gateway::TraceContext;
 use tokio::time::Instant;
+use tracing::Instrument;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
@@ -17,6 +19,7 @@ use crate::commit::{CommitError, Effects, commit};
 use crate::engine::{EPOCH_TICK, EngineLimits, EpochTicker, build_engine};
 use crate::flusher::Flusher;
 use crate::kv::{KeyvalueCtx, Usage};
+use crate::metrics::{ComponentMetrics, Metrics};
 use crate::registry::{Bulkhead, Deployment, Registry};
 use crate::services::{CallContext, ServicesCtx};
 use crate::state::ComponentState;
@@ -229,6 +232,7 @@ pub struct Runtime {
     flusher: Flusher,
     faults: arc_swap::ArcSwap<HashMap<String, Fault>>,
     options: RuntimeOptions,
+    metrics: Arc<Metrics>,
     // Per component name, so the count survives swaps.
     usage: std::sync::Mutex<HashMap<String, Arc<Usage>>>,
     _ticker: EpochTicker,
@@ -256,6 +260,7 @@ impl Runtime {
             faults: Default::default(),
             registry: Registry::default(),
             options,
+            metrics: Arc::default(),
             usage: Default::default(),
             _ticker: ticker,
         }))
@@ -264,6 +269,11 @@ impl Runtime {
     /// The runtime's tunables.
     pub fn options(&self) -> &RuntimeOptions {
         &self.options
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The active deployments.
@@ -347,9 +357,11 @@ impl Runtime {
         let call = CallContext {
             depth: self.options.max_call_depth,
             deadline: Instant::now() + DECLARE_DEADLINE,
+            trace: TraceContext::new_root(),
         };
+        let metrics = Arc::new(self.metrics.component(name));
         let mut store =
-            self.new_store(name.into(), keyspace, usage, Arc::default(), settings, call);
+            self.new_store(name.into(), keyspace, usage, Arc::default(), metrics, settings, call);
         let declare = async {
             let instance = pre.instantiate_async(&mut store).await?;
             indices.load(&mut store, &instance)?.call_declare(&mut store).await
@@ -381,7 +393,29 @@ impl Runtime {
         request: Request,
         nested: Option<CallContext>,
     ) -> Result<Invoked, InvokeFailure> {
-        let (answer, deployment) = self.invoke_call(name, Call::Http(&request), nested).await?;
+        let parent = nested.map(|n| n.trace);
+        self.invoke_in_trace(name, request, nested, parent).await
+    }
+
+    /// [`Runtime::invoke`] as a child of the span `parent` (the gateway's).
+    pub async fn invoke_traced(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request,
+        parent: TraceContext,
+    ) -> Result<Invoked, InvokeFailure> {
+        self.invoke_in_trace(name, request, None, Some(parent)).await
+    }
+
+    async fn invoke_in_trace(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request,
+        nested: Option<CallContext>,
+        parent: Option<TraceContext>,
+    ) -> Result<Invoked, InvokeFailure> {
+        let (answer, deployment) =
+            self.invoke_call(name, Call::Http(&request), nested, parent).await?;
         match answer {
             Answer::Http(response) => Ok(Invoked { response, deployment }),
             Answer::Event(_) => unreachable!("a request is answered with a response"),
@@ -406,7 +440,7 @@ impl Runtime {
             },
             queue_key,
         };
-        match self.invoke_call(subscriber, call, None).await {
+        match self.invoke_call(subscriber, call, None, event.trace()).await {
             Ok((Answer::Event(Ok(())), _)) => Delivery::Handled,
             Ok((Answer::Event(Err(error)), _)) => Delivery::Failed(format!("handler: {error}")),
             Ok((Answer::Http(response), _)) => {
@@ -421,19 +455,55 @@ impl Runtime {
         }
     }
 
+    /// One invocation in its own span, a child of `parent`: the caller's
+    /// span, the gateway's, or (for an event) the publisher's.
     async fn invoke_call(
         self: &Arc<Self>,
         name: &str,
         call: Call<'_>,
         nested: Option<CallContext>,
+        parent: Option<TraceContext>,
     ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
         let deployment = self.registry.get(name).ok_or(InvokeFailure::NotDeployed)?;
+        let span = match &call {
+            Call::Http(request) => tracing::info_span!(
+                "invoke",
+                component = name,
+                version = deployment.version,
+                method = request.method.as_str(),
+                path = request.path.as_str(),
+                trace_id = tracing::field::Empty,
+            ),
+            Call::Event { event, .. } => tracing::info_span!(
+                "deliver",
+                component = name,
+                version = deployment.version,
+                topic = event.topic.as_str(),
+                event = event.id.as_str(),
+                attempt = event.attempt,
+                trace_id = tracing::field::Empty,
+            ),
+        };
+        let trace = TraceContext::attach(&span, parent);
         let settings = self.options.settings(name);
         let own_deadline = Instant::now() + settings.deadline;
         let context = match nested {
-            Some(parent) => CallContext { deadline: parent.deadline.min(own_deadline), ..parent },
-            None => CallContext { depth: 0, deadline: own_deadline },
+            Some(parent) => {
+                CallContext { deadline: parent.deadline.min(own_deadline), trace, ..parent }
+            }
+            None => CallContext { depth: 0, deadline: own_deadline, trace },
         };
+        self.invoke_deployment(deployment, settings, call, context).instrument(span).await
+    }
+
+    async fn invoke_deployment(
+        self: &Arc<Self>,
+        deployment: Arc<Deployment>,
+        settings: &ComponentSettings,
+        call: Call<'_>,
+        context: CallContext,
+    ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
+        let name = &*deployment.name;
         let permit = deployment
             .breaker
             .try_acquire()
@@ -446,6 +516,7 @@ impl Runtime {
                 return Err(failure);
             }
         };
+        let _in_flight = InFlight::enter(&deployment.metrics);
         let fault = self.faults.load().get(name).copied();
         let mut outcome = match fault {
             None => self.run(&deployment, settings, &call, context).await,
@@ -504,12 +575,14 @@ impl Runtime {
     }
 
     /// A store for one invocation of `component`, with its limits and deadline.
+    #[allow(clippy::too_many_arguments)]
     fn new_store(
         self: &Arc<Self>,
         component: Arc<str>,
         keyspace: &sled::Tree,
         usage: Arc<Usage>,
         topics: Arc<Topics>,
+        metrics: Arc<ComponentMetrics>,
         settings: &ComponentSettings,
         call: CallContext,
     ) -> Store<ComponentState> {
@@ -526,9 +599,9 @@ impl Runtime {
             .build();
         let state = ComponentState::new(
             component.clone(),
-            KeyvalueCtx::new(keyspace.clone(), usage),
+            KeyvalueCtx::new(keyspace.clone(), usage, metrics),
             ServicesCtx::new(self.clone(), component, call),
-            BusCtx::new(topics),
+            BusCtx::new(topics, call.trace),
             limits,
         );
         let mut store = Store::new(&self.engine, state);
@@ -556,15 +629,18 @@ impl Runtime {
             &deployment.keyspace,
             deployment.usage.clone(),
             deployment.topics.clone(),
+            deployment.metrics.clone(),
             settings,
             context,
         );
         let deadline_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
         let run = async {
+            let started = std::time::Instant::now();
             let instance = match deployment.pre.instantiate_async(&mut store).await {
                 Ok(instance) => instance,
                 Err(error) => return Err(instantiation_failure(name, error)),
             };
+            deployment.metrics.instantiation.observe(started.elapsed().as_secs_f64());
             let answer = async {
                 match call {
                     Call::Http(request) => {
@@ -659,10 +735,19 @@ impl Runtime {
     ) -> Arc<Deployment> {
         let settings = self.options.settings(name);
         let usage = self.usage(name, &keyspace);
+        let metrics = Arc::new(self.metrics.component(name));
+        self.metrics.breaker_reset(name);
+        let observer = {
+            let metrics = self.metrics.clone();
+            let name = name.to_string();
+            Arc::new(move |to| metrics.breaker(&name, to))
+        };
         let name: Arc<str> = name.into();
         Arc::new(Deployment {
             usage,
-            breaker: Breaker::new(name.clone(), settings.breaker, Arc::new(SystemClock)),
+            metrics,
+            breaker: Breaker::new(name.clone(), settings.breaker, Arc::new(SystemClock))
+                .on_transition(observer),
             bulkhead: Bulkhead::new(settings.max_concurrency),
             name,
             version,
@@ -708,6 +793,23 @@ impl Runtime {
             Ok(false) => Err("storage did not read back what it wrote".into()),
             Err(e) => Err(format!("storage failed: {e}")),
         }
+    }
+}
+
+/// Counts an invocation in its component's in-flight gauge while alive,
+/// however the invocation ends (a deadline drops it mid-way).
+struct InFlight(Arc<ComponentMetrics>);
+
+impl InFlight {
+    fn enter(metrics: &Arc<ComponentMetrics>) -> Self {
+        metrics.in_flight.inc();
+        InFlight(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
     }
 }
 

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use pitstop_gateway::TraceContext;
+use pitstop_gateway::trace::TRACEPARENT;
 use tokio::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -25,6 +27,8 @@ pub struct CallContext {
     pub depth: u32,
     /// When the whole chain must have answered.
     pub deadline: Instant,
+    /// The span of the invocation: calls and events it makes continue its trace.
+    pub trace: TraceContext,
 }
 
 /// Per-invocation state of the capability.
@@ -120,6 +124,7 @@ pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()
 }
 
 impl services::Host for ServicesCtx {
+    #[tracing::instrument(level = "debug", name = "services.call", skip_all, fields(callee = %name))]
     async fn call(&mut self, name: String, mut request: Request) -> Result<Response, CallError> {
         let max_depth = self.runtime.options().max_call_depth;
         if self.call.depth >= max_depth {
@@ -131,14 +136,19 @@ impl services::Host for ServicesCtx {
         self.made_calls = true;
         // The callee may trust this header: the gateway strips it from
         // client requests and here it replaces whatever the caller set.
-        request.headers.retain(|h| !h.name.eq_ignore_ascii_case(CALLER_HEADER));
+        // The trace context is the caller's span, as W3C has it for an
+        // outgoing call.
+        request.headers.retain(|h| {
+            !h.name.eq_ignore_ascii_case(CALLER_HEADER) && !h.name.eq_ignore_ascii_case(TRACEPARENT)
+        });
         request.headers.push(Header { name: CALLER_HEADER.into(), value: self.caller.to_string() });
+        request.headers.push(Header { name: TRACEPARENT.into(), value: self.call.trace.header() });
         if let Some(stubs) = &mut self.stubs
             && let Some(reply) = stubs.answer(&name, &request)
         {
             return reply;
         }
-        let nested = CallContext { depth: self.call.depth + 1, deadline: self.call.deadline };
+        let nested = CallContext { depth: self.call.depth + 1, ..self.call };
         tracing::debug!(
             caller = &*self.caller,
             callee = name,

@@ -83,7 +83,8 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
     let name: Arc<str> = "test".into();
     let keyspace = db.open_tree(keyspace_tree(&name))?;
     let usage = Arc::new(Usage::scan(&keyspace, u64::MAX));
-    let call = CallContext { depth: 0, deadline: Instant::now() + TEST_DEADLINE };
+    let trace = pitstop_gateway::TraceContext::new_root();
+    let call = CallContext { depth: 0, deadline: Instant::now() + TEST_DEADLINE, trace };
     let program = test.wasm.file_name().map(|n| n.to_string_lossy().into_owned());
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdout().inherit_stderr().arg(program.unwrap_or_else(|| "test".into()));
@@ -101,9 +102,9 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
     let state = ComponentState::with_wasi(
         name.clone(),
         wasi.build(),
-        KeyvalueCtx::new(keyspace, usage),
+        KeyvalueCtx::new(keyspace, usage, crate::metrics::ComponentMetrics::detached()),
         ServicesCtx::new(runtime.clone(), name, call).with_stubs(Stubs::default()),
-        BusCtx::new(Arc::default()),
+        BusCtx::new(Arc::default(), trace),
         StoreLimitsBuilder::new().build(),
     );
     let mut store = Store::new(runtime.engine(), state);
@@ -123,7 +124,7 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
             publishes: declared.publishes.into_iter().collect(),
             subscribes: declared.subscribes.into_iter().collect(),
         };
-        store.data_mut().bus = BusCtx::new(Arc::new(topics));
+        store.data_mut().bus = BusCtx::new(Arc::new(topics), trace);
     }
     let command =
         explain(Command::new(&mut store, &instance), "the test binary is not a wasi:cli command")?;

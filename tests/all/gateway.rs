@@ -1,5 +1,7 @@
 //! The gateway: routing, health, limits, error shape, headers, shutdown.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::support::Server;
@@ -22,24 +24,32 @@ async fn responses_name_the_component_and_version() {
     assert_eq!(answer.header("pitstop-version"), Some("1"));
     let answer = server.get("/payments/pay_nobody").await;
     assert_eq!(answer.header("pitstop-component"), Some("payment"));
-    assert!(server.log().contains("path=/payments/pay_nobody"), "one log line per request");
+    // The log line is written after the response; give it a moment.
+    crate::support::eventually("the request's log line", Duration::from_secs(5), || async {
+        server.log().contains("path=/payments/pay_nobody").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
-async fn health_reports_storage_and_components() {
+async fn ready_reports_storage_bus_and_components_and_health_is_liveness() {
     let server = Server::start().await;
-    let answer = server.get("/health").await;
+    let answer = server.get("/ready").await;
     assert_eq!(answer.status, 200);
     let report = answer.json();
     assert_eq!(report["status"], "healthy");
-    for check in ["storage", "component:user", "component:order", "component:payment"] {
+    for check in ["storage", "bus", "component:user", "component:order", "component:payment"] {
         assert_eq!(report["checks"][check], "ok", "{report}");
     }
+    assert_eq!(server.send("POST", "/ready", "").await.status, 405);
+    let live = server.get("/health").await;
+    assert_eq!(live.status, 200);
+    assert_eq!(live.json()["status"], "healthy");
     assert_eq!(server.send("POST", "/health", "").await.status, 405);
 }
 
 #[tokio::test]
-async fn health_is_503_when_a_routed_component_is_missing() {
+async fn ready_is_503_when_a_routed_component_is_missing() {
     let config = r#"
         [[routes]]
         prefix = "/users"
@@ -50,12 +60,14 @@ async fn health_is_503_when_a_routed_component_is_missing() {
         component = "ghost"
     "#;
     let server = Server::start_with(Some(config), crate::support::fresh_dir()).await;
-    let answer = server.get("/health").await;
+    let answer = server.get("/ready").await;
     assert_eq!(answer.status, 503);
     let report = answer.json();
     assert_eq!(report["status"], "unhealthy");
     assert_eq!(report["checks"]["component:user"], "ok");
     assert_ne!(report["checks"]["component:ghost"], "ok");
+    // The process is alive all the same.
+    assert_eq!(server.get("/health").await.status, 200);
 
     // A route whose component is not deployed is not live.
     let ghost = server.get("/ghost/x").await;

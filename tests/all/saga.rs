@@ -152,9 +152,10 @@ async fn a_saga_cut_by_a_kill_resumes_or_compensates_after_restart() {
     // Slow payments (300 ms each), four at a time, killed mid-way.
     let placing = {
         let base = server.base.clone();
+        let token = server.token.clone().expect("a token");
         let user = user.clone();
         tokio::spawn(async move {
-            let client = raw_client::Client::new(base);
+            let client = raw_client::Client::new(base, token);
             let mut handles = Vec::new();
             for n in 0..4 {
                 let client = client.clone();
@@ -196,18 +197,20 @@ mod raw_client {
     #[derive(Clone)]
     pub struct Client {
         base: String,
+        token: String,
         hyper: Hyper<HttpConnector, Full<Bytes>>,
     }
 
     impl Client {
-        pub fn new(base: String) -> Self {
-            Client { base, hyper: Hyper::builder(TokioExecutor::new()).build_http() }
+        pub fn new(base: String, token: String) -> Self {
+            Client { base, token, hyper: Hyper::builder(TokioExecutor::new()).build_http() }
         }
 
         /// The status, or `None` if the connection failed.
         pub async fn post(&self, path: &str, body: serde_json::Value) -> Option<u16> {
             let request = http::Request::post(format!("{}{path}", self.base))
                 .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {}", self.token))
                 .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
                 .unwrap();
             self.hyper.request(request).await.ok().map(|r| r.status().as_u16())

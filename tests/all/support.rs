@@ -75,6 +75,10 @@ pub struct Server {
     _data: std::sync::Arc<TempDir>,
     log: PathBuf,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// A token for subject `tester`, minted with `pitstop token` from the
+    /// server's secret, sent with every request that brings no credentials
+    /// of its own; `None` when the config has no HS256 secret to mint from.
+    pub token: Option<String>,
 }
 
 /// What a response looked like.
@@ -120,7 +124,18 @@ impl Server {
         data: std::sync::Arc<TempDir>,
         extra: &[&std::ffi::OsStr],
     ) -> Server {
+        Self::start_with_env(config, data, extra, &[]).await
+    }
+
+    /// [`Server::start_with_args`] with extra environment variables.
+    pub async fn start_with_env(
+        config: Option<&str>,
+        data: std::sync::Arc<TempDir>,
+        extra: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> Server {
         let log = data.path().join(format!("pitstop-{}.log", rand_suffix()));
+        let log_file = std::fs::File::create(&log).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_pitstop"));
         command
             .args([
@@ -134,51 +149,106 @@ impl Server {
             .arg(data.path().join("data"))
             .args(extra)
             .env("RUST_LOG", "info")
+            .env_remove("PITSTOP_JWT_SECRET")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(config) = config {
+            .stderr(log_file.try_clone().unwrap());
+        let config_path = config.map(|config| {
             let path = data.path().join(format!("pitstop-{}.toml", rand_suffix()));
             std::fs::write(&path, config).unwrap();
+            path
+        });
+        if let Some(path) = &config_path {
             command.arg("--config").arg(path);
         }
         let mut child = command.spawn().expect("starting pitstop");
+        // The log is on stdout: copy it to the log file for the whole run
+        // (a full pipe would block the server), picking out the addresses.
         let stdout = child.stdout.take().unwrap();
+        let (addresses, found) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut log_file = log_file;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log_file, "{line}");
+                for prefix in ["pitstop listening on ", "pitstop admin on "] {
+                    if let Some(address) = line.strip_prefix(prefix) {
+                        let _ = addresses.send(address.trim().to_string());
+                    }
+                }
+            }
+        });
         let log_for_error = log.clone();
         let (base, admin) = tokio::task::spawn_blocking(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut address = |prefix: &str| {
-                let mut line = String::new();
-                stdout.read_line(&mut line).unwrap();
-                match line.trim().strip_prefix(prefix) {
-                    Some(address) => address.to_string(),
-                    None => panic!(
+            let next = || {
+                found.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+                    panic!(
                         "pitstop did not start; its log:\n{}",
                         std::fs::read_to_string(&log_for_error).unwrap_or_default()
-                    ),
-                }
+                    )
+                })
             };
-            (address("pitstop listening on "), address("pitstop admin on "))
+            (next(), next())
         })
         .await
         .unwrap();
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Server { child, base, admin_base: admin, _data: data, log, client }
+        let mut server = Server { child, base, admin_base: admin, _data: data, log, client, token: None };
+        server.token = server.mint_token("tester", "1h", config_path.as_deref(), env);
+        server
     }
 
-    /// Send a request to the gateway; `body` is sent as is.
+    /// `pitstop token --sub SUBJECT --ttl TTL` for this server, if it can mint.
+    pub fn mint_token(
+        &self,
+        subject: &str,
+        ttl: &str,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Option<String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pitstop"));
+        command
+            .args(["token", "--sub", subject, "--ttl", ttl, "--data-dir"])
+            .arg(self.data_dir())
+            .env_remove("PITSTOP_JWT_SECRET")
+            .envs(env.iter().copied());
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let output = command.output().unwrap();
+        output.status.success().then(|| String::from_utf8(output.stdout).unwrap().trim().to_string())
+    }
+
+    /// Send a request to the gateway with the server's token; `body` is sent as is.
     pub async fn send(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Answer {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.base, path))
-            .header("content-type", "application/json")
-            .body(Full::new(body.into()))
-            .unwrap();
-        self.exchange(request).await
+        self.send_with(method, path, &[], body).await
     }
 
-    /// Send a request with extra headers to the gateway.
+    /// Send a request with extra headers to the gateway; the server's token
+    /// goes along unless `headers` bring credentials of their own.
     pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let own = headers.iter().any(|(name, _)| {
+            name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("x-api-key")
+        });
+        let bearer = self.token.as_ref().filter(|_| !own).map(|t| format!("Bearer {t}"));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(bearer) = &bearer {
+            all.push(("authorization", bearer));
+        }
+        self.send_raw(method, path, &all, body).await
+    }
+
+    /// Send a request with exactly `headers` (and a JSON content type).
+    pub async fn send_raw(
         &self,
         method: &str,
         path: &str,

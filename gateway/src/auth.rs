@@ -1,0 +1,427 @@
+//! Who may call a route: per-route policies, JWT and API-key verification,
+//! and the identity headers a component receives.
+//!
+//! A route's policy names what reads (GET, HEAD, OPTIONS) and writes (every
+//! other method) need: nothing, a JWT, or an API key. A verified caller
+//! reaches the component as `pitstop-subject`, `pitstop-auth` and (for a JWT)
+//! `pitstop-claims`; the gateway drops any `pitstop-*` header a client sends,
+//! so a component can trust them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::ratelimit::RateLimit;
+
+/// The header a client sends an API key in.
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// The verified subject: the JWT's `sub`, or the API key's name.
+pub const SUBJECT_HEADER: &str = "pitstop-subject";
+/// How the subject was verified: `jwt` or `api-key`.
+pub const AUTH_HEADER: &str = "pitstop-auth";
+/// The verified JWT claims, as one line of JSON.
+pub const CLAIMS_HEADER: &str = "pitstop-claims";
+
+/// What one kind of request to a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Anyone.
+    Public,
+    /// A valid JWT in `Authorization: Bearer`.
+    Jwt,
+    /// A configured API key in `x-api-key`.
+    ApiKey,
+}
+
+/// A route's policy: what reads and writes need, and its rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePolicy {
+    /// GET, HEAD and OPTIONS.
+    pub read: Access,
+    /// Every other method.
+    pub write: Access,
+    /// Requests per client identity; `None` is unlimited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl RoutePolicy {
+    /// The platform's default: reads are public, writes need a JWT. A newcomer
+    /// can browse without setting anything up, and nothing changes state
+    /// anonymously.
+    pub const DEFAULT: RoutePolicy =
+        RoutePolicy { read: Access::Public, write: Access::Jwt, rate_limit: None };
+
+    /// The same access for every method.
+    pub fn all(access: Access) -> Self {
+        RoutePolicy { read: access, write: access, rate_limit: None }
+    }
+
+    /// What a request with `method` needs.
+    pub fn access(&self, method: &http::Method) -> Access {
+        if matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS) {
+            self.read
+        } else {
+            self.write
+        }
+    }
+}
+
+/// A JWT public key and the algorithm it verifies.
+#[derive(Clone)]
+pub struct PublicKey {
+    algorithm: Algorithm,
+    key: DecodingKey,
+    kid: Option<String>,
+}
+
+impl PublicKey {
+    /// A key from a PEM `PUBLIC KEY` block: RSA keys verify RS256, Ed25519
+    /// keys EdDSA. `kid`, when set, must match the token header's.
+    pub fn from_pem(pem: &[u8], kid: Option<String>) -> Result<Self, String> {
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            return Ok(PublicKey { algorithm: Algorithm::RS256, key, kid });
+        }
+        match DecodingKey::from_ed_pem(pem) {
+            Ok(key) => Ok(PublicKey { algorithm: Algorithm::EdDSA, key, kid }),
+            Err(_) => Err("not a PEM RSA or Ed25519 public key".into()),
+        }
+    }
+}
+
+/// How JWTs are verified.
+#[derive(Clone, Default)]
+pub struct JwtSettings {
+    /// The HS256 secret, if HS256 is accepted.
+    pub secret: Option<Vec<u8>>,
+    /// RS256 and EdDSA keys.
+    pub public_keys: Vec<PublicKey>,
+    /// Accepted `aud` values; when set, `aud` is required.
+    pub audience: Vec<String>,
+    /// Accepted `iss` values; when set, `iss` is required.
+    pub issuer: Vec<String>,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+}
+
+/// Everything the gateway needs to check credentials.
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// JWT verification; `None` when no route can take a JWT.
+    pub jwt: Option<JwtSettings>,
+    /// API keys by name.
+    pub api_keys: BTreeMap<String, String>,
+}
+
+/// A verified caller.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The JWT `sub`, or the API key's name.
+    pub subject: String,
+    /// `jwt` or `api-key`.
+    pub method: &'static str,
+    /// The JWT's claims (empty for an API key).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Identity {
+    /// The headers the component receives.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut headers = vec![
+            (SUBJECT_HEADER.to_string(), self.subject.clone()),
+            (AUTH_HEADER.to_string(), self.method.to_string()),
+        ];
+        if !self.claims.is_empty() {
+            let claims = serde_json::Value::Object(self.claims.clone()).to_string();
+            headers.push((CLAIMS_HEADER.to_string(), claims));
+        }
+        headers
+    }
+}
+
+/// Why a request was refused: always a 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Unauthorized {
+    /// What was wrong, for the client.
+    pub message: String,
+    /// The `WWW-Authenticate` challenge.
+    pub challenge: String,
+}
+
+/// Checks credentials against [`AuthSettings`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    jwt: Option<Arc<JwtVerifier>>,
+    api_keys: Arc<Vec<(String, [u8; 32])>>,
+}
+
+struct JwtVerifier {
+    secret: Option<DecodingKey>,
+    public_keys: Vec<PublicKey>,
+    validation: Validation,
+}
+
+impl Authenticator {
+    /// An authenticator for `settings`.
+    pub fn new(settings: &AuthSettings) -> Result<Self, String> {
+        let jwt = match &settings.jwt {
+            Some(jwt) => Some(Arc::new(JwtVerifier::new(jwt)?)),
+            None => None,
+        };
+        let api_keys = settings
+            .api_keys
+            .iter()
+            .map(|(name, key)| (name.clone(), Sha256::digest(key.as_bytes()).into()))
+            .collect();
+        Ok(Authenticator { jwt, api_keys: Arc::new(api_keys) })
+    }
+
+    /// Whether a route may require `access`: the credentials it needs exist.
+    pub fn supports(&self, access: Access) -> bool {
+        match access {
+            Access::Public => true,
+            Access::Jwt => self.jwt.is_some(),
+            Access::ApiKey => !self.api_keys.is_empty(),
+        }
+    }
+
+    /// Check `headers` against `access`: `None` for a public route.
+    pub fn check(
+        &self,
+        access: Access,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Identity>, Unauthorized> {
+        match access {
+            Access::Public => Ok(None),
+            Access::Jwt => self.check_jwt(headers).map(Some),
+            Access::ApiKey => self.check_api_key(headers).map(Some),
+        }
+    }
+
+    fn check_jwt(&self, headers: &http::HeaderMap) -> Result<Identity, Unauthorized> {
+        let refuse = |message: &str, error: Option<&str>| Unauthorized {
+            message: message.to_string(),
+            challenge: match error {
+                None => "Bearer realm=\"pitstop\"".to_string(),
+                Some(code) => format!(
+                    "Bearer realm=\"pitstop\", error=\"{code}\", error_description=\"{message}\""
+                ),
+            },
+        };
+        let Some(verifier) = &self.jwt else {
+            return Err(refuse("no JWT can be verified here", None));
+        };
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(refuse("this route needs a bearer token", None));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                refuse("the Authorization header must be `Bearer <token>`", Some("invalid_request"))
+            })?;
+        verifier.verify(token).map_err(|message| refuse(&message, Some("invalid_token")))
+    }
+
+    fn check_api_key(&self, headers: &http::HeaderMap) -> Result<Identity, Unauthorized> {
+        let refuse = |message: &str| Unauthorized {
+            message: message.to_string(),
+            challenge: format!("ApiKey realm=\"pitstop\", header=\"{API_KEY_HEADER}\""),
+        };
+        let Some(given) = headers.get(API_KEY_HEADER) else {
+            return Err(refuse("this route needs an API key in the x-api-key header"));
+        };
+        // Hashed first so the comparison takes the same time whatever the
+        // length; every key is compared so timing does not say which matched.
+        let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        let mut found = None;
+        for (name, key) in self.api_keys.iter() {
+            if bool::from(key.ct_eq(&digest)) {
+                found = Some(name);
+            }
+        }
+        match found {
+            Some(name) => Ok(Identity {
+                subject: name.clone(),
+                method: "api-key",
+                claims: serde_json::Map::new(),
+            }),
+            None => Err(refuse("the API key is not valid")),
+        }
+    }
+}
+
+impl JwtVerifier {
+    fn new(settings: &JwtSettings) -> Result<Self, String> {
+        let secret = match &settings.secret {
+            Some(secret) if secret.len() < 32 => {
+                return Err("the JWT secret must be at least 32 bytes".into());
+            }
+            Some(secret) => Some(DecodingKey::from_secret(secret).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        if secret.is_none() && settings.public_keys.is_empty() {
+            return Err("JWT verification needs a secret or a public key".into());
+        }
+        // Algorithms are chosen per token from the keys configured; this
+        // validation only carries the claim checks.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = settings.leeway_secs;
+        validation.validate_nbf = true;
+        validation.validate_exp = true;
+        let mut required = vec!["exp", "sub"];
+        if settings.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&settings.audience);
+            required.push("aud");
+        }
+        if !settings.issuer.is_empty() {
+            validation.set_issuer(&settings.issuer);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        Ok(JwtVerifier { secret, public_keys: settings.public_keys.clone(), validation })
+    }
+
+    fn verify(&self, token: &str) -> Result<Identity, String> {
+        // `alg: none` (and any algorithm jsonwebtoken does not know) fails here.
+        let header = jsonwebtoken::decode_header(token).map_err(|e| describe(e.kind()))?;
+        let keys: Vec<&DecodingKey> = match header.alg {
+            Algorithm::HS256 => self.secret.iter().collect(),
+            alg => self
+                .public_keys
+                .iter()
+                .filter(|k| k.algorithm == alg)
+                .filter(|k| match (&k.kid, &header.kid) {
+                    (Some(want), Some(got)) => want == got,
+                    _ => true,
+                })
+                .map(|k| &k.key)
+                .collect(),
+        };
+        if keys.is_empty() {
+            return Err(format!("tokens signed with {:?} are not accepted", header.alg));
+        }
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
+        let mut last = String::new();
+        for key in keys {
+            match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                token,
+                key,
+                &validation,
+            ) {
+                Ok(data) => {
+                    let Some(subject) = data.claims.get("sub").and_then(|s| s.as_str()) else {
+                        return Err("the token's sub claim is not a string".into());
+                    };
+                    return Ok(Identity {
+                        subject: subject.to_string(),
+                        method: "jwt",
+                        claims: data.claims,
+                    });
+                }
+                Err(error) => last = describe(error.kind()),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A client-facing reason, without echoing the token back.
+fn describe(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::InvalidAudience => "the token's audience is not accepted".into(),
+        ErrorKind::InvalidIssuer => "the token's issuer is not accepted".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("the token's {claim} claim is malformed"),
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm
+        | ErrorKind::MissingAlgorithm => "the token's algorithm is not accepted".into(),
+        _ => "the token is malformed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn authenticator() -> Authenticator {
+        Authenticator::new(&AuthSettings {
+            jwt: Some(JwtSettings {
+                secret: Some(SECRET.to_vec()),
+                leeway_secs: 5,
+                ..Default::default()
+            }),
+            api_keys: [("ci".to_string(), "k-123".to_string())].into(),
+        })
+        .unwrap()
+    }
+
+    fn bearer(token: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        headers
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+            as i64
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn accepts_a_valid_token_and_refuses_the_rest() {
+        let auth = authenticator();
+        let ok = sign(json!({"sub": "alice", "exp": now() + 60}));
+        let identity = auth.check(Access::Jwt, &bearer(&ok)).unwrap().unwrap();
+        assert_eq!(identity.subject, "alice");
+
+        let expired = sign(json!({"sub": "alice", "exp": now() - 60}));
+        let error = auth.check(Access::Jwt, &bearer(&expired)).unwrap_err();
+        assert!(error.message.contains("expired"), "{error:?}");
+        assert!(error.challenge.contains("invalid_token"));
+
+        // Within the leeway is still fine.
+        let just_expired = sign(json!({"sub": "alice", "exp": now() - 2}));
+        assert!(auth.check(Access::Jwt, &bearer(&just_expired)).is_ok());
+
+        let early = sign(json!({"sub": "alice", "exp": now() + 60, "nbf": now() + 60}));
+        assert!(auth.check(Access::Jwt, &bearer(&early)).is_err());
+
+        let no_sub = sign(json!({"exp": now() + 60}));
+        assert!(auth.check(Access::Jwt, &bearer(&no_sub)).is_err());
+    }
+
+    #[test]
+    fn api_keys_are_checked_by_value() {
+        let auth = authenticator();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(API_KEY_HEADER, "k-123".parse().unwrap());
+        assert_eq!(auth.check(Access::ApiKey, &headers).unwrap().unwrap().subject, "ci");
+        headers.insert(API_KEY_HEADER, "k-124".parse().unwrap());
+        assert!(auth.check(Access::ApiKey, &headers).is_err());
+    }
+}

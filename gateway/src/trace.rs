@@ -1,0 +1,185 @@
+//! W3C trace context: the `traceparent` a request arrives with or is given,
+//! carried through component invocations, `services` calls and events.
+//!
+//! The ids are those of the OpenTelemetry span when an exporter is installed
+//! (so what the logs and the `traceparent` response header say is what the
+//! collector shows), and pitstop's own random ids otherwise.
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The request header carrying a trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// One span's place in a trace: `00-<trace id>-<span id>-<flags>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The trace, shared by every span of one request and what it causes.
+    pub trace_id: [u8; 16],
+    /// This span.
+    pub span_id: [u8; 8],
+    /// Whether the trace is sampled (W3C flag 01).
+    pub sampled: bool,
+}
+
+impl TraceContext {
+    /// A new trace, sampled.
+    pub fn new_root() -> Self {
+        TraceContext { trace_id: random_nonzero(), span_id: random_nonzero(), sampled: true }
+    }
+
+    /// A new span in the same trace.
+    pub fn child(&self) -> Self {
+        TraceContext { span_id: random_nonzero(), ..*self }
+    }
+
+    /// Parse a `traceparent` header value. Anything that is not a valid
+    /// version-00 (or later, read as 00) context is `None`, as the W3C
+    /// specification asks: the receiver then starts a new trace.
+    pub fn parse(value: &str) -> Option<Self> {
+        let value = value.trim();
+        let mut parts = value.split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        let version = u8::from_str_radix(version, 16).ok().filter(|_| version.len() == 2)?;
+        // Version ff is invalid; version 00 has exactly four fields.
+        if version == 0xff || (version == 0 && parts.next().is_some()) {
+            return None;
+        }
+        let trace_id: [u8; 16] = parse_hex(trace)?;
+        let span_id: [u8; 8] = parse_hex(span)?;
+        let [flags]: [u8; 1] = parse_hex(flags)?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(TraceContext { trace_id, span_id, sampled: flags & 1 == 1 })
+    }
+
+    /// The trace id as 32 lower-case hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    /// The span id as 16 lower-case hex digits.
+    pub fn span_id_hex(&self) -> String {
+        hex(&self.span_id)
+    }
+
+    /// The `traceparent` header value.
+    pub fn header(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id_hex(),
+            self.span_id_hex(),
+            u8::from(self.sampled)
+        )
+    }
+
+    /// Make `span` a child of `parent` (a context from another process or
+    /// task: a client's header, an event), record its `trace_id` field, and
+    /// return the span's own context.
+    pub fn attach(span: &tracing::Span, parent: Option<TraceContext>) -> TraceContext {
+        if let Some(parent) = parent {
+            let remote = SpanContext::new(
+                TraceId::from_bytes(parent.trace_id),
+                SpanId::from_bytes(parent.span_id),
+                if parent.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() },
+                true,
+                TraceState::default(),
+            );
+            // Fails only when no OpenTelemetry layer is installed.
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        }
+        let context = Self::of_span(span).unwrap_or_else(|| match parent {
+            Some(parent) => parent.child(),
+            None => TraceContext::new_root(),
+        });
+        span.record("trace_id", context.trace_id_hex());
+        context
+    }
+
+    /// The context of `span` as the OpenTelemetry layer sees it, if one is
+    /// installed and the span is enabled.
+    fn of_span(span: &tracing::Span) -> Option<TraceContext> {
+        let context = span.context();
+        let otel = context.span();
+        let otel = otel.span_context();
+        otel.is_valid().then(|| TraceContext {
+            trace_id: otel.trace_id().to_bytes(),
+            span_id: otel.span_id().to_bytes(),
+            sampled: otel.is_sampled(),
+        })
+    }
+}
+
+fn random_nonzero<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    while bytes == [0u8; N] {
+        // Without randomness a trace id is still unique enough from the clock.
+        if getrandom::fill(&mut bytes).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(1);
+            for (i, byte) in bytes.iter_mut().enumerate() {
+                *byte = (nanos >> ((i % 16) * 8)) as u8 | 1;
+            }
+        }
+    }
+    bytes
+}
+
+fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    // Upper-case hex is invalid in a traceparent.
+    if text.len() != N * 2 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut bytes = [0u8; N];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_a_valid_header() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = TraceContext::parse(header).unwrap();
+        assert!(context.sampled);
+        assert_eq!(context.header(), header);
+        assert_eq!(context.child().trace_id, context.trace_id);
+        assert_ne!(context.child().span_id, context.span_id);
+    }
+
+    #[test]
+    fn rejects_invalid_headers() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! From `[auth]` and the routes' policies to the gateway's access options;
+//! the development JWT secret; `pitstop token`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use pitstop_gateway::AccessOptions;
+use pitstop_gateway::auth::{AuthSettings, JwtSettings, PublicKey, RoutePolicy};
+use serde_json::json;
+
+use crate::config::Config;
+
+/// The file in the data dir holding the generated HS256 secret.
+pub const SECRET_FILE: &str = "jwt.secret";
+/// The environment variable that sets the HS256 secret.
+pub const SECRET_ENV: &str = "PITSTOP_JWT_SECRET";
+/// Default clock skew allowed on `exp` and `nbf`.
+const DEFAULT_LEEWAY_SECS: u64 = 30;
+
+/// The HS256 secret: `PITSTOP_JWT_SECRET`, else `[auth.jwt] secret`, else
+/// (only when no public key is configured, so that a deployment trusting
+/// an identity provider does not also trust a local secret) the one in
+/// `DATA_DIR/jwt.secret`, created when `create` is set.
+pub fn secret(config: &Config, data_dir: &Path, create: bool) -> anyhow::Result<Option<String>> {
+    if let Ok(secret) = std::env::var(SECRET_ENV)
+        && !secret.is_empty()
+    {
+        return Ok(Some(secret));
+    }
+    if let Some(secret) = &config.auth.jwt.secret {
+        return Ok(Some(secret.clone()));
+    }
+    if !config.auth.jwt.public_keys.is_empty() {
+        return Ok(None);
+    }
+    let path = data_dir.join(SECRET_FILE);
+    if create {
+        crate::admin::read_or_create_secret(&path).map(Some)
+    } else {
+        match std::fs::read_to_string(&path) {
+            Ok(secret) if !secret.trim().is_empty() => Ok(Some(secret.trim().to_string())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        }
+    }
+}
+
+/// The gateway's access options for `config`, with the secret from
+/// [`secret`] (created if need be).
+pub fn options(config: &Config, data_dir: &Path) -> anyhow::Result<AccessOptions> {
+    let jwt = &config.auth.jwt;
+    let mut public_keys = Vec::new();
+    for key in &jwt.public_keys {
+        let pem = std::fs::read(key.path())
+            .with_context(|| format!("reading the public key {}", key.path().display()))?;
+        let key = PublicKey::from_pem(&pem, key.kid().map(str::to_string))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", key.path().display()))?;
+        public_keys.push(key);
+    }
+    let secret = secret(config, data_dir, true)?;
+    let settings = AuthSettings {
+        jwt: Some(JwtSettings {
+            secret: secret.map(String::into_bytes),
+            public_keys,
+            audience: jwt.audience.as_ref().map(|a| a.to_vec()).unwrap_or_default(),
+            issuer: jwt.issuer.as_ref().map(|i| i.to_vec()).unwrap_or_default(),
+            leeway_secs: jwt.leeway_s.unwrap_or(DEFAULT_LEEWAY_SECS),
+        }),
+        api_keys: config.auth.api_keys.clone(),
+    };
+    let default = config.auth.default.map_or(RoutePolicy::DEFAULT, |p| p.policy(None));
+    let routes = config
+        .routes
+        .iter()
+        .flatten()
+        .filter(|r| r.auth.is_some() || r.rate_limit.is_some())
+        .map(|r| {
+            let policy = match r.auth {
+                Some(auth) => auth.policy(r.rate_limit),
+                None => RoutePolicy { rate_limit: r.rate_limit, ..default },
+            };
+            (r.prefix.clone(), policy)
+        })
+        .collect();
+    Ok(AccessOptions { settings, default, routes })
+}
+
+/// What `pitstop token` puts in a token besides `sub`.
+#[derive(Debug, Default)]
+pub struct TokenRequest {
+    /// The subject.
+    pub subject: String,
+    /// Time to live.
+    pub ttl: std::time::Duration,
+    /// `aud`; defaults to the first configured audience.
+    pub audience: Option<String>,
+    /// `iss`; defaults to the first configured issuer.
+    pub issuer: Option<String>,
+}
+
+/// A development token for `request`, signed HS256 with the configured secret.
+pub fn mint(config: &Config, data_dir: &Path, request: TokenRequest) -> anyhow::Result<String> {
+    let secret = secret(config, data_dir, false)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no HS256 secret: set {SECRET_ENV}, [auth.jwt] secret, or start `pitstop serve` \
+             once with this data dir ({}) to generate {SECRET_FILE}",
+            data_dir.display()
+        )
+    })?;
+    let now = crate::bus::now_ms() / 1000;
+    let mut claims = json!({
+        "sub": request.subject,
+        "iat": now,
+        "exp": now + request.ttl.as_secs().max(1),
+    });
+    let jwt = &config.auth.jwt;
+    let audience = request.audience.or_else(|| jwt.audience.as_ref()?.to_vec().into_iter().next());
+    if let Some(audience) = audience {
+        claims["aud"] = audience.into();
+    }
+    let issuer = request.issuer.or_else(|| jwt.issuer.as_ref()?.to_vec().into_iter().next());
+    if let Some(issuer) = issuer {
+        claims["iss"] = issuer.into();
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the secret cannot sign: {e}"))?;
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
+        .map_err(|e| anyhow::anyhow!("signing the token: {e}"))
+}
