@@ -295,7 +295,10 @@ impl JwtVerifier {
 
     fn verify(&self, token: &str) -> Result<Identity, String> {
         // `alg: none` (and any algorithm jsonwebtoken does not know) fails here.
-        let header = jsonwebtoken::decode_header(token).map_err(|e| describe(e.kind()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match named_algorithm(token) {
+            Some(alg) => format!("tokens signed with {alg:?} are not accepted (algorithm)"),
+            None => describe(e.kind()),
+        })?;
         let keys: Vec<&DecodingKey> = match header.alg {
             Algorithm::HS256 => self.secret.iter().collect(),
             alg => self
@@ -336,6 +339,18 @@ impl JwtVerifier {
         }
         Err(last)
     }
+}
+
+/// The `alg` a token's header names, when the header is JSON with a string
+/// `alg` (so a refusal can say "algorithm" rather than "malformed").
+fn named_algorithm(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let alg = header.get("alg")?.as_str()?;
+    // Bounded: the reason goes back to the client.
+    Some(alg.chars().take(16).collect())
 }
 
 /// A client-facing reason, without echoing the token back.

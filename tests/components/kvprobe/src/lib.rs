@@ -3,7 +3,9 @@
 //! - `PUT /{prefix}/kv/{key}` stores the body under `key`;
 //! - `GET /{prefix}/kv/{key}` answers the value, or 404;
 //! - `GET /{prefix}/keys?{prefix}` lists every key starting with the query;
-//! - `POST /{prefix}/incr/{key}` increments `key` and answers the new value.
+//! - `POST /{prefix}/incr/{key}` increments `key` and answers the new value;
+//! - `{any method} /{prefix}/headers` answers the request headers it got, as
+//!   a JSON list of `[name, value]` pairs.
 
 use pitstop_sdk::{ApiError, Handler, Request, Response, kv};
 
@@ -39,6 +41,11 @@ fn route(request: &Request) -> Result<Response, ApiError> {
             Ok(Response::json(200, &keys))
         }
         ("POST", [_, "incr", key]) => Ok(Response::json(200, &kv::increment(key, 1)?)),
+        (_, [_, "headers"]) => {
+            let headers: Vec<(&str, &str)> =
+                request.headers.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
+            Ok(Response::json(200, &headers))
+        }
         _ => Err(ApiError::not_found("no such route")),
     }
 }

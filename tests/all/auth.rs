@@ -1,0 +1,331 @@
+//! Gateway authentication and rate limits, over real HTTP: the default
+//! policy, every token case, API keys, identity headers, `pitstop token`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+use crate::support::{Server, fresh_dir, repo_root, test_components};
+
+const SECRET: &str = "a-test-secret-of-more-than-32-bytes!";
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn fixture(name: &str) -> String {
+    repo_root().join("tests/fixtures").join(name).display().to_string()
+}
+
+fn sign(algorithm: Algorithm, key: &EncodingKey, claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::new(algorithm), claims, key).unwrap()
+}
+
+fn hs256(claims: &Value) -> String {
+    sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(), claims)
+}
+
+/// kvprobe on /probe with a JWT policy on every method, an API-key route on
+/// /keyed, and the given extra config.
+fn config(extra: &str) -> String {
+    let probe = test_components().join("kvprobe.wasm");
+    format!(
+        r#"
+[components.probe]
+path = "{probe}"
+
+[auth.jwt]
+secret = "{SECRET}"
+audience = "pitstop-tests"
+issuer = "https://issuer.test"
+leeway_s = 5
+public_keys = ["{rsa}", {{ path = "{ed}", kid = "ed-1" }}]
+
+[auth.api_keys]
+ci-bot = "key-for-the-ci-bot"
+
+[[routes]]
+prefix = "/probe"
+component = "probe"
+auth = "jwt"
+
+[[routes]]
+prefix = "/keyed"
+component = "probe"
+auth = {{ read = "public", write = "api-key" }}
+{extra}
+"#,
+        probe = probe.display(),
+        rsa = fixture("rsa.pub"),
+        ed = fixture("ed25519.pub"),
+    )
+}
+
+fn good_claims() -> Value {
+    json!({"sub": "alice", "aud": "pitstop-tests", "iss": "https://issuer.test",
+           "exp": now() + 300, "role": "admin"})
+}
+
+async fn call(server: &Server, token: &str) -> crate::support::Answer {
+    let bearer = format!("Bearer {token}");
+    server.send_raw("GET", "/probe/headers", &[("authorization", &bearer)], "").await
+}
+
+fn challenge(answer: &crate::support::Answer) -> String {
+    answer.header("www-authenticate").unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn the_default_policy_leaves_reads_public_and_protects_writes() {
+    let server = Server::start().await;
+    let read = server.send_raw("GET", "/users/usr_nobody", &[], "").await;
+    assert_eq!(read.status, 404, "a read needs no token");
+    let body = json!({"name": "Ann", "email": "ann@example.com"}).to_string();
+    let write = server.send_raw("POST", "/users", &[], body.clone()).await;
+    assert_eq!(write.status, 401);
+    assert_eq!(challenge(&write), "Bearer realm=\"pitstop\"");
+    assert!(write.error().contains("bearer token"), "{}", write.error());
+    // `pitstop token` mints from the generated secret; with it the write goes through.
+    let token = server.token.clone().expect("pitstop token minted a token");
+    let bearer = format!("Bearer {token}");
+    let write = server.send_raw("POST", "/users", &[("authorization", &bearer)], body).await;
+    assert_eq!(write.status, 201, "{}", String::from_utf8_lossy(&write.body));
+}
+
+#[tokio::test]
+async fn every_bad_token_is_401_with_a_challenge() {
+    let server = Server::start_with(Some(&config("")), fresh_dir()).await;
+    assert_eq!(call(&server, &hs256(&good_claims())).await.status, 200);
+
+    let mut expired = good_claims();
+    expired["exp"] = json!(now() - 60);
+    let mut not_yet = good_claims();
+    not_yet["nbf"] = json!(now() + 60);
+    let mut wrong_audience = good_claims();
+    wrong_audience["aud"] = json!("someone-else");
+    let mut no_audience = good_claims();
+    no_audience.as_object_mut().unwrap().remove("aud");
+    let mut wrong_issuer = good_claims();
+    wrong_issuer["iss"] = json!("https://evil.test");
+    let mut no_expiry = good_claims();
+    no_expiry.as_object_mut().unwrap().remove("exp");
+    let wrong_secret = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another-secret-of-more-than-32-bytes").unwrap(),
+        &good_claims(),
+    );
+    let valid = hs256(&good_claims());
+    let (head, rest) = valid.split_once('.').unwrap();
+    let (_, signature) = rest.split_once('.').unwrap();
+    let tampered = {
+        let mut claims = good_claims();
+        claims["sub"] = json!("mallory");
+        let payload = hs256(&claims);
+        let payload = payload.split('.').nth(1).unwrap().to_string();
+        format!("{head}.{payload}.{signature}")
+    };
+    // alg: none, unsigned.
+    let none = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let claims = b64.encode(good_claims().to_string());
+        format!("{header}.{claims}.")
+    };
+    let cases = [
+        ("expired", hs256(&expired), "expired"),
+        ("not valid before nbf", hs256(&not_yet), "not valid yet"),
+        ("wrong audience", hs256(&wrong_audience), "audience"),
+        ("no audience", hs256(&no_audience), "aud"),
+        ("wrong issuer", hs256(&wrong_issuer), "issuer"),
+        ("no expiry", hs256(&no_expiry), "exp"),
+        ("wrong secret", wrong_secret, "signature"),
+        ("tampered claims", tampered, "signature"),
+        ("alg none", none, "algorithm"),
+        ("malformed", "not-a-token".to_string(), "malformed"),
+    ];
+    for (case, token, reason) in cases {
+        let answer = call(&server, &token).await;
+        assert_eq!(answer.status, 401, "{case}");
+        assert!(answer.error().contains(reason), "{case}: {}", answer.error());
+        assert!(challenge(&answer).contains("error=\"invalid_token\""), "{case}");
+    }
+    let missing = server.send_raw("GET", "/probe/headers", &[], "").await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(challenge(&missing), "Bearer realm=\"pitstop\"");
+    let basic = server.send_raw("GET", "/probe/headers", &[("authorization", "Basic YTpi")], "").await;
+    assert_eq!(basic.status, 401);
+    assert!(challenge(&basic).contains("invalid_request"));
+}
+
+#[tokio::test]
+async fn rs256_and_eddsa_tokens_verify_with_the_configured_public_keys() {
+    let server = Server::start_with(Some(&config("")), fresh_dir()).await;
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa.key")).unwrap()).unwrap();
+    let ed = EncodingKey::from_ed_pem(&std::fs::read(fixture("ed25519.key")).unwrap()).unwrap();
+    let rs256 = sign(Algorithm::RS256, &rsa, &good_claims());
+    assert_eq!(call(&server, &rs256).await.status, 200);
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("ed-1".into());
+    let eddsa = jsonwebtoken::encode(&header, &good_claims(), &ed).unwrap();
+    assert_eq!(call(&server, &eddsa).await.status, 200);
+    // A kid that names no configured key is refused.
+    header.kid = Some("ed-2".into());
+    let unknown_kid = jsonwebtoken::encode(&header, &good_claims(), &ed).unwrap();
+    assert_eq!(call(&server, &unknown_kid).await.status, 401);
+    // An RSA key cannot pass for the HS256 secret (algorithm confusion).
+    let rsa_public = std::fs::read(fixture("rsa.pub")).unwrap();
+    let confused =
+        sign(Algorithm::HS256, &EncodingKey::from_secret(&rsa_public).unwrap(), &good_claims());
+    assert_eq!(call(&server, &confused).await.status, 401);
+}
+
+#[tokio::test]
+async fn the_component_sees_the_verified_identity_and_never_a_forged_one() {
+    let server = Server::start_with(Some(&config("")), fresh_dir()).await;
+    let bearer = format!("Bearer {}", hs256(&good_claims()));
+    let forged = [
+        ("authorization", bearer.as_str()),
+        ("pitstop-subject", "root"),
+        ("pitstop-auth", "api-key"),
+        ("pitstop-claims", r#"{"role":"god"}"#),
+        ("pitstop-caller", "payment"),
+    ];
+    let answer = server.send_raw("GET", "/probe/headers", &forged, "").await;
+    assert_eq!(answer.status, 200);
+    let headers: Vec<(String, String)> = serde_json::from_slice(&answer.body).unwrap();
+    let values = |name: &str| -> Vec<&str> {
+        headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    };
+    assert_eq!(values("pitstop-subject"), ["alice"]);
+    assert_eq!(values("pitstop-auth"), ["jwt"]);
+    assert!(values("pitstop-caller").is_empty());
+    let claims: Value = serde_json::from_str(values("pitstop-claims")[0]).unwrap();
+    assert_eq!(claims["role"], "admin");
+    assert_eq!(claims["sub"], "alice");
+
+    // On a public route nothing is verified, so no identity, and still no forgery.
+    let forged = [("pitstop-subject", "root")];
+    let answer = server.send_raw("GET", "/keyed/headers", &forged, "").await;
+    let headers: Vec<(String, String)> = serde_json::from_slice(&answer.body).unwrap();
+    assert!(!headers.iter().any(|(n, _)| n.starts_with("pitstop-")), "{headers:?}");
+}
+
+#[tokio::test]
+async fn api_key_routes_take_only_configured_keys() {
+    let server = Server::start_with(Some(&config("")), fresh_dir()).await;
+    assert_eq!(server.send_raw("GET", "/keyed/headers", &[], "").await.status, 200, "public read");
+    let none = server.send_raw("POST", "/keyed/headers", &[], "").await;
+    assert_eq!(none.status, 401);
+    assert!(challenge(&none).starts_with("ApiKey"), "{}", challenge(&none));
+    let wrong = server.send_raw("POST", "/keyed/headers", &[("x-api-key", "guess")], "").await;
+    assert_eq!(wrong.status, 401);
+    // A JWT is not an API key.
+    let bearer = format!("Bearer {}", hs256(&good_claims()));
+    let jwt = server.send_raw("POST", "/keyed/headers", &[("authorization", &bearer)], "").await;
+    assert_eq!(jwt.status, 401);
+    let right = server
+        .send_raw("POST", "/keyed/headers", &[("x-api-key", "key-for-the-ci-bot")], "")
+        .await;
+    assert_eq!(right.status, 200);
+    let headers: Vec<(String, String)> = serde_json::from_slice(&right.body).unwrap();
+    assert!(headers.contains(&("pitstop-subject".into(), "ci-bot".into())), "{headers:?}");
+    assert!(headers.contains(&("pitstop-auth".into(), "api-key".into())), "{headers:?}");
+}
+
+#[tokio::test]
+async fn a_rate_limit_triggers_per_client_and_recovers() {
+    let limited = r#"
+[[routes]]
+prefix = "/limited"
+component = "probe"
+auth = "jwt"
+rate_limit = { per_second = 1, burst = 2 }
+"#;
+    let server = Server::start_with(Some(&config(limited)), fresh_dir()).await;
+    let alice = format!("Bearer {}", hs256(&good_claims()));
+    let mut bob_claims = good_claims();
+    bob_claims["sub"] = json!("bob");
+    let bob = format!("Bearer {}", hs256(&bob_claims));
+    let get = |bearer: String| {
+        let server = &server;
+        async move {
+            server.send_raw("GET", "/limited/headers", &[("authorization", &bearer)], "").await
+        }
+    };
+    assert_eq!(get(alice.clone()).await.status, 200);
+    assert_eq!(get(alice.clone()).await.status, 200);
+    let refused = get(alice.clone()).await;
+    assert_eq!(refused.status, 429);
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert!(refused.error().contains("rate limit"));
+    // Another client has its own bucket; another route is not limited.
+    assert_eq!(get(bob).await.status, 200);
+    assert_eq!(call(&server, &hs256(&good_claims())).await.status, 200);
+    // After Retry-After, alice gets through again.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(get(alice).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_policy_without_its_credentials_or_a_bad_limit_stops_the_start() {
+    let data = fresh_dir();
+    let config = "[auth]\ndefault = \"api-key\"\n";
+    let path = data.path().join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ApiKey credentials"), "{stderr}");
+
+    std::fs::write(&path, "[auth.jwt]\nsecret = \"short\"\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at least 32 bytes"), "{stderr}");
+}
+
+#[tokio::test]
+async fn pitstop_token_mints_tokens_that_expire() {
+    let server = Server::start().await;
+    let short = server.mint_token("carol", "1s", None, &[]).expect("minted");
+    let claims: Value = {
+        use base64::Engine;
+        let payload = short.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    assert_eq!(claims["sub"], "carol");
+    let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(lifetime, 1);
+    let body = json!({"name": "Carol", "email": "carol@example.com"}).to_string();
+    let bearer = format!("Bearer {short}");
+    let answer = server.send_raw("POST", "/users", &[("authorization", &bearer)], body).await;
+    assert_eq!(answer.status, 201, "a fresh token works");
+    // A bad --ttl is a clear error, and no data dir secret means no token.
+    assert!(server.mint_token("carol", "soon", None, &[]).is_none());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["token", "--sub", "x", "--data-dir"])
+        .arg(fresh_dir().path())
+        .env_remove("PITSTOP_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no HS256 secret"));
+}
