@@ -212,8 +212,8 @@ impl<B: Backend> Gateway<B> {
         let span = tracing::info_span!(
             "request",
             method = %request.method(),
-            path = request.uri().path(),
-            request_id,
+            path = %request.uri().path(),
+            request_id = %request_id,
             trace_id = tracing::field::Empty,
             status = tracing::field::Empty,
             component = tracing::field::Empty,
@@ -244,7 +244,7 @@ impl<B: Backend> Gateway<B> {
         let elapsed = started.elapsed();
         span.record("status", status);
         if let Some((component, _)) = &answered_by {
-            span.record("component", component.as_str());
+            span.record("component", tracing::field::display(component));
         }
         span.in_scope(|| {
             let version = answered_by.as_ref().map(|(_, version)| *version);

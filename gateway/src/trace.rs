@@ -98,7 +98,7 @@ impl TraceContext {
             Some(parent) => parent.child(),
             None => TraceContext::new_root(),
         });
-        span.record("trace_id", context.trace_id_hex());
+        span.record("trace_id", tracing::field::display(context.trace_id_hex()));
         context
     }
 

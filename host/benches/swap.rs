@@ -42,12 +42,20 @@ async fn main() {
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
     let base = lines.next().unwrap().unwrap().replace("pitstop listening on ", "");
     let admin = lines.next().unwrap().unwrap().replace("pitstop admin on ", "");
+    // The log goes on on stdout: keep draining it so the server never blocks.
+    std::thread::spawn(move || lines.for_each(drop));
     let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let minted = Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["token", "--sub", "bench", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let user_token = String::from_utf8(minted.stdout).unwrap().trim().to_string();
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
     let user_wasm = std::fs::read(concat!(env!("PITSTOP_BUILTIN_DIR"), "/user.wasm"))
         .expect("built by host/build.rs");
 
-    let id = create_user(&http, &base).await;
+    let id = create_user(&http, &base, &user_token).await;
     let probe = format!("{base}/users/{id}");
 
     let mut cached = Vec::new();
@@ -81,10 +89,12 @@ async fn main() {
     let _ = child.wait();
 }
 
-async fn create_user(http: &Http, base: &str) -> String {
+async fn create_user(http: &Http, base: &str, token: &str) -> String {
     let body = r#"{"name":"Bench","email":"bench@example.com"}"#;
-    let request =
-        http::Request::post(format!("{base}/users")).body(Full::new(Bytes::from(body))).unwrap();
+    let request = http::Request::post(format!("{base}/users"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
     let response = http.request(request).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();

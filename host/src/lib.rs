@@ -10,6 +10,10 @@
 //! 3. Serve: every request instantiates the active version afresh, with its
 //!    own keyspace, log and services contexts ([`state::ComponentState`]).
 //!    The [`admin`] API changes what is deployed while that goes on.
+//! 4. Observe: every invocation runs in a span continuing the request's
+//!    trace ([`telemetry`]), and counts into the [`metrics`] registry that
+//!    the admin listener serves; the gateway checks credentials per route
+//!    from the policies [`access`] builds out of the config.
 //!
 //! [`Platform`] does all three from a [`Config`], as `pitstop serve` does:
 //!

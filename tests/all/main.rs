@@ -8,6 +8,7 @@ mod events;
 mod gateway;
 mod harness;
 mod isolation;
+mod observability;
 mod orders;
 mod payments;
 mod persistence;

@@ -1,0 +1,277 @@
+//! Tracing, metrics and readiness over real HTTP: one client trace through
+//! all three services and across an event, the JSON log, OTLP export to a
+//! collector on loopback, `/metrics`, and `/ready` with an open circuit.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+use crate::support::{Server, eventually, fresh_dir, single_component_config};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+fn traceparent(trace_id: &str) -> String {
+    format!("00-{trace_id}-00f067aa0ba902b7-01")
+}
+
+async fn json_log_server() -> Server {
+    Server::start_with_args(None, fresh_dir(), &["--log-format".as_ref(), "json".as_ref()]).await
+}
+
+/// The components whose spans carry `trace_id`, from the JSON log.
+fn components_in_trace(log: &str, trace_id: &str) -> BTreeSet<String> {
+    let mut components = BTreeSet::new();
+    for line in log.lines() {
+        let Ok(entry) = serde_json::from_str::<Value>(line) else { continue };
+        let spans: Vec<&Value> = entry["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(entry.get("span"))
+            .collect();
+        if spans.iter().any(|s| s["trace_id"] == trace_id) {
+            components.extend(
+                spans.iter().filter_map(|s| s["component"].as_str()).map(str::to_string),
+            );
+        }
+    }
+    components
+}
+
+#[tokio::test]
+async fn one_client_trace_spans_all_three_services_and_follows_an_event() {
+    let server = json_log_server().await;
+    let user_trace = "0af7651916cd43dd8448eb211c80319c";
+    let created = server
+        .send_with(
+            "POST",
+            "/users",
+            &[("traceparent", &traceparent(user_trace))],
+            json!({"name": "Tracy", "email": "tracy@example.com"}).to_string(),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let user = created.json()["id"].as_str().unwrap().to_string();
+    let order = json!({"user_id": user, "items": [{"sku": "A", "quantity": 1, "price": 1200}]});
+    let placed = server
+        .send_with("POST", "/orders", &[("traceparent", &traceparent(TRACE_ID))], order.to_string())
+        .await;
+    assert_eq!(placed.status, 201, "{}", String::from_utf8_lossy(&placed.body));
+    let answer_trace = placed.header("traceparent").unwrap();
+    assert!(answer_trace.starts_with(&format!("00-{TRACE_ID}-")), "{answer_trace}");
+    assert!(placed.header("x-request-id").is_some_and(|id| !id.is_empty()));
+
+    let all_three: BTreeSet<String> =
+        ["order", "payment", "user"].into_iter().map(String::from).collect();
+    eventually("spans of order, user and payment in one trace", Duration::from_secs(5), || {
+        let server = &server;
+        let all_three = &all_three;
+        async move {
+            let found = components_in_trace(&server.log(), TRACE_ID);
+            found.is_superset(all_three).then_some(())
+        }
+    })
+    .await;
+    // user.created reached order in a `deliver` span of the user's trace.
+    eventually("the event delivery in the publisher's trace", Duration::from_secs(10), || {
+        let server = &server;
+        async move {
+            server.log().lines().any(|line| {
+                let Ok(entry) = serde_json::from_str::<Value>(line) else { return false };
+                let span = &entry["span"];
+                span["name"] == "deliver"
+                    && span["component"] == "order"
+                    && span["topic"] == "user.created"
+                    && span["trace_id"] == user_trace
+            })
+            .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_traceparent_starts_a_new_trace() {
+    let server = Server::start().await;
+    let answer =
+        server.send_with("GET", "/users/usr_nobody", &[("traceparent", "garbage")], "").await;
+    let trace = answer.header("traceparent").unwrap();
+    assert_eq!(trace.len(), 55, "{trace}");
+    assert!(!trace.contains("garbage"));
+    let first = answer.header("x-request-id").unwrap().to_string();
+    let second = server.get("/users/usr_nobody").await;
+    assert_ne!(second.header("x-request-id").unwrap(), first, "a new id per request");
+    let given = server.send_with("GET", "/users/x", &[("x-request-id", "my-id-1")], "").await;
+    assert_eq!(given.header("x-request-id"), Some("my-id-1"), "the client's id is kept");
+}
+
+/// One sample of the Prometheus text: `name{labels}` -> value.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        assert!(!saw_eof, "nothing may follow # EOF");
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let kind = comment.split(' ').next().unwrap();
+            assert!(["HELP", "TYPE", "UNIT"].contains(&kind), "unknown comment: {line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unclosed labels: {line}");
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        samples.push((series.to_string(), value));
+    }
+    assert!(saw_eof, "the exposition ends with # EOF");
+    samples
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples.iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| *v)
+}
+
+async fn metrics(server: &Server) -> Vec<(String, f64)> {
+    let answer = server.admin_with("GET", "/metrics", "", None).await;
+    assert_eq!(answer.status, 200, "no token needed");
+    assert!(answer.header("content-type").unwrap().contains("openmetrics-text"));
+    parse_metrics(std::str::from_utf8(&answer.body).unwrap())
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_what_happened() {
+    let server = Server::start().await;
+    let before = metrics(&server).await;
+    assert_eq!(sample(&before, r#"pitstop_deploys_total{component="user"}"#), 1.0);
+    let not_found = r#"pitstop_requests_total{component="user",route="/users",status="404"}"#;
+    assert_eq!(sample(&before, not_found), 0.0);
+
+    assert_eq!(server.get("/users/usr_nobody").await.status, 404);
+    let user = server.create_user("Metric", "metric@example.com").await;
+    assert_eq!(server.get(&format!("/users/{user}")).await.status, 200);
+
+    let after = metrics(&server).await;
+    assert_eq!(sample(&after, not_found), 1.0);
+    let created = r#"pitstop_requests_total{component="user",route="/users",status="201"}"#;
+    assert_eq!(sample(&after, created), 1.0);
+    let latency =
+        r#"pitstop_request_duration_seconds_count{component="user",route="/users",status="201"}"#;
+    assert_eq!(sample(&after, latency), 1.0);
+    assert!(sample(&after, r#"pitstop_instantiation_duration_seconds_count{component="user"}"#) >= 3.0);
+    assert!(sample(&after, r#"pitstop_keyvalue_operations_total{keyspace="user",op="set"}"#) >= 1.0);
+    assert!(sample(&after, r#"pitstop_keyvalue_bytes_total{keyspace="user",direction="written"}"#) > 0.0);
+    assert_eq!(
+        sample(&after, r#"pitstop_bus_published_total{source="user",topic="user.created"}"#),
+        1.0
+    );
+    assert_eq!(sample(&after, r#"pitstop_breaker_state{component="user"}"#), 0.0);
+    assert_eq!(sample(&after, r#"pitstop_in_flight_invocations{component="user"}"#), 0.0);
+    eventually("order handled user.created", Duration::from_secs(10), || {
+        let server = &server;
+        async move {
+            let now = metrics(server).await;
+            (sample(&now, r#"pitstop_bus_delivered_total{subscriber="order"}"#) == 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+
+    let rolled = server.admin("POST", "/admin/components/user/rollback", "").await;
+    assert_eq!(rolled.status, 409, "one version only: nothing to roll back to");
+    assert_eq!(sample(&metrics(&server).await, r#"pitstop_rollbacks_total{component="user"}"#), 0.0);
+}
+
+#[tokio::test]
+async fn ready_is_503_while_a_circuit_is_open_and_metrics_show_it() {
+    let config = single_component_config(
+        "trap",
+        "trap",
+        "breaker = { consecutive_failures = 1, open_ms = 60000 }",
+        "/trap",
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    assert_eq!(server.get("/ready").await.status, 200);
+    assert_eq!(server.get("/trap/panic").await.status, 500);
+    assert_eq!(server.get("/trap/ok").await.status, 503, "the circuit is open");
+    let ready = server.get("/ready").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["checks"]["component:trap"], "circuit open");
+    assert_eq!(server.get("/health").await.status, 200, "still alive");
+    let now = metrics(&server).await;
+    assert_eq!(sample(&now, r#"pitstop_breaker_state{component="trap"}"#), 2.0);
+    assert_eq!(sample(&now, r#"pitstop_breaker_transitions_total{component="trap",to="open"}"#), 1.0);
+}
+
+/// An OTLP/HTTP collector on loopback that keeps every body it is sent.
+async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                    let kept = kept.clone();
+                    async move {
+                        let path = request.uri().path().to_string();
+                        let body: hyper::body::Incoming = request.into_body();
+                        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        if path == "/v1/traces" {
+                            kept.lock().unwrap().push(bytes);
+                        }
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    (address, bodies)
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
+    let (endpoint, bodies) = collector().await;
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let server = Server::start_with_env(None, fresh_dir(), &[], &env).await;
+    let answer = server
+        .send_with("GET", "/users/usr_nobody", &[("traceparent", &traceparent(TRACE_ID))], "")
+        .await;
+    assert_eq!(answer.status, 404);
+    let trace_bytes: Vec<u8> =
+        (0..16).map(|i| u8::from_str_radix(&TRACE_ID[i * 2..i * 2 + 2], 16).unwrap()).collect();
+    let contains = |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    eventually("the request's spans at the collector", Duration::from_secs(10), || {
+        let bodies = bodies.clone();
+        let trace_bytes = trace_bytes.clone();
+        async move {
+            let bodies = bodies.lock().unwrap();
+            let exported: Vec<u8> = bodies.iter().flat_map(|b| b.iter().copied()).collect();
+            (contains(&exported, &trace_bytes)
+                && contains(&exported, b"invoke")
+                && contains(&exported, b"keyvalue.get")
+                && contains(&exported, b"pitstop"))
+            .then_some(())
+        }
+    })
+    .await;
+}
