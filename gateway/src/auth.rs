@@ -295,10 +295,11 @@ impl JwtVerifier {
 
     fn verify(&self, token: &str) -> Result<Identity, String> {
         // `alg: none` (and any algorithm jsonwebtoken does not know) fails here.
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match named_algorithm(token) {
-            Some(alg) => format!("tokens signed with {alg:?} are not accepted (algorithm)"),
-            None => describe(e.kind()),
-        })?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| match named_algorithm(token) {
+                Some(alg) => format!("tokens signed with {alg:?} are not accepted (algorithm)"),
+                None => describe(e.kind()),
+            })?;
         let keys: Vec<&DecodingKey> = match header.alg {
             Algorithm::HS256 => self.secret.iter().collect(),
             alg => self
@@ -398,8 +399,7 @@ mod tests {
     }
 
     fn now() -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-            as i64
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
     }
 
     fn sign(claims: serde_json::Value) -> String {

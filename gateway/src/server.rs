@@ -159,8 +159,8 @@ impl<B: Backend> Gateway<B> {
         let default_guard = Guard::new(access.default, &authenticator)?;
         let mut guards = HashMap::new();
         for (prefix, policy) in &access.routes {
-            let guard = Guard::new(*policy, &authenticator)
-                .map_err(|e| format!("route {prefix}: {e}"))?;
+            let guard =
+                Guard::new(*policy, &authenticator).map_err(|e| format!("route {prefix}: {e}"))?;
             guards.insert(prefix.clone(), guard);
         }
         Ok(Gateway {
@@ -536,9 +536,10 @@ fn method_not_allowed() -> Response<Full<Bytes>> {
 /// The client's `x-request-id` when it is a sane token (at most 128 visible
 /// ASCII characters), else a new random one.
 fn request_id(headers: &http::HeaderMap) -> String {
-    let given = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).filter(|v| {
-        !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
-    });
+    let given = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()));
     match given {
         Some(id) => id.to_string(),
         None => TraceContext::new_root().span_id_hex(),

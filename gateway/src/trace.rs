@@ -5,9 +5,7 @@
 //! (so what the logs and the `traceparent` response header say is what the
 //! collector shows), and pitstop's own random ids otherwise.
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The request header carrying a trace context.
@@ -71,12 +69,7 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn header(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id_hex(),
-            self.span_id_hex(),
-            u8::from(self.sampled)
-        )
+        format!("00-{}-{}-{:02x}", self.trace_id_hex(), self.span_id_hex(), u8::from(self.sampled))
     }
 
     /// Make `span` a child of `parent` (a context from another process or

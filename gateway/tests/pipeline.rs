@@ -190,15 +190,14 @@ async fn every_response_carries_a_request_id_and_the_trace() {
     let traceparent = response.headers()["traceparent"].to_str().unwrap();
     assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{traceparent}");
     assert_ne!(traceparent, client_trace, "the gateway's span is a child of the client's");
-    let seen = gateway.backend().seen.lock().unwrap();
-    let headers = &seen[0].1.headers;
+    let headers = gateway.backend().seen.lock().unwrap()[0].1.headers.clone();
     assert!(headers.contains(&("traceparent".into(), traceparent.into())), "{headers:?}");
 
     // Without either header, new ones are made; a not-found answer has them too.
     let response = gateway.handle(request("GET", "/nowhere", b"")).await;
     assert_eq!(response.headers()["x-request-id"].len(), 16);
-    assert!(pitstop_gateway::TraceContext::parse(
-        response.headers()["traceparent"].to_str().unwrap()
-    )
-    .is_some());
+    assert!(
+        pitstop_gateway::TraceContext::parse(response.headers()["traceparent"].to_str().unwrap())
+            .is_some()
+    );
 }

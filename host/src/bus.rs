@@ -230,19 +230,21 @@ impl QueuedEvent {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         // postcard is not self-describing: an entry from before the trace
         // field ends early, and is read with the old layout.
-        postcard::from_bytes(bytes).or_else(|error| match postcard::from_bytes::<QueuedEventV1>(bytes) {
-            Ok(v1) => Ok(QueuedEvent {
-                id: v1.id,
-                topic: v1.topic,
-                source: v1.source,
-                payload: v1.payload,
-                published_at: v1.published_at,
-                attempts: v1.attempts,
-                not_before: v1.not_before,
-                last_error: v1.last_error,
-                traceparent: None,
-            }),
-            Err(_) => Err(error),
+        postcard::from_bytes(bytes).or_else(|error| {
+            match postcard::from_bytes::<QueuedEventV1>(bytes) {
+                Ok(v1) => Ok(QueuedEvent {
+                    id: v1.id,
+                    topic: v1.topic,
+                    source: v1.source,
+                    payload: v1.payload,
+                    published_at: v1.published_at,
+                    attempts: v1.attempts,
+                    not_before: v1.not_before,
+                    last_error: v1.last_error,
+                    traceparent: None,
+                }),
+                Err(_) => Err(error),
+            }
         })
     }
 

@@ -450,7 +450,12 @@ mod tests {
         assert_eq!((policy.read, policy.write), (Access::Public, Access::Jwt));
         assert_eq!(policy.rate_limit.unwrap().per_second, 5);
         assert!(matches!(config.auth.default, Some(PolicyConfig::All(Access::ApiKey))));
-        assert!(toml::from_str::<Config>("[[routes]]\nprefix = \"/x\"\ncomponent = \"x\"\nauth = \"jwtt\"\n").is_err());
+        assert!(
+            toml::from_str::<Config>(
+                "[[routes]]\nprefix = \"/x\"\ncomponent = \"x\"\nauth = \"jwtt\"\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -175,11 +175,7 @@ impl Metrics {
             Family::clone(&lag),
         );
         let deploys = Family::default();
-        registry.register(
-            "deploys",
-            "Versions deployed, per component",
-            Family::clone(&deploys),
-        );
+        registry.register("deploys", "Versions deployed, per component", Family::clone(&deploys));
         let rollbacks = Family::default();
         registry.register("rollbacks", "Rollbacks, per component", Family::clone(&rollbacks));
         Metrics {
@@ -212,8 +208,7 @@ impl Metrics {
 
     /// One answered request.
     pub fn request(&self, component: &str, route: &str, status: u16, elapsed: Duration) {
-        let labels =
-            RequestLabels { component: component.into(), route: route.into(), status };
+        let labels = RequestLabels { component: component.into(), route: route.into(), status };
         self.requests.get_or_create(&labels).inc();
         self.request_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
@@ -222,14 +217,11 @@ impl Metrics {
     pub fn component(&self, component: &str) -> ComponentMetrics {
         let label = ComponentLabel { component: component.into() };
         let op = |op| {
-            self.kv_ops
-                .get_or_create_owned(&KeyvalueOpLabels { keyspace: component.into(), op })
+            self.kv_ops.get_or_create_owned(&KeyvalueOpLabels { keyspace: component.into(), op })
         };
         let bytes = |direction| {
-            self.kv_bytes.get_or_create_owned(&KeyvalueBytesLabels {
-                keyspace: component.into(),
-                direction,
-            })
+            self.kv_bytes
+                .get_or_create_owned(&KeyvalueBytesLabels { keyspace: component.into(), direction })
         };
         ComponentMetrics {
             instantiation: self.instantiation_seconds.get_or_create_owned(&label),
@@ -251,7 +243,9 @@ impl Metrics {
             State::HalfOpen => (1, "half-open"),
             State::Open => (2, "open"),
         };
-        self.breaker_state.get_or_create(&ComponentLabel { component: component.into() }).set(value);
+        self.breaker_state
+            .get_or_create(&ComponentLabel { component: component.into() })
+            .set(value);
         self.breaker_transitions
             .get_or_create(&TransitionLabels { component: component.into(), to: name })
             .inc();

@@ -57,8 +57,8 @@ impl Telemetry {
         format: LogFormat,
         target: LogTarget,
     ) -> anyhow::Result<Telemetry> {
-        let filter = EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new(default_filter));
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
         let terminal = match target {
             LogTarget::Stdout => std::io::stdout().is_terminal(),
             LogTarget::Stderr => std::io::stderr().is_terminal(),
@@ -118,9 +118,7 @@ fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
         .with_http()
         .build()
         .context("setting up the OTLP exporter")?;
-    let service =
-        std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "pitstop".to_string());
-    let resource =
-        opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "pitstop".to_string());
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
     Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
 }

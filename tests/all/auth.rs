@@ -154,7 +154,8 @@ async fn every_bad_token_is_401_with_a_challenge() {
     let missing = server.send_raw("GET", "/probe/headers", &[], "").await;
     assert_eq!(missing.status, 401);
     assert_eq!(challenge(&missing), "Bearer realm=\"pitstop\"");
-    let basic = server.send_raw("GET", "/probe/headers", &[("authorization", "Basic YTpi")], "").await;
+    let basic =
+        server.send_raw("GET", "/probe/headers", &[("authorization", "Basic YTpi")], "").await;
     assert_eq!(basic.status, 401);
     assert!(challenge(&basic).contains("invalid_request"));
 }
@@ -225,9 +226,8 @@ async fn api_key_routes_take_only_configured_keys() {
     let bearer = format!("Bearer {}", hs256(&good_claims()));
     let jwt = server.send_raw("POST", "/keyed/headers", &[("authorization", &bearer)], "").await;
     assert_eq!(jwt.status, 401);
-    let right = server
-        .send_raw("POST", "/keyed/headers", &[("x-api-key", "key-for-the-ci-bot")], "")
-        .await;
+    let right =
+        server.send_raw("POST", "/keyed/headers", &[("x-api-key", "key-for-the-ci-bot")], "").await;
     assert_eq!(right.status, 200);
     let headers: Vec<(String, String)> = serde_json::from_slice(&right.body).unwrap();
     assert!(headers.contains(&("pitstop-subject".into(), "ci-bot".into())), "{headers:?}");

@@ -159,6 +159,11 @@ async fn poison_is_dead_lettered_while_other_events_flow() {
     assert_eq!(letter["attempts"], 3);
     assert!(letter["last_error"].as_str().unwrap().contains("poison"), "{letter}");
     let id = letter["id"].as_str().unwrap();
+    let dead = r#"pitstop_bus_dead_lettered_total{subscriber="busprobe"}"#;
+    assert_eq!(server.metric(dead).await, 1.0);
+    // Two retries of the poison, one of the flaky event.
+    let retried = r#"pitstop_bus_retried_total{subscriber="busprobe"}"#;
+    assert_eq!(server.metric(retried).await, 3.0);
 
     // The lane is free again: a later ping still arrives.
     assert_eq!(server.send("POST", "/probe/publish/probe.ping", "after").await.status, 200);
@@ -176,6 +181,7 @@ async fn poison_is_dead_lettered_while_other_events_flow() {
         (letters.len() == 1 && letters[0]["id"] == id).then_some(())
     })
     .await;
+    assert_eq!(server.metric(dead).await, 2.0, "it died twice");
 
     // Three handler errors in a row: the application saying "not now", not
     // the component failing, so its circuit stays closed.

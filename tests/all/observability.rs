@@ -27,16 +27,11 @@ fn components_in_trace(log: &str, trace_id: &str) -> BTreeSet<String> {
     let mut components = BTreeSet::new();
     for line in log.lines() {
         let Ok(entry) = serde_json::from_str::<Value>(line) else { continue };
-        let spans: Vec<&Value> = entry["spans"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(entry.get("span"))
-            .collect();
+        let spans: Vec<&Value> =
+            entry["spans"].as_array().into_iter().flatten().chain(entry.get("span")).collect();
         if spans.iter().any(|s| s["trace_id"] == trace_id) {
-            components.extend(
-                spans.iter().filter_map(|s| s["component"].as_str()).map(str::to_string),
-            );
+            components
+                .extend(spans.iter().filter_map(|s| s["component"].as_str()).map(str::to_string));
         }
     }
     components
@@ -80,15 +75,18 @@ async fn one_client_trace_spans_all_three_services_and_follows_an_event() {
     eventually("the event delivery in the publisher's trace", Duration::from_secs(10), || {
         let server = &server;
         async move {
-            server.log().lines().any(|line| {
-                let Ok(entry) = serde_json::from_str::<Value>(line) else { return false };
-                let span = &entry["span"];
-                span["name"] == "deliver"
-                    && span["component"] == "order"
-                    && span["topic"] == "user.created"
-                    && span["trace_id"] == user_trace
-            })
-            .then_some(())
+            server
+                .log()
+                .lines()
+                .any(|line| {
+                    let Ok(entry) = serde_json::from_str::<Value>(line) else { return false };
+                    let span = &entry["span"];
+                    span["name"] == "deliver"
+                        && span["component"] == "order"
+                        && span["topic"] == "user.created"
+                        && span["trace_id"] == user_trace
+                })
+                .then_some(())
         }
     })
     .await;
@@ -172,9 +170,16 @@ async fn metrics_parse_and_count_what_happened() {
     let latency =
         r#"pitstop_request_duration_seconds_count{component="user",route="/users",status="201"}"#;
     assert_eq!(sample(&after, latency), 1.0);
-    assert!(sample(&after, r#"pitstop_instantiation_duration_seconds_count{component="user"}"#) >= 3.0);
-    assert!(sample(&after, r#"pitstop_keyvalue_operations_total{keyspace="user",op="set"}"#) >= 1.0);
-    assert!(sample(&after, r#"pitstop_keyvalue_bytes_total{keyspace="user",direction="written"}"#) > 0.0);
+    assert!(
+        sample(&after, r#"pitstop_instantiation_duration_seconds_count{component="user"}"#) >= 3.0
+    );
+    assert!(
+        sample(&after, r#"pitstop_keyvalue_operations_total{keyspace="user",op="set"}"#) >= 1.0
+    );
+    assert!(
+        sample(&after, r#"pitstop_keyvalue_bytes_total{keyspace="user",direction="written"}"#)
+            > 0.0
+    );
     assert_eq!(
         sample(&after, r#"pitstop_bus_published_total{source="user",topic="user.created"}"#),
         1.0
@@ -193,7 +198,10 @@ async fn metrics_parse_and_count_what_happened() {
 
     let rolled = server.admin("POST", "/admin/components/user/rollback", "").await;
     assert_eq!(rolled.status, 409, "one version only: nothing to roll back to");
-    assert_eq!(sample(&metrics(&server).await, r#"pitstop_rollbacks_total{component="user"}"#), 0.0);
+    assert_eq!(
+        sample(&metrics(&server).await, r#"pitstop_rollbacks_total{component="user"}"#),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -214,7 +222,10 @@ async fn ready_is_503_while_a_circuit_is_open_and_metrics_show_it() {
     assert_eq!(server.get("/health").await.status, 200, "still alive");
     let now = metrics(&server).await;
     assert_eq!(sample(&now, r#"pitstop_breaker_state{component="trap"}"#), 2.0);
-    assert_eq!(sample(&now, r#"pitstop_breaker_transitions_total{component="trap",to="open"}"#), 1.0);
+    assert_eq!(
+        sample(&now, r#"pitstop_breaker_transitions_total{component="trap",to="open"}"#),
+        1.0
+    );
 }
 
 /// An OTLP/HTTP collector on loopback that keeps every body it is sent.
@@ -237,11 +248,14 @@ async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
                         if path == "/v1/traces" {
                             kept.lock().unwrap().push(bytes);
                         }
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::new(),
+                        )))
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
             });
         }
     });
@@ -251,7 +265,8 @@ async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
 #[tokio::test]
 async fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
     let (endpoint, bodies) = collector().await;
-    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let env =
+        [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let server = Server::start_with_env(None, fresh_dir(), &[], &env).await;
     let answer = server
         .send_with("GET", "/users/usr_nobody", &[("traceparent", &traceparent(TRACE_ID))], "")
@@ -259,7 +274,8 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
     assert_eq!(answer.status, 404);
     let trace_bytes: Vec<u8> =
         (0..16).map(|i| u8::from_str_radix(&TRACE_ID[i * 2..i * 2 + 2], 16).unwrap()).collect();
-    let contains = |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    let contains =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
     eventually("the request's spans at the collector", Duration::from_secs(10), || {
         let bodies = bodies.clone();
         let trace_bytes = trace_bytes.clone();

@@ -196,7 +196,8 @@ impl Server {
         .await
         .unwrap();
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let mut server = Server { child, base, admin_base: admin, _data: data, log, client, token: None };
+        let mut server =
+            Server { child, base, admin_base: admin, _data: data, log, client, token: None };
         server.token = server.mint_token("tester", "1h", config_path.as_deref(), env);
         server
     }
@@ -219,7 +220,10 @@ impl Server {
             command.arg("--config").arg(config);
         }
         let output = command.output().unwrap();
-        output.status.success().then(|| String::from_utf8(output.stdout).unwrap().trim().to_string())
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8(output.stdout).unwrap().trim().to_string())
     }
 
     /// Send a request to the gateway with the server's token; `body` is sent as is.
@@ -287,6 +291,15 @@ impl Server {
             request = request.header("authorization", value);
         }
         self.exchange(request.body(Full::new(body.into())).unwrap()).await
+    }
+
+    /// The value of one series (`name{labels}`) of `GET /metrics`, 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let answer = self.admin_with("GET", "/metrics", "", None).await;
+        let text = String::from_utf8_lossy(&answer.body);
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// Run a `pitstop` admin subcommand against this server.

@@ -1,0 +1,157 @@
+//! Criterion micro-benchmarks of the hot path, in-process (no HTTP):
+//!
+//! - instantiate + call of the hello test component, and of the user
+//!   service's `GET /users/{id}` (one keyvalue read);
+//! - keyvalue get and set through the host's capability, without wasm;
+//! - the circuit breaker's admission and record;
+//! - gateway work per request: HS256 verification and the trace context.
+//!
+//! Run: `cargo bench -p pitstop-host --bench micro` (figures in
+//! target/criterion; goals in BENCHMARKS.md, never asserted).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_main};
+use futures::FutureExt;
+use pitstop_gateway::TraceContext;
+use pitstop_gateway::auth::{Access, AuthSettings, Authenticator, JwtSettings};
+use pitstop_host::bindings::keyvalue::Host as _;
+use pitstop_host::bindings::types::Request;
+use pitstop_host::breaker::{Breaker, BreakerConfig, SystemClock};
+use pitstop_host::kv::{KeyvalueCtx, Usage};
+use pitstop_host::metrics::ComponentMetrics;
+use pitstop_host::runtime::{Runtime, RuntimeOptions};
+
+/// The hello test component, built once for the wasm32-wasip2 target.
+fn hello_wasm() -> Vec<u8> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let target = root.join("target/wasm-components");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", "hello"])
+        .arg("--manifest-path")
+        .arg(root.join("tests/components/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "building the hello component failed");
+    std::fs::read(target.join("wasm32-wasip2/release/hello.wasm")).unwrap()
+}
+
+fn request(path: &str) -> Request {
+    Request {
+        method: "GET".into(),
+        path: path.into(),
+        query: String::new(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}
+
+fn invocations(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let runtime = Runtime::new(sled::open(dir.path()).unwrap(), RuntimeOptions::default()).unwrap();
+    let user = std::fs::read(concat!(env!("PITSTOP_BUILTIN_DIR"), "/user.wasm")).unwrap();
+    rt.block_on(async {
+        runtime.activate_unrecorded("hello", &hello_wasm()).await.unwrap();
+        let user = runtime.activate_unrecorded("user", &user).await.unwrap();
+        user.keyspace
+            .insert(
+                "user/usr_1",
+                br#"{"id":"usr_1","name":"A","email":"a@example.com"}"#.as_slice(),
+            )
+            .unwrap();
+    });
+    let mut group = c.benchmark_group("instantiate + call");
+    group.bench_function("hello GET /hello", |b| {
+        b.to_async(&rt).iter(|| async {
+            let invoked = runtime.invoke("hello", request("/hello"), None).await.unwrap();
+            assert_eq!(invoked.response.status, 200);
+        })
+    });
+    group.bench_function("user GET /users/{id} (one keyvalue read)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let invoked = runtime.invoke("user", request("/users/usr_1"), None).await.unwrap();
+            assert_eq!(invoked.response.status, 200);
+        })
+    });
+    group.finish();
+}
+
+fn keyvalue(c: &mut Criterion) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let tree = db.open_tree("bench").unwrap();
+    tree.insert("key", vec![7u8; 100]).unwrap();
+    let usage = Arc::new(Usage::scan(&tree, u64::MAX));
+    let metrics = ComponentMetrics::detached();
+    let mut group = c.benchmark_group("keyvalue through the host");
+    group.bench_function("get (100-byte value)", |b| {
+        let mut ctx = KeyvalueCtx::new(tree.clone(), usage.clone(), metrics.clone());
+        // The host functions never wait: one poll completes them.
+        b.iter(|| ctx.get("key".into()).now_or_never().unwrap().unwrap().unwrap())
+    });
+    group.bench_function("set (100-byte value, buffered until commit)", |b| {
+        let mut ctx = KeyvalueCtx::new(tree.clone(), usage.clone(), metrics.clone());
+        b.iter(|| ctx.set("key".into(), vec![1u8; 100]).now_or_never().unwrap().unwrap())
+    });
+    group.finish();
+}
+
+fn breaker(c: &mut Criterion) {
+    let breaker = Breaker::new("bench".into(), BreakerConfig::default(), Arc::new(SystemClock));
+    c.bench_function("circuit breaker: try_acquire + record", |b| {
+        b.iter(|| {
+            let permit = breaker.try_acquire().expect("closed");
+            breaker.record(permit, true);
+        })
+    });
+}
+
+fn gateway(c: &mut Criterion) {
+    let secret = b"a-benchmark-secret-of-32-bytes-or-more".to_vec();
+    let auth = Authenticator::new(&AuthSettings {
+        jwt: Some(JwtSettings {
+            secret: Some(secret.clone()),
+            leeway_secs: 30,
+            ..Default::default()
+        }),
+        api_keys: Default::default(),
+    })
+    .unwrap();
+    let claims = serde_json::json!({"sub": "bench", "exp": u32::MAX});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&secret).unwrap(),
+    )
+    .unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    c.bench_function("gateway: verify an HS256 token", |b| {
+        b.iter(|| auth.check(Access::Jwt, &headers).unwrap().unwrap())
+    });
+    let parent = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    c.bench_function("gateway: span + trace context (no exporter)", |b| {
+        b.iter(|| {
+            let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
+            TraceContext::attach(&span, parent)
+        })
+    });
+}
+
+// The macro's function has no doc comment of its own.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(
+        benches,
+        super::invocations,
+        super::keyvalue,
+        super::breaker,
+        super::gateway
+    );
+}
+use group::benches;
+criterion_main!(benches);
