@@ -109,21 +109,44 @@ impl TraceContext {
     }
 }
 
+/// Random non-zero ids. Trace and span ids must be unique, not secret, and
+/// a request makes several: a per-thread generator seeded once from the OS
+/// saves a system call per id.
 fn random_nonzero<const N: usize>() -> [u8; N] {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(seed());
+    }
     let mut bytes = [0u8; N];
     while bytes == [0u8; N] {
-        // Without randomness a trace id is still unique enough from the clock.
-        if getrandom::fill(&mut bytes).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(1);
-            for (i, byte) in bytes.iter_mut().enumerate() {
-                *byte = (nanos >> ((i % 16) * 8)) as u8 | 1;
-            }
+        for chunk in bytes.chunks_mut(8) {
+            let word = STATE.with(|state| {
+                // splitmix64: every seed gives a full-period sequence.
+                let next = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+                state.set(next);
+                let mut z = next;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            });
+            chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
         }
     }
     bytes
+}
+
+/// A per-thread seed: OS randomness, else the clock and the thread.
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return u64::from_le_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let thread = &bytes as *const _ as u64;
+    nanos ^ thread.rotate_left(32)
 }
 
 fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
