@@ -91,7 +91,9 @@ impl TraceContext {
             Some(parent) => parent.child(),
             None => TraceContext::new_root(),
         });
-        span.record("trace_id", tracing::field::display(context.trace_id_hex()));
+        if !span.is_disabled() {
+            span.record("trace_id", tracing::field::display(context.trace_id_hex()));
+        }
         context
     }
 
@@ -162,11 +164,13 @@ fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 #[cfg(test)]
