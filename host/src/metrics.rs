@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::breaker::State;
 
@@ -79,6 +79,12 @@ pub struct Metrics {
     rollbacks: Family<ComponentLabel, Counter>,
 }
 
+/// Register `metric` under `name` and keep a handle (clones share the values).
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to ~26 s.
     Histogram::new(exponential_buckets(0.00005, 2.0, 20))
@@ -94,107 +100,90 @@ impl Metrics {
     /// A registry with every metric at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("pitstop");
-        let requests = Family::default();
-        registry.register(
-            "requests",
-            "Requests answered through a route, by component, route prefix and status",
-            Family::clone(&requests),
-        );
-        let request_seconds: HistogramFamily<RequestLabels> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register(
-            "request_duration_seconds",
-            "Time from the request head to the response, by component, route and status",
-            request_seconds.clone(),
-        );
-        let instantiation_seconds: HistogramFamily<ComponentLabel> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register(
-            "instantiation_duration_seconds",
-            "Time to instantiate a component for one invocation",
-            instantiation_seconds.clone(),
-        );
-        let breaker_state = Family::default();
-        registry.register(
-            "breaker_state",
-            "Circuit breaker state per component: 0 closed, 1 half-open, 2 open",
-            Family::clone(&breaker_state),
-        );
-        let breaker_transitions = Family::default();
-        registry.register(
-            "breaker_transitions",
-            "Circuit breaker state changes, by component and new state",
-            Family::clone(&breaker_transitions),
-        );
-        let in_flight = Family::default();
-        registry.register(
-            "in_flight_invocations",
-            "Invocations running now, per component",
-            Family::clone(&in_flight),
-        );
-        let kv_ops = Family::default();
-        registry.register(
-            "keyvalue_operations",
-            "Keyvalue calls by keyspace and operation",
-            Family::clone(&kv_ops),
-        );
-        let kv_bytes = Family::default();
-        registry.register(
-            "keyvalue_bytes",
-            "Bytes of keys and values read and written, by keyspace",
-            Family::clone(&kv_bytes),
-        );
-        let published = Family::default();
-        registry.register(
-            "bus_published",
-            "Events committed for publication, by source component and topic",
-            Family::clone(&published),
-        );
-        let delivered = Family::default();
-        registry.register(
-            "bus_delivered",
-            "Events handled by a subscriber",
-            Family::clone(&delivered),
-        );
-        let retried = Family::default();
-        registry.register(
-            "bus_retried",
-            "Failed deliveries that will be tried again, per subscriber",
-            Family::clone(&retried),
-        );
-        let dead_lettered = Family::default();
-        registry.register(
-            "bus_dead_lettered",
-            "Events moved to the dead letters, per subscriber",
-            Family::clone(&dead_lettered),
-        );
-        let lag = Family::default();
-        registry.register(
-            "bus_lag_events",
-            "Events queued for a subscriber and not yet handled",
-            Family::clone(&lag),
-        );
-        let deploys = Family::default();
-        registry.register("deploys", "Versions deployed, per component", Family::clone(&deploys));
-        let rollbacks = Family::default();
-        registry.register("rollbacks", "Rollbacks, per component", Family::clone(&rollbacks));
+        let r = &mut registry;
+        let by_status = "by component, route prefix and status";
         Metrics {
+            requests: register(
+                r,
+                "requests",
+                &format!("Requests answered, {by_status}"),
+                Family::default(),
+            ),
+            request_seconds: register(
+                r,
+                "request_duration_seconds",
+                &format!("Time from the request head to the response, {by_status}"),
+                Family::new_with_constructor(latency_histogram),
+            ),
+            instantiation_seconds: register(
+                r,
+                "instantiation_duration_seconds",
+                "Time to instantiate a component for one invocation",
+                Family::new_with_constructor(latency_histogram),
+            ),
+            breaker_state: register(
+                r,
+                "breaker_state",
+                "Circuit breaker state per component: 0 closed, 1 half-open, 2 open",
+                Family::default(),
+            ),
+            breaker_transitions: register(
+                r,
+                "breaker_transitions",
+                "Circuit breaker state changes, by component and new state",
+                Family::default(),
+            ),
+            in_flight: register(
+                r,
+                "in_flight_invocations",
+                "Invocations running now, per component",
+                Family::default(),
+            ),
+            kv_ops: register(
+                r,
+                "keyvalue_operations",
+                "Keyvalue calls by keyspace and operation",
+                Family::default(),
+            ),
+            kv_bytes: register(
+                r,
+                "keyvalue_bytes",
+                "Bytes of keys and values read and written, by keyspace",
+                Family::default(),
+            ),
+            published: register(
+                r,
+                "bus_published",
+                "Events committed for publication, by source component and topic",
+                Family::default(),
+            ),
+            delivered: register(
+                r,
+                "bus_delivered",
+                "Events handled by a subscriber",
+                Family::default(),
+            ),
+            retried: register(
+                r,
+                "bus_retried",
+                "Failed deliveries that will be tried again, per subscriber",
+                Family::default(),
+            ),
+            dead_lettered: register(
+                r,
+                "bus_dead_lettered",
+                "Events moved to the dead letters, per subscriber",
+                Family::default(),
+            ),
+            lag: register(
+                r,
+                "bus_lag_events",
+                "Events queued for a subscriber and not yet handled",
+                Family::default(),
+            ),
+            deploys: register(r, "deploys", "Versions deployed, per component", Family::default()),
+            rollbacks: register(r, "rollbacks", "Rollbacks, per component", Family::default()),
             registry,
-            requests,
-            request_seconds,
-            instantiation_seconds,
-            breaker_state,
-            breaker_transitions,
-            in_flight,
-            kv_ops,
-            kv_bytes,
-            published,
-            delivered,
-            retried,
-            dead_lettered,
-            lag,
-            deploys,
-            rollbacks,
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::support::{Server, fresh_dir, repo_root, test_components};
+use crate::support::{Server, fresh_dir, repo_root, serve_refuses, test_components};
 
 const SECRET: &str = "a-test-secret-of-more-than-32-bytes!";
 
@@ -271,34 +271,14 @@ rate_limit = { per_second = 1, burst = 2 }
 
 #[tokio::test]
 async fn a_policy_without_its_credentials_or_a_bad_limit_stops_the_start() {
-    let data = fresh_dir();
-    let config = "[auth]\ndefault = \"api-key\"\n";
-    let path = data.path().join("bad.toml");
-    std::fs::write(&path, config).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data.path().join("data"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_refuses("[auth]\ndefault = \"api-key\"\n");
     assert!(stderr.contains("ApiKey credentials"), "{stderr}");
-
-    std::fs::write(&path, "[auth.jwt]\nsecret = \"short\"\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data.path().join("data"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_refuses("[auth.jwt]\nsecret = \"short\"\n");
     assert!(stderr.contains("at least 32 bytes"), "{stderr}");
+    let limited =
+        "[[routes]]\nprefix = \"/u\"\ncomponent = \"user\"\nrate_limit = { per_second = 0 }\n";
+    let stderr = serve_refuses(limited);
+    assert!(stderr.contains("per_second"), "{stderr}");
 }
 
 #[tokio::test]

@@ -94,18 +94,7 @@ async fn oversized_bodies_are_413() {
 
 #[tokio::test]
 async fn bad_config_files_are_refused_with_a_message() {
-    let data = crate::support::fresh_dir();
-    let path = data.path().join("bad.toml");
-    std::fs::write(&path, "[gateway]\nmax_body = 3\n").unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .arg("--data-dir")
-        .arg(data.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = crate::support::serve_refuses("[gateway]\nmax_body = 3\n");
     assert!(stderr.contains("unknown field `max_body`"), "{stderr}");
 }
 

@@ -382,6 +382,23 @@ fn rand_suffix() -> String {
     format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Run `pitstop serve` with `config`, expecting it to refuse to start; its stderr.
+pub fn serve_refuses(config: &str) -> String {
+    let data = fresh_dir();
+    let path = data.path().join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .env_remove("PITSTOP_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "pitstop started with {config:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// A new temporary directory for a server's data (and config).
 pub fn fresh_dir() -> std::sync::Arc<TempDir> {
     std::sync::Arc::new(TempDir::new().unwrap())
