@@ -367,6 +367,9 @@ impl<B: Backend> Gateway<B> {
     {
         let (parts, body) = request.into_parts();
         let body = read_body(&parts.headers, body, self.inner.options.max_request_body).await?;
+        // A verified API key is long-lived: the component gets the key's
+        // name as the subject, never the key itself.
+        let strip_key = identity.as_ref().is_some_and(|i| i.method == "api-key");
         let mut headers: Vec<(String, String)> = parts
             .headers
             .iter()
@@ -378,6 +381,7 @@ impl<B: Backend> Gateway<B> {
                 !name.starts_with(RESERVED_HEADER_PREFIX)
                     && name != TRACEPARENT
                     && name != REQUEST_ID_HEADER
+                    && !(strip_key && name == crate::auth::API_KEY_HEADER)
             })
             .filter_map(|(name, value)| {
                 // Components see text headers; a header that is not UTF-8 is

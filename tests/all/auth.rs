@@ -232,6 +232,7 @@ async fn api_key_routes_take_only_configured_keys() {
     let headers: Vec<(String, String)> = serde_json::from_slice(&right.body).unwrap();
     assert!(headers.contains(&("pitstop-subject".into(), "ci-bot".into())), "{headers:?}");
     assert!(headers.contains(&("pitstop-auth".into(), "api-key".into())), "{headers:?}");
+    assert!(!headers.iter().any(|(n, _)| n == "x-api-key"), "the key itself stays at the gateway");
 }
 
 #[tokio::test]
