@@ -3,6 +3,7 @@
 //! - instantiate + call of the hello test component, and of the user
 //!   service's `GET /users/{id}` (one keyvalue read);
 //! - keyvalue get and set through the host's capability, without wasm;
+//! - building the fresh WASI context every invocation gets;
 //! - the circuit breaker's admission and record;
 //! - gateway work per request: HS256 verification and the trace context.
 //!
@@ -100,6 +101,14 @@ fn keyvalue(c: &mut Criterion) {
     group.finish();
 }
 
+fn wasi(c: &mut Criterion) {
+    // What every invocation builds before instantiating: is a fresh WASI
+    // context a cost worth sharing?
+    c.bench_function("a fresh WASI context (builder + build)", |b| {
+        b.iter(|| wasmtime_wasi::WasiCtx::builder().allow_tcp(false).build())
+    });
+}
+
 fn breaker(c: &mut Criterion) {
     let breaker = Breaker::new("bench".into(), BreakerConfig::default(), Arc::new(SystemClock));
     c.bench_function("circuit breaker: try_acquire + record", |b| {
@@ -148,6 +157,7 @@ mod group {
     criterion::criterion_group!(
         benches,
         super::invocations,
+        super::wasi,
         super::keyvalue,
         super::breaker,
         super::gateway
