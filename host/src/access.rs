@@ -37,12 +37,7 @@ pub fn secret(config: &Config, data_dir: &Path, create: bool) -> anyhow::Result<
     if create {
         crate::admin::read_or_create_secret(&path).map(Some)
     } else {
-        match std::fs::read_to_string(&path) {
-            Ok(secret) if !secret.trim().is_empty() => Ok(Some(secret.trim().to_string())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
-        }
+        crate::admin::read_secret(&path)
     }
 }
 

@@ -75,14 +75,21 @@ impl AdminToken {
     }
 }
 
+/// The secret in `path`, trimmed; `None` when the file is missing or empty.
+pub fn read_secret(path: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(secret) if !secret.trim().is_empty() => Ok(Some(secret.trim().to_string())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
 /// The secret in `path`; if there is none, 32 random bytes in hex, written
 /// there readable by the owner only.
 pub fn read_or_create_secret(path: &Path) -> anyhow::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    if let Some(secret) = read_secret(path)? {
+        return Ok(secret);
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;

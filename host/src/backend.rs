@@ -44,8 +44,7 @@ impl Backend for RuntimeBackend {
                 .collect(),
             body: request.body.into(),
         };
-        let request = (request, trace);
-        match self.runtime.invoke_traced(component, request.0, request.1).await {
+        match self.runtime.invoke_traced(component, request, trace).await {
             Ok(invoked) => Ok(Reply {
                 status: invoked.response.status,
                 headers: invoked.response.headers.into_iter().map(|h| (h.name, h.value)).collect(),

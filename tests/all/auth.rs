@@ -72,6 +72,11 @@ async fn call(server: &Server, token: &str) -> crate::support::Answer {
     server.send_raw("GET", "/probe/headers", &[("authorization", &bearer)], "").await
 }
 
+/// The request headers kvprobe's `/headers` route reports it received.
+fn headers_seen(answer: &crate::support::Answer) -> Vec<(String, String)> {
+    serde_json::from_slice(&answer.body).unwrap()
+}
+
 fn challenge(answer: &crate::support::Answer) -> String {
     answer.header("www-authenticate").unwrap_or_default().to_string()
 }
@@ -195,7 +200,7 @@ async fn the_component_sees_the_verified_identity_and_never_a_forged_one() {
     ];
     let answer = server.send_raw("GET", "/probe/headers", &forged, "").await;
     assert_eq!(answer.status, 200);
-    let headers: Vec<(String, String)> = serde_json::from_slice(&answer.body).unwrap();
+    let headers = headers_seen(&answer);
     let values = |name: &str| -> Vec<&str> {
         headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
     };
@@ -209,7 +214,7 @@ async fn the_component_sees_the_verified_identity_and_never_a_forged_one() {
     // On a public route nothing is verified, so no identity, and still no forgery.
     let forged = [("pitstop-subject", "root")];
     let answer = server.send_raw("GET", "/keyed/headers", &forged, "").await;
-    let headers: Vec<(String, String)> = serde_json::from_slice(&answer.body).unwrap();
+    let headers = headers_seen(&answer);
     assert!(!headers.iter().any(|(n, _)| n.starts_with("pitstop-")), "{headers:?}");
 }
 
@@ -229,7 +234,7 @@ async fn api_key_routes_take_only_configured_keys() {
     let right =
         server.send_raw("POST", "/keyed/headers", &[("x-api-key", "key-for-the-ci-bot")], "").await;
     assert_eq!(right.status, 200);
-    let headers: Vec<(String, String)> = serde_json::from_slice(&right.body).unwrap();
+    let headers = headers_seen(&right);
     assert!(headers.contains(&("pitstop-subject".into(), "ci-bot".into())), "{headers:?}");
     assert!(headers.contains(&("pitstop-auth".into(), "api-key".into())), "{headers:?}");
     assert!(!headers.iter().any(|(n, _)| n == "x-api-key"), "the key itself stays at the gateway");

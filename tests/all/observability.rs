@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
-use crate::support::{Server, eventually, fresh_dir, single_component_config};
+use crate::support::{Server, eventually, fresh_dir, sample, single_component_config};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -107,54 +107,10 @@ async fn an_invalid_traceparent_starts_a_new_trace() {
     assert_eq!(given.header("x-request-id"), Some("my-id-1"), "the client's id is kept");
 }
 
-/// One sample of the Prometheus text: `name{labels}` -> value.
-fn parse_metrics(text: &str) -> Vec<(String, f64)> {
-    let mut samples = Vec::new();
-    let mut saw_eof = false;
-    for line in text.lines() {
-        assert!(!saw_eof, "nothing may follow # EOF");
-        if line == "# EOF" {
-            saw_eof = true;
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix("# ") {
-            let kind = comment.split(' ').next().unwrap();
-            assert!(["HELP", "TYPE", "UNIT"].contains(&kind), "unknown comment: {line}");
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
-        let name_end = series.find('{').unwrap_or(series.len());
-        let name = &series[..name_end];
-        assert!(
-            !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name in {line}"
-        );
-        if name_end < series.len() {
-            assert!(series.ends_with('}'), "unclosed labels: {line}");
-        }
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
-        samples.push((series.to_string(), value));
-    }
-    assert!(saw_eof, "the exposition ends with # EOF");
-    samples
-}
-
-fn sample(samples: &[(String, f64)], series: &str) -> f64 {
-    samples.iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| *v)
-}
-
-async fn metrics(server: &Server) -> Vec<(String, f64)> {
-    let answer = server.admin_with("GET", "/metrics", "", None).await;
-    assert_eq!(answer.status, 200, "no token needed");
-    assert!(answer.header("content-type").unwrap().contains("openmetrics-text"));
-    parse_metrics(std::str::from_utf8(&answer.body).unwrap())
-}
-
 #[tokio::test]
 async fn metrics_parse_and_count_what_happened() {
     let server = Server::start().await;
-    let before = metrics(&server).await;
+    let before = server.metrics().await;
     assert_eq!(sample(&before, r#"pitstop_deploys_total{component="user"}"#), 1.0);
     let not_found = r#"pitstop_requests_total{component="user",route="/users",status="404"}"#;
     assert_eq!(sample(&before, not_found), 0.0);
@@ -163,7 +119,7 @@ async fn metrics_parse_and_count_what_happened() {
     let user = server.create_user("Metric", "metric@example.com").await;
     assert_eq!(server.get(&format!("/users/{user}")).await.status, 200);
 
-    let after = metrics(&server).await;
+    let after = server.metrics().await;
     assert_eq!(sample(&after, not_found), 1.0);
     let created = r#"pitstop_requests_total{component="user",route="/users",status="201"}"#;
     assert_eq!(sample(&after, created), 1.0);
@@ -189,7 +145,7 @@ async fn metrics_parse_and_count_what_happened() {
     eventually("order handled user.created", Duration::from_secs(10), || {
         let server = &server;
         async move {
-            let now = metrics(server).await;
+            let now = server.metrics().await;
             (sample(&now, r#"pitstop_bus_delivered_total{subscriber="order"}"#) == 1.0)
                 .then_some(())
         }
@@ -199,7 +155,7 @@ async fn metrics_parse_and_count_what_happened() {
     let rolled = server.admin("POST", "/admin/components/user/rollback", "").await;
     assert_eq!(rolled.status, 409, "one version only: nothing to roll back to");
     assert_eq!(
-        sample(&metrics(&server).await, r#"pitstop_rollbacks_total{component="user"}"#),
+        sample(&server.metrics().await, r#"pitstop_rollbacks_total{component="user"}"#),
         0.0
     );
 }
@@ -220,7 +176,7 @@ async fn ready_is_503_while_a_circuit_is_open_and_metrics_show_it() {
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["checks"]["component:trap"], "circuit open");
     assert_eq!(server.get("/health").await.status, 200, "still alive");
-    let now = metrics(&server).await;
+    let now = server.metrics().await;
     assert_eq!(sample(&now, r#"pitstop_breaker_state{component="trap"}"#), 2.0);
     assert_eq!(
         sample(&now, r#"pitstop_breaker_transitions_total{component="trap",to="open"}"#),

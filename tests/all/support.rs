@@ -293,13 +293,17 @@ impl Server {
         self.exchange(request.body(Full::new(body.into())).unwrap()).await
     }
 
+    /// `GET /metrics` on the admin listener, without a token, parsed.
+    pub async fn metrics(&self) -> Vec<(String, f64)> {
+        let answer = self.admin_with("GET", "/metrics", "", None).await;
+        assert_eq!(answer.status, 200, "no token needed");
+        assert!(answer.header("content-type").unwrap().contains("openmetrics-text"));
+        parse_metrics(std::str::from_utf8(&answer.body).unwrap())
+    }
+
     /// The value of one series (`name{labels}`) of `GET /metrics`, 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        let answer = self.admin_with("GET", "/metrics", "", None).await;
-        let text = String::from_utf8_lossy(&answer.body);
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        sample(&self.metrics().await, series)
     }
 
     /// Run a `pitstop` admin subcommand against this server.
@@ -380,6 +384,45 @@ fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The samples of a Prometheus text exposition, `name{labels}` -> value,
+/// checking every line is well-formed and the text ends with `# EOF`.
+pub fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        assert!(!saw_eof, "nothing may follow # EOF");
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let kind = comment.split(' ').next().unwrap();
+            assert!(["HELP", "TYPE", "UNIT"].contains(&kind), "unknown comment: {line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unclosed labels: {line}");
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        samples.push((series.to_string(), value));
+    }
+    assert!(saw_eof, "the exposition ends with # EOF");
+    samples
+}
+
+/// The value of `series` among `samples`, 0 when absent.
+pub fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples.iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| *v)
 }
 
 /// Run `pitstop serve` with `config`, expecting it to refuse to start; its stderr.
