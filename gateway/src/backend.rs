@@ -21,6 +21,10 @@ pub struct Request {
     pub body: Bytes,
     /// The gateway's span: invocations are its children.
     pub trace: crate::TraceContext,
+    /// When the gateway had read the request head. The request's deadline
+    /// counts from here: time spent reading the body or waiting for the
+    /// backend to take the request is part of it.
+    pub received: std::time::Instant,
 }
 
 /// A component's answer, and which version of which component gave it.

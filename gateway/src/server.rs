@@ -225,8 +225,10 @@ impl<B: Backend> Gateway<B> {
             .and_then(TraceContext::parse);
         let trace = TraceContext::attach(&span, parent);
         let mut route = None;
-        let outcome =
-            self.dispatch(request, trace, &request_id, &mut route).instrument(span.clone()).await;
+        let outcome = self
+            .dispatch(request, trace, started, &request_id, &mut route)
+            .instrument(span.clone())
+            .await;
         let (mut response, answered_by) = match outcome {
             Ok(reply) => {
                 let who = Some((reply.component.clone(), reply.version));
@@ -272,6 +274,7 @@ impl<B: Backend> Gateway<B> {
         &self,
         request: http::Request<In>,
         trace: TraceContext,
+        received: Instant,
         request_id: &str,
         matched: &mut Option<(String, String)>,
     ) -> Result<Reply, DispatchOutcome>
@@ -302,7 +305,7 @@ impl<B: Backend> Gateway<B> {
                 return Err(error.into());
             }
         };
-        let request = self.read_request(request, identity, trace, request_id).await?;
+        let request = self.read_request(request, identity, trace, received, request_id).await?;
         let reply =
             self.inner.backend.invoke(&component, request).await.map_err(GatewayError::from)?;
         Ok(reply)
@@ -359,6 +362,7 @@ impl<B: Backend> Gateway<B> {
         request: http::Request<In>,
         identity: Option<Identity>,
         trace: TraceContext,
+        received: Instant,
         request_id: &str,
     ) -> Result<Request, GatewayError>
     where
@@ -401,6 +405,7 @@ impl<B: Backend> Gateway<B> {
             headers,
             body,
             trace,
+            received,
         })
     }
 }

@@ -32,7 +32,7 @@ impl RuntimeBackend {
 
 impl Backend for RuntimeBackend {
     async fn invoke(&self, component: &str, request: Request) -> Result<Reply, InvokeError> {
-        let trace = request.trace;
+        let (trace, received) = (request.trace, request.received);
         let request = types::Request {
             method: request.method,
             path: request.path,
@@ -44,7 +44,7 @@ impl Backend for RuntimeBackend {
                 .collect(),
             body: request.body.into(),
         };
-        match self.runtime.invoke_traced(component, request, trace).await {
+        match self.runtime.invoke_traced(component, request, trace, received.into()).await {
             Ok(invoked) => Ok(Reply {
                 status: invoked.response.status,
                 headers: invoked.response.headers.into_iter().map(|h| (h.name, h.value)).collect(),

@@ -35,6 +35,10 @@
 //! max_memory = 67108864        # bytes of linear memory per instance
 //! max_instances = 1000         # instances alive at once, host-wide
 //! max_concurrency = 100        # instances of one component at once; as many more wait
+//! max_parallel = 2             # of those, executing guest code at once (default: guest_threads)
+//! guest_threads = 2            # threads guest code runs on (default: one per CPU)
+//! max_log_lines = 10000        # output lines (stdout, stderr, log) per invocation
+//! max_log_bytes = 1048576      # output bytes per invocation; the excess is dropped
 //! max_keyspace_bytes = 268435456  # keys + values per keyspace
 //! # breaker defaults: consecutive_failures = 5, failure_ratio = 0.5,
 //! # min_calls = 20, window_ms = 30000, open_ms = 30000, max_probes = 1
@@ -72,6 +76,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -261,6 +266,12 @@ pub struct ComponentConfig {
     pub max_memory: Option<usize>,
     /// Instances running at once (the bulkhead).
     pub max_concurrency: Option<u32>,
+    /// Instances executing guest code at once (default: one per guest thread).
+    pub max_parallel: Option<NonZeroU32>,
+    /// Lines of output (stdout, stderr, `log`) one invocation may write.
+    pub max_log_lines: Option<u64>,
+    /// Bytes of output one invocation may write.
+    pub max_log_bytes: Option<u64>,
     /// Circuit breaker thresholds; unset fields keep their defaults.
     pub breaker: Option<BreakerConfig>,
     /// Bytes (keys plus values) its keyspace may hold.
@@ -313,6 +324,14 @@ pub struct RuntimeConfig {
     pub max_instances: Option<u32>,
     /// Instances of one component running at once.
     pub max_concurrency: Option<u32>,
+    /// Instances of one component executing guest code at once.
+    pub max_parallel: Option<NonZeroU32>,
+    /// Lines of output one invocation may write.
+    pub max_log_lines: Option<u64>,
+    /// Bytes of output one invocation may write.
+    pub max_log_bytes: Option<u64>,
+    /// Threads guest code runs on (default: one per CPU).
+    pub guest_threads: Option<NonZeroUsize>,
     /// Circuit breaker thresholds.
     pub breaker: Option<BreakerConfig>,
     /// Bytes (keys plus values) one keyspace may hold.
@@ -353,6 +372,9 @@ impl Config {
         if let Some(count) = runtime.max_instances {
             options.engine.max_instances = count;
         }
+        if let Some(threads) = runtime.guest_threads {
+            options.guest_threads = threads.get();
+        }
         let bus = &self.bus;
         if let Some(attempts) = bus.max_attempts {
             options.bus.max_attempts = attempts.max(1);
@@ -370,6 +392,9 @@ impl Config {
                 deadline_ms: runtime.deadline_ms,
                 max_memory: runtime.max_memory,
                 max_concurrency: runtime.max_concurrency,
+                max_parallel: runtime.max_parallel,
+                max_log_lines: runtime.max_log_lines,
+                max_log_bytes: runtime.max_log_bytes,
                 breaker: runtime.breaker,
                 max_keyspace_bytes: runtime.max_keyspace_bytes,
             },
@@ -382,6 +407,9 @@ impl Config {
                     deadline_ms: component.deadline_ms,
                     max_memory: component.max_memory,
                     max_concurrency: component.max_concurrency,
+                    max_parallel: component.max_parallel,
+                    max_log_lines: component.max_log_lines,
+                    max_log_bytes: component.max_log_bytes,
                     breaker: component.breaker,
                     max_keyspace_bytes: component.max_keyspace_bytes,
                 },
@@ -405,6 +433,9 @@ struct Limits {
     deadline_ms: Option<u64>,
     max_memory: Option<usize>,
     max_concurrency: Option<u32>,
+    max_parallel: Option<NonZeroU32>,
+    max_log_lines: Option<u64>,
+    max_log_bytes: Option<u64>,
     breaker: Option<BreakerConfig>,
     max_keyspace_bytes: Option<u64>,
 }
@@ -418,6 +449,15 @@ fn apply(settings: &mut ComponentSettings, limits: Limits) {
     }
     if let Some(count) = limits.max_concurrency {
         settings.max_concurrency = count;
+    }
+    if let Some(count) = limits.max_parallel {
+        settings.max_parallel = Some(count.get());
+    }
+    if let Some(lines) = limits.max_log_lines {
+        settings.output.max_lines = lines;
+    }
+    if let Some(bytes) = limits.max_log_bytes {
+        settings.output.max_bytes = bytes;
     }
     if let Some(breaker) = limits.breaker {
         settings.breaker = breaker;

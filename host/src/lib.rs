@@ -55,6 +55,7 @@ pub mod metrics;
 pub mod platform;
 pub mod registry;
 pub mod runtime;
+pub mod scheduling;
 pub mod services;
 pub mod state;
 pub mod telemetry;

@@ -1,9 +1,17 @@
 //! The `log` capability and guest stdout/stderr, both into `tracing` with the
 //! component's name on every event.
+//!
+//! What one invocation may write is capped ([`OutputLimits`]): a guest
+//! printing in a loop would otherwise fill the host's log and keep a worker
+//! busy formatting lines for every other component. Past the cap, lines are
+//! dropped and counted (`pitstop_guest_log_dropped_total`), with one warning
+//! per invocation.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -15,15 +23,78 @@ use crate::state::ComponentState;
 /// so a guest printing without newlines cannot grow host memory.
 const MAX_LINE: usize = 8 * 1024;
 
-/// Per-invocation state of the capability: whose messages these are.
-pub struct LogCtx {
+/// How much output one invocation may write: stdout, stderr and the `log`
+/// import together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    /// Lines (log calls count one each).
+    pub max_lines: u64,
+    /// Bytes of text.
+    pub max_bytes: u64,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits { max_lines: 10_000, max_bytes: 1 << 20 }
+    }
+}
+
+/// What one invocation has written so far, shared by its output streams and
+/// its `log` import.
+pub struct OutputBudget {
     component: Arc<str>,
+    limits: OutputLimits,
+    lines: AtomicU64,
+    bytes: AtomicU64,
+    warned: AtomicBool,
+    dropped: Counter,
+}
+
+impl OutputBudget {
+    /// A fresh budget for one invocation of `component`; lines over it are
+    /// counted in `dropped`.
+    pub fn new(component: Arc<str>, limits: OutputLimits, dropped: Counter) -> Arc<Self> {
+        Arc::new(OutputBudget {
+            component,
+            limits,
+            lines: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+            dropped,
+        })
+    }
+
+    /// Whether a line of `len` bytes may still be written. Once the budget is
+    /// spent, everything after is dropped, so the log never shows a gap.
+    fn admit(&self, len: usize) -> bool {
+        let lines = self.lines.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes = self.bytes.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
+        if lines <= self.limits.max_lines && bytes <= self.limits.max_bytes {
+            return true;
+        }
+        self.dropped.inc();
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                component = &*self.component,
+                max_lines = self.limits.max_lines,
+                max_bytes = self.limits.max_bytes,
+                "guest output over its limit; dropping the rest of this invocation's output"
+            );
+        }
+        false
+    }
+}
+
+/// Per-invocation state of the capability: whose messages these are, and
+/// how much they may still write.
+pub struct LogCtx {
+    budget: Arc<OutputBudget>,
 }
 
 impl LogCtx {
-    /// Messages from `component`.
-    pub fn new(component: Arc<str>) -> Self {
-        LogCtx { component }
+    /// Messages counted against `budget`.
+    pub fn new(budget: Arc<OutputBudget>) -> Self {
+        LogCtx { budget }
     }
 }
 
@@ -34,7 +105,10 @@ pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()
 
 impl log::Host for LogCtx {
     async fn log(&mut self, level: Level, message: String) {
-        let component = &*self.component;
+        if !self.budget.admit(message.len()) {
+            return;
+        }
+        let component = &*self.budget.component;
         match level {
             Level::Trace => tracing::trace!(target: "guest", component, "{message}"),
             Level::Debug => tracing::debug!(target: "guest", component, "{message}"),
@@ -57,14 +131,14 @@ pub enum Stream {
 /// A guest output stream that becomes one tracing event per line.
 #[derive(Clone)]
 pub struct GuestOutput {
-    component: Arc<str>,
+    budget: Arc<OutputBudget>,
     stream: Stream,
 }
 
 impl GuestOutput {
-    /// Output of `component` on `stream`.
-    pub fn new(component: Arc<str>, stream: Stream) -> Self {
-        GuestOutput { component, stream }
+    /// Output on `stream`, counted against `budget`.
+    pub fn new(budget: Arc<OutputBudget>, stream: Stream) -> Self {
+        GuestOutput { budget, stream }
     }
 }
 
@@ -95,9 +169,13 @@ impl LineWriter {
         if self.line.is_empty() {
             return;
         }
+        if !self.output.budget.admit(self.line.len()) {
+            self.line.clear();
+            return;
+        }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\n', '\r']);
-        let component = &*self.output.component;
+        let component = &*self.output.budget.component;
         match self.output.stream {
             Stream::Stdout => {
                 tracing::info!(target: "guest", component, stream = "stdout", "{text}")

@@ -68,6 +68,7 @@ pub struct Metrics {
     breaker_state: Family<ComponentLabel, Gauge>,
     breaker_transitions: Family<TransitionLabels, Counter>,
     in_flight: Family<ComponentLabel, Gauge>,
+    guest_log_dropped: Family<ComponentLabel, Counter>,
     kv_ops: Family<KeyvalueOpLabels, Counter>,
     kv_bytes: Family<KeyvalueBytesLabels, Counter>,
     published: Family<PublishedLabels, Counter>,
@@ -137,6 +138,12 @@ impl Metrics {
                 r,
                 "in_flight_invocations",
                 "Invocations running now, per component",
+                Family::default(),
+            ),
+            guest_log_dropped: register(
+                r,
+                "guest_log_dropped",
+                "Lines of guest output (stdout, stderr, log) dropped over the per-invocation limit",
                 Family::default(),
             ),
             kv_ops: register(
@@ -215,6 +222,7 @@ impl Metrics {
         ComponentMetrics {
             instantiation: self.instantiation_seconds.get_or_create_owned(&label),
             in_flight: self.in_flight.get_or_create_owned(&label),
+            log_dropped: self.guest_log_dropped.get_or_create_owned(&label),
             kv_get: op("get"),
             kv_set: op("set"),
             kv_delete: op("delete"),
@@ -294,6 +302,8 @@ pub struct ComponentMetrics {
     pub instantiation: Histogram,
     /// Invocations running now.
     pub in_flight: Gauge,
+    /// Lines of guest output dropped over the per-invocation limit.
+    pub log_dropped: Counter,
     /// Keyvalue calls, one counter per operation.
     pub kv_get: Counter,
     /// `set` calls.

@@ -43,6 +43,8 @@ pub struct Deployment {
     pub breaker: Breaker,
     /// This version's limit on instances running at once.
     pub bulkhead: Bulkhead,
+    /// This version's turns at the CPU: instances executing guest code at once.
+    pub turns: crate::scheduling::Turns,
     /// The keyspace's size against its quota; shared by every version.
     pub usage: Arc<crate::kv::Usage>,
     /// Its metric handles.

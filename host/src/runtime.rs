@@ -19,8 +19,10 @@ use crate::commit::{CommitError, Effects, commit};
 use crate::engine::{EPOCH_TICK, EngineLimits, EpochTicker, build_engine};
 use crate::flusher::Flusher;
 use crate::kv::{KeyvalueCtx, Usage};
+use crate::log::{OutputBudget, OutputLimits};
 use crate::metrics::{ComponentMetrics, Metrics};
 use crate::registry::{Bulkhead, Deployment, Registry};
+use crate::scheduling::{ANSWER_GRACE, GuestPool, Turn, Turns, time_slice};
 use crate::services::{CallContext, ServicesCtx};
 use crate::state::ComponentState;
 
@@ -48,6 +50,8 @@ pub struct RuntimeOptions {
     pub store_limits: bool,
     /// Retry and dead-letter rules of the message bus.
     pub bus: BusOptions,
+    /// Threads of the guest pool (default: one per CPU).
+    pub guest_threads: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -59,6 +63,7 @@ impl Default for RuntimeOptions {
             components: HashMap::new(),
             store_limits: true,
             bus: BusOptions::default(),
+            guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -73,6 +78,11 @@ pub struct ComponentSettings {
     /// Instances running at once (the bulkhead); as many more may wait for
     /// a slot until their deadline, and beyond that calls get 503.
     pub max_concurrency: u32,
+    /// Instances executing guest code at once (see [`crate::scheduling`]);
+    /// `None`: as many as the guest pool has threads.
+    pub max_parallel: Option<u32>,
+    /// What one invocation may write to the log.
+    pub output: OutputLimits,
     /// When its circuit opens.
     pub breaker: BreakerConfig,
     /// Bytes (keys plus values) its keyspace may hold.
@@ -85,6 +95,8 @@ impl Default for ComponentSettings {
             deadline: Duration::from_secs(5),
             max_memory: 64 << 20,
             max_concurrency: 100,
+            max_parallel: None,
+            output: OutputLimits::default(),
             breaker: BreakerConfig::default(),
             max_keyspace_bytes: 256 << 20,
         }
@@ -235,6 +247,7 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
     // Per component name, so the count survives swaps.
     usage: std::sync::Mutex<HashMap<String, Arc<Usage>>>,
+    guests: GuestPool,
     _ticker: EpochTicker,
 }
 
@@ -251,6 +264,7 @@ impl Runtime {
         let ticker = EpochTicker::start(engine.clone());
         let bus = Bus::open(&db, options.bus)?;
         let flusher = Flusher::start(db.clone())?;
+        let guests = GuestPool::start(options.guest_threads)?;
         Ok(Arc::new(Runtime {
             engine,
             linker,
@@ -262,6 +276,7 @@ impl Runtime {
             options,
             metrics: Arc::default(),
             usage: Default::default(),
+            guests,
             _ticker: ticker,
         }))
     }
@@ -337,8 +352,20 @@ impl Runtime {
             None => None,
         };
         let mut prepared = Prepared { pre, handler, events, topics: Arc::new(Topics::default()) };
-        if let Some(indices) = &prepared.events {
-            let topics = self.declared_topics(name, &prepared.pre, indices, keyspace).await?;
+        if let Some(indices) = prepared.events.clone() {
+            // On the guest pool: a `declare` that loops must not hold a
+            // thread of the control plane.
+            let runtime = self.clone();
+            let (name, pre, keyspace) = (name.to_string(), prepared.pre.clone(), keyspace.clone());
+            let declared = self.guests.spawn(async move {
+                runtime.declared_topics(&name, &pre, &indices, &keyspace).await
+            });
+            let topics = declared
+                .until(Instant::now() + DECLARE_DEADLINE + ANSWER_GRACE)
+                .await
+                .unwrap_or_else(|| {
+                    Err(DeployError::Incompatible("declare did not return in time".into()))
+                })?;
             prepared.topics = Arc::new(topics);
         }
         Ok(prepared)
@@ -360,8 +387,16 @@ impl Runtime {
             trace: TraceContext::new_root(),
         };
         let metrics = Arc::new(self.metrics.component(name));
-        let mut store =
-            self.new_store(name.into(), keyspace, usage, Arc::default(), metrics, settings, call);
+        let mut store = self.new_store(
+            name.into(),
+            keyspace,
+            usage,
+            Arc::default(),
+            metrics,
+            settings,
+            call,
+            Turn::unlimited(),
+        );
         let declare = async {
             let instance = pre.instantiate_async(&mut store).await?;
             indices.load(&mut store, &instance)?.call_declare(&mut store).await
@@ -384,9 +419,10 @@ impl Runtime {
         Ok(topics)
     }
 
-    /// Run `request` on the active version of `name` in a fresh instance.
-    /// `nested` is set for a `services` call: its depth, and the caller's
-    /// deadline, which this invocation may not outlive.
+    /// Run `request` on the active version of `name` in a fresh instance,
+    /// on the caller's own executor. `nested` is set for a `services` call:
+    /// its depth, and the caller's deadline, which this invocation may not
+    /// outlive. The gateway uses [`Runtime::invoke_traced`] instead.
     pub async fn invoke(
         self: &Arc<Self>,
         name: &str,
@@ -394,17 +430,29 @@ impl Runtime {
         nested: Option<CallContext>,
     ) -> Result<Invoked, InvokeFailure> {
         let parent = nested.map(|n| n.trace);
-        self.invoke_in_trace(name, request, nested, parent).await
+        self.invoke_in_trace(name, request, nested, parent, Instant::now()).await
     }
 
-    /// [`Runtime::invoke`] as a child of the span `parent` (the gateway's).
+    /// Run a request from the gateway on the guest pool, as a child of the
+    /// span `parent`. Its deadline counts from `received`, when the gateway
+    /// had read the request head, and it is answered by then (plus
+    /// [`ANSWER_GRACE`]) however busy the pool is.
     pub async fn invoke_traced(
         self: &Arc<Self>,
         name: &str,
         request: Request,
         parent: TraceContext,
+        received: Instant,
     ) -> Result<Invoked, InvokeFailure> {
-        self.invoke_in_trace(name, request, None, Some(parent)).await
+        let deadline = self.options.settings(name).deadline;
+        let runtime = self.clone();
+        let owned = name.to_string();
+        let task = self.guests.spawn(async move {
+            runtime.invoke_in_trace(&owned, request, None, Some(parent), received).await
+        });
+        task.until(received + deadline + ANSWER_GRACE)
+            .await
+            .unwrap_or(Err(InvokeFailure::Timeout { deadline_ms: deadline.as_millis() as u64 }))
     }
 
     async fn invoke_in_trace(
@@ -413,21 +461,42 @@ impl Runtime {
         request: Request,
         nested: Option<CallContext>,
         parent: Option<TraceContext>,
+        start: Instant,
     ) -> Result<Invoked, InvokeFailure> {
         let (answer, deployment) =
-            self.invoke_call(name, Call::Http(&request), nested, parent).await?;
+            self.invoke_call(name, Call::Http(&request), nested, parent, start).await?;
         match answer {
             Answer::Http(response) => Ok(Invoked { response, deployment }),
             Answer::Event(_) => unreachable!("a request is answered with a response"),
         }
     }
 
-    /// Deliver `event` (queued at `queue_key`) to the active version of `subscriber`.
+    /// Deliver `event` (queued at `queue_key`) to the active version of
+    /// `subscriber`, on the guest pool.
     pub async fn deliver(
         self: &Arc<Self>,
         subscriber: &str,
         event: &QueuedEvent,
         queue_key: Vec<u8>,
+    ) -> Delivery {
+        let start = Instant::now();
+        let deadline = start + self.options.settings(subscriber).deadline;
+        let runtime = self.clone();
+        let (owned, event) = (subscriber.to_string(), event.clone());
+        let task = self
+            .guests
+            .spawn(async move { runtime.deliver_here(&owned, &event, queue_key, start).await });
+        task.until(deadline + ANSWER_GRACE)
+            .await
+            .unwrap_or_else(|| Delivery::Failed("no answer within its deadline".into()))
+    }
+
+    async fn deliver_here(
+        self: &Arc<Self>,
+        subscriber: &str,
+        event: &QueuedEvent,
+        queue_key: Vec<u8>,
+        start: Instant,
     ) -> Delivery {
         let call = Call::Event {
             event: events::Event {
@@ -440,7 +509,7 @@ impl Runtime {
             },
             queue_key,
         };
-        match self.invoke_call(subscriber, call, None, event.trace()).await {
+        match self.invoke_call(subscriber, call, None, event.trace(), start).await {
             Ok((Answer::Event(Ok(())), _)) => Delivery::Handled,
             Ok((Answer::Event(Err(error)), _)) => Delivery::Failed(format!("handler: {error}")),
             Ok((Answer::Http(response), _)) => {
@@ -463,6 +532,7 @@ impl Runtime {
         call: Call<'_>,
         nested: Option<CallContext>,
         parent: Option<TraceContext>,
+        start: Instant,
     ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
         let deployment = self.registry.get(name).ok_or(InvokeFailure::NotDeployed)?;
         let span = match &call {
@@ -486,7 +556,7 @@ impl Runtime {
         };
         let trace = TraceContext::attach(&span, parent);
         let settings = self.options.settings(name);
-        let own_deadline = Instant::now() + settings.deadline;
+        let own_deadline = start + settings.deadline;
         let context = match nested {
             Some(parent) => {
                 CallContext { deadline: parent.deadline.min(own_deadline), trace, ..parent }
@@ -585,6 +655,7 @@ impl Runtime {
         metrics: Arc<ComponentMetrics>,
         settings: &ComponentSettings,
         call: CallContext,
+        turn: Turn,
     ) -> Store<ComponentState> {
         // Generous for any real component (a wasip1 build with its adapter
         // has a handful of instances, memories and tables), tight enough that
@@ -597,10 +668,12 @@ impl Runtime {
             .table_elements(1 << 20)
             .trap_on_grow_failure(true)
             .build();
+        let output =
+            OutputBudget::new(component.clone(), settings.output, metrics.log_dropped.clone());
         let state = ComponentState::new(
-            component.clone(),
+            output,
             KeyvalueCtx::new(keyspace.clone(), usage, metrics),
-            ServicesCtx::new(self.clone(), component, call),
+            ServicesCtx::new(self.clone(), component, call, turn),
             BusCtx::new(topics, call.trace),
             limits,
         );
@@ -609,8 +682,7 @@ impl Runtime {
             store.limiter(|state| &mut state.limits);
         }
         if self.options.engine.epoch_interruption {
-            store
-                .set_epoch_deadline(ticks(call.deadline.saturating_duration_since(Instant::now())));
+            time_slice(&mut store, call.deadline);
         }
         store
     }
@@ -624,6 +696,13 @@ impl Runtime {
     ) -> Result<Answer, Rerun> {
         let name = &*deployment.name;
         let deadline = context.deadline;
+        let deadline_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
+        // The wait for a turn counts against the deadline like the run itself.
+        let turn = deployment
+            .turns
+            .take(deadline)
+            .await
+            .map_err(|_| Rerun::Failed(InvokeFailure::Timeout { deadline_ms }))?;
         let mut store = self.new_store(
             deployment.name.clone(),
             &deployment.keyspace,
@@ -632,8 +711,8 @@ impl Runtime {
             deployment.metrics.clone(),
             settings,
             context,
+            turn,
         );
-        let deadline_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
         let run = async {
             let started = std::time::Instant::now();
             let instance = match deployment.pre.instantiate_async(&mut store).await {
@@ -664,11 +743,15 @@ impl Runtime {
             Err(_) => return Err(Rerun::Failed(InvokeFailure::Timeout { deadline_ms })),
             Ok(result) => result.map_err(Rerun::Failed)?,
         };
+        let state = store.data_mut();
+        // The guest is done: committing and flushing need no turn, and
+        // holding it would keep the component's next instance waiting on
+        // the disk (and defeat the group commit).
+        state.services.end_turn();
         if !answer.succeeded() {
             // A failed invocation leaves no trace: its writes and events go.
             return Ok(answer);
         }
-        let state = store.data_mut();
         let effects = Effects {
             writes: state.kv.take_writes(),
             events: state.bus.take_outgoing(),
@@ -749,6 +832,7 @@ impl Runtime {
             breaker: Breaker::new(name.clone(), settings.breaker, Arc::new(SystemClock))
                 .on_transition(observer),
             bulkhead: Bulkhead::new(settings.max_concurrency),
+            turns: Turns::new(settings.max_parallel.unwrap_or(self.guests.threads() as u32)),
             name,
             version,
             digest,

@@ -15,6 +15,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::services::{self, CallError};
 use crate::bindings::types::{Header, Request, Response};
 use crate::runtime::{InvokeFailure, Runtime};
+use crate::scheduling::Turn;
 use crate::state::ComponentState;
 
 /// The header naming the calling component on every `services` call.
@@ -38,6 +39,7 @@ pub struct ServicesCtx {
     call: CallContext,
     made_calls: bool,
     stubs: Option<Stubs>,
+    turn: Turn,
 }
 
 /// Stand-ins for other services, and the record of calls made, for a test
@@ -112,9 +114,15 @@ impl ServicesCtx {
         self.made_calls
     }
 
-    /// Calls made by `caller`, itself running at `call`.
-    pub fn new(runtime: Arc<Runtime>, caller: Arc<str>, call: CallContext) -> Self {
-        ServicesCtx { runtime, caller, call, made_calls: false, stubs: None }
+    /// Calls made by `caller`, itself running at `call` and holding `turn`,
+    /// which it gives up while it waits for a callee.
+    pub fn new(runtime: Arc<Runtime>, caller: Arc<str>, call: CallContext, turn: Turn) -> Self {
+        ServicesCtx { runtime, caller, call, made_calls: false, stubs: None, turn }
+    }
+
+    /// The invocation no longer runs guest code: give its turn back.
+    pub fn end_turn(&mut self) {
+        self.turn = Turn::unlimited();
     }
 }
 
@@ -155,8 +163,14 @@ impl services::Host for ServicesCtx {
             depth = nested.depth,
             "service call"
         );
+        // The callee runs in this task; its turn is its own component's, and
+        // ours goes to the next instance in line meanwhile.
+        self.turn.pause();
         // Boxed: this future contains an invocation, which may contain this future.
         let invoked = Box::pin(self.runtime.invoke(&name, request, Some(nested))).await;
+        if self.turn.resume(self.call.deadline).await.is_err() {
+            return Err(CallError::Timeout);
+        }
         match invoked {
             Ok(invoked) => Ok(invoked.response),
             Err(failure) => Err(match failure {

@@ -8,7 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bus::BusCtx;
 use crate::kv::KeyvalueCtx;
-use crate::log::{GuestOutput, LogCtx, Stream};
+use crate::log::{GuestOutput, LogCtx, OutputBudget, Stream};
 use crate::services::ServicesCtx;
 
 /// The store data of one invocation: WASI, one resource table, and one
@@ -24,22 +24,22 @@ pub struct ComponentState {
 }
 
 impl ComponentState {
-    /// State for one invocation of `component`.
+    /// State for one invocation, whose output counts against `output`.
     pub fn new(
-        component: Arc<str>,
+        output: Arc<OutputBudget>,
         kv: KeyvalueCtx,
         services: ServicesCtx,
         bus: BusCtx,
         limits: StoreLimits,
     ) -> Self {
-        let wasi = wasi_ctx(&component);
-        Self::with_wasi(component, wasi, kv, services, bus, limits)
+        let wasi = wasi_ctx(&output);
+        Self::with_wasi(output, wasi, kv, services, bus, limits)
     }
 
     /// State with a WASI context of the caller's making (the test runner's
     /// passes arguments and the terminal through).
     pub fn with_wasi(
-        component: Arc<str>,
+        output: Arc<OutputBudget>,
         wasi: WasiCtx,
         kv: KeyvalueCtx,
         services: ServicesCtx,
@@ -52,7 +52,7 @@ impl ComponentState {
             kv,
             services,
             bus,
-            log: LogCtx::new(component),
+            log: LogCtx::new(output),
             limits,
         }
     }
@@ -60,10 +60,10 @@ impl ComponentState {
 
 /// WASI grants stdio (into tracing), clocks and random, and nothing else: no
 /// preopened directory, no environment, no socket address is allowed.
-fn wasi_ctx(component: &Arc<str>) -> WasiCtx {
+fn wasi_ctx(output: &Arc<OutputBudget>) -> WasiCtx {
     WasiCtx::builder()
-        .stdout(GuestOutput::new(component.clone(), Stream::Stdout))
-        .stderr(GuestOutput::new(component.clone(), Stream::Stderr))
+        .stdout(GuestOutput::new(output.clone(), Stream::Stdout))
+        .stderr(GuestOutput::new(output.clone(), Stream::Stderr))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)

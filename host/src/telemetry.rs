@@ -14,7 +14,9 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -44,9 +46,10 @@ pub enum LogTarget {
 }
 
 /// The installed pipeline; [`Telemetry::shutdown`] flushes spans not yet
-/// exported.
+/// exported and log lines not yet written.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    log_writer: Option<WorkerGuard>,
 }
 
 impl Telemetry {
@@ -63,11 +66,20 @@ impl Telemetry {
             LogTarget::Stdout => std::io::stdout().is_terminal(),
             LogTarget::Stderr => std::io::stderr().is_terminal(),
         };
-        let writer = move || -> Box<dyn std::io::Write> {
-            match target {
-                LogTarget::Stdout => Box::new(std::io::stdout()),
-                LogTarget::Stderr => Box::new(std::io::stderr()),
+        let (writer, log_writer) = match target {
+            // The server's log is written by a thread of its own: a worker
+            // that logs never waits for a slow terminal or a full pipe. If
+            // the log falls 128k lines behind, lines are dropped rather
+            // than the worker blocked.
+            LogTarget::Stdout => {
+                let (writer, guard) = NonBlockingBuilder::default()
+                    .lossy(true)
+                    .thread_name("pitstop-log")
+                    .finish(std::io::stdout());
+                (BoxMakeWriter::new(writer), Some(guard))
             }
+            // A command's few lines go out at once: it may exit any moment.
+            LogTarget::Stderr => (BoxMakeWriter::new(std::io::stderr), None),
         };
         let log = match format {
             LogFormat::Pretty => tracing_subscriber::fmt::layer()
@@ -98,11 +110,13 @@ impl Telemetry {
             .with(otlp)
             .try_init()
             .context("installing the log subscriber")?;
-        Ok(Telemetry { provider })
+        Ok(Telemetry { provider, log_writer })
     }
 
     /// Export what is buffered and stop the exporter.
     pub fn shutdown(self) {
+        // Dropping the guard writes out the lines still queued.
+        drop(self.log_writer);
         if let Some(provider) = self.provider
             && let Err(error) = provider.shutdown()
         {

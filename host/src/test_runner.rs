@@ -39,7 +39,9 @@ use crate::bindings::testing::{self, PublishedEvent};
 use crate::bindings::types::{Request, Response};
 use crate::bus::{BusCtx, Topics};
 use crate::kv::{KeyvalueCtx, Usage};
+use crate::log::{OutputBudget, OutputLimits};
 use crate::runtime::{Runtime, RuntimeOptions, keyspace_tree, ticks};
+use crate::scheduling::Turn;
 use crate::services::{CallContext, ServicesCtx, Stubs};
 use crate::state::ComponentState;
 
@@ -99,11 +101,16 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
     for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("RUST_")) {
         wasi.env(key, value);
     }
+    let metrics = crate::metrics::ComponentMetrics::detached();
+    // A test binary's output goes to the terminal, so it is not capped.
+    let unlimited = OutputLimits { max_lines: u64::MAX, max_bytes: u64::MAX };
+    let output = OutputBudget::new(name.clone(), unlimited, metrics.log_dropped.clone());
     let state = ComponentState::with_wasi(
-        name.clone(),
+        output,
         wasi.build(),
-        KeyvalueCtx::new(keyspace, usage, crate::metrics::ComponentMetrics::detached()),
-        ServicesCtx::new(runtime.clone(), name, call).with_stubs(Stubs::default()),
+        KeyvalueCtx::new(keyspace, usage, metrics),
+        ServicesCtx::new(runtime.clone(), name, call, Turn::unlimited())
+            .with_stubs(Stubs::default()),
         BusCtx::new(Arc::default(), trace),
         StoreLimitsBuilder::new().build(),
     );

@@ -1,0 +1,110 @@
+//! The gateway and the other components stay responsive while one
+//! component is flooded, loops, or handles a backlog of busy events.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::probe::{concurrently, ms};
+use crate::support::{Server, eventually};
+use crate::{GRACE, alone, config, probing, start, tally};
+
+/// The default deadline, which these tests leave as it is.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// 200 requests burning 1 s each: far more CPU than two cores have before
+/// the deadline. The flood gets 200s and 504s, each within the deadline
+/// plus a second; the probes get their answers in milliseconds throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_component_stalls_neither_the_gateway_nor_the_others() {
+    let _alone = alone().await;
+    let (server, user) = start(&config("", ""), &[]).await;
+    let flood = probing(&server, &user, concurrently(200, || server.get("/busy/burn/1000"))).await;
+    println!("flood of 200 x GET /busy/burn/1000: {}", tally(&flood));
+    for (answer, took) in &flood {
+        assert!(
+            matches!(answer.status, 200 | 504),
+            "{} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert!(*took <= DEADLINE + GRACE, "a {} after {took:?}", answer.status);
+    }
+    let timed_out = flood.iter().filter(|(answer, _)| answer.status == 504).count();
+    assert!(timed_out > 0, "the deadline never acted");
+    assert!(timed_out < flood.len(), "not one request of the flood was served");
+    let (answer, _) = flood.iter().find(|(answer, _)| answer.status == 504).unwrap();
+    assert!(!answer.error().is_empty(), "a 504 is a JSON error");
+}
+
+/// Two guests in infinite loops, time-sliced, cannot hold the CPU: both are
+/// stopped at their deadline, and the probes get their answers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looping_guests_stall_neither_the_gateway_nor_the_others() {
+    let _alone = alone().await;
+    let (server, user) = start(&config("", ""), &[]).await;
+    let loops = probing(&server, &user, concurrently(2, || server.get("/busy/loop"))).await;
+    println!("2 x GET /busy/loop: {}", tally(&loops));
+    for (answer, took) in &loops {
+        assert_eq!(answer.status, 504, "{}", String::from_utf8_lossy(&answer.body));
+        assert!(*took <= DEADLINE + GRACE, "a loop was stopped only after {took:?}");
+    }
+}
+
+/// A subscriber busy with a backlog (20 events of 1 s each, one lane) costs
+/// the gateway and the other components nothing: the probes stay fast, and
+/// a user registered meanwhile reaches the order service's read model (its
+/// `user.created` delivery is not stuck behind busy's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_subscriber_stalls_neither_the_gateway_nor_other_deliveries() {
+    let _alone = alone().await;
+    // A second copy of busy subscribes to busy.burn too: two lanes, each
+    // with a backlog, keep both guest threads busy.
+    let second = format!("[components.busy2]\npath = \"{}\"\n", crate::busy_wasm().display());
+    let (server, user) = start(&config("", &second), &[]).await;
+    // The probed user's own user.created is out of the way first.
+    handled(&server, "order", 1.0).await;
+
+    let published = server.send("POST", "/busy/publish/20/1000", "").await;
+    assert_eq!(published.status, 200, "{}", String::from_utf8_lossy(&published.body));
+    let window = Instant::now() + Duration::from_secs(4);
+    let (created, answered, relayed) = probing(&server, &user, async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sent = Instant::now();
+        let created =
+            server.post("/users", json!({"name": "Newt", "email": "newt@example.com"})).await;
+        let answered = sent.elapsed();
+        handled(&server, "order", 2.0).await;
+        let relayed = sent.elapsed();
+        tokio::time::sleep_until(window.into()).await;
+        (created, answered, relayed)
+    })
+    .await;
+    let busy_handled = delivered(&server, "busy").await;
+    println!(
+        "POST /users answered {} in {:.2} ms, in order's read model after {:.2} ms; \
+         busy handled {busy_handled} of its 20 events meanwhile",
+        created.status,
+        ms(answered),
+        ms(relayed)
+    );
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    assert!(answered <= Duration::from_secs(1), "POST /users took {answered:?}");
+    assert!(relayed <= Duration::from_secs(2), "user.created reached order after {relayed:?}");
+    assert!(busy_handled >= 1.0, "busy's handler never ran: nothing was under load");
+    assert!(busy_handled < 20.0, "busy's backlog was gone before the probes ended");
+}
+
+/// How many events `subscriber` has handled.
+async fn delivered(server: &Server, subscriber: &str) -> f64 {
+    server.metric(&format!("pitstop_bus_delivered_total{{subscriber=\"{subscriber}\"}}")).await
+}
+
+/// Wait (at most 10 s) until `subscriber` has handled `count` events.
+async fn handled(server: &Server, subscriber: &str, count: f64) {
+    let what = format!("{subscriber} handled {count} events");
+    eventually(&what, Duration::from_secs(10), || async {
+        (delivered(server, subscriber).await >= count).then_some(())
+    })
+    .await;
+}
