@@ -232,7 +232,13 @@ impl<B: Backend> Gateway<B> {
         let (mut response, answered_by) = match outcome {
             Ok(reply) => {
                 let who = Some((reply.component.clone(), reply.version));
-                (reply_response(reply, self.inner.options.max_response_body), who)
+                match reply_response(reply, self.inner.options.max_response_body) {
+                    Ok(response) => (response, who),
+                    Err(error) => {
+                        span.in_scope(|| tracing::warn!(%error, "request failed"));
+                        (error.into_response(), who)
+                    }
+                }
             }
             Err(DispatchOutcome::Local(response)) => (response, None),
             Err(DispatchOutcome::Failed(error)) => {
@@ -568,21 +574,45 @@ impl From<GatewayError> for DispatchOutcome {
 }
 
 /// The HTTP response for a component's reply, with the headers naming it.
-fn reply_response(reply: Reply, max_body: usize) -> Response<Full<Bytes>> {
+/// Most headers a component's answer may carry.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+/// Most bytes of header names and values a component's answer may carry.
+/// Heads are bounded like bodies: a guest must not make the gateway send
+/// megabytes of head, nor one so large that hyper gives up on the
+/// connection without a word.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 << 10;
+
+/// The component's answer as HTTP, or why it cannot be sent (a 502).
+fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>, GatewayError> {
     if reply.body.len() > max_body {
-        return GatewayError::InvalidReply {
+        return Err(GatewayError::InvalidReply {
             component: reply.component,
             reason: format!("a body of {} bytes exceeds the limit of {max_body}", reply.body.len()),
-        }
-        .into_response();
+        });
     }
-    let Ok(status) = StatusCode::from_u16(reply.status) else {
-        return GatewayError::InvalidReply {
-            component: reply.component,
-            reason: format!("status {} is not an HTTP status", reply.status),
+    // An interim status (1xx) is not an answer: "101 Switching Protocols"
+    // would hand the client's connection over to nobody.
+    let status = match StatusCode::from_u16(reply.status) {
+        Ok(status) if (200..=599).contains(&reply.status) => status,
+        _ => {
+            return Err(GatewayError::InvalidReply {
+                component: reply.component,
+                reason: format!("status {} is not a final HTTP status (200-599)", reply.status),
+            });
         }
-        .into_response();
     };
+    let head_bytes: usize =
+        reply.headers.iter().map(|(name, value)| name.len() + value.len()).sum();
+    if reply.headers.len() > MAX_RESPONSE_HEADERS || head_bytes > MAX_RESPONSE_HEAD_BYTES {
+        return Err(GatewayError::InvalidReply {
+            component: reply.component,
+            reason: format!(
+                "a response head of {} headers and {head_bytes} bytes exceeds the limit of \
+                 {MAX_RESPONSE_HEADERS} headers and {MAX_RESPONSE_HEAD_BYTES} bytes",
+                reply.headers.len()
+            ),
+        });
+    }
     let mut response = Response::new(Full::new(reply.body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -599,7 +629,7 @@ fn reply_response(reply: Reply, max_body: usize) -> Response<Full<Bytes>> {
         HeaderValue::try_from(reply.component.as_str()).unwrap_or(HeaderValue::from_static("?")),
     );
     headers.insert(VERSION_HEADER, HeaderValue::from(reply.version));
-    response
+    Ok(response)
 }
 
 /// Headers that describe the connection, which belongs to the gateway.

@@ -124,3 +124,72 @@ async fn clients_cannot_forge_platform_headers() {
     assert_eq!(forged.status, 405, "treated as a client request");
     assert_eq!(server.get("/orders/ord_forged").await.status, 404, "nothing was stored");
 }
+
+/// A server with the hostile `trap` component at `/trap`.
+async fn trap_server() -> Server {
+    let config = crate::support::single_component_config("trap", "trap", "", "/trap");
+    Server::start_with(Some(&config), crate::support::fresh_dir()).await
+}
+
+/// A component answering a status outside 200-599 (an interim 1xx such as
+/// "101 Switching Protocols", or no HTTP status at all) gets 502, and the
+/// client's connection goes on serving: a 101 would have handed it over.
+#[tokio::test]
+async fn replies_with_interim_or_invalid_statuses_are_502() {
+    use std::io::{Read, Write};
+    let server = trap_server().await;
+    for code in [100, 101, 103, 199, 600, 1000] {
+        let answer = server.get(&format!("/trap/status/{code}")).await;
+        assert_eq!(answer.status, 502, "status {code}: {}", String::from_utf8_lossy(&answer.body));
+        assert!(answer.error().contains(&format!("status {code}")), "{}", answer.error());
+    }
+    for code in [200, 204, 418, 599] {
+        assert_eq!(server.get(&format!("/trap/status/{code}")).await.status, code);
+    }
+    // Two requests on one keep-alive connection: the first answer is a
+    // 502, and the second request still gets its answer.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .write_all(
+                b"GET /trap/status/101 HTTP/1.1\r\nhost: x\r\n\r\n\
+                  GET /trap/ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .unwrap();
+        let mut all = String::new();
+        let _ = stream.read_to_string(&mut all);
+        all
+    })
+    .await
+    .unwrap();
+    // The first body has no trailing newline: find the status lines anywhere.
+    let statuses: Vec<&str> =
+        answers.match_indices("HTTP/1.1 ").map(|(at, _)| &answers[at + 9..at + 12]).collect();
+    assert_eq!(statuses, ["502", "200"], "{answers}");
+}
+
+/// Response heads are bounded like bodies: too many headers, or too many
+/// bytes of them, get 502 and a log line, never a 12 MB head or a
+/// connection closed without a word.
+#[tokio::test]
+async fn oversized_response_heads_are_502() {
+    let server = trap_server().await;
+    for (path, what) in
+        [("/trap/headers/200/60000", "bytes"), ("/trap/headers/100000/1", "headers")]
+    {
+        let answer = server.get(path).await;
+        assert_eq!(answer.status, 502, "{path}: {}", String::from_utf8_lossy(&answer.body));
+        let error = answer.error();
+        assert!(error.contains("response head") && error.contains(what), "{path}: {error}");
+        assert!(answer.body.len() < 1024, "{path}: the 502 is short");
+    }
+    let fine = server.get("/trap/headers/50/100").await;
+    assert_eq!(fine.status, 200);
+    assert_eq!(fine.header("x-h49").map(str::len), Some(100));
+    crate::support::eventually("the 502's log line", Duration::from_secs(5), || async {
+        server.log().contains("response head").then_some(())
+    })
+    .await;
+}

@@ -9,6 +9,9 @@
 //! - `GET /trap/grow` grows linear memory until the limit refuses;
 //! - `GET /trap/alloc` allocates in a loop until allocation fails;
 //! - `GET /trap/huge` answers a 4 MiB body;
+//! - `GET /trap/status/{code}` answers with status `code` (e.g. 101, 1000);
+//! - `GET /trap/headers/{count}/{bytes}` answers 200 with `count` headers
+//!   whose values are `bytes` long;
 //! - `GET /trap/self` calls itself through `services` until the platform
 //!   refuses, then answers 508 with the refusal;
 //! - `GET /trap/escape` tries to reach beyond its grants (files, environment,
@@ -46,6 +49,19 @@ impl Handler for Trap {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            ["trap", "status", code] => Response {
+                status: code.parse().unwrap_or(599),
+                headers: vec![],
+                body: b"odd status".to_vec(),
+            },
+            ["trap", "headers", count, bytes] => {
+                let (count, bytes): (usize, usize) =
+                    (count.parse().unwrap_or(0), bytes.parse().unwrap_or(0));
+                let headers = (0..count)
+                    .map(|i| pitstop_sdk::Header { name: format!("x-h{i}"), value: "v".repeat(bytes) })
+                    .collect();
+                Response { status: 200, headers, body: b"many headers".to_vec() }
             }
             ["trap", "huge"] => {
                 Response { status: 200, headers: vec![], body: vec![b'x'; 4 << 20] }
