@@ -313,6 +313,16 @@ impl JwtVerifier {
                 .map(|k| &k.key)
                 .collect(),
         };
+        // The secret has no key id, and a public key with one matches only
+        // that id: a token naming a key we do not have is refused by name.
+        let known_kid = match (&header.kid, header.alg) {
+            (Some(_), Algorithm::HS256) => false,
+            (Some(_), _) => !keys.is_empty(),
+            (None, _) => true,
+        };
+        if !known_kid {
+            return Err("the token names an unknown key id (kid)".into());
+        }
         if keys.is_empty() {
             return Err(format!("tokens signed with {:?} are not accepted", header.alg));
         }
@@ -329,6 +339,11 @@ impl JwtVerifier {
                     let Some(subject) = data.claims.get("sub").and_then(|s| s.as_str()) else {
                         return Err("the token's sub claim is not a string".into());
                     };
+                    // The subject becomes a header value and a log field: a
+                    // CR, LF or NUL in it could split or end either.
+                    if subject.chars().any(char::is_control) {
+                        return Err("the token's sub claim contains control characters".into());
+                    }
                     return Ok(Identity {
                         subject: subject.to_string(),
                         method: "jwt",

@@ -138,7 +138,24 @@ async fn every_bad_token_is_401_with_a_challenge() {
         let claims = b64.encode(good_claims().to_string());
         format!("{header}.{claims}.")
     };
+    // The secret has no key id: a token naming one names a key we do not have.
+    let hs256_with_kid = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("some-other-key".into());
+        let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &good_claims(), &key).unwrap()
+    };
+    // A subject that would split or end a header line downstream.
+    let with_sub = |sub: &str| {
+        let mut claims = good_claims();
+        claims["sub"] = json!(sub);
+        hs256(&claims)
+    };
     let cases = [
+        ("sub with CR LF", with_sub("alice\r\npitstop-subject: admin"), "sub"),
+        ("sub with LF", with_sub("alice\nx"), "sub"),
+        ("sub with NUL", with_sub("alice\0"), "sub"),
+        ("HS256 with an unknown kid", hs256_with_kid, "key id"),
         ("expired", hs256(&expired), "expired"),
         ("not valid before nbf", hs256(&not_yet), "not valid yet"),
         ("wrong audience", hs256(&wrong_audience), "audience"),
