@@ -14,7 +14,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 use crate::bindings::log::{self, Level};
 use crate::state::ComponentState;
@@ -22,6 +22,10 @@ use crate::state::ComponentState;
 /// Longest line kept from guest output; the rest of an overlong line is cut,
 /// so a guest printing without newlines cannot grow host memory.
 const MAX_LINE: usize = 8 * 1024;
+/// Most bytes one write may carry: what `check-write` grants. A write is one
+/// host call, which time slices cannot interrupt; 64 KiB of newlines is
+/// about a millisecond of work, 56 MiB was 1.4 s of a guest thread.
+const MAX_WRITE: usize = 64 * 1024;
 
 /// How much output one invocation may write: stdout, stderr and the `log`
 /// import together.
@@ -72,7 +76,22 @@ impl OutputBudget {
         if lines <= self.limits.max_lines && bytes <= self.limits.max_bytes {
             return true;
         }
-        self.dropped.inc();
+        self.drop_lines(1);
+        false
+    }
+
+    /// Whether nothing more will be written.
+    fn spent(&self) -> bool {
+        self.lines.load(Ordering::Relaxed) >= self.limits.max_lines
+            || self.bytes.load(Ordering::Relaxed) >= self.limits.max_bytes
+    }
+
+    /// Count `lines` dropped lines; the first drop of an invocation warns.
+    fn drop_lines(&self, lines: u64) {
+        if lines == 0 {
+            return;
+        }
+        self.dropped.inc_by(lines);
         if !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 component = &*self.component,
@@ -81,7 +100,6 @@ impl OutputBudget {
                 "guest output over its limit; dropping the rest of this invocation's output"
             );
         }
-        false
     }
 }
 
@@ -126,6 +144,15 @@ pub enum Stream {
     Stdout,
     /// Guest stderr (panic messages land here): warn level.
     Stderr,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
 }
 
 /// A guest output stream that becomes one tracing event per line.
@@ -190,6 +217,19 @@ impl LineWriter {
 
 impl OutputStream for LineWriter {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if bytes.len() > MAX_WRITE {
+            return Err(StreamError::Trap(wasmtime::format_err!(
+                "a write of {} bytes to {} exceeds the {MAX_WRITE} bytes check-write permitted",
+                bytes.len(),
+                self.output.stream.name()
+            )));
+        }
+        if self.output.budget.spent() {
+            // Only counted: no line is split out, nothing is formatted.
+            let lines = bytes.iter().filter(|b| **b == b'\n').count();
+            self.output.budget.drop_lines(lines as u64);
+            return Ok(());
+        }
         for chunk in bytes.split_inclusive(|b| *b == b'\n') {
             let room = MAX_LINE.saturating_sub(self.line.len());
             self.line.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -205,7 +245,7 @@ impl OutputStream for LineWriter {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        Ok(64 * 1024)
+        Ok(MAX_WRITE)
     }
 }
 

@@ -108,3 +108,40 @@ async fn handled(server: &Server, subscriber: &str, count: f64) {
     })
     .await;
 }
+
+/// A guest cannot hold a guest thread inside one host call, where time
+/// slices never fire: a stdout write larger than `check-write` granted
+/// (32 MiB of newlines, each a line to scan) is refused at once, and writes
+/// within the grant stay cheap once the output budget is spent. Two clients
+/// doing this back to back for 4 s stall neither the gateway nor the user
+/// service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_call_cannot_hold_a_guest_thread() {
+    let _alone = alone().await;
+    let (server, user) = start(&config("", ""), &[]).await;
+    let until = Instant::now() + Duration::from_secs(4);
+    let writer = || async {
+        let mut answers = Vec::new();
+        while Instant::now() < until {
+            answers.push(server.get("/busy/write/32768/4").await);
+        }
+        answers
+    };
+    let (first, second) = probing(&server, &user, async { tokio::join!(writer(), writer()) }).await;
+    let answers: Vec<_> = first.into_iter().chain(second).collect();
+    println!("{} x GET /busy/write/32768/4 in 4 s", answers.len());
+    for answer in &answers {
+        assert_eq!(answer.status, 500, "{}", String::from_utf8_lossy(&answer.body));
+        assert!(answer.error().contains("check-write"), "{}", answer.error());
+    }
+    // Writes within the grant go through, and past the output budget they
+    // are only counted.
+    let started = Instant::now();
+    let within = server.get("/busy/write/64/2000").await;
+    assert_eq!(within.status, 200, "{}", String::from_utf8_lossy(&within.body));
+    println!(
+        "GET /busy/write/64/2000 (128 MiB of newlines in 64 KiB writes): {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

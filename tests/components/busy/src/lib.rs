@@ -13,6 +13,10 @@
 //!   must stop it);
 //! - `GET /busy/print/{lines}` prints `lines` one-byte lines (`x`) to stdout,
 //!   answers 200 `{"printed": lines}`;
+//! - `GET /busy/write/{kib}/{n}` makes `n` raw `wasi:io` writes to stdout of
+//!   `kib` KiB of newlines each, ignoring `check-write` (a hostile guest's
+//!   way to keep the host busy scanning lines in one host call), answers 200
+//!   `{"written": n}` or 500 with the stream error;
 //! - `GET /busy/log/{lines}` logs `lines` messages `x` through the `log`
 //!   import, answers 200 `{"logged": lines}`;
 //! - `GET /busy/call/{name}/{ms}` calls component `name` through `services`
@@ -75,6 +79,15 @@ fn route(request: &Request) -> Result<Response, ApiError> {
                 println!("x");
             }
             Ok(Response::json(200, &json!({ "printed": lines })))
+        }
+        ("GET", [_, "write", kib, n]) => {
+            let (kib, n) = (number(kib)?, number(n)?);
+            let stdout = wasip2::cli::stdout::get_stdout();
+            let newlines = vec![b'\n'; kib as usize * 1024];
+            for _ in 0..n {
+                stdout.write(&newlines).map_err(|e| ApiError::new(500, format!("{e:?}")))?;
+            }
+            Ok(Response::json(200, &json!({ "written": n })))
         }
         ("GET", [_, "log", lines]) => {
             let lines = number(lines)?;
