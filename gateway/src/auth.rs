@@ -48,18 +48,26 @@ pub struct RoutePolicy {
     pub write: Access,
     /// Requests per client identity; `None` is unlimited.
     pub rate_limit: Option<RateLimit>,
+    /// Whether the component gets the client's `Authorization` header. By
+    /// default the gateway keeps it: a component with the caller's token
+    /// could replay it against every other route.
+    pub pass_authorization: bool,
 }
 
 impl RoutePolicy {
     /// The platform's default: reads are public, writes need a JWT. A newcomer
     /// can browse without setting anything up, and nothing changes state
     /// anonymously.
-    pub const DEFAULT: RoutePolicy =
-        RoutePolicy { read: Access::Public, write: Access::Jwt, rate_limit: None };
+    pub const DEFAULT: RoutePolicy = RoutePolicy {
+        read: Access::Public,
+        write: Access::Jwt,
+        rate_limit: None,
+        pass_authorization: false,
+    };
 
     /// The same access for every method.
     pub fn all(access: Access) -> Self {
-        RoutePolicy { read: access, write: access, rate_limit: None }
+        RoutePolicy { read: access, write: access, rate_limit: None, pass_authorization: false }
     }
 
     /// What a request with `method` needs.

@@ -311,7 +311,10 @@ impl<B: Backend> Gateway<B> {
                 return Err(error.into());
             }
         };
-        let request = self.read_request(request, identity, trace, received, request_id).await?;
+        let pass_authorization = guard.policy.pass_authorization;
+        let request = self
+            .read_request(request, identity, pass_authorization, trace, received, request_id)
+            .await?;
         let reply =
             self.inner.backend.invoke(&component, request).await.map_err(GatewayError::from)?;
         Ok(reply)
@@ -367,6 +370,7 @@ impl<B: Backend> Gateway<B> {
         &self,
         request: http::Request<In>,
         identity: Option<Identity>,
+        pass_authorization: bool,
         trace: TraceContext,
         received: Instant,
         request_id: &str,
@@ -392,6 +396,10 @@ impl<B: Backend> Gateway<B> {
                     && name != TRACEPARENT
                     && name != REQUEST_ID_HEADER
                     && !(strip_key && name == crate::auth::API_KEY_HEADER)
+                    // A bearer token stays at the gateway unless the route
+                    // says otherwise: any component holding it could
+                    // replay it against every other route.
+                    && (pass_authorization || name != http::header::AUTHORIZATION.as_str())
             })
             .filter_map(|(name, value)| {
                 // Components see text headers; a header that is not UTF-8 is

@@ -69,12 +69,13 @@ pub fn options(config: &Config, data_dir: &Path) -> anyhow::Result<AccessOptions
         .routes
         .iter()
         .flatten()
-        .filter(|r| r.auth.is_some() || r.rate_limit.is_some())
+        .filter(|r| r.auth.is_some() || r.rate_limit.is_some() || r.pass_authorization.is_some())
         .map(|r| {
-            let policy = match r.auth {
+            let mut policy = match r.auth {
                 Some(auth) => auth.policy(r.rate_limit),
                 None => RoutePolicy { rate_limit: r.rate_limit, ..default },
             };
+            policy.pass_authorization = r.pass_authorization.unwrap_or(false);
             (r.prefix.clone(), policy)
         })
         .collect();

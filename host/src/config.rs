@@ -226,7 +226,7 @@ impl PolicyConfig {
             PolicyConfig::All(access) => (access, access),
             PolicyConfig::Split { read, write } => (read, write),
         };
-        RoutePolicy { read, write, rate_limit }
+        RoutePolicy { read, write, rate_limit, pass_authorization: false }
     }
 }
 
@@ -290,6 +290,9 @@ pub struct RouteConfig {
     pub auth: Option<PolicyConfig>,
     /// Requests per client identity.
     pub rate_limit: Option<RateLimit>,
+    /// Pass the client's `Authorization` header on to the component (by
+    /// default the gateway keeps it).
+    pub pass_authorization: Option<bool>,
 }
 
 /// `[gateway]`.

@@ -696,7 +696,12 @@ impl Runtime {
     ) -> Result<Answer, Rerun> {
         let name = &*deployment.name;
         let deadline = context.deadline;
-        let deadline_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
+        // What a 504 names: the request's deadline, or for a nested call
+        // what was left of its caller's.
+        let deadline_ms = match context.depth {
+            0 => settings.deadline.as_millis() as u64,
+            _ => deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+        };
         // The wait for a turn counts against the deadline like the run itself.
         let turn = deployment
             .turns
@@ -713,6 +718,9 @@ impl Runtime {
             context,
             turn,
         );
+        if let Call::Http(request) = call {
+            store.data_mut().services.inherit_identity(&request.headers);
+        }
         let run = async {
             let started = std::time::Instant::now();
             let instance = match deployment.pre.instantiate_async(&mut store).await {

@@ -20,6 +20,14 @@ use crate::state::ComponentState;
 
 /// The header naming the calling component on every `services` call.
 pub const CALLER_HEADER: &str = "pitstop-caller";
+/// What every header the platform sets starts with; neither clients nor
+/// components may set one.
+const PLATFORM_PREFIX: &str = "pitstop-";
+
+/// Whether `name` is one of the platform's headers, in any case.
+fn is_platform_header(name: &str) -> bool {
+    name.get(..PLATFORM_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PLATFORM_PREFIX))
+}
 
 /// Where an invocation sits in a call chain.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +48,7 @@ pub struct ServicesCtx {
     made_calls: bool,
     stubs: Option<Stubs>,
     turn: Turn,
+    identity: Vec<Header>,
 }
 
 /// Stand-ins for other services, and the record of calls made, for a test
@@ -117,7 +126,27 @@ impl ServicesCtx {
     /// Calls made by `caller`, itself running at `call` and holding `turn`,
     /// which it gives up while it waits for a callee.
     pub fn new(runtime: Arc<Runtime>, caller: Arc<str>, call: CallContext, turn: Turn) -> Self {
-        ServicesCtx { runtime, caller, call, made_calls: false, stubs: None, turn }
+        ServicesCtx {
+            runtime,
+            caller,
+            call,
+            made_calls: false,
+            stubs: None,
+            turn,
+            identity: Vec::new(),
+        }
+    }
+
+    /// Calls made while serving a request with `headers` carry the identity
+    /// the platform verified for it: its `pitstop-*` headers (the gateway's
+    /// `pitstop-subject`, `pitstop-auth`, `pitstop-claims`, or those a
+    /// caller passed on), but not its `pitstop-caller`, which names us.
+    pub fn inherit_identity(&mut self, headers: &[Header]) {
+        self.identity = headers
+            .iter()
+            .filter(|h| is_platform_header(&h.name) && !h.name.eq_ignore_ascii_case(CALLER_HEADER))
+            .cloned()
+            .collect();
     }
 
     /// The invocation no longer runs guest code: give its turn back.
@@ -142,14 +171,18 @@ impl services::Host for ServicesCtx {
             )));
         }
         self.made_calls = true;
-        // The callee may trust this header: the gateway strips it from
-        // client requests and here it replaces whatever the caller set.
-        // The trace context is the caller's span, as W3C has it for an
+        // The callee may trust the platform's headers: the gateway strips
+        // them from client requests, and here every one the caller set is
+        // replaced by the platform's own: who calls, and on whose behalf
+        // (the identity verified for the request the caller serves, so a
+        // component can neither forge one nor lose it along a chain). The
+        // trace context is the caller's span, as W3C has it for an
         // outgoing call.
-        request.headers.retain(|h| {
-            !h.name.eq_ignore_ascii_case(CALLER_HEADER) && !h.name.eq_ignore_ascii_case(TRACEPARENT)
-        });
+        request
+            .headers
+            .retain(|h| !is_platform_header(&h.name) && !h.name.eq_ignore_ascii_case(TRACEPARENT));
         request.headers.push(Header { name: CALLER_HEADER.into(), value: self.caller.to_string() });
+        request.headers.extend(self.identity.iter().cloned());
         request.headers.push(Header { name: TRACEPARENT.into(), value: self.call.trace.header() });
         if let Some(stubs) = &mut self.stubs
             && let Some(reply) = stubs.answer(&name, &request)

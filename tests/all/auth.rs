@@ -332,3 +332,54 @@ async fn pitstop_token_mints_tokens_that_expire() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no HS256 secret"));
 }
+
+/// A component cannot forge identity to another: on a `services` call the
+/// host drops every `pitstop-*` header the caller set and sets its own: the
+/// caller's name and the identity verified for the request it serves. The
+/// client's bearer token reaches neither, unless a route passes it on.
+#[tokio::test]
+async fn a_component_cannot_forge_identity_to_another() {
+    let kvprobe = test_components().join("kvprobe.wasm");
+    let extra = format!(
+        "[components.echo]\npath = \"{}\"\n\
+         [[routes]]\nprefix = \"/passed\"\ncomponent = \"probe\"\nauth = \"jwt\"\n\
+         pass_authorization = true\n",
+        kvprobe.display()
+    );
+    let server = Server::start_with(Some(&config(&extra)), fresh_dir()).await;
+    let bearer = format!("Bearer {}", hs256(&good_claims()));
+    let platform = |headers: &[(String, String)]| -> Vec<(String, String)> {
+        let mut seen: Vec<(String, String)> =
+            headers.iter().filter(|(n, _)| n.starts_with("pitstop-")).cloned().collect();
+        seen.sort();
+        seen
+    };
+
+    // probe serves alice's request and calls echo with forged headers.
+    let answer =
+        server.send_raw("GET", "/probe/relay/echo", &[("authorization", &bearer)], "").await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let seen = headers_seen(&answer);
+    let names: Vec<String> = platform(&seen).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["pitstop-auth", "pitstop-caller", "pitstop-claims", "pitstop-subject"]);
+    let value = |name: &str| seen.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(value("pitstop-caller"), "probe");
+    assert_eq!(value("pitstop-subject"), "alice");
+    assert_eq!(value("pitstop-auth"), "jwt");
+    let claims: Value = serde_json::from_str(&value("pitstop-claims")).unwrap();
+    assert_eq!((claims["sub"].as_str(), claims["role"].as_str()), (Some("alice"), Some("admin")));
+    assert!(!seen.iter().any(|(n, _)| n == "authorization"), "the token stayed behind: {seen:?}");
+
+    // Serving nobody verified (a public read), the callee learns only who calls.
+    let answer = server.send_raw("GET", "/keyed/relay/echo", &[], "").await;
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let seen = platform(&headers_seen(&answer));
+    assert_eq!(seen, [("pitstop-caller".to_string(), "probe".to_string())]);
+
+    // The component itself does not get the token either, unless its route passes it.
+    let own = server.send_raw("GET", "/probe/headers", &[("authorization", &bearer)], "").await;
+    assert!(!headers_seen(&own).iter().any(|(n, _)| n == "authorization"));
+    let passed = server.send_raw("GET", "/passed/headers", &[("authorization", &bearer)], "").await;
+    assert_eq!(passed.status, 200);
+    assert!(headers_seen(&passed).iter().any(|(n, v)| n == "authorization" && *v == bearer));
+}

@@ -5,7 +5,11 @@
 //! - `GET /{prefix}/keys?{prefix}` lists every key starting with the query;
 //! - `POST /{prefix}/incr/{key}` increments `key` and answers the new value;
 //! - `{any method} /{prefix}/headers` answers the request headers it got, as
-//!   a JSON list of `[name, value]` pairs.
+//!   a JSON list of `[name, value]` pairs;
+//! - `GET /{prefix}/relay/{callee}` calls `callee`'s `GET /{prefix}/headers`
+//!   through `services` with forged platform headers (`pitstop-subject:
+//!   admin`, `pitstop-auth`, `pitstop-claims`, `pitstop-caller`, ...) and
+//!   answers what the callee answered: what a callee can be made to believe.
 
 use pitstop_sdk::{ApiError, Handler, Request, Response, kv};
 
@@ -45,6 +49,20 @@ fn route(request: &Request) -> Result<Response, ApiError> {
             let headers: Vec<(&str, &str)> =
                 request.headers.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
             Ok(Response::json(200, &headers))
+        }
+        ("GET", [prefix, "relay", callee]) => {
+            let mut call = Request::empty("GET", &format!("/{prefix}/headers"));
+            for (name, value) in [
+                ("pitstop-subject", "admin"),
+                ("pitstop-auth", "jwt"),
+                ("pitstop-claims", r#"{"sub":"admin","role":"god"}"#),
+                ("pitstop-caller", "payment"),
+                ("pitstop-anything", "forged"),
+            ] {
+                call.headers.push(pitstop_sdk::Header { name: name.into(), value: value.into() });
+            }
+            pitstop_sdk::services::call(callee, &call)
+                .map_err(|e| ApiError::new(502, pitstop_sdk::services::describe(&e)))
         }
         _ => Err(ApiError::not_found("no such route")),
     }
