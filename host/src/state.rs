@@ -58,10 +58,17 @@ impl ComponentState {
     }
 }
 
+/// Most bytes one `get-random-bytes` call may ask for. A host call is not
+/// time-sliced, and wasmtime's default (64 MiB) took about half a second of
+/// a guest thread; a megabyte takes a few milliseconds, and a guest needing
+/// more asks again.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
 /// WASI grants stdio (into tracing), clocks and random, and nothing else: no
 /// preopened directory, no environment, no socket address is allowed.
 fn wasi_ctx(output: &Arc<OutputBudget>) -> WasiCtx {
     WasiCtx::builder()
+        .max_random_size(MAX_RANDOM_BYTES)
         .stdout(GuestOutput::new(output.clone(), Stream::Stdout))
         .stderr(GuestOutput::new(output.clone(), Stream::Stderr))
         .allow_tcp(false)

@@ -249,7 +249,39 @@ async fn keyvalue_quotas_come_back_to_the_guest_as_errors() {
     assert_eq!(server.send("PUT", "/p/kv/k1", "x".repeat(100)).await.status, 200);
     assert_eq!(server.send("PUT", "/p/kv/k2", "x".repeat(600)).await.status, 200);
     let long_key = "k".repeat(600);
+    // A key the platform refuses is the request's fault (the SDK says 400).
     let invalid = server.send("PUT", &format!("/p/kv/{long_key}"), "v").await;
-    assert_eq!(invalid.status, 500);
+    assert_eq!(invalid.status, 400);
     assert!(invalid.error().contains("invalid key"), "{}", invalid.error());
+}
+
+/// An over-long id is the client's mistake: every built-in service answers
+/// it with a 4xx, never a 5xx, so no client (no token needed for a read) can
+/// open a service's circuit breaker and switch it off for everyone.
+#[tokio::test]
+async fn overlong_ids_are_client_errors_and_cannot_open_a_breaker() {
+    let server = Server::start().await;
+    let long = "x".repeat(600);
+    let paths = [
+        format!("/users/{long}"),
+        format!("/orders/{long}"),
+        format!("/payments/{long}"),
+        format!("/payments?order_id={long}"),
+    ];
+    // More than the 5 consecutive failures that open a breaker.
+    for _ in 0..6 {
+        for path in &paths {
+            let answer = server.get(path).await;
+            assert!(
+                matches!(answer.status, 400 | 404),
+                "{}: {} {}",
+                &path[..12],
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+    }
+    server.create_user("Ida", "ida@example.com").await;
+    let ready = server.get("/ready").await;
+    assert_eq!(ready.status, 200, "{}", String::from_utf8_lossy(&ready.body));
 }

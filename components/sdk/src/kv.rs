@@ -10,14 +10,18 @@ use serde::de::DeserializeOwned;
 use crate::ApiError;
 pub use crate::bindings::pitstop::platform::keyvalue::*;
 
+/// A key the platform refuses (too long, ...) is the request's fault: keys
+/// are almost always built from what the client sent (an id in the path, a
+/// query parameter), so it answers 400, and a client sending garbage cannot
+/// make the component look broken (5xx answers count against its circuit
+/// breaker, for every client). Quota and storage failures stay 500.
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
-        let message = match error {
-            Error::InvalidKey(m) => format!("invalid key: {m}"),
-            Error::QuotaExceeded(m) => format!("storage quota exceeded: {m}"),
-            Error::Storage(m) => format!("storage failed: {m}"),
-        };
-        ApiError::internal(message)
+        match error {
+            Error::InvalidKey(m) => ApiError::bad_request(format!("invalid key: {m}")),
+            Error::QuotaExceeded(m) => ApiError::internal(format!("storage quota exceeded: {m}")),
+            Error::Storage(m) => ApiError::internal(format!("storage failed: {m}")),
+        }
     }
 }
 

@@ -17,6 +17,8 @@
 //!   `kib` KiB of newlines each, ignoring `check-write` (a hostile guest's
 //!   way to keep the host busy scanning lines in one host call), answers 200
 //!   `{"written": n}` or 500 with the stream error;
+//! - `GET /busy/random/{kib}/{n}` asks `wasi:random` for `kib` KiB of random
+//!   bytes `n` times (another long host call), answers 200 `{"asked": n}`;
 //! - `GET /busy/log/{lines}` logs `lines` messages `x` through the `log`
 //!   import, answers 200 `{"logged": lines}`;
 //! - `GET /busy/call/{name}/{ms}` calls component `name` through `services`
@@ -88,6 +90,13 @@ fn route(request: &Request) -> Result<Response, ApiError> {
                 stdout.write(&newlines).map_err(|e| ApiError::new(500, format!("{e:?}")))?;
             }
             Ok(Response::json(200, &json!({ "written": n })))
+        }
+        ("GET", [_, "random", kib, n]) => {
+            let (kib, n) = (number(kib)?, number(n)?);
+            for _ in 0..n {
+                std::hint::black_box(wasip2::random::random::get_random_bytes(kib * 1024));
+            }
+            Ok(Response::json(200, &json!({ "asked": n })))
         }
         ("GET", [_, "log", lines]) => {
             let lines = number(lines)?;

@@ -59,7 +59,10 @@ impl Handler for Trap {
                 let (count, bytes): (usize, usize) =
                     (count.parse().unwrap_or(0), bytes.parse().unwrap_or(0));
                 let headers = (0..count)
-                    .map(|i| pitstop_sdk::Header { name: format!("x-h{i}"), value: "v".repeat(bytes) })
+                    .map(|i| pitstop_sdk::Header {
+                        name: format!("x-h{i}"),
+                        value: "v".repeat(bytes),
+                    })
                     .collect();
                 Response { status: 200, headers, body: b"many headers".to_vec() }
             }
