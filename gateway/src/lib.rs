@@ -38,7 +38,7 @@ pub mod trace;
 
 pub use backend::{Backend, HealthReport, InvokeError, Reply, Request, RequestRecord};
 pub use error::{GatewayError, error_response, json_response};
-pub use routes::{Route, RouteError, RouteTable};
+pub use routes::{Route, RouteError, RouteTable, prefix_matches};
 pub use server::{
     AccessOptions, ClientAddr, DRAIN_LIMIT, Gateway, GatewayOptions, REQUEST_ID_HEADER,
     RESERVED_HEADER_PREFIX, discard_body, read_body, serve_http,

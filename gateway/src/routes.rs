@@ -18,6 +18,12 @@ pub enum RouteError {
         "route prefix {0:?} must start with '/', must not end with '/', and must have no empty segments"
     )]
     InvalidPrefix(String),
+    /// The prefix has `.` or `..` segments or percent-encoding: the gateway
+    /// matches paths as written, so it would never match what it seems to say.
+    #[error(
+        "route prefix {0:?} is not normalised: no '.' or '..' segments, no percent-encoding, no backslash"
+    )]
+    NotNormalised(String),
     /// Two routes claim the same prefix.
     #[error("route prefix {0:?} is claimed twice")]
     Duplicate(String),
@@ -85,6 +91,11 @@ fn validate_prefix(prefix: &str) -> Result<(), RouteError> {
     if !well_formed {
         return Err(RouteError::InvalidPrefix(prefix.to_string()));
     }
+    let normalised =
+        prefix[1..].split('/').all(|s| s != "." && s != "..") && !prefix.contains(['%', '\\']);
+    if !normalised {
+        return Err(RouteError::NotNormalised(prefix.to_string()));
+    }
     if RESERVED.iter().any(|r| prefix_matches(r, prefix) || prefix_matches(prefix, r)) {
         return Err(RouteError::Reserved(prefix.to_string()));
     }
@@ -92,7 +103,7 @@ fn validate_prefix(prefix: &str) -> Result<(), RouteError> {
 }
 
 /// `/users` matches `/users`, `/users/` and `/users/u1`, not `/usersx`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
@@ -119,6 +130,12 @@ mod tests {
             assert_eq!(
                 RouteTable::new([(bad, "c")]).unwrap_err(),
                 RouteError::InvalidPrefix(bad.into())
+            );
+        }
+        for odd in ["/a/../b", "/a/.", "/%2e%2e/users", "/a%2Fb", "/a\\b"] {
+            assert_eq!(
+                RouteTable::new([(odd, "c")]).unwrap_err(),
+                RouteError::NotNormalised(odd.into())
             );
         }
         assert_eq!(

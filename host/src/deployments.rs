@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pitstop_gateway::{Gateway, RouteTable};
+use pitstop_gateway::{Gateway, RouteTable, prefix_matches};
 use serde::{Deserialize, Serialize};
 
 use crate::artifacts::{ArtifactCache, CompileError, Origin, hex_sha256, write_atomically};
@@ -363,7 +363,10 @@ impl Deployments {
         self.gateway.set_routes(self.route_table());
     }
 
-    /// Routes of `record` must be well-formed and not belong to another component.
+    /// Routes of `record` must be well-formed, not belong to another
+    /// component, and not lie inside another component's route (`/users/x`
+    /// would take part of the user service over) unless the config's route
+    /// table gives that prefix to this component.
     fn check_routes(&self, record: &ComponentRecord) -> Result<(), DeployError> {
         RouteTable::new(record.routes.iter().map(|p| (p.clone(), record.name.clone())))
             .map_err(|e| DeployError::Route(e.to_string()))?;
@@ -372,9 +375,26 @@ impl Deployments {
             others.iter().flat_map(|r| r.routes.iter().map(|p| (p.clone(), r.name.clone()))),
         );
         for (prefix, owner) in claimed {
-            if owner != record.name && record.routes.contains(&prefix) {
+            if owner == record.name {
+                continue;
+            }
+            if record.routes.contains(&prefix) {
                 return Err(DeployError::Route(format!(
                     "route {prefix} belongs to component {owner}"
+                )));
+            }
+            let configured = |route: &String| {
+                self.static_routes.iter().any(|(p, c)| p == route && *c == record.name)
+            };
+            if let Some(route) = record
+                .routes
+                .iter()
+                .find(|route| prefix_matches(&prefix, route) && !configured(route))
+            {
+                return Err(DeployError::Route(format!(
+                    "route {route} lies inside the route {prefix} of component {owner}; \
+                     give it to {} in the config's route table to allow that",
+                    record.name
                 )));
             }
         }

@@ -343,3 +343,31 @@ async fn a_component_that_cannot_be_restored_does_not_block_the_others() {
     assert_eq!(server.get("/probe/keys").await.status, 404);
     server.create_user("Pat", "pat@example.com").await;
 }
+
+/// A component deployed with `?route=` cannot carve a sub-path out of
+/// another component's route (`/users/x` would take part of the user
+/// service over), nor claim a prefix that is not normalised (`..`, `.`,
+/// percent-encoding), which the gateway would never match as written.
+#[tokio::test]
+async fn routes_cannot_carve_into_another_component_or_hide_behind_dots() {
+    let server = Server::start().await;
+    let inside = "/admin/components/probe?route=/users/x";
+    let carved = server.admin("PUT", inside, wasm("kvprobe")).await;
+    assert_eq!(carved.status, 409, "{}", String::from_utf8_lossy(&carved.body));
+    assert!(
+        carved.error().contains("inside the route /users of component user"),
+        "{}",
+        carved.error()
+    );
+    for bad in ["/h-x/../users", "/a/./b", "/%2e%2e/users", "/a%2Fb"] {
+        let path = format!("/admin/components/probe?route={}", bad.replace('%', "%25"));
+        let refused = server.admin("PUT", &path, wasm("kvprobe")).await;
+        assert_eq!(refused.status, 409, "{bad}: {}", String::from_utf8_lossy(&refused.body));
+        assert!(refused.error().contains("normalised"), "{bad}: {}", refused.error());
+    }
+    // The user service still answers its whole route.
+    assert_eq!(server.get("/users/x").await.header("pitstop-component"), Some("user"));
+    // Its own fresh prefix is fine.
+    let own = server.admin("PUT", "/admin/components/probe?route=/probe", wasm("kvprobe")).await;
+    assert_eq!(own.status, 201, "{}", String::from_utf8_lossy(&own.body));
+}
