@@ -67,7 +67,7 @@ impl Get for Gateway {
 async fn main() {
     let data = tempfile::TempDir::new().unwrap();
     let config = data.path().join("pitstop.toml");
-    std::fs::write(&config, config_text(&build_busy())).unwrap();
+    std::fs::write(&config, probe::busy_config(&build_busy(), "", "")).unwrap();
     // PITSTOP_BIN measures another build (e.g. the previous commit's) the same way.
     let binary = std::env::var_os("PITSTOP_BIN")
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pitstop")), PathBuf::from);
@@ -125,27 +125,6 @@ fn build_busy() -> PathBuf {
         .expect("running cargo for tests/components");
     assert!(status.success(), "building tests/components/busy failed");
     target.join("wasm32-wasip2/release/busy.wasm")
-}
-
-/// busy at `/busy` with a breaker that never opens (the 504s of the flood
-/// would open it, and then it would answer instead of the guest), the user
-/// service at `/users`.
-fn config_text(busy: &Path) -> String {
-    format!(
-        r#"
-        [components.busy]
-        path = "{}"
-        breaker = {{ consecutive_failures = 100000, min_calls = 100000 }}
-
-        [[routes]]
-        prefix = "/busy"
-        component = "busy"
-        [[routes]]
-        prefix = "/users"
-        component = "user"
-        "#,
-        busy.display()
-    )
 }
 
 async fn create_user(gateway: &Gateway, data_dir: &Path) -> String {

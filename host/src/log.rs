@@ -205,10 +205,10 @@ impl LineWriter {
         let component = &*self.output.budget.component;
         match self.output.stream {
             Stream::Stdout => {
-                tracing::info!(target: "guest", component, stream = "stdout", "{text}")
+                tracing::info!(target: "guest", component, stream = Stream::Stdout.name(), "{text}")
             }
             Stream::Stderr => {
-                tracing::warn!(target: "guest", component, stream = "stderr", "{text}")
+                tracing::warn!(target: "guest", component, stream = Stream::Stderr.name(), "{text}")
             }
         }
         self.line.clear();

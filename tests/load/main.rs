@@ -39,30 +39,9 @@ async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
     TURN.lock().await
 }
 
-/// A `pitstop.toml` deploying `busy.wasm` as `busy` at `/busy` with the
-/// `settings` lines, the user service at `/users` (a route table replaces
-/// the built-in one), and `more` (other components and their routes).
-/// Breakers are lenient: these tests are about scheduling, and a breaker
-/// opened by the 504s they provoke would answer for the guest.
+/// [`probe::busy_config`] with the `busy.wasm` these tests built.
 fn config(settings: &str, more: &str) -> String {
-    format!(
-        r#"
-        [components.busy]
-        path = "{busy}"
-        breaker = {{ consecutive_failures = 100000, min_calls = 100000 }}
-        {settings}
-
-        {more}
-
-        [[routes]]
-        prefix = "/busy"
-        component = "busy"
-        [[routes]]
-        prefix = "/users"
-        component = "user"
-        "#,
-        busy = busy_wasm().display(),
-    )
+    probe::busy_config(&busy_wasm(), settings, more)
 }
 
 fn busy_wasm() -> std::path::PathBuf {

@@ -86,6 +86,33 @@ pub fn percentile(samples: &[Duration], percent: f64) -> Duration {
     sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied().unwrap_or_default()
 }
 
+/// A `pitstop.toml` deploying the `busy` test component at `busy` (path of
+/// its `.wasm`) as `busy` at `/busy` with the `settings` lines, the user
+/// service at `/users` (a route table replaces the built-in one), and
+/// `more` (other components and their routes). Breakers are lenient: this
+/// is about scheduling, and a breaker opened by the 504s a flood provokes
+/// would answer for the guest.
+pub fn busy_config(busy: &std::path::Path, settings: &str, more: &str) -> String {
+    format!(
+        r#"
+        [components.busy]
+        path = "{busy}"
+        breaker = {{ consecutive_failures = 100000, min_calls = 100000 }}
+        {settings}
+
+        {more}
+
+        [[routes]]
+        prefix = "/busy"
+        component = "busy"
+        [[routes]]
+        prefix = "/users"
+        component = "user"
+        "#,
+        busy = busy.display(),
+    )
+}
+
 /// Milliseconds, for printing.
 pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
