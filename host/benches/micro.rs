@@ -90,12 +90,12 @@ fn keyvalue(c: &mut Criterion) {
     let metrics = ComponentMetrics::detached();
     let mut group = c.benchmark_group("keyvalue through the host");
     group.bench_function("get (100-byte value)", |b| {
-        let mut ctx = KeyvalueCtx::new(tree.clone(), usage.clone(), metrics.clone());
+        let mut ctx = KeyvalueCtx::new(tree.clone(), usage.clone(), u64::MAX, metrics.clone());
         // The host functions never wait: one poll completes them.
         b.iter(|| ctx.get("key".into()).now_or_never().unwrap().unwrap().unwrap())
     });
     group.bench_function("set (100-byte value, buffered until commit)", |b| {
-        let mut ctx = KeyvalueCtx::new(tree.clone(), usage.clone(), metrics.clone());
+        let mut ctx = KeyvalueCtx::new(tree.clone(), usage.clone(), u64::MAX, metrics.clone());
         b.iter(|| ctx.set("key".into(), vec![1u8; 100]).now_or_never().unwrap().unwrap())
     });
     group.finish();

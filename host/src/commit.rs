@@ -44,6 +44,10 @@ pub enum CommitError {
     /// The handled event was already handled (a replay raced a delivery).
     #[error("the event was already handled")]
     AlreadyHandled,
+    /// Writers committing at once would take the keyspace over its quota;
+    /// run again, the invocation's own writes see the quota is spent.
+    #[error("a concurrent request filled the keyspace first: {0}; nothing was saved, retry")]
+    QuotaExceeded(String),
     /// A counter cannot take what was added to it.
     #[error("counter {0:?} would overflow or does not hold an integer")]
     Counter(String),
@@ -128,6 +132,9 @@ pub fn commit(
     }
     if let Some(queue_key) = &effects.handled {
         batch.insert(handled_key(queue_key), &[]);
+    }
+    if let Some(why) = deployment.usage.refuse(old_bytes, new_bytes) {
+        return Err(CommitError::QuotaExceeded(why));
     }
     tree.apply_batch(batch).map_err(storage)?;
     deployment.usage.record(old_bytes, new_bytes);

@@ -40,6 +40,7 @@
 //! max_log_lines = 10000        # output lines (stdout, stderr, log) per invocation
 //! max_log_bytes = 1048576      # output bytes per invocation; the excess is dropped
 //! max_keyspace_bytes = 268435456  # keys + values per keyspace
+//! max_write_set_bytes = 16777216   # keys + values one invocation may write
 //! # breaker defaults: consecutive_failures = 5, failure_ratio = 0.5,
 //! # min_calls = 20, window_ms = 30000, open_ms = 30000, max_probes = 1
 //!
@@ -276,6 +277,8 @@ pub struct ComponentConfig {
     pub breaker: Option<BreakerConfig>,
     /// Bytes (keys plus values) its keyspace may hold.
     pub max_keyspace_bytes: Option<u64>,
+    /// Bytes (keys plus values) one invocation may write.
+    pub max_write_set_bytes: Option<u64>,
 }
 
 /// One route.
@@ -339,6 +342,8 @@ pub struct RuntimeConfig {
     pub breaker: Option<BreakerConfig>,
     /// Bytes (keys plus values) one keyspace may hold.
     pub max_keyspace_bytes: Option<u64>,
+    /// Bytes (keys plus values) one invocation may write.
+    pub max_write_set_bytes: Option<u64>,
 }
 
 impl Config {
@@ -400,6 +405,7 @@ impl Config {
                 max_log_bytes: runtime.max_log_bytes,
                 breaker: runtime.breaker,
                 max_keyspace_bytes: runtime.max_keyspace_bytes,
+                max_write_set_bytes: runtime.max_write_set_bytes,
             },
         );
         for (name, component) in &self.components {
@@ -415,6 +421,7 @@ impl Config {
                     max_log_bytes: component.max_log_bytes,
                     breaker: component.breaker,
                     max_keyspace_bytes: component.max_keyspace_bytes,
+                    max_write_set_bytes: component.max_write_set_bytes,
                 },
             );
             options.components.insert(name.clone(), settings);
@@ -441,6 +448,7 @@ struct Limits {
     max_log_bytes: Option<u64>,
     breaker: Option<BreakerConfig>,
     max_keyspace_bytes: Option<u64>,
+    max_write_set_bytes: Option<u64>,
 }
 
 fn apply(settings: &mut ComponentSettings, limits: Limits) {
@@ -467,6 +475,9 @@ fn apply(settings: &mut ComponentSettings, limits: Limits) {
     }
     if let Some(bytes) = limits.max_keyspace_bytes {
         settings.max_keyspace_bytes = bytes;
+    }
+    if let Some(bytes) = limits.max_write_set_bytes {
+        settings.max_write_set_bytes = bytes;
     }
 }
 

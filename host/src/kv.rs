@@ -25,9 +25,10 @@ pub const MAX_PAGE: u32 = 1000;
 /// How many bytes (keys plus values) a keyspace holds, against its quota.
 ///
 /// Counted once by scanning the tree when the component is first loaded in
-/// this process, then kept up to date by every write. Concurrent writers
-/// check against the same counter, so the quota can be overshot by at most
-/// the writes in flight at once, never by more.
+/// this process, then kept up to date by every commit. An invocation checks
+/// each write, counting its own earlier writes, against it; the commit checks
+/// again under the keyspace's commit lock, so concurrent writers cannot
+/// overshoot the quota together either.
 pub struct Usage {
     bytes: AtomicU64,
     limit: u64,
@@ -59,16 +60,14 @@ impl Usage {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Whether replacing `old` bytes by `new` bytes fits.
-    fn check(&self, old: u64, new: u64) -> Result<(), Error> {
+    /// Why replacing `old` bytes by `new` bytes does not fit, if it does
+    /// not. A change that does not grow the keyspace always fits, so a full
+    /// keyspace can still be cleaned up.
+    pub(crate) fn refuse(&self, old: u64, new: u64) -> Option<String> {
         let projected = self.bytes().saturating_sub(old) + new;
-        if new > old && projected > self.limit {
-            return Err(Error::QuotaExceeded(format!(
-                "the keyspace would hold {projected} bytes, its quota is {}",
-                self.limit
-            )));
-        }
-        Ok(())
+        (new > old && projected > self.limit).then(|| {
+            format!("the keyspace would hold {projected} bytes, its quota is {}", self.limit)
+        })
     }
 
     pub(crate) fn record(&self, old: u64, new: u64) {
@@ -121,6 +120,15 @@ pub struct KeyvalueCtx {
     tree: sled::Tree,
     usage: Arc<Usage>,
     writes: Writes,
+    /// Per written key: the bytes it held when first written in this
+    /// invocation, and the bytes the pending write will make it hold.
+    footprint: BTreeMap<String, (u64, u64)>,
+    /// Sums over `footprint`: what the buffered writes committed would
+    /// hold (`old`) and will hold (`new`).
+    old_bytes: u64,
+    new_bytes: u64,
+    /// Most bytes the buffered writes of one invocation may hold.
+    max_write_set: u64,
     metrics: Arc<ComponentMetrics>,
 }
 
@@ -130,13 +138,30 @@ pub(crate) fn entry_size(key: &[u8], value: Option<&[u8]>) -> u64 {
 }
 
 impl KeyvalueCtx {
-    /// A context over one component's tree and its usage, counting into `metrics`.
-    pub fn new(tree: sled::Tree, usage: Arc<Usage>, metrics: Arc<ComponentMetrics>) -> Self {
-        KeyvalueCtx { tree, usage, writes: Writes::default(), metrics }
+    /// A context over one component's tree and its usage, buffering at most
+    /// `max_write_set` bytes of writes, counting into `metrics`.
+    pub fn new(
+        tree: sled::Tree,
+        usage: Arc<Usage>,
+        max_write_set: u64,
+        metrics: Arc<ComponentMetrics>,
+    ) -> Self {
+        KeyvalueCtx {
+            tree,
+            usage,
+            writes: Writes::default(),
+            footprint: BTreeMap::new(),
+            old_bytes: 0,
+            new_bytes: 0,
+            max_write_set,
+            metrics,
+        }
     }
 
     /// The buffered writes, leaving none behind.
     pub fn take_writes(&mut self) -> Writes {
+        self.footprint.clear();
+        (self.old_bytes, self.new_bytes) = (0, 0);
         std::mem::take(&mut self.writes)
     }
 
@@ -157,16 +182,41 @@ impl KeyvalueCtx {
         }
     }
 
-    /// Buffer `write` under `key`, checking it against the quota.
+    /// Buffer `write` under `key`, checking it, together with this
+    /// invocation's earlier writes, against the write-set limit and the
+    /// keyspace quota: writes held in memory until the commit are bounded
+    /// as much as what the commit stores.
     fn buffer(&mut self, key: &str, write: PendingWrite) -> Result<(), Error> {
-        let new_size = match &write {
+        let size = match &write {
             PendingWrite::Put(value) => entry_size(key.as_bytes(), Some(value)),
             PendingWrite::Delete => 0,
             // A counter is at most 20 digits.
             PendingWrite::Add(_) => (key.len() + 20) as u64,
         };
-        let old = self.tree.get(key).map_err(storage)?;
-        self.usage.check(entry_size(key.as_bytes(), old.as_deref()), new_size)?;
+        let (committed, pending) = match self.footprint.get(key) {
+            Some(&sizes) => sizes,
+            None => {
+                let old = self.tree.get(key).map_err(storage)?;
+                (entry_size(key.as_bytes(), old.as_deref()), 0)
+            }
+        };
+        let first = !self.footprint.contains_key(key);
+        let old_bytes = self.old_bytes + if first { committed } else { 0 };
+        let new_bytes = self.new_bytes - pending + size;
+        if new_bytes > self.new_bytes && new_bytes > self.max_write_set {
+            return Err(Error::QuotaExceeded(format!(
+                "this invocation would write {new_bytes} bytes; one invocation may write at most \
+                 {} (max_write_set_bytes)",
+                self.max_write_set
+            )));
+        }
+        if new_bytes > self.new_bytes
+            && let Some(why) = self.usage.refuse(old_bytes, new_bytes)
+        {
+            return Err(Error::QuotaExceeded(why));
+        }
+        self.footprint.insert(key.to_string(), (committed, size));
+        (self.old_bytes, self.new_bytes) = (old_bytes, new_bytes);
         self.writes.pending.insert(key.to_string(), write);
         Ok(())
     }

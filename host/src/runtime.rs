@@ -87,6 +87,8 @@ pub struct ComponentSettings {
     pub breaker: BreakerConfig,
     /// Bytes (keys plus values) its keyspace may hold.
     pub max_keyspace_bytes: u64,
+    /// Bytes (keys plus values) one invocation may write before it commits.
+    pub max_write_set_bytes: u64,
 }
 
 impl Default for ComponentSettings {
@@ -99,6 +101,7 @@ impl Default for ComponentSettings {
             output: OutputLimits::default(),
             breaker: BreakerConfig::default(),
             max_keyspace_bytes: 256 << 20,
+            max_write_set_bytes: 16 << 20,
         }
     }
 }
@@ -672,7 +675,7 @@ impl Runtime {
             OutputBudget::new(component.clone(), settings.output, metrics.log_dropped.clone());
         let state = ComponentState::new(
             output,
-            KeyvalueCtx::new(keyspace.clone(), usage, metrics),
+            KeyvalueCtx::new(keyspace.clone(), usage, settings.max_write_set_bytes, metrics),
             ServicesCtx::new(self.clone(), component, call, turn),
             BusCtx::new(topics, call.trace),
             limits,
@@ -785,7 +788,7 @@ impl Runtime {
             // Someone else handled the event meanwhile (a replay raced it):
             // there is nothing left to do for it.
             Err(CommitError::AlreadyHandled) => {}
-            Err(error @ CommitError::Conflict(_)) => {
+            Err(error @ (CommitError::Conflict(_) | CommitError::QuotaExceeded(_))) => {
                 return Err(Rerun::Conflict { error: error.to_string(), retryable });
             }
             Err(error) => return Err(Rerun::Failed(InvokeFailure::Internal(error.to_string()))),

@@ -108,7 +108,7 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
     let state = ComponentState::with_wasi(
         output,
         wasi.build(),
-        KeyvalueCtx::new(keyspace, usage, metrics),
+        KeyvalueCtx::new(keyspace, usage, u64::MAX, metrics),
         ServicesCtx::new(runtime.clone(), name, call, Turn::unlimited())
             .with_stubs(Stubs::default()),
         BusCtx::new(Arc::default(), trace),

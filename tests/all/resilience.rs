@@ -255,6 +255,36 @@ async fn keyvalue_quotas_come_back_to_the_guest_as_errors() {
     assert!(invalid.error().contains("invalid key"), "{}", invalid.error());
 }
 
+/// One invocation cannot write past its keyspace's quota by writing many
+/// values before it commits (each `set` used to be checked against the
+/// committed bytes only: 600 sets of 1 MiB all landed in a 256 MiB
+/// keyspace), nor hold more than `max_write_set_bytes` of writes in memory.
+#[tokio::test]
+async fn one_invocation_cannot_write_past_its_quota_or_its_write_set() {
+    let limits = "max_keyspace_bytes = 10485760\nmax_write_set_bytes = 4194304";
+    let config = crate::support::single_component_config("probe", "kvprobe", limits, "/p");
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    // 5 MiB in one invocation: over the write set, though within the quota.
+    let over_set = server.send("POST", "/p/fill/a/5/1024", "").await;
+    assert_eq!(over_set.status, 500, "{}", String::from_utf8_lossy(&over_set.body));
+    assert!(over_set.error().contains("max_write_set_bytes"), "{}", over_set.error());
+    assert_eq!(server.get("/p/kv/a-0").await.status, 404, "nothing was written");
+    // Two invocations of ~4 MiB each fit: 8,380,440 of 10,485,760 bytes.
+    for tag in ["b", "c"] {
+        let fill = server.send("POST", &format!("/p/fill/{tag}/4/1023"), "").await;
+        assert_eq!(fill.status, 200, "{}", String::from_utf8_lossy(&fill.body));
+    }
+    // A third would take the keyspace over its quota at its third value,
+    // although each value alone would fit beside what is committed.
+    let over_quota = server.send("POST", "/p/fill/d/4/1023", "").await;
+    assert_eq!(over_quota.status, 500, "{}", String::from_utf8_lossy(&over_quota.body));
+    assert!(over_quota.error().contains("its quota is 10485760"), "{}", over_quota.error());
+    assert_eq!(server.get("/p/kv/d-0").await.status, 404, "nothing was written");
+    // Rewriting what is there does not grow the keyspace: still allowed.
+    assert_eq!(server.send("POST", "/p/fill/b/4/1023", "").await.status, 200);
+    assert_eq!(server.get("/p/kv/c-3").await.body.len(), 1023 * 1024);
+}
+
 /// An over-long id is the client's mistake: every built-in service answers
 /// it with a 4xx, never a 5xx, so no client (no token needed for a read) can
 /// open a service's circuit breaker and switch it off for everyone.

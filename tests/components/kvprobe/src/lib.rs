@@ -4,6 +4,9 @@
 //! - `GET /{prefix}/kv/{key}` answers the value, or 404;
 //! - `GET /{prefix}/keys?{prefix}` lists every key starting with the query;
 //! - `POST /{prefix}/incr/{key}` increments `key` and answers the new value;
+//! - `POST /{prefix}/fill/{tag}/{n}/{kib}` sets `n` keys `{tag}-0`, ... of
+//!   `kib` KiB each in one invocation (a guest filling its keyspace faster
+//!   than one write at a time), answers `{"stored": n}` or the first error;
 //! - `{any method} /{prefix}/headers` answers the request headers it got, as
 //!   a JSON list of `[name, value]` pairs;
 //! - `GET /{prefix}/relay/{callee}` calls `callee`'s `GET /{prefix}/headers`
@@ -45,6 +48,14 @@ fn route(request: &Request) -> Result<Response, ApiError> {
             Ok(Response::json(200, &keys))
         }
         ("POST", [_, "incr", key]) => Ok(Response::json(200, &kv::increment(key, 1)?)),
+        ("POST", [_, "fill", tag, n, kib]) => {
+            let (n, kib) = (number(n)?, number(kib)?);
+            let value = vec![b'x'; kib as usize * 1024];
+            for i in 0..n {
+                kv::set(&format!("{tag}-{i}"), &value)?;
+            }
+            Ok(Response::json(200, &serde_json::json!({ "stored": n })))
+        }
         (_, [_, "headers"]) => {
             let headers: Vec<(&str, &str)> =
                 request.headers.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
@@ -71,3 +82,7 @@ fn route(request: &Request) -> Result<Response, ApiError> {
 impl pitstop_sdk::Events for Probe {}
 
 pitstop_sdk::export!(Probe);
+
+fn number(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| ApiError::bad_request(format!("not a number: {text:?}")))
+}
