@@ -12,6 +12,7 @@
 //! registry and the routes. Whatever fails before the swap leaves the active
 //! version serving, untouched.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -93,8 +94,16 @@ pub struct Deployments {
     artifacts: ArtifactCache,
     static_routes: Vec<(String, String)>,
     gateway: Gateway<RuntimeBackend>,
-    // One change at a time: version numbers and records stay consistent.
-    // Requests never take it.
+    // Two locks, so that a slow deploy (a large component compiling, a
+    // `declare` that loops until its deadline) holds up no other name:
+    // - `names`: one per name, held for the whole of a change to that name
+    //   (compile and `declare` included), so its record and version numbers
+    //   change one step at a time;
+    // - `changes`: across names, held only for the moments that read or
+    //   write what names share (routes, the registry): checking routes,
+    //   saving a record and activating it.
+    // Always `names` first. Requests take neither.
+    names: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     changes: tokio::sync::Mutex<()>,
 }
 
@@ -121,8 +130,15 @@ impl Deployments {
             artifacts,
             static_routes,
             gateway,
+            names: Default::default(),
             changes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The lock of changes to `name` (see the struct's fields).
+    fn name_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        names.entry(name.to_string()).or_default().clone()
     }
 
     /// Activate every persisted active version, from the artifact cache. A
@@ -202,7 +218,9 @@ impl Deployments {
             ));
         }
         let digest = hex_sha256(&bytes);
-        let _change = self.changes.lock().await;
+        let name_lock = self.name_lock(name);
+        let _name = name_lock.lock().await;
+        // Stable until the end: every change to this name holds its lock.
         let existing = self.record(name)?;
         if skip_unchanged && existing.as_ref().is_some_and(|r| active_digest(r) == Some(&digest)) {
             return Ok(None);
@@ -218,6 +236,7 @@ impl Deployments {
         if let Some(routes) = routes {
             record.routes = routes;
         }
+        // Refuse a route clash before compiling; checked again before saving.
         self.check_routes(&record)?;
 
         let size = bytes.len() as u64;
@@ -232,6 +251,9 @@ impl Deployments {
             write_atomically(&blob, &bytes).map_err(|e| DeployError::Storage(e.to_string()))?;
         }
 
+        let _change = self.changes.lock().await;
+        // Another name may have claimed one of the routes meanwhile.
+        self.check_routes(&record)?;
         let version = record.next_version;
         record.next_version += 1;
         record.active = Some(version);
@@ -261,7 +283,8 @@ impl Deployments {
 
     /// Make the version before the active one active again, from the cache.
     pub async fn rollback(&self, name: &str) -> Result<u64, DeployError> {
-        let _change = self.changes.lock().await;
+        let name_lock = self.name_lock(name);
+        let _name = name_lock.lock().await;
         let mut record = self.active_record(name)?;
         let active = record.active.expect("active_record checks it");
         let previous = record
@@ -272,6 +295,7 @@ impl Deployments {
             .cloned()
             .ok_or_else(|| DeployError::NoEarlierVersion(name.to_string()))?;
         let deployment = self.load(name, &previous).await?;
+        let _change = self.changes.lock().await;
         record.active = Some(previous.version);
         self.save(&record)?;
         self.runtime.registry().activate(deployment);
@@ -284,6 +308,8 @@ impl Deployments {
     /// and history are kept (a later deploy continues the version numbers)
     /// unless `purge`, which forgets the name and drops its keyspace.
     pub async fn undeploy(&self, name: &str, purge: bool) -> Result<(), DeployError> {
+        let name_lock = self.name_lock(name);
+        let _name = name_lock.lock().await;
         let _change = self.changes.lock().await;
         let mut record = self.active_record(name)?;
         self.runtime.registry().remove(name);

@@ -367,7 +367,10 @@ impl Runtime {
                 .until(Instant::now() + DECLARE_DEADLINE + ANSWER_GRACE)
                 .await
                 .unwrap_or_else(|| {
-                    Err(DeployError::Incompatible("declare did not return in time".into()))
+                    Err(DeployError::Incompatible(format!(
+                        "declare did not return in time ({} s)",
+                        DECLARE_DEADLINE.as_secs()
+                    )))
                 })?;
             prepared.topics = Arc::new(topics);
         }
@@ -404,10 +407,20 @@ impl Runtime {
             let instance = pre.instantiate_async(&mut store).await?;
             indices.load(&mut store, &instance)?.call_declare(&mut store).await
         };
+        let too_slow = || {
+            DeployError::Incompatible(format!(
+                "declare did not return in time ({} s)",
+                DECLARE_DEADLINE.as_secs()
+            ))
+        };
         let declared = tokio::time::timeout(DECLARE_DEADLINE, declare)
             .await
-            .map_err(|_| DeployError::Incompatible("declare did not return in time".into()))?
-            .map_err(|e| DeployError::Incompatible(format!("declare failed: {e:#}")))?;
+            .map_err(|_| too_slow())?
+            .map_err(|e| match e.downcast_ref::<wasmtime::Trap>() {
+                // The epoch deadline stopped a guest that computes for ever.
+                Some(wasmtime::Trap::Interrupt) => too_slow(),
+                _ => DeployError::Incompatible(format!("declare failed: {e:#}")),
+            })?;
         let mut topics = Topics::default();
         for (list, set) in [
             (declared.publishes, &mut topics.publishes),

@@ -131,6 +131,58 @@ async fn bad_uploads_leave_the_old_version_serving() {
     );
 }
 
+/// Deploys of different names do not wait for each other: a component whose
+/// `declare` computes until the platform gives up (2 s) used to hold the one
+/// lock of every deploy, rollback and undeploy for that long.
+#[tokio::test]
+async fn a_deploy_whose_declare_loops_holds_up_no_other_name() {
+    let server = Server::start().await;
+    let slow = async {
+        let answer =
+            server.admin("PUT", "/admin/components/slow?route=/slow", wasm("slow_declare")).await;
+        (answer, Instant::now())
+    };
+    let others = async {
+        // Well after the slow deploy has started.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let deployed =
+            server.admin("PUT", "/admin/components/greeter?route=/greet", wasm("hello")).await;
+        let rolled_back = server.admin("POST", "/admin/components/user/rollback", "").await;
+        let undeployed = server.admin("DELETE", "/admin/components/order", "").await;
+        (deployed, rolled_back, undeployed, Instant::now())
+    };
+    let ((slow, slow_done), (deployed, rolled_back, undeployed, others_done)) =
+        tokio::join!(slow, others);
+    assert_eq!(slow.status, 422, "{}", String::from_utf8_lossy(&slow.body));
+    assert!(slow.error().contains("declare did not return in time"), "{}", slow.error());
+    assert_eq!(deployed.status, 201, "{}", String::from_utf8_lossy(&deployed.body));
+    assert_eq!(rolled_back.status, 409, "user has no earlier version");
+    assert_eq!(undeployed.status, 200);
+    assert!(
+        others_done < slow_done,
+        "the other names' changes waited for the slow deploy ({:?} after it)",
+        others_done - slow_done
+    );
+    assert_eq!(server.get("/greet").await.status, 200);
+    assert_eq!(server.get("/slow").await.status, 404, "the refused component was not kept");
+}
+
+/// Two names deploying at once to the same route: one gets it, the other
+/// is refused, whatever the order their compiles finish in.
+#[tokio::test]
+async fn concurrent_deploys_cannot_both_take_a_route() {
+    let server = Server::start().await;
+    let (first, second) = tokio::join!(
+        server.admin("PUT", "/admin/components/one?route=/same", wasm("hello")),
+        server.admin("PUT", "/admin/components/two?route=/same", wasm("kvprobe")),
+    );
+    let mut statuses = [first.status, second.status];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "{} / {}", first.error(), second.error());
+    let loser = if first.status == 409 { &first } else { &second };
+    assert!(loser.error().contains("route /same belongs to component"), "{}", loser.error());
+}
+
 #[tokio::test]
 async fn uploads_over_the_limit_are_413() {
     let server = Server::start_with(Some("[admin]\nmax_upload = 1000\n"), fresh_dir()).await;
