@@ -78,6 +78,19 @@ impl ArtifactCache {
         .await
         .map_err(|e| CompileError::Io(format!("compiler task failed: {e}")))?
     }
+
+    /// Drop the entry of `digest`, if any: the component compiled but was
+    /// refused, and nothing of it is kept.
+    pub fn forget(&self, digest: &str) {
+        let path = self.entry(digest);
+        for file in [checksum_path(&path), path] {
+            if let Err(error) = std::fs::remove_file(&file)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %file.display(), %error, "could not remove a cache entry");
+            }
+        }
+    }
 }
 
 /// Why a component could not be compiled.

@@ -24,6 +24,7 @@ use crate::backend::RuntimeBackend;
 use crate::bus::Topics;
 use crate::registry::Deployment;
 use crate::runtime::{DeployError, Runtime, is_valid_name, keyspace_tree, looks_like_component};
+use crate::world::WorldError;
 
 /// What is persisted about one component name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,12 +240,28 @@ impl Deployments {
         // Refuse a route clash before compiling; checked again before saving.
         self.check_routes(&record)?;
 
+        // Milliseconds, where compiling can take most of a minute.
+        crate::world::check(&bytes).map_err(|error| match error {
+            WorldError::Mismatch(why) => DeployError::Incompatible(why),
+            WorldError::Malformed(why) => DeployError::Invalid(why),
+        })?;
+
         let size = bytes.len() as u64;
         let source = bytes.clone();
         let (component, origin) =
             self.artifacts.load(&digest, move || Ok(source)).await.map_err(compile_error)?;
         let keyspace = self.keyspace(name)?;
-        let prepared = self.runtime.prepare(name, &component, &keyspace).await?;
+        let prepared = match self.runtime.prepare(name, &component, &keyspace).await {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                // Compiled just now for this refused deploy: keep nothing.
+                // A cached entry belongs to a version that deployed before.
+                if origin == Origin::Compiled {
+                    self.artifacts.forget(&digest);
+                }
+                return Err(error);
+            }
+        };
         // Only components that passed every check are kept.
         let blob = self.blob_path(&digest);
         if !blob.exists() {

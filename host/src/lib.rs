@@ -62,6 +62,7 @@ pub mod telemetry;
 pub mod test_runner;
 pub mod testing;
 pub mod watch;
+pub mod world;
 
 pub use config::Config;
 pub use platform::{Platform, PlatformOptions};

@@ -254,16 +254,24 @@ pub struct Runtime {
     _ticker: EpochTicker,
 }
 
+/// Every interface a component can import: wasi 0.2 and the platform's own
+/// capabilities. [`crate::world::PROVIDED`] lists the same names, so that a
+/// deploy can be refused before compiling.
+pub(crate) fn platform_linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    crate::kv::add_to_linker(&mut linker)?;
+    crate::services::add_to_linker(&mut linker)?;
+    crate::log::add_to_linker(&mut linker)?;
+    crate::bus::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
 impl Runtime {
     /// A runtime storing keyspaces in `db`.
     pub fn new(db: sled::Db, options: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
         let engine = build_engine(&options.engine)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        crate::kv::add_to_linker(&mut linker)?;
-        crate::services::add_to_linker(&mut linker)?;
-        crate::log::add_to_linker(&mut linker)?;
-        crate::bus::add_to_linker(&mut linker)?;
+        let linker = platform_linker(&engine)?;
         let ticker = EpochTicker::start(engine.clone());
         let bus = Bus::open(&db, options.bus)?;
         let flusher = Flusher::start(db.clone())?;

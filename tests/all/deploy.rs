@@ -131,6 +131,46 @@ async fn bad_uploads_leave_the_old_version_serving() {
     );
 }
 
+/// A component the platform cannot run is refused before it is compiled
+/// (a 12 MB JavaScript component used to compile for 43 s first), in words
+/// that say what is missing, and leaves nothing in the artifact cache; nor
+/// does one refused after compiling (its `declare` never returns).
+#[tokio::test]
+async fn components_that_do_not_fit_are_refused_before_compiling() {
+    let server = Server::start().await;
+    let cache = server.data_dir().join("cache");
+    let entries = || std::fs::read_dir(&cache).unwrap().count();
+    let cached = entries();
+
+    let http = wasm("http_hello");
+    let refused = server.admin("PUT", "/admin/components/web?route=/web", http.clone()).await;
+    assert_eq!(refused.status, 422, "{}", String::from_utf8_lossy(&refused.body));
+    let error = refused.error();
+    for words in [
+        "imports wasi:http/types@0.2.",
+        "which pitstop does not provide",
+        "a service exports pitstop:platform/handler@0.1.x; it exports wasi:http/incoming-handler@0.2.",
+    ] {
+        assert!(error.contains(words), "{words:?} not in {error}");
+    }
+    let wrong = wasm("wrong_world");
+    let refused = server.admin("PUT", "/admin/components/wrong", wrong.clone()).await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.error().contains("imports test:wrong/nowhere"), "{}", refused.error());
+    assert!(refused.error().contains("it exports run"), "{}", refused.error());
+    let slow = server.admin("PUT", "/admin/components/slow", wasm("slow_declare")).await;
+    assert_eq!(slow.status, 422, "{}", String::from_utf8_lossy(&slow.body));
+
+    assert_eq!(entries(), cached, "a refused component left a compiled artifact");
+    let log = server.log();
+    for bytes in [http, wrong] {
+        let digest = pitstop_host::artifacts::hex_sha256(&bytes);
+        assert!(!log.contains(&digest), "compiled although refusable from its names");
+    }
+    let versions = server.admin("GET", "/admin/components/web/versions", "").await;
+    assert_eq!(versions.status, 404, "nothing was recorded");
+}
+
 /// Deploys of different names do not wait for each other: a component whose
 /// `declare` computes until the platform gives up (2 s) used to hold the one
 /// lock of every deploy, rollback and undeploy for that long.
