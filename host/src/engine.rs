@@ -6,14 +6,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances. Deadlines are counted in these ticks, so this
 /// is their resolution; a tick costs one atomic increment.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Instance slots whose memory is returned to the kernel in one batch.
-const DECOMMIT_BATCH: usize = 64;
+const DECOMMIT_BATCH: usize = 2;
+/// Dirty bytes of a linear memory reset in place (found with the
+/// `PAGEMAP_SCAN` ioctl, zeroed with memset) rather than decommitted, when
+/// the kernel has that ioctl (Linux 6.7+).
+const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+/// The same for tables.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// Bytes at the top of each async stack kept resident between uses.
 const STACK_KEEP_RESIDENT: usize = 64 << 10;
 
@@ -51,13 +57,29 @@ pub fn build_engine(limits: &EngineLimits) -> wasmtime::Result<Engine> {
         // Returning a slot's pages to the kernel (madvise) on a
         // multi-threaded process makes the kernel flush the TLB of every
         // core by IPI: a profile of GET /hello under load spent about half
-        // its CPU there. Batching 64 decommits into one call took hello
-        // from ~12.5k to ~21.5k req/s on 2 cores (BENCHMARKS.md). A slot is
-        // always decommitted before it is handed out again, so isolation
-        // between instances is unchanged; keeping pages resident instead
-        // (memset on reuse) measured no better.
+        // its CPU there. Two things keep that off the common path:
+        // - With `PAGEMAP_SCAN`, the pages an instance dirtied, up to
+        //   MEMORY_KEEP_RESIDENT, are zeroed in place and stay resident: a
+        //   small service never madvises.
+        // - What lies beyond (a guest that used 60 MB) is decommitted in
+        //   batches of DECOMMIT_BATCH slots. Batches of 64 made hello fast
+        //   before the ioctl was used, but held up to 64 slots' memory per
+        //   queue shard (one per CPU): 100 requests touching 60 MB each took
+        //   host RSS from 42 MiB to 2.1 GiB. Now at most
+        //   shards x (DECOMMIT_BATCH - 1) x max_memory wait to be returned
+        //   (128 MiB on 2 CPUs with 64 MiB memories), and hello is faster
+        //   than with batches of 64: 12.8k vs 10.3k req/s (BENCHMARKS.md).
+        // A slot is always reset before it is handed out again, so isolation
+        // between instances is unchanged.
         .decommit_batch_size(DECOMMIT_BATCH)
         .async_stack_keep_resident(STACK_KEEP_RESIDENT);
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        // Without the ioctl, keeping memory resident would memset all of
+        // it on every reuse, dirty or not: worse than the madvise.
+        pool.pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT);
+    }
 
     let mut config = Config::new();
     config

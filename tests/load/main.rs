@@ -14,6 +14,7 @@
 mod support;
 
 mod limits;
+mod memory;
 mod output;
 mod probe;
 mod responsive;

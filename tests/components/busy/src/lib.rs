@@ -25,6 +25,9 @@
 //!   with `GET /busy/burn/{ms}` and answers 200 `{"outcome": ...}`: `"ok"`
 //!   for a 200, `"status N"` for another answer, else the SDK's
 //!   [`describe`] of the error (`"timed out"`, `"unavailable: ..."`, ...);
+//! - `GET /busy/touch/{mb}` allocates `mb` MB (10^6 bytes) and writes to
+//!   every page of it, answers 200 `{"touched_mb": mb}`: a guest that uses
+//!   much of its memory, and leaves the host to give it back;
 //! - `POST /busy/publish/{n}/{ms}` publishes `n` events on `busy.burn` with
 //!   payload `ms` (decimal text), answers 200 `{"published": n}`.
 //!
@@ -90,6 +93,15 @@ fn route(request: &Request) -> Result<Response, ApiError> {
                 stdout.write(&newlines).map_err(|e| ApiError::new(500, format!("{e:?}")))?;
             }
             Ok(Response::json(200, &json!({ "written": n })))
+        }
+        ("GET", [_, "touch", mb]) => {
+            let mb = number(mb)?;
+            let mut block = vec![0u8; mb as usize * 1_000_000];
+            for page in block.chunks_mut(4096) {
+                page[0] = 1;
+            }
+            std::hint::black_box(&block);
+            Ok(Response::json(200, &json!({ "touched_mb": mb })))
         }
         ("GET", [_, "random", kib, n]) => {
             let (kib, n) = (number(kib)?, number(n)?);
