@@ -968,8 +968,11 @@ fn guest_failure(
     let message = match error.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
         // The store limiter refuses growth with an error of its own.
+        // (wasmtime: "forcing trap when growing memory to N bytes")
         None if error.root_cause().to_string().contains("growing memory") => {
-            format!("memory limit of {max_memory} bytes exceeded")
+            let cause = error.root_cause().to_string();
+            let wanted = cause.split_whitespace().rev().nth(1).unwrap_or("more");
+            format!("memory limit of {max_memory} bytes exceeded (growing to {wanted} bytes)")
         }
         None => error.root_cause().to_string(),
     };

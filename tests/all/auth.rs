@@ -197,11 +197,35 @@ async fn rs256_and_eddsa_tokens_verify_with_the_configured_public_keys() {
     header.kid = Some("ed-2".into());
     let unknown_kid = jsonwebtoken::encode(&header, &good_claims(), &ed).unwrap();
     assert_eq!(call(&server, &unknown_kid).await.status, 401);
-    // An RSA key cannot pass for the HS256 secret (algorithm confusion).
+}
+
+/// Algorithm confusion: with only public keys configured (no HS256 secret),
+/// an HS256 token signed with the RSA public key's bytes, as if they were
+/// a secret, is refused because HS256 is not accepted at all.
+#[tokio::test]
+async fn a_public_key_cannot_pass_for_an_hs256_secret() {
+    let probe = test_components().join("kvprobe.wasm");
+    let config = format!(
+        "[components.probe]\npath = \"{}\"\n[auth.jwt]\naudience = \"pitstop-tests\"\n\
+         issuer = \"https://issuer.test\"\npublic_keys = [\"{}\"]\n\
+         [[routes]]\nprefix = \"/probe\"\ncomponent = \"probe\"\nauth = \"jwt\"\n",
+        probe.display(),
+        fixture("rsa.pub")
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa.key")).unwrap()).unwrap();
+    assert_eq!(call(&server, &sign(Algorithm::RS256, &rsa, &good_claims())).await.status, 200);
     let rsa_public = std::fs::read(fixture("rsa.pub")).unwrap();
     let confused =
         sign(Algorithm::HS256, &EncodingKey::from_secret(&rsa_public).unwrap(), &good_claims());
-    assert_eq!(call(&server, &confused).await.status, 401);
+    let answer = call(&server, &confused).await;
+    assert_eq!(answer.status, 401);
+    assert!(
+        answer.error().contains("tokens signed with HS256 are not accepted"),
+        "{}",
+        answer.error()
+    );
+    assert!(!server.data_dir().join("jwt.secret").exists(), "no secret with public keys");
 }
 
 #[tokio::test]
@@ -306,7 +330,8 @@ async fn a_policy_without_its_credentials_or_a_bad_limit_stops_the_start() {
 
 #[tokio::test]
 async fn pitstop_token_mints_tokens_that_expire() {
-    let server = Server::start().await;
+    // No leeway, so the one-second token is refused once its second is over.
+    let server = Server::start_with(Some("[auth.jwt]\nleeway_s = 0\n"), fresh_dir()).await;
     let short = server.mint_token("carol", "1s", None, &[]).expect("minted");
     let claims: Value = {
         use base64::Engine;
@@ -321,6 +346,12 @@ async fn pitstop_token_mints_tokens_that_expire() {
     let bearer = format!("Bearer {short}");
     let answer = server.send_raw("POST", "/users", &[("authorization", &bearer)], body).await;
     assert_eq!(answer.status, 201, "a fresh token works");
+    // exp is iat + 1 s, in whole seconds: 2.1 s later it has certainly passed.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let body = json!({"name": "Carol", "email": "carol2@example.com"}).to_string();
+    let late = server.send_raw("POST", "/users", &[("authorization", &bearer)], body).await;
+    assert_eq!(late.status, 401, "{}", String::from_utf8_lossy(&late.body));
+    assert!(late.error().contains("expired"), "{}", late.error());
     // A bad --ttl is a clear error, and no data dir secret means no token.
     assert!(server.mint_token("carol", "soon", None, &[]).is_none());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))

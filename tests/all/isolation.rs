@@ -95,12 +95,9 @@ async fn a_looping_component_is_stopped_at_its_deadline() {
         server.get("/a/keys").await
     });
     assert_eq!(looped.status, 504);
-    assert!(
-        looped.error().contains("1000 ms") || looped.error().contains("within"),
-        "{}",
-        looped.error()
-    );
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "stopped near its 1 s deadline");
+    assert!(looped.error().contains("did not answer within 1000 ms"), "{}", looped.error());
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "stopped after {took:?}, deadline 1 s");
     assert_eq!(other.status, 200, "other components answer while one loops");
     assert_eq!(server.get("/trap/ok").await.status, 200);
 }

@@ -98,8 +98,21 @@ async fn an_invalid_traceparent_starts_a_new_trace() {
     let answer =
         server.send_with("GET", "/users/usr_nobody", &[("traceparent", "garbage")], "").await;
     let trace = answer.header("traceparent").unwrap();
-    assert_eq!(trace.len(), 55, "{trace}");
-    assert!(!trace.contains("garbage"));
+    // version-traceid-spanid-flags: 00, 32 and 16 lower-case hex digits,
+    // neither all zeros (W3C trace context), 2 hex digits of flags.
+    let parts: Vec<&str> = trace.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    assert_eq!(parts.len(), 4, "{trace}");
+    assert_eq!(parts[0], "00", "{trace}");
+    assert!(hex(parts[1], 32) && parts[1] != "0".repeat(32), "{trace}");
+    assert!(hex(parts[2], 16) && parts[2] != "0".repeat(16), "{trace}");
+    assert!(hex(parts[3], 2), "{trace}");
+    let again =
+        server.send_with("GET", "/users/usr_nobody", &[("traceparent", "garbage")], "").await;
+    let other = again.header("traceparent").unwrap();
+    assert_ne!(&other[3..35], parts[1], "a new trace id each time");
     let first = answer.header("x-request-id").unwrap().to_string();
     let second = server.get("/users/usr_nobody").await;
     assert_ne!(second.header("x-request-id").unwrap(), first, "a new id per request");

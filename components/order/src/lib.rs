@@ -471,7 +471,9 @@ mod tests {
         assert_eq!(order.payment_id.as_deref(), Some("pay_1"));
         assert_eq!(stored(&order.id).status, Status::Confirmed);
         assert_eq!(testing::published_topics(), ["order.timeout", "order.confirmed"]);
-        assert!(testing::calls_to("payment").iter().all(|c| c.path == "/payments"), "no void");
+        let calls = testing::calls_to("payment");
+        assert_eq!(calls.len(), 1, "one charge, no void");
+        assert_eq!((calls[0].method.as_str(), calls[0].path.as_str()), ("POST", "/payments"));
     }
 
     #[test]
@@ -566,7 +568,10 @@ mod tests {
             published_at: 0,
         };
         OrderService::handle_event(event.clone()).unwrap();
-        OrderService::handle_event(event).unwrap();
+        // A redelivery is harmless: one entry, the same user.
+        OrderService::handle_event(event.clone()).unwrap();
+        assert_eq!(kv::all_keys("user/").unwrap(), ["user/usr_known"]);
+        assert_eq!(kv::get("user/usr_known").unwrap(), Some(event.payload));
         assert!(ensure_user_exists("usr_known").is_ok());
         testing::stub_json("user", "GET", "/users/", 404, &json!({"error": "user not found"}));
         assert_eq!(

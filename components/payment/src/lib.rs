@@ -382,5 +382,18 @@ mod tests {
             Request { query: "order_id=ord_none".into(), ..Request::empty("GET", "/payments") };
         assert_eq!(respond(route(&none)).status, 404);
         assert_eq!(respond(route(&Request::empty("GET", "/payments"))).status, 400);
+
+        // By user: this user's payments, and only theirs.
+        let (_, mine) = post(
+            "/payments",
+            json!({"order_id": "ord_by_user", "user_id": "usr_lookup", "amount": 7}),
+        );
+        let by_user = |user: &str| {
+            let request =
+                Request { query: format!("user_id={user}"), ..Request::empty("GET", "/payments") };
+            respond(route(&request)).parse::<Value>().unwrap()
+        };
+        assert_eq!(by_user("usr_lookup"), json!({ "payments": [mine] }));
+        assert_eq!(by_user("usr_nobody"), json!({ "payments": [] }));
     }
 }
