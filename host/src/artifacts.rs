@@ -19,7 +19,8 @@ use wasmtime::component::Component;
 /// How a component was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// Compiled now (no usable cache entry); the entry is written.
+    /// Compiled now (no usable cache entry); nothing is written until the
+    /// caller [`ArtifactCache::keep`]s it.
     Compiled,
     /// Deserialised from a verified cache entry.
     Cached,
@@ -47,7 +48,9 @@ impl ArtifactCache {
     }
 
     /// The component whose bytes have sha256 `digest`: from the cache when a
-    /// verified entry exists, else compiled from `bytes()` and cached.
+    /// verified entry exists, else compiled from `bytes()`. A compiled
+    /// component is not cached here: a deploy keeps it only once every check
+    /// has passed, so a refused component leaves no artifact behind.
     pub async fn load(
         &self,
         digest: &str,
@@ -69,26 +72,29 @@ impl ArtifactCache {
             let component = Component::new(&engine, &bytes)
                 .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
             tracing::info!(digest, "compiled component");
-            if let Err(error) = write_entry(&component, &path) {
-                // The component works; only the next start will be slower.
-                tracing::warn!(path = %path.display(), %error, "could not cache the compiled component");
-            }
             Ok((component, Origin::Compiled))
         })
         .await
         .map_err(|e| CompileError::Io(format!("compiler task failed: {e}")))?
     }
 
-    /// Drop the entry of `digest`, if any: the component compiled but was
-    /// refused, and nothing of it is kept.
-    pub fn forget(&self, digest: &str) {
+    /// Cache `component`, compiled from the bytes with sha256 `digest`, so
+    /// that restarts and rollbacks load it instead of compiling. A failure
+    /// is logged: the component works, only a later load compiles again.
+    pub async fn keep(&self, digest: &str, component: &Component) {
         let path = self.entry(digest);
-        for file in [checksum_path(&path), path] {
-            if let Err(error) = std::fs::remove_file(&file)
-                && error.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %file.display(), %error, "could not remove a cache entry");
-            }
+        if path.exists() {
+            return;
+        }
+        let component = component.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            write_entry(&component, &path).map_err(|e| format!("{}: {e:#}", path.display()))
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not cache the compiled component"),
+            Err(error) => tracing::warn!(%error, "could not cache the compiled component"),
         }
     }
 }
@@ -142,13 +148,28 @@ fn checksum_path(path: &Path) -> PathBuf {
 }
 
 /// Write `bytes` to a temporary file beside `path`, sync, and rename it over `path`.
+///
+/// The temporary name is unique to this call: deploys of the same bytes
+/// under several names write the same paths at once, and a name shared by
+/// the writers of one process let one rename another's half-written file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let unique = WRITES.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{unique}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// sha256 of `bytes`, lower-case hex.

@@ -251,26 +251,17 @@ impl Deployments {
         let (component, origin) =
             self.artifacts.load(&digest, move || Ok(source)).await.map_err(compile_error)?;
         let keyspace = self.keyspace(name)?;
-        let prepared = match self.runtime.prepare(name, &component, &keyspace).await {
-            Ok(prepared) => prepared,
-            Err(error) => {
-                // Compiled just now for this refused deploy: keep nothing.
-                // A cached entry belongs to a version that deployed before.
-                if origin == Origin::Compiled {
-                    self.artifacts.forget(&digest);
-                }
-                return Err(error);
-            }
-        };
-        // Only components that passed every check are kept.
+        let prepared = self.runtime.prepare(name, &component, &keyspace).await?;
+
+        let change = self.changes.lock().await;
+        // Another name may have claimed one of the routes meanwhile.
+        self.check_routes(&record)?;
+        // Only components that passed every check are kept: their bytes
+        // now, their compiled artifact once they serve.
         let blob = self.blob_path(&digest);
         if !blob.exists() {
             write_atomically(&blob, &bytes).map_err(|e| DeployError::Storage(e.to_string()))?;
         }
-
-        let _change = self.changes.lock().await;
-        // Another name may have claimed one of the routes meanwhile.
-        self.check_routes(&record)?;
         let version = record.next_version;
         record.next_version += 1;
         record.active = Some(version);
@@ -283,10 +274,20 @@ impl Deployments {
         });
         self.save(&record)?;
 
-        let deployment =
-            self.runtime.deployment(name, version, digest, size as usize, prepared, keyspace);
+        let deployment = self.runtime.deployment(
+            name,
+            version,
+            digest.clone(),
+            size as usize,
+            prepared,
+            keyspace,
+        );
         self.runtime.registry().activate(deployment);
         self.refresh_routes();
+        drop(change);
+        if origin == Origin::Compiled {
+            self.artifacts.keep(&digest, &component).await;
+        }
         self.runtime.metrics().deployed(name);
         tracing::info!(
             component = name,
@@ -452,11 +453,15 @@ impl Deployments {
         version: &VersionRecord,
     ) -> Result<Arc<Deployment>, DeployError> {
         let blob = self.blob_path(&version.digest);
-        let (component, _) = self
+        let (component, origin) = self
             .artifacts
             .load(&version.digest, move || std::fs::read(blob))
             .await
             .map_err(compile_error)?;
+        // A version that deployed before: its artifact was lost or bad.
+        if origin == Origin::Compiled {
+            self.artifacts.keep(&version.digest, &component).await;
+        }
         let keyspace = self.keyspace(name)?;
         let prepared = self.runtime.prepare(name, &component, &keyspace).await?;
         Ok(self.runtime.deployment(

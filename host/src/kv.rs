@@ -120,16 +120,30 @@ pub struct KeyvalueCtx {
     tree: sled::Tree,
     usage: Arc<Usage>,
     writes: Writes,
-    /// Per written key: the bytes it held when first written in this
-    /// invocation, and the bytes the pending write will make it hold.
-    footprint: BTreeMap<String, (u64, u64)>,
-    /// Sums over `footprint`: what the buffered writes committed would
-    /// hold (`old`) and will hold (`new`).
+    /// Per written key: what the pending write will make it hold (bytes
+    /// against the quota) and what it costs against the write set.
+    footprint: BTreeMap<String, Footprint>,
+    /// Sums over `footprint`: what the written keys held (`old_bytes`) and
+    /// will hold (`new_bytes`), and the write set (`write_set`).
     old_bytes: u64,
     new_bytes: u64,
-    /// Most bytes the buffered writes of one invocation may hold.
+    write_set: u64,
+    /// Most bytes the write set of one invocation may reach.
     max_write_set: u64,
     metrics: Arc<ComponentMetrics>,
+}
+
+/// What one pending write costs against the write set beyond its key and
+/// value: its place in the invocation's maps.
+const PENDING_WRITE_OVERHEAD: u64 = 64;
+
+/// One key written by an invocation (see [`KeyvalueCtx`]'s `footprint`).
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    /// Bytes the key will hold once the pending write commits.
+    pending: u64,
+    /// What the pending write costs against the write set.
+    cost: u64,
 }
 
 /// Bytes an entry takes against the quota.
@@ -153,6 +167,7 @@ impl KeyvalueCtx {
             footprint: BTreeMap::new(),
             old_bytes: 0,
             new_bytes: 0,
+            write_set: 0,
             max_write_set,
             metrics,
         }
@@ -161,7 +176,7 @@ impl KeyvalueCtx {
     /// The buffered writes, leaving none behind.
     pub fn take_writes(&mut self) -> Writes {
         self.footprint.clear();
-        (self.old_bytes, self.new_bytes) = (0, 0);
+        (self.old_bytes, self.new_bytes, self.write_set) = (0, 0, 0);
         std::mem::take(&mut self.writes)
     }
 
@@ -193,30 +208,37 @@ impl KeyvalueCtx {
             // A counter is at most 20 digits.
             PendingWrite::Add(_) => (key.len() + 20) as u64,
         };
-        let (committed, pending) = match self.footprint.get(key) {
-            Some(&sizes) => sizes,
+        // Every pending write costs memory until the commit, a delete or a
+        // zero-byte value too: the write set counts each one's key and
+        // bookkeeping, not only the bytes it stores.
+        let cost = PENDING_WRITE_OVERHEAD + key.len() as u64 + size;
+        // A key written for the first time joins the sums as it is committed.
+        let (before, joining) = match self.footprint.get(key) {
+            Some(known) => (*known, 0),
             None => {
                 let old = self.tree.get(key).map_err(storage)?;
-                (entry_size(key.as_bytes(), old.as_deref()), 0)
+                let committed = entry_size(key.as_bytes(), old.as_deref());
+                (Footprint { pending: committed, cost: 0 }, committed)
             }
         };
-        let first = !self.footprint.contains_key(key);
-        let old_bytes = self.old_bytes + if first { committed } else { 0 };
-        let new_bytes = self.new_bytes - pending + size;
-        if new_bytes > self.new_bytes && new_bytes > self.max_write_set {
+        let old_bytes = self.old_bytes + joining;
+        let new_before = self.new_bytes + joining;
+        let new_bytes = new_before - before.pending + size;
+        let write_set = self.write_set - before.cost + cost;
+        if write_set > self.write_set && write_set > self.max_write_set {
             return Err(Error::QuotaExceeded(format!(
-                "this invocation would write {new_bytes} bytes; one invocation may write at most \
+                "this invocation would write {write_set} bytes; one invocation may write at most \
                  {} (max_write_set_bytes)",
                 self.max_write_set
             )));
         }
-        if new_bytes > self.new_bytes
+        if new_bytes > new_before
             && let Some(why) = self.usage.refuse(old_bytes, new_bytes)
         {
             return Err(Error::QuotaExceeded(why));
         }
-        self.footprint.insert(key.to_string(), (committed, size));
-        (self.old_bytes, self.new_bytes) = (old_bytes, new_bytes);
+        self.footprint.insert(key.to_string(), Footprint { pending: size, cost });
+        (self.old_bytes, self.new_bytes, self.write_set) = (old_bytes, new_bytes, write_set);
         self.writes.pending.insert(key.to_string(), write);
         Ok(())
     }

@@ -632,9 +632,11 @@ impl Runtime {
             Rerun::Conflict { .. } => unreachable!("conflicts end in a response above"),
         });
         // A handler that returns `err` is the application saying "not now";
-        // only traps, deadlines and 5xx answers are the component failing.
+        // only traps, deadlines and 5xx answers are the component failing,
+        // except 507: a full keyspace (the SDK's answer to `quota-exceeded`)
+        // is not a broken component, and its reads still work.
         let healthy = match &outcome {
-            Ok(Answer::Http(response)) => response.status < 500,
+            Ok(Answer::Http(response)) => response.status < 500 || response.status == 507,
             Ok(Answer::Event(_)) => true,
             Err(_) => false,
         };

@@ -219,8 +219,49 @@ async fn concurrent_deploys_cannot_both_take_a_route() {
     let mut statuses = [first.status, second.status];
     statuses.sort();
     assert_eq!(statuses, [201, 409], "{} / {}", first.error(), second.error());
-    let loser = if first.status == 409 { &first } else { &second };
+    let (loser, loser_bytes) =
+        if first.status == 409 { (&first, wasm("hello")) } else { (&second, wasm("kvprobe")) };
     assert!(loser.error().contains("route /same belongs to component"), "{}", loser.error());
+    // Refused at the last check, after compiling: nothing of it is kept.
+    let digest = pitstop_host::artifacts::hex_sha256(&loser_bytes);
+    for dir in ["components", "cache"] {
+        for entry in std::fs::read_dir(server.data_dir().join(dir)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(!name.starts_with(&digest), "the refused component left {dir}/{name}");
+        }
+    }
+}
+
+/// The same new bytes deployed under several names at once: every deploy
+/// succeeds (they used to share one temporary file name, and one of them
+/// got 500 "No such file or directory" while cache entries were torn), and
+/// a restart loads every one from the artifact cache.
+#[tokio::test]
+async fn the_same_bytes_deploy_under_many_names_at_once() {
+    let data = fresh_dir();
+    let server = Server::start_with(None, data.clone()).await;
+    let bytes = wasm("kvprobe");
+    let deploys = (0..12).map(|i| {
+        let bytes = bytes.clone();
+        let server = &server;
+        async move { server.admin("PUT", &format!("/admin/components/copy{i}"), bytes).await }
+    });
+    for answer in futures::future::join_all(deploys).await {
+        assert_eq!(answer.status, 201, "{}", String::from_utf8_lossy(&answer.body));
+    }
+    let dir = server.data_dir();
+    assert!(server.stop_with("TERM").await.success());
+    let server = Server::start_with(None, data.clone()).await;
+    let log = server.log();
+    assert!(!log.contains("corrupt cache entry"), "a torn cache entry: {log}");
+    assert_eq!(compiled_count(&log), 0, "a restart compiles nothing:\n{log}");
+    let leftovers: Vec<String> = ["components", "cache"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(dir.join(d)).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
 #[tokio::test]

@@ -278,7 +278,7 @@ async fn keyvalue_quotas_come_back_to_the_guest_as_errors() {
     let server = Server::start_with(Some(&config), fresh_dir()).await;
     assert_eq!(server.send("PUT", "/p/kv/k1", "x".repeat(600)).await.status, 200);
     let over = server.send("PUT", "/p/kv/k2", "x".repeat(600)).await;
-    assert_eq!(over.status, 500);
+    assert_eq!(over.status, 507);
     assert!(over.error().contains("quota exceeded"), "{}", over.error());
     assert_eq!(server.get("/p/kv/k2").await.status, 404, "nothing was written");
     // Shrinking frees room.
@@ -302,7 +302,7 @@ async fn one_invocation_cannot_write_past_its_quota_or_its_write_set() {
     let server = Server::start_with(Some(&config), fresh_dir()).await;
     // 5 MiB in one invocation: over the write set, though within the quota.
     let over_set = server.send("POST", "/p/fill/a/5/1024", "").await;
-    assert_eq!(over_set.status, 500, "{}", String::from_utf8_lossy(&over_set.body));
+    assert_eq!(over_set.status, 507, "{}", String::from_utf8_lossy(&over_set.body));
     assert!(over_set.error().contains("max_write_set_bytes"), "{}", over_set.error());
     assert_eq!(server.get("/p/kv/a-0").await.status, 404, "nothing was written");
     // Two invocations of ~4 MiB each fit: 8,380,440 of 10,485,760 bytes.
@@ -313,12 +313,23 @@ async fn one_invocation_cannot_write_past_its_quota_or_its_write_set() {
     // A third would take the keyspace over its quota at its third value,
     // although each value alone would fit beside what is committed.
     let over_quota = server.send("POST", "/p/fill/d/4/1023", "").await;
-    assert_eq!(over_quota.status, 500, "{}", String::from_utf8_lossy(&over_quota.body));
+    assert_eq!(over_quota.status, 507, "{}", String::from_utf8_lossy(&over_quota.body));
     assert!(over_quota.error().contains("its quota is 10485760"), "{}", over_quota.error());
     assert_eq!(server.get("/p/kv/d-0").await.status, 404, "nothing was written");
     // Rewriting what is there does not grow the keyspace: still allowed.
     assert_eq!(server.send("POST", "/p/fill/b/4/1023", "").await.status, 200);
     assert_eq!(server.get("/p/kv/c-3").await.body.len(), 1023 * 1024);
+    // Empty values still cost memory until the commit: 100,000 of them are
+    // refused (each key and its bookkeeping count), not held by the host.
+    let empties = server.send("POST", "/p/fill/e/100000/0", "").await;
+    assert_eq!(empties.status, 507, "{}", String::from_utf8_lossy(&empties.body));
+    assert!(empties.error().contains("max_write_set_bytes"), "{}", empties.error());
+    // A full keyspace is not a broken component: more refusals than open a
+    // breaker (5 in a row), and it still serves.
+    for _ in 0..6 {
+        assert_eq!(server.send("POST", "/p/fill/f/4/1023", "").await.status, 507);
+    }
+    assert_eq!(server.get("/p/kv/b-0").await.status, 200, "the breaker stayed closed");
 }
 
 /// An over-long id is the client's mistake: every built-in service answers

@@ -14,12 +14,16 @@ pub use crate::bindings::pitstop::platform::keyvalue::*;
 /// are almost always built from what the client sent (an id in the path, a
 /// query parameter), so it answers 400, and a client sending garbage cannot
 /// make the component look broken (5xx answers count against its circuit
-/// breaker, for every client). Quota and storage failures stay 500.
+/// breaker, for every client). A quota refusal answers 507 Insufficient
+/// Storage: the keyspace (or what one request may write) is full, the
+/// component is not broken, and the platform's breaker does not count 507,
+/// so clients filling a keyspace cannot switch its reads off. Storage
+/// failures stay 500.
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         match error {
             Error::InvalidKey(m) => ApiError::bad_request(format!("invalid key: {m}")),
-            Error::QuotaExceeded(m) => ApiError::internal(format!("storage quota exceeded: {m}")),
+            Error::QuotaExceeded(m) => ApiError::new(507, format!("storage quota exceeded: {m}")),
             Error::Storage(m) => ApiError::internal(format!("storage failed: {m}")),
         }
     }
