@@ -136,10 +136,13 @@ impl Deployments {
         })
     }
 
-    /// The lock of changes to `name` (see the struct's fields).
-    fn name_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        names.entry(name.to_string()).or_default().clone()
+    /// Wait for the lock of changes to `name` (see the struct's fields).
+    async fn lock_name(&self, name: &str) -> NameLock<'_> {
+        let lock = {
+            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            names.entry(name.to_string()).or_default().clone()
+        };
+        NameLock { names: &self.names, name: name.to_string(), held: Some(lock.lock_owned().await) }
     }
 
     /// Activate every persisted active version, from the artifact cache. A
@@ -219,8 +222,7 @@ impl Deployments {
             ));
         }
         let digest = hex_sha256(&bytes);
-        let name_lock = self.name_lock(name);
-        let _name = name_lock.lock().await;
+        let _name = self.lock_name(name).await;
         // Stable until the end: every change to this name holds its lock.
         let existing = self.record(name)?;
         if skip_unchanged && existing.as_ref().is_some_and(|r| active_digest(r) == Some(&digest)) {
@@ -301,8 +303,7 @@ impl Deployments {
 
     /// Make the version before the active one active again, from the cache.
     pub async fn rollback(&self, name: &str) -> Result<u64, DeployError> {
-        let name_lock = self.name_lock(name);
-        let _name = name_lock.lock().await;
+        let _name = self.lock_name(name).await;
         let mut record = self.active_record(name)?;
         let active = record.active.expect("active_record checks it");
         let previous = record
@@ -326,8 +327,7 @@ impl Deployments {
     /// and history are kept (a later deploy continues the version numbers)
     /// unless `purge`, which forgets the name and drops its keyspace.
     pub async fn undeploy(&self, name: &str, purge: bool) -> Result<(), DeployError> {
-        let name_lock = self.name_lock(name);
-        let _name = name_lock.lock().await;
+        let _name = self.lock_name(name).await;
         let _change = self.changes.lock().await;
         let mut record = self.active_record(name)?;
         self.runtime.registry().remove(name);
@@ -521,6 +521,27 @@ impl Deployments {
 }
 
 /// The digest of `record`'s active version, if it has one.
+/// Changes to one name, held: on release the name's entry is dropped from
+/// the map unless someone else waits for it, so the map holds only names
+/// being changed (not every name ever tried).
+struct NameLock<'a> {
+    names: &'a std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    name: String,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for NameLock<'_> {
+    fn drop(&mut self) {
+        self.held = None;
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        // Clones are made under this map lock: a count of one means no
+        // one holds or waits for this name.
+        if names.get(&self.name).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            names.remove(&self.name);
+        }
+    }
+}
+
 fn active_digest(record: &ComponentRecord) -> Option<&String> {
     record.active.and_then(|v| find_version(record, v).ok()).map(|v| &v.digest)
 }
