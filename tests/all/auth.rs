@@ -96,6 +96,35 @@ async fn the_default_policy_leaves_reads_public_and_protects_writes() {
     let bearer = format!("Bearer {token}");
     let write = server.send_raw("POST", "/users", &[("authorization", &bearer)], body).await;
     assert_eq!(write.status, 201, "{}", String::from_utf8_lossy(&write.body));
+
+    // Every write of every built-in service, and of a component routed by
+    // `?route=` at deploy (it gets the default policy too), needs a token;
+    // every read does not. (The test helpers send the server's token, so
+    // without this nothing would notice a write left public.)
+    let probe = std::fs::read(test_components().join("kvprobe.wasm")).unwrap();
+    let deployed = server.admin("PUT", "/admin/components/probe?route=/probe", probe).await;
+    assert_eq!(deployed.status, 201);
+    for (method, path) in [
+        ("POST", "/users"),
+        ("PUT", "/users/usr_x"),
+        ("PATCH", "/users/usr_x"),
+        ("DELETE", "/users/usr_x"),
+        ("POST", "/orders"),
+        ("POST", "/payments"),
+        ("POST", "/payments/void"),
+        ("PUT", "/probe/kv/k"),
+        ("POST", "/probe/incr/k"),
+        ("DELETE", "/probe/kv/k"),
+    ] {
+        let answer = server.send_raw(method, path, &[], "{}").await;
+        assert_eq!(answer.status, 401, "{method} {path} without a token");
+    }
+    for path in ["/users/usr_x", "/orders/ord_x", "/payments?order_id=ord_x", "/probe/kv/k"] {
+        let answer = server.send_raw("GET", path, &[], "").await;
+        assert_eq!(answer.status, 404, "GET {path} needs no token");
+    }
+    let stored = server.send_raw("PUT", "/probe/kv/k", &[("authorization", &bearer)], "v").await;
+    assert_eq!(stored.status, 200, "with the token the write goes through");
 }
 
 #[tokio::test]

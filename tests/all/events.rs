@@ -123,6 +123,28 @@ async fn undeclared_and_malformed_topics_are_refused() {
     assert_eq!(too_late.status, 422);
 }
 
+/// One invocation may publish at most 100 events (README): the 101st is an
+/// error to the guest, and the invocation failing publishes none of them;
+/// 100 are all published and delivered.
+#[tokio::test]
+async fn one_invocation_publishes_at_most_100_events() {
+    let config = crate::support::single_component_config("busy", "busy", "", "/busy");
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let published = r#"pitstop_bus_published_total{source="busy",topic="busy.burn"}"#;
+    let delivered = r#"pitstop_bus_delivered_total{subscriber="busy"}"#;
+    let refused = server.send("POST", "/busy/publish/101/0", "").await;
+    assert_eq!(refused.status, 500, "{}", String::from_utf8_lossy(&refused.body));
+    assert!(refused.error().contains("at most 100 events"), "{}", refused.error());
+    assert_eq!(server.metric(published).await, 0.0, "nothing of a failed invocation");
+    let accepted = server.send("POST", "/busy/publish/100/0", "").await;
+    assert_eq!(accepted.status, 200, "{}", String::from_utf8_lossy(&accepted.body));
+    assert_eq!(server.metric(published).await, 100.0);
+    crate::support::eventually("100 deliveries", Duration::from_secs(30), || async {
+        (server.metric(delivered).await == 100.0).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn poison_is_dead_lettered_while_other_events_flow() {
     let bus = "max_attempts = 3\nbackoff_base_ms = 100\nbackoff_max_ms = 400";

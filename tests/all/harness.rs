@@ -88,9 +88,22 @@ async fn events_can_be_dropped_delayed_and_redelivered() {
     harness.settle().await;
     assert!(harness.keyspace("order").contains_key(&format!("user/{delayed}")));
 
-    // A duplicate delivery is harmless: the read model stores the same user.
+    // A duplicate delivery is harmless: the handler runs again (one more
+    // delivery counted) and the read model holds the same user, unchanged.
+    let delivered = || {
+        let metrics = harness.runtime().metrics().encode();
+        crate::support::sample(
+            &crate::support::parse_metrics(&metrics),
+            r#"pitstop_bus_delivered_total{subscriber="order"}"#,
+        )
+    };
+    let (runs, before) = (delivered(), harness.keyspace("order"));
+    assert_eq!(runs, 1.0, "one delivery so far: the dropped event never ran");
     harness.redeliver(&events[1], "order").unwrap();
     harness.settle().await;
-    let users = harness.keyspace("order").keys().filter(|k| k.starts_with("user/")).count();
-    assert_eq!(users, 1);
+    assert_eq!(delivered(), runs + 1.0, "the duplicate was delivered");
+    let after = harness.keyspace("order");
+    let users: Vec<&String> = after.keys().filter(|k| k.starts_with("user/")).collect();
+    assert_eq!(users, [&format!("user/{delayed}")]);
+    assert_eq!(after.get(users[0]), before.get(users[0]), "the same user, unchanged");
 }

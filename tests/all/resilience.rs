@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Server, fresh_dir, test_components};
+use crate::support::{Server, fresh_dir, rss_kib, test_components};
 
 fn config(extra: &str) -> String {
     format!(
@@ -101,12 +101,6 @@ async fn service_callers_see_an_open_circuit_as_unavailable() {
         .await;
     assert_eq!(order.status, 503);
     assert!(order.error().contains("unavailable: circuit open"), "{}", order.error());
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Each hostile guest ends in the error its misbehaviour calls for, within

@@ -473,3 +473,10 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The resident memory of process `pid`, in KiB (from /proc).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

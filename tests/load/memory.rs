@@ -2,6 +2,7 @@
 //! touched goes back to the kernel soon after the instance ends, rather than
 //! piling up until a large batch of instances is returned at once.
 
+use crate::support::rss_kib;
 use crate::{alone, config, start};
 
 /// Requests in a row, each touching [`TOUCH_MB`] of guest memory.
@@ -9,12 +10,6 @@ const REQUESTS: usize = 100;
 const TOUCH_MB: usize = 60;
 /// The most the host's resident memory may grow over idle meanwhile.
 const GROWTH_KIB: u64 = 512 * 1024;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_that_touch_much_memory_do_not_pile_it_up_in_the_host() {
