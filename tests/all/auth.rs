@@ -357,6 +357,34 @@ async fn a_policy_without_its_credentials_or_a_bad_limit_stops_the_start() {
     assert!(stderr.contains("per_second"), "{stderr}");
 }
 
+/// The HS256 secret is generated into the data dir at first start, readable
+/// by its owner only; `PITSTOP_JWT_SECRET` takes its place (then no file is
+/// written, and tokens signed with it verify).
+#[tokio::test]
+async fn the_hs256_secret_comes_from_the_data_dir_or_the_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start().await;
+    let file = server.data_dir().join("jwt.secret");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "jwt.secret mode {mode:o}");
+    server.create_user("Sam", "sam@example.com").await;
+
+    let env = [("PITSTOP_JWT_SECRET", SECRET)];
+    let server = Server::start_with_env(None, fresh_dir(), &[], &env).await;
+    assert!(!server.data_dir().join("jwt.secret").exists(), "no file with the variable set");
+    // Minted with the variable's secret: the server verifies with it too.
+    server.create_user("Sue", "sue@example.com").await;
+    let other = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another-secret-of-more-than-32-bytes").unwrap(),
+        &json!({"sub": "x", "exp": now() + 300}),
+    );
+    let body = json!({"name": "Eve", "email": "eve@example.com"}).to_string();
+    let bearer = format!("Bearer {other}");
+    let refused = server.send_raw("POST", "/users", &[("authorization", &bearer)], body).await;
+    assert_eq!(refused.status, 401);
+}
+
 #[tokio::test]
 async fn pitstop_token_mints_tokens_that_expire() {
     // No leeway, so the one-second token is refused once its second is over.

@@ -399,6 +399,30 @@ fn compiled_count(log: &str) -> usize {
     log.matches("compiled component").count() - log.matches("loaded compiled component").count()
 }
 
+/// Built-ins are deployed only on a data dir that never had their names: a
+/// swapped built-in keeps its new version across a restart, and a removed
+/// one stays removed.
+#[tokio::test]
+async fn built_ins_stay_as_the_operator_left_them() {
+    let data = fresh_dir();
+    let server = Server::start_with(None, data.clone()).await;
+    let probe = wasm("kvprobe");
+    let swapped = server.admin("PUT", "/admin/components/user", probe.clone()).await;
+    assert_eq!(swapped.status, 200, "{}", String::from_utf8_lossy(&swapped.body));
+    assert_eq!(server.admin("DELETE", "/admin/components/order", "").await.status, 200);
+    assert!(server.stop_with("TERM").await.success());
+
+    let server = Server::start_with(None, data.clone()).await;
+    let listing = server.admin("GET", "/admin/components", "").await.json();
+    let names: Vec<&str> =
+        listing.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["payment", "user"], "order stays removed");
+    let user = listing.as_array().unwrap().iter().find(|c| c["name"] == "user").unwrap();
+    assert_eq!(user["version"], 2, "the swapped version, not the built-in again");
+    assert_eq!(user["digest"], pitstop_host::artifacts::hex_sha256(&probe));
+    assert_eq!(server.get("/orders/ord_x").await.status, 404);
+}
+
 #[tokio::test]
 async fn a_restart_restores_versions_from_the_cache() {
     let data = fresh_dir();

@@ -92,6 +92,95 @@ async fn oversized_bodies_are_413() {
     assert!(answer.error().contains("longer than"));
 }
 
+/// What the gateway reads of a raw HTTP/1.1 response on `stream`: the head
+/// (lower-cased) and a body of its `content-length`.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed after {:?}", String::from_utf8_lossy(&buffer));
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    while buffer.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed inside the body");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    (head, buffer[head_end..head_end + length].to_vec())
+}
+
+/// `answer`, or a panic after 10 s.
+async fn timeout<T>(answer: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .expect("no complete response within 10 s")
+}
+
+/// A component's headers that describe the connection never reach the
+/// client: the gateway frames the response itself and the connection stays
+/// open for the next request, whatever the component claimed.
+#[tokio::test]
+async fn a_component_cannot_speak_for_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let config = crate::support::single_component_config("trap", "trap", "", "/trap");
+    let server = Server::start_with(Some(&config), crate::support::fresh_dir()).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for _ in 0..2 {
+        stream.write_all(b"GET /trap/hop HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        let (head, body) = timeout(read_response(&mut stream)).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert_eq!(body, b"hello", "{head}");
+        assert!(head.contains("\r\nx-ok: 1\r\n"), "{head}");
+        assert!(head.contains("\r\ncontent-length: 5\r\n"), "{head}");
+        for dropped in ["connection: close", "transfer-encoding", "upgrade", "x-bad", "999"] {
+            assert!(!head.contains(dropped), "{dropped} reached the client: {head}");
+        }
+    }
+}
+
+/// A body streamed without `Content-Length` is cut off at the limit: 413,
+/// and no more of it is read.
+#[tokio::test]
+async fn a_streamed_body_over_the_limit_is_413() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start().await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let token = server.token.clone().unwrap();
+    let head = format!(
+        "POST /users HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // 1.25 MiB in 64 KiB chunks; the gateway may answer before the last.
+    let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+    for _ in 0..20 {
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let (head, body) = timeout(read_response(&mut stream)).await;
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("exceeds"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(server.get("/users/x").await.status, 404, "still serving");
+}
+
 #[tokio::test]
 async fn bad_config_files_are_refused_with_a_message() {
     let stderr = crate::support::serve_refuses("[gateway]\nmax_body = 3\n");

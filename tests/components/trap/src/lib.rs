@@ -12,12 +12,16 @@
 //! - `GET /trap/status/{code}` answers with status `code` (e.g. 101, 1000);
 //! - `GET /trap/headers/{count}/{bytes}` answers 200 with `count` headers
 //!   whose values are `bytes` long;
+//! - `GET /trap/hop` answers `hello` with headers that describe a
+//!   connection (`connection: close`, `transfer-encoding: chunked`, a wrong
+//!   `content-length`, `upgrade`) and one with a newline in its value: the
+//!   connection is the gateway's, so none of them may reach the client;
 //! - `GET /trap/self` calls itself through `services` until the platform
 //!   refuses, then answers 508 with the refusal;
 //! - `GET /trap/escape` tries to reach beyond its grants (files, environment,
 //!   network) and reports what it got.
 
-use pitstop_sdk::{ApiError, Handler, Request, Response};
+use pitstop_sdk::{ApiError, Handler, Header, Request, Response};
 
 struct Trap;
 
@@ -65,6 +69,27 @@ impl Handler for Trap {
                     })
                     .collect();
                 Response { status: 200, headers, body: b"many headers".to_vec() }
+            }
+            ["trap", "hop"] => {
+                let headers = [
+                    ("x-ok", "1"),
+                    ("connection", "close"),
+                    ("transfer-encoding", "chunked"),
+                    ("content-length", "999"),
+                    ("upgrade", "h2c"),
+                    ("x-bad", "a\nb"),
+                ];
+                Response {
+                    status: 200,
+                    headers: headers
+                        .iter()
+                        .map(|(name, value)| Header {
+                            name: name.to_string(),
+                            value: value.to_string(),
+                        })
+                        .collect(),
+                    body: b"hello".to_vec(),
+                }
             }
             ["trap", "huge"] => {
                 Response { status: 200, headers: vec![], body: vec![b'x'; 4 << 20] }
