@@ -131,8 +131,32 @@ async fn the_saga_holds_when_payment_declines_traps_hangs_or_goes_away() {
     assert_eq!(outcomes.get("failed, declined"), Some(&2), "{outcomes:?}");
     assert!(outcomes.get("failed, no payment").copied().unwrap_or(0) >= 3, "{outcomes:?}");
 
-    // The failed ones say why; the events reached nobody twice: a second
-    // look finds the same picture.
+    // Each amount ends as its fault says, and the failed ones say why.
+    // (amount, status, words of failure_reason)
+    let expected: &[(i64, &str, &str)] = &[
+        (1000, "CONFIRMED", ""),
+        (2000, "CONFIRMED", ""),
+        (3000, "CONFIRMED", ""),
+        (1015, "CONFIRMED", ""),
+        (2015, "CONFIRMED", ""),
+        (200_000, "FAILED", "payment declined"),
+        (300_000, "FAILED", "payment declined"),
+        (1013, "FAILED", "trapped"),
+        (2013, "FAILED", "trapped"),
+        (1014, "FAILED", "payment service cannot answer"),
+    ];
+    for &(amount, status, reason) in expected {
+        let order = orders
+            .iter()
+            .find(|o| o["amount"] == amount)
+            .unwrap_or_else(|| panic!("no order of {amount}"));
+        assert_eq!(order["status"], status, "amount {amount}: {order}");
+        match order["failure_reason"].as_str() {
+            Some(why) => assert!(!reason.is_empty() && why.contains(reason), "{amount}: {order}"),
+            None => assert!(reason.is_empty(), "amount {amount} failed without a reason: {order}"),
+        }
+    }
+    // The events reached nobody twice: a second look finds the same picture.
     for order in &orders {
         if order["status"] == "FAILED" {
             assert!(order["failure_reason"].is_string(), "{order}");
