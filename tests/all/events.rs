@@ -147,7 +147,9 @@ async fn one_invocation_publishes_at_most_100_events() {
 
 #[tokio::test]
 async fn poison_is_dead_lettered_while_other_events_flow() {
-    let bus = "max_attempts = 3\nbackoff_base_ms = 100\nbackoff_max_ms = 400";
+    // The poison's attempts at 0, 1 and 3 s: it is dead only after 3 s,
+    // long after the flaky event's second attempt at 1 s.
+    let bus = "max_attempts = 3\nbackoff_base_ms = 1000\nbackoff_max_ms = 2000";
     // A breaker that would open after two failures in a row, for the check
     // below that handler errors do not count as failures.
     let config = config(bus).replace(
@@ -165,6 +167,12 @@ async fn poison_is_dead_lettered_while_other_events_flow() {
     let flaky = seen.iter().find(|s| s["payload"] == "flaky").expect("the flaky event arrived");
     assert_eq!(flaky["attempt"], 2);
     assert!(seen.iter().any(|s| s["payload"] == "good"));
+    let meanwhile = server.admin("GET", "/admin/dead-letters", "").await.json();
+    assert_eq!(
+        meanwhile["dead_letters"],
+        serde_json::json!([]),
+        "the others arrived while the poison was still being retried"
+    );
 
     let letters = eventually("a dead letter", Duration::from_secs(10), || async {
         let answer = server.admin("GET", "/admin/dead-letters", "").await;
