@@ -7,10 +7,13 @@
 //! - `components/<sha256>.wasm`: the bytes of every version, by digest;
 //! - `cache/`: compiled artifacts ([`ArtifactCache`]).
 //!
-//! Every change happens in the same order: validate, store bytes, compile
-//! (or load from cache), link, persist the record, and only then swap the
-//! registry and the routes. Whatever fails before the swap leaves the active
-//! version serving, untouched.
+//! Every deploy happens in the same order: validate (the name, the bytes,
+//! the import and export names: [`crate::world`]), compile (or load from
+//! cache), link and `declare`, check the routes again, store the bytes,
+//! persist the record, and only then swap the registry and the routes; the
+//! compiled artifact is cached last. Whatever fails before the swap leaves
+//! the active version serving, untouched, and nothing of the refused
+//! component on disk.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -520,7 +523,6 @@ impl Deployments {
     }
 }
 
-/// The digest of `record`'s active version, if it has one.
 /// Changes to one name, held: on release the name's entry is dropped from
 /// the map unless someone else waits for it, so the map holds only names
 /// being changed (not every name ever tried).
@@ -542,6 +544,7 @@ impl Drop for NameLock<'_> {
     }
 }
 
+/// The digest of `record`'s active version, if it has one.
 fn active_digest(record: &ComponentRecord) -> Option<&String> {
     record.active.and_then(|v| find_version(record, v).ok()).map(|v| &v.digest)
 }

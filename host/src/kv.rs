@@ -202,16 +202,18 @@ impl KeyvalueCtx {
     /// keyspace quota: writes held in memory until the commit are bounded
     /// as much as what the commit stores.
     fn buffer(&mut self, key: &str, write: PendingWrite) -> Result<(), Error> {
-        let size = match &write {
-            PendingWrite::Put(value) => entry_size(key.as_bytes(), Some(value)),
-            PendingWrite::Delete => 0,
-            // A counter is at most 20 digits.
-            PendingWrite::Add(_) => (key.len() + 20) as u64,
+        // The value's bytes; a counter is at most 20 digits.
+        let value = match &write {
+            PendingWrite::Put(value) => Some(value.len() as u64),
+            PendingWrite::Delete => None,
+            PendingWrite::Add(_) => Some(20),
         };
+        // What the key will hold, against the quota.
+        let size = value.map_or(0, |v| key.len() as u64 + v);
         // Every pending write costs memory until the commit, a delete or a
-        // zero-byte value too: the write set counts each one's key and
-        // bookkeeping, not only the bytes it stores.
-        let cost = PENDING_WRITE_OVERHEAD + key.len() as u64 + size;
+        // zero-byte value too: the write set counts each one's key, value
+        // and bookkeeping, not only the bytes it stores.
+        let cost = PENDING_WRITE_OVERHEAD + key.len() as u64 + value.unwrap_or(0);
         // A key written for the first time joins the sums as it is committed.
         let (before, joining) = match self.footprint.get(key) {
             Some(known) => (*known, 0),
