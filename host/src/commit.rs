@@ -57,7 +57,7 @@ pub enum CommitError {
 }
 
 fn storage(error: sled::Error) -> CommitError {
-    CommitError::Storage(error.to_string())
+    CommitError::Storage(crate::kv::describe_storage_error(&error))
 }
 
 /// Commit `effects` of an invocation of `deployment`; returns whether

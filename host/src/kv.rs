@@ -208,6 +208,25 @@ impl KeyvalueCtx {
             PendingWrite::Delete => None,
             PendingWrite::Add(_) => Some(20),
         };
+        self.buffer_sized(key, write, value)
+    }
+
+    /// Buffer a counter's delta, sized by the value it makes now
+    /// (`next`), not by the longest a counter can be: a keyspace near its
+    /// quota can still count. The commit checks again with the value the
+    /// delta really makes then.
+    fn buffer_counter(&mut self, key: &str, total: i64, next: i64) -> Result<(), Error> {
+        let digits = next.to_string().len() as u64;
+        self.buffer_sized(key, PendingWrite::Add(total), Some(digits))
+    }
+
+    /// [`Self::buffer`] with the value's length given (`None`: a delete).
+    fn buffer_sized(
+        &mut self,
+        key: &str,
+        write: PendingWrite,
+        value: Option<u64>,
+    ) -> Result<(), Error> {
         // What the key will hold, against the quota.
         let size = value.map_or(0, |v| key.len() as u64 + v);
         // Every pending write costs memory until the commit, a delete or a
@@ -284,7 +303,19 @@ fn check_value(value: &[u8]) -> Result<(), Error> {
 
 fn storage(error: sled::Error) -> Error {
     tracing::error!(%error, "keyvalue storage failed");
-    Error::Storage(error.to_string())
+    Error::Storage(describe_storage_error(&error))
+}
+
+/// `error` in words: sled names a dropped tree by its bytes, which a client
+/// should not be shown.
+pub(crate) fn describe_storage_error(error: &sled::Error) -> String {
+    match error {
+        // The only trees dropped while in use are purged keyspaces.
+        sled::Error::CollectionNotFound(_) => {
+            "the component's keyspace was purged while this request ran".into()
+        }
+        other => other.to_string(),
+    }
 }
 
 pub(crate) fn parse_counter(bytes: &[u8]) -> Result<i64, Error> {
@@ -427,12 +458,12 @@ impl keyvalue::Host for KeyvalueCtx {
             Some(PendingWrite::Add(earlier)) => {
                 let total = add(*earlier, delta)?;
                 let next = add(counter(self.committed(&key)?.as_deref())?, total)?;
-                self.buffer(&key, PendingWrite::Add(total))?;
+                self.buffer_counter(&key, total, next)?;
                 Ok(next)
             }
             None => {
                 let next = add(counter(self.committed(&key)?.as_deref())?, delta)?;
-                self.buffer(&key, PendingWrite::Add(delta))?;
+                self.buffer_counter(&key, delta, next)?;
                 Ok(next)
             }
         }

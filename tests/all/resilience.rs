@@ -283,6 +283,13 @@ async fn keyvalue_quotas_come_back_to_the_guest_as_errors() {
     let invalid = server.send("PUT", &format!("/p/kv/{long_key}"), "v").await;
     assert_eq!(invalid.status, 400);
     assert!(invalid.error().contains("invalid key"), "{}", invalid.error());
+    // Within 19 bytes of the quota a counter that keeps its length can
+    // still count (it used to be sized as 20 digits before its commit).
+    assert_eq!(server.send("POST", "/p/incr/c", "").await.status, 200); // 706 bytes
+    assert_eq!(server.send("PUT", "/p/kv/k3", "x".repeat(287)).await.status, 200); // 995
+    let counted = server.send("POST", "/p/incr/c", "").await;
+    assert_eq!(counted.status, 200, "{}", String::from_utf8_lossy(&counted.body));
+    assert_eq!(&server.get("/p/kv/c").await.body[..], b"2");
 }
 
 /// One invocation cannot write past its keyspace's quota by writing many
