@@ -69,6 +69,16 @@ async fn a_failing_component_trips_its_breaker_and_recovers() {
     let bytes = std::fs::read(test_components().join("trap.wasm")).unwrap();
     assert_eq!(server.admin("PUT", "/admin/components/trap", bytes).await.status, 200);
     assert_eq!(server.get("/trap/ok").await.status, 200);
+
+    // And so does a rollback: the open breaker stays with the version
+    // rolled away from.
+    for _ in 0..3 {
+        assert_eq!(server.get("/trap/panic").await.status, 500);
+    }
+    assert_eq!(server.get("/trap/ok").await.status, 503);
+    assert_eq!(server.admin("POST", "/admin/components/trap/rollback", "").await.status, 200);
+    let after = server.get("/trap/ok").await;
+    assert_eq!((after.status, after.header("pitstop-version")), (200, Some("1")));
 }
 
 #[tokio::test]
