@@ -81,11 +81,12 @@ impl ArtifactCache {
     /// Cache `component`, compiled from the bytes with sha256 `digest`, so
     /// that restarts and rollbacks load it instead of compiling. A failure
     /// is logged: the component works, only a later load compiles again.
+    ///
+    /// Written even when an entry exists: a component is compiled only when
+    /// the entry was missing or failed its checksum, and a bad entry must be
+    /// replaced, not kept.
     pub async fn keep(&self, digest: &str, component: &Component) {
         let path = self.entry(digest);
-        if path.exists() {
-            return;
-        }
         let component = component.clone();
         let written = tokio::task::spawn_blocking(move || {
             write_entry(&component, &path).map_err(|e| format!("{}: {e:#}", path.display()))

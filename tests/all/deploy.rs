@@ -463,6 +463,13 @@ async fn a_restart_restores_versions_from_the_cache() {
     assert_eq!(server.get("/probe/keys").await.status, 200);
     let id = server.create_user("Oz", "oz@example.com").await;
     assert_eq!(server.get(&format!("/users/{id}")).await.status, 200);
+    assert!(server.stop_with("TERM").await.success());
+
+    // Rebuilt means written again: the next start compiles nothing.
+    let server = Server::start_with(None, data.clone()).await;
+    let log = server.log();
+    assert_eq!(compiled_count(&log), 0, "{log}");
+    assert!(!log.contains("corrupt cache entry"), "{log}");
 }
 
 fn corrupt(path: &Path) {
