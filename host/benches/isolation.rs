@@ -21,22 +21,18 @@
 #[allow(dead_code)]
 #[path = "../../tests/load/probe.rs"]
 mod probe;
+mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use probe::{Get, Probes, concurrently, ms, probe_while};
-
-type Http = Client<HttpConnector, Full<Bytes>>;
-
-include!("../guest_cargo.rs");
+use support::{Http, Pitstop, build_test_component, create_user, mint_token};
 
 /// The gateway, over one keep-alive client.
 struct Gateway {
@@ -67,27 +63,19 @@ impl Get for Gateway {
 async fn main() {
     let data = tempfile::TempDir::new().unwrap();
     let config = data.path().join("pitstop.toml");
-    std::fs::write(&config, probe::busy_config(&build_busy(), "", "")).unwrap();
+    let busy = build_test_component("busy");
+    std::fs::write(&config, probe::busy_config(&busy, "", "")).unwrap();
     // PITSTOP_BIN measures another build (e.g. the previous commit's) the same way.
     let binary = std::env::var_os("PITSTOP_BIN")
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pitstop")), PathBuf::from);
     println!("binary: {}", binary.display());
-    let mut child = Command::new(&binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(data.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let base = lines.next().unwrap().unwrap().replace("pitstop listening on ", "");
-    // The log goes on on stdout: keep draining it so the server never blocks.
-    std::thread::spawn(move || lines.for_each(drop));
-    let gateway = Gateway { http: Client::builder(TokioExecutor::new()).build_http(), base };
-    let user = create_user(&gateway, &data.path().join("data")).await;
+    let data_dir = data.path().join("data");
+    let server = Pitstop::start(&binary, &data_dir, &["--config".as_ref(), config.as_os_str()]);
+    let gateway = Gateway {
+        http: Client::builder(TokioExecutor::new()).build_http(),
+        base: server.base.clone(),
+    };
+    let user = create_user(&gateway.http, &gateway.base, &mint_token(&data_dir)).await;
     let users = format!("/users/{user}");
     let paths = ["/health", users.as_str()];
     assert_eq!(gateway.status_of("/busy/ok").await, 200, "busy is deployed");
@@ -108,41 +96,6 @@ async fn main() {
     row("idle", &idle, "-");
     row("200 x burn/1000 (flood)", &flooded, &tally(&flood));
     row("2 x loop", &looping, &tally(&loops));
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// `tests/components` built for release (the `busy.wasm` the tests use).
-fn build_busy() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let target = root.join("target").join("wasm-components");
-    let status = guest_cargo()
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "busy", "--manifest-path"])
-        .arg(root.join("tests/components/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("running cargo for tests/components");
-    assert!(status.success(), "building tests/components/busy failed");
-    target.join("wasm32-wasip2/release/busy.wasm")
-}
-
-async fn create_user(gateway: &Gateway, data_dir: &Path) -> String {
-    let minted = Command::new(env!("CARGO_BIN_EXE_pitstop"))
-        .args(["token", "--sub", "bench", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .unwrap();
-    let token = String::from_utf8(minted.stdout).unwrap().trim().to_string();
-    let body = r#"{"name":"Bench","email":"bench@example.com"}"#;
-    let request = http::Request::post(format!("{}/users", gateway.base))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let response = gateway.http.request(request).await.unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    json["id"].as_str().unwrap().to_string()
 }
 
 fn row(label: &str, probes: &[Probes], load: &str) {

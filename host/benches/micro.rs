@@ -10,7 +10,8 @@
 //! Run: `cargo bench -p pitstop-host --bench micro` (figures in
 //! target/criterion; goals in BENCHMARKS.md, never asserted).
 
-use std::path::PathBuf;
+mod support;
+
 use std::sync::Arc;
 
 use criterion::Criterion;
@@ -26,18 +27,7 @@ use pitstop_host::runtime::{Runtime, RuntimeOptions};
 
 /// The hello test component, built once for the wasm32-wasip2 target.
 fn hello_wasm() -> Vec<u8> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let target = root.join("target/wasm-components");
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", "hello"])
-        .arg("--manifest-path")
-        .arg(root.join("tests/components/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("running cargo");
-    assert!(status.success(), "building the hello component failed");
-    std::fs::read(target.join("wasm32-wasip2/release/hello.wasm")).unwrap()
+    std::fs::read(support::build_test_component("hello")).unwrap()
 }
 
 fn request(path: &str) -> Request {

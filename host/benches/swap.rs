@@ -11,7 +11,9 @@
 //! The clients run on the same machine as the host; on 2 cores they compete
 //! for CPU, so absolute req/s are a floor, the ratio is what matters.
 
-use std::process::{Command, Stdio};
+mod support;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,10 +21,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+use support::{Http, Pitstop, create_user, mint_token};
 
 const SWAPS: usize = 20;
 const CLIENTS: usize = 8;
@@ -31,26 +32,10 @@ const WINDOW: Duration = Duration::from_secs(4);
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let data = tempfile::TempDir::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pitstop"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let base = lines.next().unwrap().unwrap().replace("pitstop listening on ", "");
-    let admin = lines.next().unwrap().unwrap().replace("pitstop admin on ", "");
-    // The log goes on on stdout: keep draining it so the server never blocks.
-    std::thread::spawn(move || lines.for_each(drop));
+    let server = Pitstop::start(Path::new(env!("CARGO_BIN_EXE_pitstop")), data.path(), &[]);
+    let (base, admin) = (server.base.clone(), server.admin.clone());
     let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
-    let minted = Command::new(env!("CARGO_BIN_EXE_pitstop"))
-        .args(["token", "--sub", "bench", "--data-dir"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    let user_token = String::from_utf8(minted.stdout).unwrap().trim().to_string();
+    let user_token = mint_token(data.path());
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
     let user_wasm = std::fs::read(concat!(env!("PITSTOP_BUILTIN_DIR"), "/user.wasm"))
         .expect("built by host/build.rs");
@@ -85,20 +70,6 @@ async fn main() {
         100.0 * swapping.rate() / steady.rate(),
         swapping.p99_ms() - steady.p99_ms()
     );
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-async fn create_user(http: &Http, base: &str, token: &str) -> String {
-    let body = r#"{"name":"Bench","email":"bench@example.com"}"#;
-    let request = http::Request::post(format!("{base}/users"))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let response = http.request(request).await.unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    json["id"].as_str().unwrap().to_string()
 }
 
 /// Deploy `bytes`; the time until a gateway response carries the new version.
