@@ -305,32 +305,36 @@ fn versions_table(answer: &Value) -> String {
 }
 
 async fn serve(options: PlatformOptions) -> anyhow::Result<()> {
+    // Registered before anything else: a SIGTERM sent while the platform
+    // starts, or the moment it says it listens, must stop it gracefully,
+    // not kill it with the signal's default action.
+    let stop = shutdown_signal().context("listening for SIGINT and SIGTERM")?;
     let platform = Platform::start(options).await?;
     println!("pitstop listening on http://{}", platform.addr());
     println!("pitstop admin on http://{}", platform.admin_addr());
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     platform.shutdown().await
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Ctrl-C (SIGINT) or SIGTERM; the handlers are in place when this returns.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
+}
+
+/// Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -345,6 +345,50 @@ rate_limit = { per_second = 1, burst = 2 }
     assert_eq!(get(alice).await.status, 200);
 }
 
+/// `GET path` from the local address `from` (any 127.x.y.z is this
+/// machine), with `headers`; the status code.
+async fn status_from(server: &Server, from: &str, path: &str, headers: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let address = server.base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    let head =
+        format!("GET {path} HTTP/1.1\r\nhost: pitstop\r\nconnection: close\r\n{headers}\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{answer}"))
+}
+
+/// Without a verified identity, the client is its IP address: each address
+/// has its own bucket, and a header claiming another address changes
+/// nothing (the gateway trusts no `X-Forwarded-For`).
+#[tokio::test]
+async fn an_anonymous_client_is_rate_limited_by_its_address() {
+    let limited = r#"
+[[routes]]
+prefix = "/open"
+component = "probe"
+auth = "public"
+rate_limit = { per_second = 1, burst = 2 }
+"#;
+    let server = Server::start_with(Some(&config(limited)), fresh_dir()).await;
+    for _ in 0..2 {
+        assert_eq!(status_from(&server, "127.0.0.1", "/open/headers", "").await, 200);
+    }
+    assert_eq!(status_from(&server, "127.0.0.1", "/open/headers", "").await, 429);
+    let lies = "x-forwarded-for: 10.9.8.7\r\nforwarded: for=10.9.8.7\r\nx-real-ip: 10.9.8.7\r\n";
+    assert_eq!(status_from(&server, "127.0.0.1", "/open/headers", lies).await, 429);
+    // Another address is another client.
+    assert_eq!(status_from(&server, "127.0.0.2", "/open/headers", "").await, 200);
+}
+
 #[tokio::test]
 async fn a_policy_without_its_credentials_or_a_bad_limit_stops_the_start() {
     let stderr = serve_refuses("[auth]\ndefault = \"api-key\"\n");

@@ -66,7 +66,10 @@ async fn serve_watch_deploys_changed_files() {
     wait_for_version(&server, "probe", 1).await;
     // A change is a new version; a broken file deploys nothing.
     std::fs::write(&target, b"half-written garbage").unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    crate::support::eventually("the broken file is reported", Duration::from_secs(20), || async {
+        server.log().contains("watch: not deployed").then_some(())
+    })
+    .await;
     wait_for_version(&server, "probe", 1).await;
     std::fs::copy(test_components().join("trap.wasm"), &target).unwrap();
     wait_for_version(&server, "probe", 2).await;

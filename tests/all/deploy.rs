@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Server, fresh_dir, test_components};
+use crate::support::{Server, cold_dir, fresh_dir, test_components};
 
 fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(test_components().join(format!("{name}.wasm"))).unwrap()
@@ -177,14 +177,18 @@ async fn components_that_do_not_fit_are_refused_before_compiling() {
 #[tokio::test]
 async fn a_deploy_whose_declare_loops_holds_up_no_other_name() {
     let server = Server::start().await;
+    let bytes = wasm("slow_declare");
+    let digest = pitstop_host::artifacts::hex_sha256(&bytes);
     let slow = async {
-        let answer =
-            server.admin("PUT", "/admin/components/slow?route=/slow", wasm("slow_declare")).await;
+        let answer = server.admin("PUT", "/admin/components/slow?route=/slow", bytes).await;
         (answer, Instant::now())
     };
     let others = async {
-        // Well after the slow deploy has started.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Once the slow one is compiled, its declare runs (for 2 s).
+        crate::support::eventually("slow_declare compiled", Duration::from_secs(30), || async {
+            server.log().contains(&format!("compiled component digest=\"{digest}\"")).then_some(())
+        })
+        .await;
         let deployed =
             server.admin("PUT", "/admin/components/greeter?route=/greet", wasm("hello")).await;
         let rolled_back = server.admin("POST", "/admin/components/user/rollback", "").await;
@@ -211,7 +215,8 @@ async fn a_deploy_whose_declare_loops_holds_up_no_other_name() {
 /// is refused, whatever the order their compiles finish in.
 #[tokio::test]
 async fn concurrent_deploys_cannot_both_take_a_route() {
-    let server = Server::start().await;
+    // A cold cache: the loser must be compiled here, not loaded.
+    let server = Server::start_with(None, cold_dir()).await;
     let (first, second) = tokio::join!(
         server.admin("PUT", "/admin/components/one?route=/same", wasm("hello")),
         server.admin("PUT", "/admin/components/two?route=/same", wasm("kvprobe")),
@@ -238,7 +243,7 @@ async fn concurrent_deploys_cannot_both_take_a_route() {
 /// a restart loads every one from the artifact cache.
 #[tokio::test]
 async fn the_same_bytes_deploy_under_many_names_at_once() {
-    let data = fresh_dir();
+    let data = cold_dir();
     let server = Server::start_with(None, data.clone()).await;
     let bytes = wasm("kvprobe");
     let deploys = (0..12).map(|i| {
@@ -379,8 +384,12 @@ async fn swaps_under_load_fail_no_request() {
 #[tokio::test]
 async fn a_request_that_started_before_a_swap_finishes_on_the_old_version() {
     let server = Server::start_with(Some(&trap_config()), fresh_dir()).await;
+    let in_flight = r#"pitstop_in_flight_invocations{component="trap"}"#;
     let (slow, swapped) = tokio::join!(server.get("/trap/sleep/1500"), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        crate::support::eventually("the slow request runs", Duration::from_secs(10), || async {
+            (server.metric(in_flight).await == 1.0).then_some(())
+        })
+        .await;
         let answer = server.admin("PUT", "/admin/components/trap", wasm("trap")).await;
         let after = server.get("/trap/ok").await;
         (answer, after)
@@ -425,7 +434,7 @@ async fn built_ins_stay_as_the_operator_left_them() {
 
 #[tokio::test]
 async fn a_restart_restores_versions_from_the_cache() {
-    let data = fresh_dir();
+    let data = cold_dir();
     let server = Server::start_with(None, data.clone()).await;
     assert_eq!(compiled_count(&server.log()), 3, "first start compiles the three built-ins");
     let probe = server.admin("PUT", "/admin/components/probe?route=/probe", wasm("kvprobe")).await;
@@ -534,4 +543,37 @@ async fn routes_cannot_carve_into_another_component_or_hide_behind_dots() {
     // Its own fresh prefix is fine.
     let own = server.admin("PUT", "/admin/components/probe?route=/probe", wasm("kvprobe")).await;
     assert_eq!(own.status, 201, "{}", String::from_utf8_lossy(&own.body));
+}
+
+/// `?route=` gives a component the listed prefixes in place of those of its
+/// earlier deploys; a deploy without it keeps them.
+#[tokio::test]
+async fn route_replaces_earlier_routes_and_its_absence_keeps_them() {
+    let server = Server::start().await;
+    let first =
+        server.admin("PUT", "/admin/components/probe?route=/a&route=/b", wasm("kvprobe")).await;
+    assert_eq!(first.status, 201, "{}", String::from_utf8_lossy(&first.body));
+    for prefix in ["/a", "/b"] {
+        assert_eq!(server.get(&format!("{prefix}/keys")).await.status, 200, "{prefix}");
+    }
+    let moved = server.admin("PUT", "/admin/components/probe?route=/c", wasm("kvprobe")).await;
+    assert_eq!(moved.status, 200, "{}", String::from_utf8_lossy(&moved.body));
+    for prefix in ["/a", "/b"] {
+        assert_eq!(
+            server.get(&format!("{prefix}/keys")).await.status,
+            404,
+            "{prefix} was replaced"
+        );
+    }
+    assert_eq!(server.get("/c/keys").await.status, 200);
+    let kept = server.admin("PUT", "/admin/components/probe", wasm("trap")).await;
+    assert_eq!(kept.status, 200, "{}", String::from_utf8_lossy(&kept.body));
+    let answer = server.get("/c/ok").await;
+    assert_eq!((answer.status, version_of(&answer)), (404, 3), "the new version at the kept route");
+    let listing = server.admin("GET", "/admin/components", "").await.json();
+    let probe = listing.as_array().unwrap().iter().find(|c| c["name"] == "probe").unwrap();
+    assert_eq!(probe["routes"], serde_json::json!(["/c"]));
+    // The prefixes it gave up are free for another component.
+    let other = server.admin("PUT", "/admin/components/other?route=/a", wasm("kvprobe")).await;
+    assert_eq!(other.status, 201, "{}", String::from_utf8_lossy(&other.body));
 }

@@ -197,6 +197,37 @@ async fn ctrl_c_and_sigterm_stop_cleanly() {
     }
 }
 
+/// A SIGTERM that arrives while the platform is still starting (compiling
+/// the built-ins on a fresh data dir) is not lost and does not kill it: the
+/// start finishes, then the host stops cleanly. (The handlers used to be
+/// installed after the addresses were printed.)
+#[tokio::test]
+async fn a_sigterm_during_the_start_stops_cleanly_after_it() {
+    let dir = crate::support::cold_dir();
+    let data = dir.path().join("data");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The data dir appears at once; compiling the three built-ins takes
+    // most of a second more.
+    crate::support::eventually("the data dir exists", Duration::from_secs(10), || async {
+        data.join("db").exists().then_some(())
+    })
+    .await;
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status =
+        tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{}: {stdout}", status.status);
+    assert!(stdout.contains("pitstop listening on"), "the start finished: {stdout}");
+    assert!(stdout.contains("pitstop stopped"), "{stdout}");
+}
+
 /// `pitstop-*` request headers are the platform's: the caller of a service
 /// call is named in `pitstop-caller`, which the order service trusts for its
 /// internal `_begin` step. A client sending it is ignored.

@@ -2,12 +2,14 @@
 //! components, real HTTP on 127.0.0.1 with an ephemeral port.
 
 mod auth;
+mod breaker;
 mod cli;
 mod deploy;
 mod events;
 mod gateway;
 mod harness;
 mod isolation;
+mod keyvalue;
 mod observability;
 mod orders;
 mod payments;

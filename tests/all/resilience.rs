@@ -1,13 +1,13 @@
-//! Circuit breakers, limits and hostile guests: the host stays up, answers
-//! cleanly and fast, and the other components never notice.
+//! Limits, deadlines and hostile guests: the host stays up, answers cleanly
+//! and fast, and the other components never notice (breakers: `breaker.rs`).
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::support::{Server, fresh_dir, rss_kib, test_components};
 
-fn config(extra: &str) -> String {
+/// The trap component at `/trap` (deadline 1 s, 16 MiB of memory, `extra`
+/// settings), beside the built-in user and order services.
+pub fn config(extra: &str) -> String {
     format!(
         r#"
         [components.trap]
@@ -28,89 +28,6 @@ fn config(extra: &str) -> String {
         "#,
         trap = test_components().join("trap.wasm").display(),
     )
-}
-
-fn breaker_state(listing: &serde_json::Value, name: &str) -> String {
-    let component = listing.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
-    component["breaker"]["state"].as_str().unwrap().to_string()
-}
-
-#[tokio::test]
-async fn a_failing_component_trips_its_breaker_and_recovers() {
-    let breaker = "breaker = { consecutive_failures = 3, open_ms = 1000 }";
-    let server = Server::start_with(Some(&config(breaker)), fresh_dir()).await;
-    for _ in 0..3 {
-        assert_eq!(server.get("/trap/panic").await.status, 500);
-    }
-    let listing = server.admin("GET", "/admin/components", "").await.json();
-    assert_eq!(breaker_state(&listing, "trap"), "open");
-    assert_eq!(breaker_state(&listing, "user"), "closed", "one breaker per component");
-
-    // Open: refused fast, without calling the guest.
-    let started = Instant::now();
-    let refused = server.get("/trap/sleep/500").await;
-    assert_eq!(refused.status, 503);
-    assert!(started.elapsed() < Duration::from_millis(400), "the guest was not called");
-    assert_eq!(refused.header("retry-after"), Some("1"));
-    assert!(refused.error().contains("circuit open"), "{}", refused.error());
-    server.create_user("Quinn", "quinn@example.com").await;
-
-    // After the open period one probe goes through; its success closes it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(server.get("/trap/ok").await.status, 200);
-    let listing = server.admin("GET", "/admin/components", "").await.json();
-    assert_eq!(breaker_state(&listing, "trap"), "closed");
-
-    // A swap starts with a fresh breaker.
-    for _ in 0..3 {
-        assert_eq!(server.get("/trap/panic").await.status, 500);
-    }
-    assert_eq!(server.get("/trap/ok").await.status, 503);
-    let bytes = std::fs::read(test_components().join("trap.wasm")).unwrap();
-    assert_eq!(server.admin("PUT", "/admin/components/trap", bytes).await.status, 200);
-    assert_eq!(server.get("/trap/ok").await.status, 200);
-
-    // And so does a rollback: the open breaker stays with the version
-    // rolled away from.
-    for _ in 0..3 {
-        assert_eq!(server.get("/trap/panic").await.status, 500);
-    }
-    assert_eq!(server.get("/trap/ok").await.status, 503);
-    assert_eq!(server.admin("POST", "/admin/components/trap/rollback", "").await.status, 200);
-    let after = server.get("/trap/ok").await;
-    assert_eq!((after.status, after.header("pitstop-version")), (200, Some("1")));
-}
-
-#[tokio::test]
-async fn service_callers_see_an_open_circuit_as_unavailable() {
-    // The trap component stands in for user, so user can be made to fail.
-    let trap = test_components().join("trap.wasm");
-    let config = format!(
-        r#"
-        [components.user]
-        path = "{}"
-        breaker = {{ consecutive_failures = 2, open_ms = 60000 }}
-        [[routes]]
-        prefix = "/trap"
-        component = "user"
-        [[routes]]
-        prefix = "/orders"
-        component = "order"
-        "#,
-        trap.display()
-    );
-    let server = Server::start_with(Some(&config), fresh_dir()).await;
-    for _ in 0..2 {
-        assert_eq!(server.get("/trap/panic").await.status, 500);
-    }
-    let order = server
-        .post(
-            "/orders",
-            json!({"user_id": "usr_x", "items": [{"sku": "a", "quantity": 1, "price": 1}]}),
-        )
-        .await;
-    assert_eq!(order.status, 503);
-    assert!(order.error().contains("unavailable: circuit open"), "{}", order.error());
 }
 
 /// Each hostile guest ends in the error its misbehaviour calls for, within
@@ -246,16 +163,102 @@ async fn the_bulkhead_queues_a_few_and_refuses_the_rest() {
     assert_eq!(server.get("/trap/ok").await.status, 200);
 }
 
+/// A nested call gets what is left of its caller's deadline, not its own:
+/// a callee allowed 30 s, called by a component allowed 1 s, is stopped
+/// with its caller instead of computing on for 10 s.
+#[tokio::test]
+async fn a_nested_call_inherits_what_is_left_of_the_callers_deadline() {
+    let busy = test_components().join("busy.wasm");
+    let config = format!(
+        "[components.caller]\npath = \"{busy}\"\ndeadline_ms = 1000\n\
+         [components.busy]\npath = \"{busy}\"\ndeadline_ms = 30000\n\
+         [[routes]]\nprefix = \"/caller\"\ncomponent = \"caller\"\n",
+        busy = busy.display()
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let started = Instant::now();
+    let answer = server.get("/caller/call/busy/10000").await;
+    let answered = started.elapsed();
+    // The caller either reports the callee's timeout or is stopped itself;
+    // both are the 1 s deadline, and within it plus the answer's margin.
+    let body = String::from_utf8_lossy(&answer.body).into_owned();
+    assert!(
+        (answer.status == 200 && answer.json()["outcome"] == "timed out") || answer.status == 504,
+        "{} {body}",
+        answer.status
+    );
+    assert!(answered < Duration::from_secs(2), "answered after {answered:?}: {body}");
+    // And the callee is no longer computing.
+    in_flight(&server, "busy", 0.0).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the callee ran on to {:?}",
+        started.elapsed()
+    );
+    // Stopped by the deadline it inherited, a timeout of its own that its
+    // breaker counts; not merely cancelled with its caller half a second
+    // later, when the gateway gives up on the caller.
+    let listing = server.admin("GET", "/admin/components", "").await.json();
+    let callee = listing.as_array().unwrap().iter().find(|c| c["name"] == "busy").unwrap();
+    assert_eq!(callee["breaker"]["consecutive_failures"], 1, "{listing}");
+}
+
+/// Wait until `component` has `n` invocations in flight.
+async fn in_flight(server: &Server, component: &str, n: f64) {
+    let series = format!(r#"pitstop_in_flight_invocations{{component="{component}"}}"#);
+    crate::support::eventually(
+        &format!("{n} invocations of {component} in flight"),
+        Duration::from_secs(10),
+        || async { (server.metric(&series).await == n).then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn in_flight_requests_finish_on_sigterm() {
     let server = Server::start_with(Some(&config("")), fresh_dir()).await;
     let pid = server.pid().to_string();
     let (slow, _) = tokio::join!(server.get("/trap/sleep/800"), async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        in_flight(&server, "trap", 1.0).await;
         std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     });
     assert_eq!(slow.status, 200, "the request in flight was answered");
     assert!(server.stop_with("TERM").await.success(), "and the host exited 0");
+}
+
+/// A request that outlasts the grace period does not hold the shutdown up:
+/// the host waits the grace (1 s here), drops the connection, still
+/// flushes, and exits 0.
+#[tokio::test]
+async fn sigterm_waits_no_longer_than_the_grace_period() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let trap = test_components().join("trap.wasm");
+    let config = format!(
+        "[gateway]\nshutdown_grace_ms = 1000\n[components.trap]\npath = \"{}\"\n\
+         deadline_ms = 30000\n[[routes]]\nprefix = \"/trap\"\ncomponent = \"trap\"\n",
+        trap.display()
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(b"GET /trap/sleep/20000 HTTP/1.1\r\nhost: pitstop\r\n\r\n").await.unwrap();
+    in_flight(&server, "trap", 1.0).await;
+    let signalled = Instant::now();
+    let pid = server.pid().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let dropped = signalled.elapsed();
+    assert!(read.is_ok(), "the connection was not dropped after the grace period");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let mut server = server;
+    let status = server.wait_for_exit(Duration::from_secs(10)).await;
+    let exited = signalled.elapsed();
+    let log = server.log();
+    assert!(status.success(), "{status}");
+    assert!(dropped >= Duration::from_millis(900), "dropped after {dropped:?}, before the grace");
+    assert!(exited < Duration::from_secs(4), "exited {exited:?} after SIGTERM");
+    assert!(log.contains("shutdown grace period over"), "{log}");
 }
 
 #[tokio::test]

@@ -362,12 +362,18 @@ impl Server {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
         assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for_exit(Duration::from_secs(20)).await
+    }
+
+    /// Wait up to `limit` for the process to exit (after a signal sent
+    /// some other way); panics if it does not.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "pitstop did not exit after SIG{signal}");
+            assert!(Instant::now() < deadline, "pitstop did not exit within {limit:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -442,9 +448,69 @@ pub fn serve_refuses(config: &str) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// A new temporary directory for a server's data (and config).
+/// A new temporary directory for a server's data (and config), its artifact
+/// cache holding the built-ins and the test components compiled already
+/// (see [`warm_cache`]): a test's server starts in milliseconds instead of
+/// compiling for a second, and timing-sensitive tests are not measured
+/// beside other servers' compiles.
 pub fn fresh_dir() -> std::sync::Arc<TempDir> {
+    let dir = cold_dir();
+    let cache = dir.path().join("data").join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    // Copied, not linked: a test that corrupts an entry in place must not
+    // corrupt every other test's.
+    for entry in std::fs::read_dir(warm_cache()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), cache.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// A new temporary directory for a server's data with nothing in it: for
+/// the tests of the artifact cache itself.
+pub fn cold_dir() -> std::sync::Arc<TempDir> {
     std::sync::Arc::new(TempDir::new().unwrap())
+}
+
+/// An artifact cache filled once per test run by a server of its own that
+/// deploys the built-ins and every test component that can serve. Entries
+/// are keyed by the bytes' digest and the engine's fingerprint, so any
+/// server of this binary loads them whatever name the component gets.
+fn warm_cache() -> &'static Path {
+    static CACHE: OnceLock<PathBuf> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        let dir = TempDir::new().unwrap().keep();
+        let mut config = String::new();
+        for wasm in ["kvprobe", "trap", "busprobe", "busy", "hello"] {
+            let path = test_components().join(format!("{wasm}.wasm"));
+            config.push_str(&format!("[components.warm-{wasm}]\npath = \"{}\"\n", path.display()));
+        }
+        let path = faulty_payment();
+        config.push_str(&format!("[components.warm-faulty]\npath = \"{}\"\n", path.display()));
+        let config_path = dir.join("warm.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pitstop"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting pitstop to warm the artifact cache");
+        // Every component is compiled and cached before the addresses are printed.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let started =
+            lines.by_ref().map_while(Result::ok).any(|line| line.starts_with("pitstop admin on "));
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        lines.for_each(drop);
+        let exited = child.wait().unwrap();
+        assert!(started && exited.success(), "warming the artifact cache failed: {exited}");
+        dir.join("data").join("cache")
+    })
 }
 
 /// The payment service built with its `faults` feature (see its crate

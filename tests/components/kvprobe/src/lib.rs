@@ -13,6 +13,13 @@
 //!   through `services` with forged platform headers (`pitstop-subject:
 //!   admin`, `pitstop-auth`, `pitstop-claims`, `pitstop-caller`, ...) and
 //!   answers what the callee answered: what a callee can be made to believe.
+//! - `POST /{prefix}/cas/{key}/{ms}[?call={name}]` reads `key` as a decimal
+//!   counter (absent is 0), compare-and-swaps it to one more, then waits
+//!   `ms` milliseconds before answering `{"from": n, "swapped": bool}` (and
+//!   committing): a window for a concurrent commit to win; with `call`,
+//!   it first calls component `name` (`GET /{name}`, answer ignored), so the
+//!   invocation has made a `services` call and cannot be run again. Each
+//!   run prints `cas run on {key}` to stdout, so the host's log counts runs.
 
 use pitstop_sdk::{ApiError, Handler, Request, Response, kv};
 
@@ -74,6 +81,23 @@ fn route(request: &Request) -> Result<Response, ApiError> {
             }
             pitstop_sdk::services::call(callee, &call)
                 .map_err(|e| ApiError::new(502, pitstop_sdk::services::describe(&e)))
+        }
+        ("POST", [_, "cas", key, ms]) => {
+            println!("cas run on {key}");
+            if let Some(callee) = request.query_param("call") {
+                let _ = pitstop_sdk::services::call(callee, &Request::empty("GET", "/"));
+            }
+            let from = match kv::get(key)? {
+                Some(bytes) => number(&String::from_utf8_lossy(&bytes))?,
+                None => 0,
+            };
+            let expected = (from > 0).then(|| from.to_string().into_bytes());
+            let next = Some((from + 1).to_string().into_bytes());
+            let swapped = kv::compare_and_swap(key, expected.as_deref(), next.as_deref())?;
+            // Between the swap and the commit: where a concurrent commit
+            // makes this one's swap stale.
+            std::thread::sleep(std::time::Duration::from_millis(number(ms)?));
+            Ok(Response::json(200, &serde_json::json!({ "from": from, "swapped": swapped })))
         }
         _ => Err(ApiError::not_found("no such route")),
     }

@@ -1,0 +1,53 @@
+//! Compare-and-swap at commit: a request that lost a race is run again (up
+//! to 3 times) when it made no `services` calls, and answered 409 when it
+//! did, since running it again would repeat the calls' effects.
+
+use crate::support::{Server, fresh_dir, single_component_config};
+
+/// Deadline and parallelism wide enough that every request of a round runs
+/// at once and four rounds of 600 ms fit.
+fn config() -> String {
+    single_component_config("probe", "kvprobe", "deadline_ms = 20000\nmax_parallel = 8", "/p")
+}
+
+/// How many times the guest ran `cas` on `key` (it prints a line per run).
+fn runs(server: &Server, key: &str) -> usize {
+    server.log().matches(&format!("cas run on {key}")).count()
+}
+
+/// Five requests read the counter at once and swap it: each round one
+/// commits and the others are run again. The last one loses four times,
+/// and three reruns is the most it gets.
+#[tokio::test]
+async fn a_lost_compare_and_swap_runs_again_up_to_three_times() {
+    let server = Server::start_with(Some(&config()), fresh_dir()).await;
+    let racers = (0..5).map(|_| server.send("POST", "/p/cas/c/600", ""));
+    let answers = futures::future::join_all(racers).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 200, 409], "four win in turn, the fifth runs out");
+    let lost = answers.iter().find(|a| a.status == 409).unwrap();
+    assert!(lost.error().contains("a concurrent request changed key"), "{}", lost.error());
+    for won in answers.iter().filter(|a| a.status == 200) {
+        assert_eq!(won.json()["swapped"], true);
+    }
+    assert_eq!(server.get("/p/kv/c").await.body, "4", "every win counted, nothing else");
+    // Rounds of 5, 4, 3 and 2 runs: the fifth ran 4 times (3 reruns).
+    assert_eq!(runs(&server, "c"), 14, "{}", server.log());
+}
+
+/// An invocation that called another service is not run again: its loser
+/// gets 409 after one run, and the caller decides.
+#[tokio::test]
+async fn a_lost_compare_and_swap_after_a_services_call_is_409() {
+    let server = Server::start_with(Some(&config()), fresh_dir()).await;
+    let racers = (0..2).map(|_| server.send("POST", "/p/cas/d/600?call=user", ""));
+    let answers = futures::future::join_all(racers).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 409]);
+    let lost = answers.iter().find(|a| a.status == 409).unwrap();
+    assert!(lost.error().contains("a concurrent request changed key"), "{}", lost.error());
+    assert_eq!(server.get("/p/kv/d").await.body, "1");
+    assert_eq!(runs(&server, "d"), 2, "neither ran twice: {}", server.log());
+}
