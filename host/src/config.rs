@@ -1,80 +1,10 @@
 //! `pitstop.toml`: the platform's configuration file. Every field is
 //! optional; unknown fields are an error, so a typo never goes unnoticed.
 //!
-//! ```toml
-//! # Components to deploy at start besides (or instead of) the built-in
-//! # user, order and payment. A relative path is relative to this file.
-//! # Deployed as a new version when the file differs from the active one.
-//! [components.inventory]
-//! path = "inventory.wasm"
-//!
-//! # The route table. When present it replaces the built-in one
-//! # (/users -> user, /orders -> order, /payments -> payment) entirely.
-//! [[routes]]
-//! prefix = "/inventory"
-//! component = "inventory"
-//!
-//! [gateway]
-//! max_request_body = 1048576   # bytes; larger bodies get 413
-//! max_response_body = 1048576  # bytes; a component answering more gets 502
-//! header_read_timeout_ms = 10000
-//! shutdown_grace_ms = 10000
-//!
-//! # Limits of one component (all optional; a section without `path` only
-//! # sets limits, e.g. for a built-in).
-//! [components.payment]
-//! deadline_ms = 2000
-//! max_memory = 33554432
-//! max_concurrency = 50
-//! max_keyspace_bytes = 1048576
-//! breaker = { consecutive_failures = 3, open_ms = 10000 }
-//!
-//! [runtime]                    # host-wide, and every component's defaults
-//! deadline_ms = 5000           # per request, nested calls included
-//! max_call_depth = 8
-//! max_memory = 67108864        # bytes of linear memory per instance
-//! max_instances = 1000         # instances alive at once, host-wide
-//! max_concurrency = 100        # instances of one component at once; as many more wait
-//! max_parallel = 2             # of those, executing guest code at once (default: guest_threads)
-//! guest_threads = 2            # threads guest code runs on (default: one per CPU)
-//! max_log_lines = 10000        # output lines (stdout, stderr, log) per invocation
-//! max_log_bytes = 1048576      # output bytes per invocation; the excess is dropped
-//! max_keyspace_bytes = 268435456  # keys + values per keyspace
-//! max_write_set_bytes = 16777216   # keys + values one invocation may write
-//! # breaker defaults: consecutive_failures = 5, failure_ratio = 0.5,
-//! # min_calls = 20, window_ms = 30000, open_ms = 30000, max_probes = 1
-//!
-//! [admin]
-//! max_upload = 52428800        # bytes; larger uploads get 413
-//!
-//! # Who may call what (see the README's "Authentication"). Without this
-//! # section reads are public and writes need a JWT signed with the secret
-//! # in DATA_DIR/jwt.secret (generated at first start; `pitstop token`
-//! # mints one).
-//! [auth]
-//! default = { read = "public", write = "jwt" }  # routes without an `auth`
-//! [auth.jwt]
-//! secret = "at least 32 bytes ..."  # HS256; or PITSTOP_JWT_SECRET
-//! public_keys = ["issuer.pem", { path = "other.pem", kid = "k2" }]  # RS256 / EdDSA
-//! audience = "pitstop"           # required in tokens when set
-//! issuer = "https://login.example"
-//! leeway_s = 30                  # clock skew allowed on exp and nbf
-//! [auth.api_keys]
-//! ci-bot = "a-long-random-key"   # name = key; the name becomes the subject
-//!
-//! # A route's own policy and rate limit (per client identity: the token's
-//! # subject, the API key's name, else the client address).
-//! # [[routes]]
-//! # prefix = "/payments"
-//! # component = "payment"
-//! # auth = "jwt"                 # or "public", "api-key", { read = .., write = .. }
-//! # rate_limit = { per_second = 20, burst = 40 }
-//!
-//! [bus]                        # event delivery
-//! max_attempts = 5             # deliveries of one event before it is dead-lettered
-//! backoff_base_ms = 200        # wait before the first retry; doubles each time
-//! backoff_max_ms = 30000       # the longest wait between two attempts
-//! ```
+//! Every option, with its default and what it does, is in
+//! `pitstop.example.toml` at the repository root; a test below parses that
+//! file and checks it sets every field, so the reference cannot drift from
+//! this module. `docs/configuration.md` explains them.
 
 use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -520,5 +450,70 @@ mod tests {
         .unwrap();
         assert_eq!(config.components["x"].path, Some(PathBuf::from("x.wasm")));
         assert_eq!(config.routes.unwrap()[0].prefix, "/x");
+    }
+
+    /// The reference file parses, and sets every option: the patterns
+    /// below name every field (no `..`), so a new field fails to compile
+    /// here until the example shows it too.
+    #[test]
+    fn the_example_config_sets_every_option() {
+        let text = include_str!("../../pitstop.example.toml");
+        let config: Config = toml::from_str(text).expect("pitstop.example.toml parses");
+        let Config { components, routes, gateway, runtime, admin, bus, auth } = config;
+        let ComponentConfig {
+            path: _,
+            deadline_ms,
+            max_memory,
+            max_concurrency,
+            max_parallel,
+            max_log_lines,
+            max_log_bytes,
+            breaker,
+            max_keyspace_bytes,
+            max_write_set_bytes,
+        } = &components["payment"];
+        assert!(components["inventory"].path.is_some());
+        assert!(deadline_ms.is_some() && max_memory.is_some() && max_concurrency.is_some());
+        assert!(max_parallel.is_some() && max_log_lines.is_some() && max_log_bytes.is_some());
+        assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());
+        let routes = routes.expect("a route table");
+        let RouteConfig { prefix: _, component: _, auth: policy, rate_limit, pass_authorization } =
+            &routes[0];
+        assert!(policy.is_some() && rate_limit.is_some() && pass_authorization.is_some());
+        let GatewayConfig {
+            max_request_body,
+            max_response_body,
+            header_read_timeout_ms,
+            shutdown_grace_ms,
+        } = gateway;
+        assert!(max_request_body.is_some() && max_response_body.is_some());
+        assert!(header_read_timeout_ms.is_some() && shutdown_grace_ms.is_some());
+        let RuntimeConfig {
+            deadline_ms,
+            max_call_depth,
+            max_memory,
+            max_instances,
+            max_concurrency,
+            max_parallel,
+            max_log_lines,
+            max_log_bytes,
+            guest_threads,
+            breaker,
+            max_keyspace_bytes,
+            max_write_set_bytes,
+        } = runtime;
+        assert!(deadline_ms.is_some() && max_call_depth.is_some() && max_memory.is_some());
+        assert!(max_instances.is_some() && max_concurrency.is_some() && max_parallel.is_some());
+        assert!(max_log_lines.is_some() && max_log_bytes.is_some() && guest_threads.is_some());
+        assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());
+        let AdminConfig { max_upload } = admin;
+        assert!(max_upload.is_some());
+        let BusConfig { max_attempts, backoff_base_ms, backoff_max_ms } = bus;
+        assert!(max_attempts.is_some() && backoff_base_ms.is_some() && backoff_max_ms.is_some());
+        let AuthConfig { default, jwt, api_keys } = auth;
+        assert!(default.is_some() && !api_keys.is_empty());
+        let JwtConfig { secret, public_keys, audience, issuer, leeway_s } = jwt;
+        assert!(secret.is_some() && !public_keys.is_empty() && audience.is_some());
+        assert!(issuer.is_some() && leeway_s.is_some());
     }
 }
