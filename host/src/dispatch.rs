@@ -107,6 +107,10 @@ async fn deliver(
     let outcome = runtime.deliver(subscriber, &attempt, key.clone()).await;
     let result = match outcome {
         Delivery::Handled => {
+            #[cfg(feature = "failpoints")]
+            if fail_point_set("dispatch-after-handled-commit") {
+                die_after_flushing(runtime).await;
+            }
             tracing::debug!(subscriber, event = attempt.id, topic = attempt.topic, "delivered");
             runtime.metrics().delivered(subscriber);
             bus.finish(keyspace, &key)
@@ -130,9 +134,48 @@ async fn deliver(
         }
         // Not the handler's fault (circuit open, overloaded, being swapped):
         // the attempt does not count.
-        Delivery::NotNow(wait) => bus.postpone(&key, event, wait),
+        Delivery::NotNow(wait) => {
+            // Debug level: an overloaded subscriber comes back here every
+            // half second. Tests turn it on to see a postponement happen.
+            tracing::debug!(
+                subscriber,
+                event = event.id,
+                topic = event.topic,
+                wait_ms = wait.as_millis() as u64,
+                "subscriber cannot take the event now; postponed, not counted as an attempt"
+            );
+            bus.postpone(&key, event, wait)
+        }
     };
     if let Err(error) = result {
         tracing::error!(%error, subscriber, "could not record a delivery's outcome");
     }
+}
+
+/// Whether the fail point `name` is set to `return` (the `failpoints`
+/// feature; `FAILPOINTS=name=return` in the environment).
+#[cfg(feature = "failpoints")]
+fn fail_point_set(name: &str) -> bool {
+    fail::fail_point!(name, |_| true);
+    false
+}
+
+/// Die as `kill -9` would, right after a handler's commit and before its
+/// queue entry is removed: the crash the handled mark is there for.
+///
+/// An event handler's commit is not flushed (see `Runtime::run`); sled
+/// writes it out within 500 ms. A crash before that loses the writes with
+/// the mark (a plain redelivery, as after a crash mid-handling), so this
+/// flushes first: the case under test is the commit on disk, the queue
+/// entry still there.
+#[cfg(feature = "failpoints")]
+async fn die_after_flushing(runtime: &Runtime) {
+    if let Err(error) = runtime.flush().await {
+        eprintln!("fail point: flushing failed: {error}");
+    }
+    // stderr, unbuffered: the line is out before the process is gone.
+    eprintln!("fail point dispatch-after-handled-commit: killing the process");
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    std::process::abort();
 }

@@ -171,6 +171,10 @@ fn main() -> anyhow::Result<()> {
             LogTarget::Stderr,
         )?,
     };
+    // Fail points named in `FAILPOINTS`, for the crash tests; for the
+    // whole run (dropping the scenario would clear them).
+    #[cfg(feature = "failpoints")]
+    let _fail_points = fail::FailScenario::setup();
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     let result = runtime.block_on(run(cli.command));
     telemetry.shutdown();

@@ -167,46 +167,65 @@ async fn the_saga_holds_when_payment_declines_traps_hangs_or_goes_away() {
     assert_eq!(again, outcomes);
 }
 
+/// Orders cut mid-saga by a `kill -9` are still `PENDING` when the host is
+/// back, and then settle: the saga timeout resumes them (a charge that
+/// completes) or compensates them (a charge that hangs again).
 #[tokio::test]
 async fn a_saga_cut_by_a_kill_resumes_or_compensates_after_restart() {
     let data = fresh_dir();
-    let config = config();
+    // A hanging charge keeps its order PENDING for payment's whole
+    // deadline: 3 s here, a wide window for the kill (still well under the
+    // order's 5 s, so without a kill it would be compensated in-request).
+    let config = config().replace("deadline_ms = 1000", "deadline_ms = 3000");
     let server = Server::start_with(Some(&config), data.clone()).await;
     let user = server.create_user("Crash", "crash@example.com").await;
-    // Slow payments (300 ms each), four at a time, killed mid-way.
-    let placing = {
-        let base = server.base.clone();
-        let token = server.token.clone().expect("a token");
+    let client = raw_client::Client::new(server.base.clone(), server.token.clone().unwrap());
+    // Slow payments (300 ms each), four at a time, and one that hangs.
+    let hanging = 6014;
+    let mut placing = Vec::new();
+    for amount in [5015, 5115, 5215, 5315, hanging] {
+        let client = client.clone();
         let user = user.clone();
-        tokio::spawn(async move {
-            let client = raw_client::Client::new(base, token);
-            let mut handles = Vec::new();
-            for n in 0..4 {
-                let client = client.clone();
-                let user = user.clone();
-                handles.push(tokio::spawn(async move {
-                    for _ in 0..5 {
-                        let body = json!({"user_id": user, "items": order_of(5015 + n * 100)});
-                        if client.post("/orders", body).await.is_none() {
-                            return;
-                        }
-                    }
-                }));
+        placing.push(tokio::spawn(async move {
+            let rounds = if amount == hanging { 1 } else { 5 };
+            for _ in 0..rounds {
+                let body = json!({"user_id": user, "items": order_of(amount)});
+                if client.post("/orders", body).await.is_none() {
+                    return;
+                }
             }
-            for handle in handles {
-                let _ = handle.await;
-            }
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(900)).await;
+        }));
+    }
+    // The kill comes while the hanging order waits on its charge.
+    let cut = eventually("the hanging order to be PENDING", Duration::from_secs(30), || async {
+        let answer = server.get(&format!("/orders?user_id={user}")).await;
+        let orders = answer.json()["orders"].as_array().unwrap().clone();
+        let order = orders.into_iter().find(|o| o["amount"] == hanging)?;
+        assert_eq!(order["status"], "PENDING", "settled before the kill: {order}");
+        Some(order["id"].as_str().unwrap().to_string())
+    })
+    .await;
     assert!(!server.stop_with("KILL").await.success());
-    let _ = placing.await;
+    for task in placing {
+        let _ = task.await;
+    }
 
     let server = Server::start_with(Some(&config), data).await;
+    // Back before its timeout (8 s after the order began) resumes it: the
+    // saga was cut, not finished, so this is what the restart has to settle.
+    let answer = server.get(&format!("/orders/{cut}")).await;
+    assert_eq!(answer.status, 200);
+    let order = answer.json();
+    assert_eq!(order["status"], "PENDING", "right after the restart: {order}");
+
     let orders = settled_orders(&server, &user).await;
-    assert!(!orders.is_empty(), "some orders were placed before the kill");
     let outcomes = reconcile(&server, &user, &orders).await;
     assert!(outcomes.get("confirmed").copied().unwrap_or(0) >= 1, "{outcomes:?}");
+    let order = orders.iter().find(|o| o["id"] == cut.as_str()).unwrap();
+    // Resumed, its charge hung again: compensated, with no payment made.
+    assert_eq!(order["status"], "FAILED", "{order}");
+    let reason = order["failure_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("payment service cannot answer"), "{order}");
 }
 
 /// A bare HTTP client for requests that may never be answered (the server

@@ -12,9 +12,15 @@
 //!   delivery in the order handled.
 //!
 //! Events: publishes and subscribes to `probe.ping`, `probe.later`,
-//! `probe.poison`, `probe.flaky`. A ping or later is recorded; a payload
-//! `slow` first spins 1.5 s. A poison always fails. A flaky event fails on
-//! its first attempt.
+//! `probe.poison`, `probe.flaky`. Every delivery first logs
+//! `busprobe started handling 'PAYLOAD', attempt N` (info level): a mark the
+//! tests wait on to know a handler is running, and count to know how often
+//! it ran, which the `seen/` log cannot tell (a handler whose commit is
+//! refused or lost leaves no entry). A ping or later is recorded with the
+//! wall-clock time its handler started (`handled_at`, ms since the epoch);
+//! a payload `slow:MS[:anything]` first sleeps MS ms, so that deliveries
+//! are in flight when a test wants them to be. A poison always fails. A
+//! flaky event fails on its first attempt.
 
 use pitstop_sdk::events::{BusError, publish, publish_delayed};
 use pitstop_sdk::{ApiError, Event, Events, Handler, Request, Response, kv};
@@ -35,14 +41,22 @@ impl Events for Probe {
         &["probe.ping", "probe.later", "probe.poison", "probe.flaky"];
 
     fn handle_event(event: Event) -> Result<(), String> {
+        let started = now_ms();
+        let payload = String::from_utf8_lossy(&event.payload).into_owned();
+        pitstop_sdk::log::info(&format!(
+            "busprobe started handling '{payload}', attempt {}",
+            event.attempt
+        ));
         match event.topic.as_str() {
             "probe.poison" => Err("poison".into()),
             "probe.flaky" if event.attempt == 1 => Err("flaky: first attempt fails".into()),
             _ => {
-                if event.payload == b"slow" {
-                    spin(std::time::Duration::from_millis(1500));
+                if let Some(ms) = slow_for(&payload) {
+                    // A sleep, not a spin: it keeps the delivery in flight
+                    // without taking a CPU from the test's other work.
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
                 }
-                record(&event).map_err(|e| e.message)
+                record(&event, started).map_err(|e| e.message)
             }
         }
     }
@@ -50,8 +64,21 @@ impl Events for Probe {
 
 pitstop_sdk::export!(Probe);
 
-/// Append the delivery to the `seen/` log, numbered in the order handled.
-fn record(event: &Event) -> Result<(), ApiError> {
+/// How long a `slow:MS[:anything]` payload's handler sleeps.
+fn slow_for(payload: &str) -> Option<u64> {
+    payload.strip_prefix("slow:")?.split(':').next()?.parse().ok()
+}
+
+/// The wall clock, ms since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Append the delivery to the `seen/` log, numbered in the order handled;
+/// `started` is when its handler started.
+fn record(event: &Event, started: u64) -> Result<(), ApiError> {
     let n = kv::increment("seen-count", 1)?;
     let entry = json!({
         "id": event.id,
@@ -60,6 +87,7 @@ fn record(event: &Event) -> Result<(), ApiError> {
         "attempt": event.attempt,
         "source": event.source,
         "published_at": event.published_at,
+        "handled_at": started,
     });
     kv::put_json(&format!("seen/{n:08}"), &entry)
 }
