@@ -150,7 +150,7 @@ impl Deployments {
 
     /// Activate every persisted active version, from the artifact cache. A
     /// version that cannot be loaded (its bytes lost, say) is logged and left
-    /// out; the others serve, and `/health` reports a routed one missing.
+    /// out; the others serve, and `/ready` reports a routed one missing.
     pub async fn restore(&self) -> anyhow::Result<()> {
         let _change = self.changes.lock().await;
         for record in self.records()? {

@@ -15,7 +15,7 @@
 //!    the admin listener serves; the gateway checks credentials per route
 //!    from the policies [`access`] builds out of the config.
 //!
-//! [`Platform`] does all three from a [`Config`], as `pitstop serve` does:
+//! [`Platform`] does all four from a [`Config`], as `pitstop serve` does:
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {

@@ -171,7 +171,7 @@ async fn undeclared_and_malformed_topics_are_refused() {
     assert_eq!(too_late.status, 422);
 }
 
-/// One invocation may publish at most 100 events (README): the 101st is an
+/// One invocation may publish at most 100 events (docs/events.md): the 101st is an
 /// error to the guest, and the invocation failing publishes none of them;
 /// 100 are all published and delivered.
 #[tokio::test]
@@ -305,7 +305,7 @@ async fn a_committed_event_survives_a_kill_and_is_handled_once() {
     assert!(seen.iter().all(|s| s["attempt"] == 1), "{seen:?}");
 }
 
-/// The handled mark (README, "The bus"): a handler's writes commit in one
+/// The handled mark (docs/events.md, "The bus"): a handler's writes commit in one
 /// batch with a mark that it handled the event, and a marked event is
 /// dropped rather than delivered again, even when the host dies right
 /// after the commit, before the event left the queue. The fail point
@@ -454,7 +454,7 @@ async fn a_circuit_open_subscriber_is_retried_without_counting_an_attempt() {
 /// Events queued for a subscriber wait while it is undeployed and are
 /// delivered, in order and once, when it is back. (Events published while
 /// it is away are not queued for it: the bus delivers to the components
-/// subscribed when an event is relayed, README "The bus".)
+/// subscribed when an event is relayed, docs/events.md, "The bus".)
 #[tokio::test]
 async fn an_undeployed_subscriber_keeps_its_queue_until_it_is_back() {
     let config = config_with_sender("", "");
