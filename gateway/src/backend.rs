@@ -71,8 +71,9 @@ pub enum InvokeError {
         component: String,
         /// Why (circuit open, overloaded, ...).
         reason: String,
-        /// When to try again, for the `Retry-After` header.
-        retry_after_secs: u64,
+        /// When to try again, for the `Retry-After` header (rounded up to
+        /// whole seconds there).
+        retry_after: std::time::Duration,
     },
     /// The platform itself failed (storage, instantiation, ...).
     #[error("internal error: {0}")]

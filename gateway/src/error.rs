@@ -2,6 +2,8 @@
 //!
 //! Every error the gateway sends is JSON: `{"error": "<message>"}`.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -36,10 +38,10 @@ pub enum GatewayError {
     #[error(transparent)]
     Unauthorized(#[from] Unauthorized),
     /// The client went over the route's rate limit.
-    #[error("rate limit exceeded; retry in {retry_after_secs} s")]
+    #[error("rate limit exceeded; retry in {} s", whole_seconds_up(*retry_after))]
     RateLimited {
-        /// Whole seconds until a request will be let through.
-        retry_after_secs: u64,
+        /// How long until a request will be let through.
+        retry_after: Duration,
     },
     /// The backend could not run the component.
     #[error(transparent)]
@@ -73,8 +75,8 @@ impl GatewayError {
         let status = self.status();
         // How long a client should wait before retrying a 503.
         let retry_after = match &self {
-            GatewayError::Invoke(InvokeError::Unavailable { retry_after_secs, .. })
-            | GatewayError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            GatewayError::Invoke(InvokeError::Unavailable { retry_after, .. })
+            | GatewayError::RateLimited { retry_after } => Some(whole_seconds_up(*retry_after)),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,
         };
@@ -89,6 +91,12 @@ impl GatewayError {
         }
         response
     }
+}
+
+/// `Retry-After` in whole seconds, at least 1, rounded up: retrying a moment
+/// early would only be refused again.
+fn whole_seconds_up(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The `{"error": message}` response with `status`.

@@ -335,9 +335,7 @@ impl<B: Backend> Gateway<B> {
                 (None, None) => "unknown".to_string(),
             };
             if let Err(wait) = limiter.check(&client) {
-                // Rounded up: retrying a moment early would be refused again.
-                let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                return Err(GatewayError::RateLimited { retry_after_secs });
+                return Err(GatewayError::RateLimited { retry_after: wait });
             }
         }
         Ok(identity)

@@ -2,6 +2,7 @@
 //! error mapping and reply checks, with no socket and no wasm.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -114,7 +115,7 @@ async fn failures_map_to_statuses_with_json_errors() {
             InvokeError::Unavailable {
                 component: "svc".into(),
                 reason: "busy".into(),
-                retry_after_secs: 1,
+                retry_after: Duration::from_secs(1),
             },
             503,
         ),

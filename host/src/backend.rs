@@ -1,6 +1,7 @@
 //! The runtime as the gateway's [`Backend`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use pitstop_gateway::{Backend, HealthReport, InvokeError, Reply, Request, RequestRecord};
@@ -102,14 +103,11 @@ fn invoke_error(component: &str, failure: InvokeFailure) -> InvokeError {
         InvokeFailure::Timeout { deadline_ms } => InvokeError::Timeout { component, deadline_ms },
         InvokeFailure::Trapped(message) => InvokeError::Trapped { component, message },
         InvokeFailure::Unavailable(reason) => {
-            InvokeError::Unavailable { component, reason, retry_after_secs: 1 }
+            InvokeError::Unavailable { component, reason, retry_after: Duration::from_secs(1) }
         }
-        InvokeFailure::CircuitOpen { retry_after } => InvokeError::Unavailable {
-            component,
-            reason: "circuit open".into(),
-            // Rounded up: retrying a moment early would be refused again.
-            retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
-        },
+        InvokeFailure::CircuitOpen { retry_after } => {
+            InvokeError::Unavailable { component, reason: "circuit open".into(), retry_after }
+        }
         InvokeFailure::Internal(message) => InvokeError::Internal(message),
     }
 }

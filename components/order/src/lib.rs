@@ -34,8 +34,6 @@ use serde::{Deserialize, Serialize};
 /// so the check normally finds the order finished.
 pub const SAGA_TIMEOUT_MS: u64 = 8_000;
 
-/// The header the platform sets on a service call to name the caller.
-const CALLER_HEADER: &str = "pitstop-caller";
 /// The internal path that records a new order as `PENDING`.
 const BEGIN_PATH: &str = "/orders/_begin";
 
@@ -114,7 +112,9 @@ pitstop_sdk::export!(OrderService);
 
 fn route(request: &Request) -> Result<Response, ApiError> {
     match (request.method.as_str(), request.segments().as_slice()) {
-        ("POST", ["orders", "_begin"]) if request.header(CALLER_HEADER) == Some("order") => {
+        ("POST", ["orders", "_begin"])
+            if request.header(pitstop_sdk::services::CALLER_HEADER) == Some("order") =>
+        {
             begin(request)
         }
         ("POST", ["orders"]) => place(request),
@@ -418,9 +418,10 @@ mod tests {
             failure_reason: None,
         };
         let mut request = Request::with_json("POST", BEGIN_PATH, &order);
-        request
-            .headers
-            .push(pitstop_sdk::Header { name: CALLER_HEADER.into(), value: "order".into() });
+        request.headers.push(pitstop_sdk::Header {
+            name: pitstop_sdk::services::CALLER_HEADER.into(),
+            value: "order".into(),
+        });
         assert_eq!(respond(route(&request)).status, 201);
         order
     }
