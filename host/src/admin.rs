@@ -93,7 +93,7 @@ pub fn read_or_create_secret(path: &Path) -> anyhow::Result<String> {
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let secret = crate::artifacts::hex(&secret);
+    let secret = hex::encode(secret);
     write_private(path, &secret)?;
     tracing::info!(path = %path.display(), "generated a secret");
     Ok(secret)

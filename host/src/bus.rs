@@ -42,12 +42,7 @@ pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 pub fn check_topic(topic: &str) -> Result<(), String> {
     let well_formed = !topic.is_empty()
         && topic.len() <= MAX_TOPIC_LEN
-        && topic.split('.').all(|word| {
-            let bytes = word.as_bytes();
-            !bytes.is_empty()
-                && bytes[0].is_ascii_lowercase()
-                && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        });
+        && topic.split('.').all(crate::runtime::is_word);
     if well_formed {
         Ok(())
     } else {
@@ -65,6 +60,17 @@ pub struct Topics {
     pub publishes: BTreeSet<String>,
     /// These are delivered to it.
     pub subscribes: BTreeSet<String>,
+}
+
+impl Topics {
+    /// What a component's `declare` returned, every topic checked with
+    /// [`check_topic`].
+    pub fn declared(publishes: Vec<String>, subscribes: Vec<String>) -> Result<Topics, String> {
+        let checked = |list: Vec<String>| -> Result<BTreeSet<String>, String> {
+            list.into_iter().map(|topic| check_topic(&topic).map(|()| topic)).collect()
+        };
+        Ok(Topics { publishes: checked(publishes)?, subscribes: checked(subscribes)? })
+    }
 }
 
 /// An event published by an invocation, waiting for its commit.

@@ -14,7 +14,7 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 use crate::bindings::types::{Header, Request, Response};
 use crate::bindings::{events, handler};
 use crate::breaker::{Breaker, BreakerConfig, SystemClock};
-use crate::bus::{Bus, BusCtx, BusOptions, QueuedEvent, Topics, check_topic};
+use crate::bus::{Bus, BusCtx, BusOptions, QueuedEvent, Topics};
 use crate::commit::{CommitError, Effects, commit};
 use crate::engine::{EPOCH_TICK, EngineLimits, EpochTicker, build_engine};
 use crate::flusher::Flusher;
@@ -193,6 +193,9 @@ enum Call<'a> {
 enum Answer {
     Http(Response),
     Event(Result<(), String>),
+    /// It answered, but its commit kept losing to concurrent writers (or
+    /// could not be run again): nothing of it was saved. A request gets 409.
+    Conflict(String),
 }
 
 impl Answer {
@@ -202,6 +205,7 @@ impl Answer {
         match self {
             Answer::Http(response) => response.status < 500,
             Answer::Event(result) => result.is_ok(),
+            Answer::Conflict(_) => false,
         }
     }
 }
@@ -429,18 +433,8 @@ impl Runtime {
                 Some(wasmtime::Trap::Interrupt) => too_slow(),
                 _ => DeployError::Incompatible(format!("declare failed: {e:#}")),
             })?;
-        let mut topics = Topics::default();
-        for (list, set) in [
-            (declared.publishes, &mut topics.publishes),
-            (declared.subscribes, &mut topics.subscribes),
-        ] {
-            for topic in list {
-                check_topic(&topic)
-                    .map_err(|e| DeployError::Incompatible(format!("declare: {e}")))?;
-                set.insert(topic);
-            }
-        }
-        Ok(topics)
+        Topics::declared(declared.publishes, declared.subscribes)
+            .map_err(|e| DeployError::Incompatible(format!("declare: {e}")))
     }
 
     /// Run `request` on the active version of `name` in a fresh instance,
@@ -491,6 +485,9 @@ impl Runtime {
             self.invoke_call(name, Call::Http(&request), nested, parent, start).await?;
         match answer {
             Answer::Http(response) => Ok(Invoked { response, deployment }),
+            Answer::Conflict(error) => {
+                Ok(Invoked { response: conflict_response(&error), deployment })
+            }
             Answer::Event(_) => unreachable!("a request is answered with a response"),
         }
     }
@@ -536,10 +533,8 @@ impl Runtime {
         match self.invoke_call(subscriber, call, None, event.trace(), start).await {
             Ok((Answer::Event(Ok(())), _)) => Delivery::Handled,
             Ok((Answer::Event(Err(error)), _)) => Delivery::Failed(format!("handler: {error}")),
-            Ok((Answer::Http(response), _)) => {
-                // Only a commit conflict turns an event into a response.
-                Delivery::Failed(String::from_utf8_lossy(&response.body).into_owned())
-            }
+            Ok((Answer::Conflict(error), _)) => Delivery::Failed(error),
+            Ok((Answer::Http(_), _)) => unreachable!("an event is answered with a result"),
             Err(InvokeFailure::CircuitOpen { retry_after }) => Delivery::NotNow(retry_after),
             Err(InvokeFailure::NotDeployed | InvokeFailure::Unavailable(_)) => {
                 Delivery::NotNow(Duration::from_millis(500))
@@ -619,8 +614,7 @@ impl Runtime {
         let mut retries = 0;
         while let Err(Rerun::Conflict { error, retryable }) = &outcome {
             if !retryable || retries == CONFLICT_RETRIES || Instant::now() >= context.deadline {
-                let response = conflict_response(error);
-                outcome = Ok(Answer::Http(response));
+                outcome = Ok(Answer::Conflict(error.clone()));
                 break;
             }
             retries += 1;
@@ -637,7 +631,8 @@ impl Runtime {
         // is not a broken component, and its reads still work.
         let healthy = match &outcome {
             Ok(Answer::Http(response)) => response.status < 500 || response.status == 507,
-            Ok(Answer::Event(_)) => true,
+            // Losing a race to other writers is not the component failing.
+            Ok(Answer::Event(_) | Answer::Conflict(_)) => true,
             Err(_) => false,
         };
         deployment.breaker.record(permit, healthy);
@@ -1003,12 +998,16 @@ pub fn keyspace_tree(component: &str) -> String {
     format!("{KEYSPACE_PREFIX}{component}")
 }
 
-/// `[a-z][a-z0-9-]{0,62}`.
+/// A component name: a word (see [`is_word`]) of at most 63 bytes.
 pub fn is_valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0].is_ascii_lowercase()
+    name.len() <= 63 && is_word(name)
+}
+
+/// `[a-z][a-z0-9-]*`: the rule for component names and for each word of a
+/// topic.
+pub fn is_word(word: &str) -> bool {
+    let bytes = word.as_bytes();
+    bytes.first().is_some_and(u8::is_ascii_lowercase)
         && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 

@@ -127,10 +127,8 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
                 .await,
             "calling the crate's events.declare",
         )?;
-        let topics = Topics {
-            publishes: declared.publishes.into_iter().collect(),
-            subscribes: declared.subscribes.into_iter().collect(),
-        };
+        let topics = Topics::declared(declared.publishes, declared.subscribes)
+            .map_err(|e| anyhow::anyhow!("the crate's events.declare: {e}"))?;
         store.data_mut().bus = BusCtx::new(Arc::new(topics), trace);
     }
     let command =
