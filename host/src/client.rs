@@ -28,16 +28,13 @@ impl AdminClient {
             Some(token) => token,
             None => {
                 let path = data_dir.join(TOKEN_FILE);
-                std::fs::read_to_string(&path)
-                    .with_context(|| {
-                        format!(
-                            "no admin token: pass --admin-token, set PITSTOP_ADMIN_TOKEN, \
-                             or point --data-dir at the server's data dir (reading {})",
-                            path.display()
-                        )
-                    })?
-                    .trim()
-                    .to_string()
+                crate::admin::read_secret(&path)?.with_context(|| {
+                    format!(
+                        "no admin token: pass --admin-token, set PITSTOP_ADMIN_TOKEN, \
+                         or point --data-dir at the server's data dir ({} is missing or empty)",
+                        path.display()
+                    )
+                })?
             }
         };
         Ok(AdminClient {

@@ -93,3 +93,26 @@ async fn wait_for_version(server: &Server, name: &str, version: u64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Without a token to send, the CLI says where it looked instead of
+/// calling the API with none (an empty token file used to be sent as an
+/// empty token, and came back 401).
+#[test]
+fn the_cli_without_a_token_says_how_to_give_one() {
+    let dir = crate::support::cold_dir();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+            .args(["components", "--admin-url", "http://127.0.0.1:9", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("PITSTOP_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    for _ in ["missing", "empty"] {
+        let output = run();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(stderr.contains("no admin token: pass --admin-token"), "{stderr}");
+        std::fs::write(dir.path().join("admin.token"), "\n").unwrap();
+    }
+}
