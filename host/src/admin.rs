@@ -311,14 +311,18 @@ impl AdminError {
                     DeployError::NoEarlierVersion(_) | DeployError::Route(_) => {
                         StatusCode::CONFLICT
                     }
-                    DeployError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    DeployError::Db(_) | DeployError::Storage(_) => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
                 };
                 error_response(status, error)
             }
             AdminError::Bus(error) => {
                 let status = match &error {
                     BusError::NotFound { .. } => StatusCode::NOT_FOUND,
-                    BusError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    BusError::Storage(_) | BusError::Corrupt(_) => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
                 };
                 error_response(status, error)
             }

@@ -383,13 +383,12 @@ pub enum BusError {
         /// The event id asked for.
         id: String,
     },
-    /// Storage failed.
+    /// The store failed.
     #[error("storage failed: {0}")]
-    Storage(String),
-}
-
-fn storage<E: std::fmt::Display>(error: E) -> BusError {
-    BusError::Storage(error.to_string())
+    Storage(#[from] sled::Error),
+    /// A stored event could not be read back.
+    #[error("corrupt queue entry: {0}")]
+    Corrupt(#[from] postcard::Error),
 }
 
 impl Bus {
@@ -448,10 +447,10 @@ impl Bus {
         let active = registry.active();
         for tree in outboxes {
             for entry in tree.scan_prefix(OUTBOX_PREFIX) {
-                let (key, value) = entry.map_err(storage)?;
+                let (key, value) = entry?;
                 let seq_bytes: [u8; 8] = key[OUTBOX_PREFIX.len()..].try_into().unwrap_or_default();
                 let seq = u64::from_be_bytes(seq_bytes);
-                let event = QueuedEvent::decode(&value).map_err(storage)?;
+                let event = QueuedEvent::decode(&value)?;
                 let topic = event.topic.clone();
                 if let Some(tap) = self.tap.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                     tap.push(event);
@@ -460,8 +459,8 @@ impl Bus {
                 for subscriber in active.values().filter(|d| d.topics.subscribes.contains(&topic)) {
                     batch.insert(queue_key(&subscriber.name, &topic, seq), value.clone());
                 }
-                self.queue.apply_batch(batch).map_err(storage)?;
-                tree.remove(key).map_err(storage)?;
+                self.queue.apply_batch(batch)?;
+                tree.remove(key)?;
             }
         }
         Ok(())
@@ -519,8 +518,8 @@ impl Bus {
     fn entries_of(&self, id: &str) -> Result<Vec<(sled::IVec, QueuedEvent)>, BusError> {
         let mut found = Vec::new();
         for entry in self.queue.iter() {
-            let (key, value) = entry.map_err(storage)?;
-            let event = QueuedEvent::decode(&value).map_err(storage)?;
+            let (key, value) = entry?;
+            let event = QueuedEvent::decode(&value)?;
             if event.id == id {
                 found.push((key, event));
             }
@@ -532,7 +531,7 @@ impl Bus {
     pub fn drop_event(&self, id: &str) -> Result<usize, BusError> {
         let entries = self.entries_of(id)?;
         for (key, _) in &entries {
-            self.queue.remove(key).map_err(storage)?;
+            self.queue.remove(key)?;
         }
         Ok(entries.len())
     }
@@ -552,8 +551,8 @@ impl Bus {
         let mut again = event.clone();
         again.attempts = 0;
         again.not_before = 0;
-        let key = queue_key(subscriber, &event.topic, self.next_seq().map_err(storage)?);
-        self.queue.insert(key, again.encode()).map_err(storage)?;
+        let key = queue_key(subscriber, &event.topic, self.next_seq()?);
+        self.queue.insert(key, again.encode())?;
         self.wake();
         Ok(())
     }
@@ -572,8 +571,8 @@ impl Bus {
 
     /// Drop the handled entry at `queue_key`, then its mark.
     pub(crate) fn finish(&self, subscriber: &Tree, queue_key: &[u8]) -> Result<(), BusError> {
-        self.queue.remove(queue_key).map_err(storage)?;
-        subscriber.remove(handled_key(queue_key)).map_err(storage)?;
+        self.queue.remove(queue_key)?;
+        subscriber.remove(handled_key(queue_key))?;
         Ok(())
     }
 
@@ -618,14 +617,14 @@ impl Bus {
         event.last_error = Some(error);
         if event.attempts < self.options.max_attempts {
             event.not_before = now_ms() + self.options.backoff(event.attempts).as_millis() as u64;
-            self.queue.insert(key, event.encode()).map_err(storage)?;
+            self.queue.insert(key, event.encode())?;
             return Ok(false);
         }
         let subscriber = subscriber_of(key).to_string();
         // Dead letter first, then out of the queue: a crash in between
         // leaves it in both, never in neither.
-        self.dead.insert(dead_key(&subscriber, &event.id), event.encode()).map_err(storage)?;
-        self.queue.remove(key).map_err(storage)?;
+        self.dead.insert(dead_key(&subscriber, &event.id), event.encode())?;
+        self.queue.remove(key)?;
         tracing::warn!(
             subscriber,
             event = event.id,
@@ -646,7 +645,7 @@ impl Bus {
         wait: Duration,
     ) -> Result<(), BusError> {
         event.not_before = now_ms() + wait.as_millis() as u64;
-        self.queue.insert(key, event.encode()).map_err(storage)?;
+        self.queue.insert(key, event.encode())?;
         Ok(())
     }
 
@@ -664,8 +663,8 @@ impl Bus {
         let prefix = subscriber.map(|s| dead_key(s, "")).unwrap_or_default();
         let mut letters = Vec::new();
         for entry in self.dead.scan_prefix(prefix) {
-            let (key, value) = entry.map_err(storage)?;
-            let event = QueuedEvent::decode(&value).map_err(storage)?;
+            let (key, value) = entry?;
+            let event = QueuedEvent::decode(&value)?;
             let payload = serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
                 serde_json::Value::String(String::from_utf8_lossy(&event.payload).into_owned())
             });
@@ -688,23 +687,23 @@ impl Bus {
     pub fn replay(&self, subscriber: &str, id: &str) -> Result<(), BusError> {
         let dead = dead_key(subscriber, id);
         let not_found = || BusError::NotFound { subscriber: subscriber.into(), id: id.into() };
-        let value = self.dead.get(&dead).map_err(storage)?.ok_or_else(not_found)?;
-        let mut event = QueuedEvent::decode(&value).map_err(storage)?;
+        let value = self.dead.get(&dead)?.ok_or_else(not_found)?;
+        let mut event = QueuedEvent::decode(&value)?;
         event.attempts = 0;
         event.not_before = 0;
         event.last_error = None;
-        let key = queue_key(subscriber, &event.topic, self.next_seq().map_err(storage)?);
+        let key = queue_key(subscriber, &event.topic, self.next_seq()?);
         // Queued first, then no longer dead: a crash in between leaves it in
         // both (a second replay queues it once more), never in neither.
-        self.queue.insert(key, event.encode()).map_err(storage)?;
-        self.dead.remove(&dead).map_err(storage)?;
+        self.queue.insert(key, event.encode())?;
+        self.dead.remove(&dead)?;
         self.wake();
         Ok(())
     }
 
     /// Drop a dead letter for good.
     pub fn discard(&self, subscriber: &str, id: &str) -> Result<(), BusError> {
-        match self.dead.remove(dead_key(subscriber, id)).map_err(storage)? {
+        match self.dead.remove(dead_key(subscriber, id))? {
             Some(_) => Ok(()),
             None => Err(BusError::NotFound { subscriber: subscriber.into(), id: id.into() }),
         }
@@ -717,7 +716,7 @@ impl Bus {
         let prefix = dead_key(subscriber, "");
         for tree in [&self.queue, &self.dead] {
             for key in tree.scan_prefix(&prefix).keys() {
-                tree.remove(key.map_err(storage)?).map_err(storage)?;
+                tree.remove(key?)?;
             }
         }
         Ok(())

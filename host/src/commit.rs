@@ -52,12 +52,8 @@ pub enum CommitError {
     #[error("counter {0:?} would overflow or does not hold an integer")]
     Counter(String),
     /// Storage failed.
-    #[error("storage failed: {0}")]
-    Storage(String),
-}
-
-fn storage(error: sled::Error) -> CommitError {
-    CommitError::Storage(crate::kv::describe_storage_error(&error))
+    #[error("storage failed: {}", crate::kv::describe_storage_error(.0))]
+    Storage(#[from] sled::Error),
 }
 
 /// Commit `effects` of an invocation of `deployment`; returns whether
@@ -76,7 +72,7 @@ pub fn commit(
     let mut outbox = Vec::with_capacity(effects.events.len());
     let published_at = now_ms();
     for event in &effects.events {
-        let seq = bus.next_seq().map_err(storage)?;
+        let seq = bus.next_seq()?;
         let queued = QueuedEvent {
             id: format!("evt_{seq:016x}"),
             topic: event.topic.clone(),
@@ -93,19 +89,19 @@ pub fn commit(
 
     let _commit = deployment.usage.commit_lock();
     if let Some(queue_key) = &effects.handled
-        && tree.contains_key(handled_key(queue_key)).map_err(storage)?
+        && tree.contains_key(handled_key(queue_key))?
     {
         return Err(CommitError::AlreadyHandled);
     }
     for (key, expected) in &effects.writes.expectations {
-        if tree.get(key).map_err(storage)?.as_deref() != expected.as_deref() {
+        if tree.get(key)?.as_deref() != expected.as_deref() {
             return Err(CommitError::Conflict(key.clone()));
         }
     }
     let mut batch = Batch::default();
     let (mut old_bytes, mut new_bytes) = (0, 0);
     for (key, write) in &effects.writes.pending {
-        let old = tree.get(key).map_err(storage)?;
+        let old = tree.get(key)?;
         old_bytes += entry_size(key.as_bytes(), old.as_deref());
         let new = match write {
             PendingWrite::Put(value) => Some(value.clone()),
@@ -136,7 +132,7 @@ pub fn commit(
     if let Some(why) = deployment.usage.refuse(old_bytes, new_bytes) {
         return Err(CommitError::QuotaExceeded(why));
     }
-    tree.apply_batch(batch).map_err(storage)?;
+    tree.apply_batch(batch)?;
     deployment.usage.record(old_bytes, new_bytes);
     for event in &effects.events {
         runtime.metrics().published(&deployment.name, &event.topic);

@@ -336,8 +336,8 @@ impl Deployments {
         self.runtime.registry().remove(name);
         self.refresh_routes();
         if purge {
-            self.records.remove(name).map_err(storage)?;
-            self.runtime.db().drop_tree(keyspace_tree(name)).map_err(storage)?;
+            self.records.remove(name)?;
+            self.runtime.db().drop_tree(keyspace_tree(name))?;
             self.runtime.forget_usage(name);
             self.runtime
                 .bus()
@@ -478,7 +478,7 @@ impl Deployments {
     }
 
     fn keyspace(&self, name: &str) -> Result<sled::Tree, DeployError> {
-        self.runtime.db().open_tree(keyspace_tree(name)).map_err(storage)
+        self.runtime.db().open_tree(keyspace_tree(name)).map_err(DeployError::from)
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
@@ -486,7 +486,7 @@ impl Deployments {
     }
 
     fn record(&self, name: &str) -> Result<Option<ComponentRecord>, DeployError> {
-        match self.records.get(name).map_err(storage)? {
+        match self.records.get(name)? {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -504,7 +504,7 @@ impl Deployments {
     fn records(&self) -> Result<Vec<ComponentRecord>, DeployError> {
         let mut records = Vec::new();
         for entry in self.records.iter() {
-            let (_, bytes) = entry.map_err(storage)?;
+            let (_, bytes) = entry?;
             records.push(
                 serde_json::from_slice(&bytes)
                     .map_err(|e| DeployError::Storage(format!("corrupt component record: {e}")))?,
@@ -515,10 +515,10 @@ impl Deployments {
 
     fn save(&self, record: &ComponentRecord) -> Result<(), DeployError> {
         let json = serde_json::to_vec(record).expect("serialising a record cannot fail");
-        self.records.insert(record.name.as_str(), json).map_err(storage)?;
+        self.records.insert(record.name.as_str(), json)?;
         // The swap that follows is announced to the client as done: it must
         // survive a crash.
-        self.records.flush().map_err(storage)?;
+        self.records.flush()?;
         Ok(())
     }
 }
@@ -563,8 +563,4 @@ fn compile_error(error: CompileError) -> DeployError {
         CompileError::Invalid(message) => DeployError::Invalid(message),
         CompileError::Io(message) => DeployError::Storage(message),
     }
-}
-
-fn storage(error: sled::Error) -> DeployError {
-    DeployError::Storage(error.to_string())
 }

@@ -137,7 +137,11 @@ pub enum DeployError {
     /// A route cannot be given to this component.
     #[error("{0}")]
     Route(String),
-    /// Storage failed.
+    /// The store failed.
+    #[error("storage failed: {0}")]
+    Db(#[from] sled::Error),
+    /// Files beside the store (component bytes, records) could not be
+    /// written or read back.
     #[error("storage failed: {0}")]
     Storage(String),
 }
