@@ -60,7 +60,13 @@ async fn main() {
         writes.pending.insert(format!("bench/{i}"), PendingWrite::Put(vec![b'x'; 100]));
         writes.pending.insert(format!("bench/{i}/b"), PendingWrite::Put(vec![b'y'; 100]));
         let started = Instant::now();
-        commit(&runtime, &deployment, Effects { writes, ..Effects::default() }).unwrap();
+        commit(
+            runtime.bus(),
+            runtime.metrics(),
+            &deployment,
+            Effects { writes, ..Effects::default() },
+        )
+        .unwrap();
         transaction.push(started.elapsed());
     }
     println!("commit cost per request ({SEQUENTIAL} sequential requests, in-process):");

@@ -13,10 +13,10 @@
 
 use sled::Batch;
 
-use crate::bus::{Outgoing, QueuedEvent, handled_key, now_ms, outbox_key};
+use crate::bus::{Bus, Outgoing, QueuedEvent, handled_key, now_ms, outbox_key};
 use crate::kv::{PendingWrite, Writes, entry_size, parse_counter};
+use crate::metrics::Metrics;
 use crate::registry::Deployment;
-use crate::runtime::Runtime;
 
 /// What one invocation asks to commit.
 #[derive(Default)]
@@ -56,10 +56,12 @@ pub enum CommitError {
     Storage(#[from] sled::Error),
 }
 
-/// Commit `effects` of an invocation of `deployment`; returns whether
-/// anything was written (and so must be flushed before answering).
+/// Commit `effects` of an invocation of `deployment`, its events into
+/// `bus`'s outbox and counted in `metrics`; returns whether anything was
+/// written (and so must be flushed before answering).
 pub fn commit(
-    runtime: &Runtime,
+    bus: &Bus,
+    metrics: &Metrics,
     deployment: &Deployment,
     effects: Effects,
 ) -> Result<bool, CommitError> {
@@ -67,7 +69,6 @@ pub fn commit(
         return Ok(false);
     }
     let tree = &deployment.keyspace;
-    let bus = runtime.bus();
     // Sequence numbers first: they are unique whether or not this commits.
     let mut outbox = Vec::with_capacity(effects.events.len());
     let published_at = now_ms();
@@ -135,7 +136,7 @@ pub fn commit(
     tree.apply_batch(batch)?;
     deployment.usage.record(old_bytes, new_bytes);
     for event in &effects.events {
-        runtime.metrics().published(&deployment.name, &event.topic);
+        metrics.published(&deployment.name, &event.topic);
     }
     if !outbox.is_empty() {
         bus.note_outbox(&deployment.name, tree);
