@@ -26,8 +26,6 @@ use wasmtime::component::{HasSelf, Linker};
 use pitstop_gateway::TraceContext;
 
 use crate::bindings::bus::{self, Error};
-use crate::registry::Registry;
-use crate::state::ComponentState;
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 128;
@@ -42,7 +40,7 @@ pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 pub fn check_topic(topic: &str) -> Result<(), String> {
     let well_formed = !topic.is_empty()
         && topic.len() <= MAX_TOPIC_LEN
-        && topic.split('.').all(crate::runtime::is_word);
+        && topic.split('.').all(crate::naming::is_word);
     if well_formed {
         Ok(())
     } else {
@@ -134,8 +132,15 @@ impl BusCtx {
 }
 
 /// Add the capability to `linker`.
-pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
-    bus::add_to_linker::<_, HasSelf<BusCtx>>(linker, |state| &mut state.bus)
+///
+/// Generic over the store's data, as wasmtime's own capability crates are:
+/// `get` finds this capability's context in it, so this module need not
+/// know the type that holds every context.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut BusCtx,
+) -> wasmtime::Result<()> {
+    bus::add_to_linker::<T, HasSelf<BusCtx>>(linker, get)
 }
 
 impl bus::Host for BusCtx {
@@ -436,15 +441,15 @@ impl Bus {
     }
 
     /// Move every outbox entry to one queue entry per component subscribed
-    /// to its topic now. The queue key carries the event's sequence number,
+    /// to its topic now: `subscribers` are the active components' names and
+    /// declared topics. The queue key carries the event's sequence number,
     /// so relaying an entry twice (a crash between the two steps) writes the
     /// same queue entry twice, not two entries.
-    pub(crate) fn relay(&self, registry: &Registry) -> Result<(), BusError> {
+    pub(crate) fn relay(&self, subscribers: &[(Arc<str>, Arc<Topics>)]) -> Result<(), BusError> {
         let outboxes: Vec<Tree> = {
             let outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
             outboxes.values().cloned().collect()
         };
-        let active = registry.active();
         for tree in outboxes {
             for entry in tree.scan_prefix(OUTBOX_PREFIX) {
                 let (key, value) = entry?;
@@ -456,8 +461,8 @@ impl Bus {
                     tap.push(event);
                 }
                 let mut batch = sled::Batch::default();
-                for subscriber in active.values().filter(|d| d.topics.subscribes.contains(&topic)) {
-                    batch.insert(queue_key(&subscriber.name, &topic, seq), value.clone());
+                for (name, _) in subscribers.iter().filter(|(_, t)| t.subscribes.contains(&topic)) {
+                    batch.insert(queue_key(name, &topic, seq), value.clone());
                 }
                 self.queue.apply_batch(batch)?;
                 tree.remove(key)?;

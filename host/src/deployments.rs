@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::artifacts::{ArtifactCache, CompileError, Origin, hex_sha256, write_atomically};
 use crate::backend::RuntimeBackend;
 use crate::bus::Topics;
+use crate::naming::is_valid_name;
 use crate::registry::Deployment;
-use crate::runtime::{DeployError, Runtime, is_valid_name, keyspace_tree, looks_like_component};
+use crate::runtime::{DeployError, Runtime, keyspace_tree, looks_like_component};
 use crate::world::WorldError;
 
 /// What is persisted about one component name.

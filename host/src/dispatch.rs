@@ -25,7 +25,10 @@ pub async fn run(runtime: Arc<Runtime>) {
     let in_flight: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
     let _running = runtime.bus().dispatching_guard();
     loop {
-        if let Err(error) = runtime.bus().relay(runtime.registry()) {
+        let subscribers: Vec<_> = (runtime.registry().active().values())
+            .map(|deployment| (deployment.name.clone(), deployment.topics.clone()))
+            .collect();
+        if let Err(error) = runtime.bus().relay(&subscribers) {
             tracing::error!(%error, "relaying published events failed; retrying");
         }
         let next_due =

@@ -13,7 +13,6 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::keyvalue::{self, Error, KeyPage};
 use crate::metrics::ComponentMetrics;
-use crate::state::ComponentState;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -274,8 +273,15 @@ fn add(base: i64, delta: i64) -> Result<i64, Error> {
 }
 
 /// Add the capability to `linker`.
-pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
-    keyvalue::add_to_linker::<_, HasSelf<KeyvalueCtx>>(linker, |state| &mut state.kv)
+///
+/// Generic over the store's data, as wasmtime's own capability crates are:
+/// `get` finds this capability's context in it, so this module need not
+/// know the type that holds every context.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut KeyvalueCtx,
+) -> wasmtime::Result<()> {
+    keyvalue::add_to_linker::<T, HasSelf<KeyvalueCtx>>(linker, get)
 }
 
 fn check_key(key: &str) -> Result<(), Error> {

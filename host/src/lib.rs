@@ -52,6 +52,7 @@ pub mod flusher;
 pub mod kv;
 pub mod log;
 pub mod metrics;
+pub mod naming;
 pub mod platform;
 pub mod registry;
 pub mod runtime;

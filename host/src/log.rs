@@ -17,7 +17,6 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 use crate::bindings::log::{self, Level};
-use crate::state::ComponentState;
 
 /// Longest line kept from guest output; the rest of an overlong line is cut,
 /// so a guest printing without newlines cannot grow host memory.
@@ -117,8 +116,15 @@ impl LogCtx {
 }
 
 /// Add the capability to `linker`.
-pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
-    log::add_to_linker::<_, HasSelf<LogCtx>>(linker, |state| &mut state.log)
+///
+/// Generic over the store's data, as wasmtime's own capability crates are:
+/// `get` finds this capability's context in it, so this module need not
+/// know the type that holds every context.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut LogCtx,
+) -> wasmtime::Result<()> {
+    log::add_to_linker::<T, HasSelf<LogCtx>>(linker, get)
 }
 
 impl log::Host for LogCtx {

@@ -268,10 +268,10 @@ pub struct Runtime {
 pub(crate) fn platform_linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    crate::kv::add_to_linker(&mut linker)?;
-    crate::services::add_to_linker(&mut linker)?;
-    crate::log::add_to_linker(&mut linker)?;
-    crate::bus::add_to_linker(&mut linker)?;
+    crate::kv::add_to_linker(&mut linker, |state: &mut ComponentState| &mut state.kv)?;
+    crate::services::add_to_linker(&mut linker, |state: &mut ComponentState| &mut state.services)?;
+    crate::log::add_to_linker(&mut linker, |state: &mut ComponentState| &mut state.log)?;
+    crate::bus::add_to_linker(&mut linker, |state: &mut ComponentState| &mut state.bus)?;
     Ok(linker)
 }
 
@@ -1000,19 +1000,6 @@ pub const KEYSPACE_PREFIX: &str = "kv/";
 /// The sled tree holding `component`'s keyspace.
 pub fn keyspace_tree(component: &str) -> String {
     format!("{KEYSPACE_PREFIX}{component}")
-}
-
-/// A component name: a word (see [`is_word`]) of at most 63 bytes.
-pub fn is_valid_name(name: &str) -> bool {
-    name.len() <= 63 && is_word(name)
-}
-
-/// `[a-z][a-z0-9-]*`: the rule for component names and for each word of a
-/// topic.
-pub fn is_word(word: &str) -> bool {
-    let bytes = word.as_bytes();
-    bytes.first().is_some_and(u8::is_ascii_lowercase)
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 /// The wasm magic number followed by the component-model layer (1), as

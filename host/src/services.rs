@@ -16,7 +16,6 @@ use crate::bindings::services::{self, CallError};
 use crate::bindings::types::{Header, Request, Response};
 use crate::runtime::{InvokeFailure, Runtime};
 use crate::scheduling::Turn;
-use crate::state::ComponentState;
 
 /// The header naming the calling component on every `services` call.
 pub const CALLER_HEADER: &str = "pitstop-caller";
@@ -156,8 +155,15 @@ impl ServicesCtx {
 }
 
 /// Add the capability to `linker`.
-pub fn add_to_linker(linker: &mut Linker<ComponentState>) -> wasmtime::Result<()> {
-    services::add_to_linker::<_, HasSelf<ServicesCtx>>(linker, |state| &mut state.services)
+///
+/// Generic over the store's data, as wasmtime's own capability crates are:
+/// `get` finds this capability's context in it, so this module need not
+/// know the type that holds every context.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut ServicesCtx,
+) -> wasmtime::Result<()> {
+    services::add_to_linker::<T, HasSelf<ServicesCtx>>(linker, get)
 }
 
 impl services::Host for ServicesCtx {
