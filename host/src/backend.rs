@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 
 use crate::bindings::types;
 use crate::breaker::State;
-use crate::runtime::{InvokeFailure, Runtime};
+use crate::invoke::InvokeFailure;
+use crate::runtime::Runtime;
 
 /// The gateway's view of a [`Runtime`].
 #[derive(Clone)]

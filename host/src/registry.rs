@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::bindings::{events, handler};
 use crate::breaker::Breaker;
-use crate::runtime::InvokeFailure;
+use crate::invoke::InvokeFailure;
 use crate::state::ComponentState;
 
 /// One compiled, pre-linked version of a component, ready to instantiate.

@@ -2,6 +2,8 @@
 //! invocation from a fresh instance to a response.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +20,13 @@ use crate::bus::{Bus, BusCtx, BusOptions, QueuedEvent, Topics};
 use crate::commit::{CommitError, Effects, commit};
 use crate::engine::{EPOCH_TICK, EngineLimits, EpochTicker, build_engine};
 use crate::flusher::Flusher;
+use crate::invoke::{CallContext, Invoke, InvokeFailure};
 use crate::kv::{KeyvalueCtx, Usage};
 use crate::log::{OutputBudget, OutputLimits};
 use crate::metrics::{ComponentMetrics, Metrics};
 use crate::registry::{Bulkhead, Deployment, Registry};
 use crate::scheduling::{ANSWER_GRACE, GuestPool, Turn, Turns, time_slice};
-use crate::services::{CallContext, ServicesCtx};
+use crate::services::ServicesCtx;
 use crate::state::ComponentState;
 
 /// The exported interface that declares topics and receives events.
@@ -146,35 +149,6 @@ pub enum DeployError {
     Storage(String),
 }
 
-/// Why an invocation produced no response.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum InvokeFailure {
-    /// No component of that name is active.
-    #[error("not deployed")]
-    NotDeployed,
-    /// The deadline passed first.
-    #[error("no answer within {deadline_ms} ms")]
-    Timeout {
-        /// The deadline that passed, in milliseconds.
-        deadline_ms: u64,
-    },
-    /// The guest trapped.
-    #[error("trapped: {0}")]
-    Trapped(String),
-    /// The platform cannot take the call now (instance pool exhausted, ...).
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// The component's circuit is open: the guest was not called.
-    #[error("circuit open; retry in {} s", retry_after.as_secs().max(1))]
-    CircuitOpen {
-        /// When a probe call will be let through.
-        retry_after: Duration,
-    },
-    /// The platform failed.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
 /// How the delivery of one event went.
 #[derive(Debug)]
 pub enum Delivery {
@@ -243,6 +217,25 @@ pub struct Invoked {
     pub response: Response,
     /// Which version answered.
     pub deployment: Arc<Deployment>,
+}
+
+/// What a `services` call runs: [`Runtime::invoke`] as a nested call.
+impl Invoke for Runtime {
+    fn max_call_depth(&self) -> u32 {
+        self.options.max_call_depth
+    }
+
+    fn invoke_nested(
+        self: Arc<Self>,
+        name: String,
+        request: Request,
+        context: CallContext,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, InvokeFailure>> + Send>> {
+        Box::pin(async move {
+            let invoked = self.invoke(&name, request, Some(context)).await?;
+            Ok(invoked.response)
+        })
+    }
 }
 
 /// Compiles, holds and runs components. Shared as `Arc<Runtime>`.

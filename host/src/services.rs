@@ -7,14 +7,12 @@
 
 use std::sync::Arc;
 
-use pitstop_gateway::TraceContext;
 use pitstop_gateway::trace::TRACEPARENT;
-use tokio::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::services::{self, CallError};
 use crate::bindings::types::{Header, Request, Response};
-use crate::runtime::{InvokeFailure, Runtime};
+use crate::invoke::{CallContext, Invoke, InvokeFailure};
 use crate::scheduling::Turn;
 
 /// The header naming the calling component on every `services` call.
@@ -28,20 +26,9 @@ fn is_platform_header(name: &str) -> bool {
     name.get(..PLATFORM_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PLATFORM_PREFIX))
 }
 
-/// Where an invocation sits in a call chain.
-#[derive(Debug, Clone, Copy)]
-pub struct CallContext {
-    /// 0 for a request from the gateway, +1 per nested `services` call.
-    pub depth: u32,
-    /// When the whole chain must have answered.
-    pub deadline: Instant,
-    /// The span of the invocation: calls and events it makes continue its trace.
-    pub trace: TraceContext,
-}
-
 /// Per-invocation state of the capability.
 pub struct ServicesCtx {
-    runtime: Arc<Runtime>,
+    runtime: Arc<dyn Invoke>,
     caller: Arc<str>,
     call: CallContext,
     made_calls: bool,
@@ -124,7 +111,7 @@ impl ServicesCtx {
 
     /// Calls made by `caller`, itself running at `call` and holding `turn`,
     /// which it gives up while it waits for a callee.
-    pub fn new(runtime: Arc<Runtime>, caller: Arc<str>, call: CallContext, turn: Turn) -> Self {
+    pub fn new(runtime: Arc<dyn Invoke>, caller: Arc<str>, call: CallContext, turn: Turn) -> Self {
         ServicesCtx {
             runtime,
             caller,
@@ -169,7 +156,7 @@ pub fn add_to_linker<T: Send + 'static>(
 impl services::Host for ServicesCtx {
     #[tracing::instrument(level = "debug", name = "services.call", skip_all, fields(callee = %name))]
     async fn call(&mut self, name: String, mut request: Request) -> Result<Response, CallError> {
-        let max_depth = self.runtime.options().max_call_depth;
+        let max_depth = self.runtime.max_call_depth();
         if self.call.depth >= max_depth {
             return Err(CallError::Refused(format!(
                 "call chain deeper than {max_depth} ({} -> {name})",
@@ -206,12 +193,12 @@ impl services::Host for ServicesCtx {
         // ours goes to the next instance in line meanwhile.
         self.turn.pause();
         // Boxed: this future contains an invocation, which may contain this future.
-        let invoked = Box::pin(self.runtime.invoke(&name, request, Some(nested))).await;
+        let invoked = self.runtime.clone().invoke_nested(name.clone(), request, nested).await;
         if self.turn.resume(self.call.deadline).await.is_err() {
             return Err(CallError::Timeout);
         }
         match invoked {
-            Ok(invoked) => Ok(invoked.response),
+            Ok(response) => Ok(response),
             Err(failure) => Err(match failure {
                 InvokeFailure::NotDeployed => CallError::NotFound(name),
                 InvokeFailure::Timeout { .. } => CallError::Timeout,

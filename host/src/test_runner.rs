@@ -38,11 +38,12 @@ use crate::bindings::services::CallError;
 use crate::bindings::testing::{self, PublishedEvent};
 use crate::bindings::types::{Request, Response};
 use crate::bus::{BusCtx, Topics};
+use crate::invoke::CallContext;
 use crate::kv::{KeyvalueCtx, Usage};
 use crate::log::{OutputBudget, OutputLimits};
 use crate::runtime::{Runtime, RuntimeOptions, keyspace_tree, ticks};
 use crate::scheduling::Turn;
-use crate::services::{CallContext, ServicesCtx, Stubs};
+use crate::services::{ServicesCtx, Stubs};
 use crate::state::ComponentState;
 
 /// How long one test binary may run.

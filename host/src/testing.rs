@@ -34,7 +34,8 @@ use tokio::task::JoinHandle;
 use crate::bindings::types::{Header, Request, Response};
 use crate::builtin::BUILTINS;
 use crate::bus::{QueuedEvent, is_reserved_key};
-use crate::runtime::{Fault, InvokeFailure, Runtime, RuntimeOptions, keyspace_tree};
+use crate::invoke::InvokeFailure;
+use crate::runtime::{Fault, Runtime, RuntimeOptions, keyspace_tree};
 
 /// The longest [`Harness::settle`] waits.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
