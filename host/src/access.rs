@@ -104,7 +104,7 @@ pub fn mint(config: &Config, data_dir: &Path, request: TokenRequest) -> anyhow::
             data_dir.display()
         )
     })?;
-    let now = crate::bus::now_ms() / 1000;
+    let now = crate::queue::now_ms() / 1000;
     let mut claims = json!({
         "sub": request.subject,
         "iat": now,

@@ -33,8 +33,8 @@ use pitstop_gateway::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::bus::{BusError, DeadLetter};
 use crate::deployments::{ComponentInfo, Deployments};
+use crate::queue::{BusError, DeadLetter};
 use crate::runtime::DeployError;
 
 /// Name of the token file in the data dir.
@@ -259,7 +259,7 @@ impl Admin {
 }
 
 impl Admin {
-    fn bus(&self) -> &crate::bus::Bus {
+    fn bus(&self) -> &crate::queue::Bus {
         self.deployments.runtime().bus()
     }
 }

@@ -13,9 +13,10 @@
 
 use sled::Batch;
 
-use crate::bus::{Bus, Outgoing, QueuedEvent, handled_key, now_ms, outbox_key};
+use crate::bus::Outgoing;
 use crate::kv::{PendingWrite, Writes, entry_size, parse_counter};
 use crate::metrics::Metrics;
+use crate::queue::{Bus, QueuedEvent, handled_key, now_ms, outbox_key};
 use crate::registry::Deployment;
 
 /// What one invocation asks to commit.

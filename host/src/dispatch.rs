@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::bus::{QueuedEvent, lane_of, now_ms, subscriber_of};
+use crate::queue::{QueuedEvent, lane_of, now_ms, subscriber_of};
 use crate::runtime::{Delivery, Runtime};
 
 /// The longest the loop sleeps without being woken, so a subscriber that

@@ -43,7 +43,7 @@ impl Usage {
         let bytes = tree
             .iter()
             .filter_map(Result::ok)
-            .filter(|(k, _)| !crate::bus::is_reserved_key(k))
+            .filter(|(k, _)| !crate::queue::is_reserved_key(k))
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum();
         Usage { bytes: AtomicU64::new(bytes), limit, commits: Mutex::new(()) }
@@ -392,7 +392,7 @@ impl keyvalue::Host for KeyvalueCtx {
             // The platform's own keys (the outbox) sort after every UTF-8 key.
             .take_while(|entry| {
                 entry.as_ref().map_or(true, |k| {
-                    k.starts_with(prefix.as_bytes()) && !crate::bus::is_reserved_key(k)
+                    k.starts_with(prefix.as_bytes()) && !crate::queue::is_reserved_key(k)
                 })
             })
             .peekable();

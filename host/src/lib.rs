@@ -55,6 +55,7 @@ pub mod log;
 pub mod metrics;
 pub mod naming;
 pub mod platform;
+pub mod queue;
 pub mod registry;
 pub mod runtime;
 pub mod scheduling;

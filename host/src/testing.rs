@@ -33,8 +33,8 @@ use tokio::task::JoinHandle;
 
 use crate::bindings::types::{Header, Request, Response};
 use crate::builtin::BUILTINS;
-use crate::bus::{QueuedEvent, is_reserved_key};
 use crate::invoke::InvokeFailure;
+use crate::queue::{QueuedEvent, is_reserved_key};
 use crate::runtime::{Fault, Runtime, RuntimeOptions, keyspace_tree};
 
 /// The longest [`Harness::settle`] waits.
@@ -196,12 +196,12 @@ impl Harness {
         let bus = self.runtime.bus();
         let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
         loop {
-            let now = crate::bus::now_ms();
+            let now = crate::queue::now_ms();
             // Lanes of undeployed subscribers wait for them; not for us.
             let registry = self.runtime.registry();
             let due = bus
                 .lane_heads()
-                .filter(|(key, _)| registry.get(crate::bus::subscriber_of(key)).is_some())
+                .filter(|(key, _)| registry.get(crate::queue::subscriber_of(key)).is_some())
                 .filter_map(|(_, v)| QueuedEvent::decode(&v).ok())
                 .any(|e| e.not_before <= now);
             if bus.outboxes_empty() && (!due || bus.is_paused()) {
