@@ -532,7 +532,11 @@ impl Runtime {
             Ok((Answer::Event(Ok(())), _)) => Delivery::Handled,
             Ok((Answer::Event(Err(error)), _)) => Delivery::Failed(format!("handler: {error}")),
             Ok((Answer::Conflict(error), _)) => Delivery::Failed(error),
-            Ok((Answer::Http(_), _)) => unreachable!("an event is answered with a result"),
+            // An event call runs `handle-event`; were that ever to change,
+            // fail the delivery rather than the dispatcher.
+            Ok((Answer::Http(response), _)) => {
+                Delivery::Failed(format!("answered HTTP {} to an event", response.status))
+            }
             Err(InvokeFailure::CircuitOpen { retry_after }) => Delivery::NotNow(retry_after),
             Err(InvokeFailure::NotDeployed | InvokeFailure::Unavailable(_)) => {
                 Delivery::NotNow(Duration::from_millis(500))

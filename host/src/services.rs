@@ -28,7 +28,8 @@ fn is_platform_header(name: &str) -> bool {
 
 /// Per-invocation state of the capability.
 pub struct ServicesCtx {
-    runtime: Arc<dyn Invoke>,
+    /// Runs the callee: the runtime, in production.
+    invoke: Arc<dyn Invoke>,
     caller: Arc<str>,
     call: CallContext,
     made_calls: bool,
@@ -111,9 +112,9 @@ impl ServicesCtx {
 
     /// Calls made by `caller`, itself running at `call` and holding `turn`,
     /// which it gives up while it waits for a callee.
-    pub fn new(runtime: Arc<dyn Invoke>, caller: Arc<str>, call: CallContext, turn: Turn) -> Self {
+    pub fn new(invoke: Arc<dyn Invoke>, caller: Arc<str>, call: CallContext, turn: Turn) -> Self {
         ServicesCtx {
-            runtime,
+            invoke,
             caller,
             call,
             made_calls: false,
@@ -156,7 +157,7 @@ pub fn add_to_linker<T: Send + 'static>(
 impl services::Host for ServicesCtx {
     #[tracing::instrument(level = "debug", name = "services.call", skip_all, fields(callee = %name))]
     async fn call(&mut self, name: String, mut request: Request) -> Result<Response, CallError> {
-        let max_depth = self.runtime.max_call_depth();
+        let max_depth = self.invoke.max_call_depth();
         if self.call.depth >= max_depth {
             return Err(CallError::Refused(format!(
                 "call chain deeper than {max_depth} ({} -> {name})",
@@ -193,7 +194,7 @@ impl services::Host for ServicesCtx {
         // ours goes to the next instance in line meanwhile.
         self.turn.pause();
         // Boxed: this future contains an invocation, which may contain this future.
-        let invoked = self.runtime.clone().invoke_nested(name.clone(), request, nested).await;
+        let invoked = self.invoke.clone().invoke_nested(name.clone(), request, nested).await;
         if self.turn.resume(self.call.deadline).await.is_err() {
             return Err(CallError::Timeout);
         }

@@ -310,16 +310,19 @@ async fn api_key_routes_take_only_configured_keys() {
     assert!(!headers.iter().any(|(n, _)| n == "x-api-key"), "the key itself stays at the gateway");
 }
 
+/// A route at `prefix` to the probe with policy `auth`, limited to one
+/// request a second per client (a burst of two).
+fn limited_route(prefix: &str, auth: &str) -> String {
+    format!(
+        "[[routes]]\nprefix = \"{prefix}\"\ncomponent = \"probe\"\nauth = \"{auth}\"\n\
+         rate_limit = {{ per_second = 1, burst = 2 }}\n"
+    )
+}
+
 #[tokio::test]
 async fn a_rate_limit_triggers_per_client_and_recovers() {
-    let limited = r#"
-[[routes]]
-prefix = "/limited"
-component = "probe"
-auth = "jwt"
-rate_limit = { per_second = 1, burst = 2 }
-"#;
-    let server = Server::start_with(Some(&config(limited)), fresh_dir()).await;
+    let limited = limited_route("/limited", "jwt");
+    let server = Server::start_with(Some(&config(&limited)), fresh_dir()).await;
     let alice = format!("Bearer {}", hs256(&good_claims()));
     let mut bob_claims = good_claims();
     bob_claims["sub"] = json!("bob");
@@ -371,14 +374,8 @@ async fn status_from(server: &Server, from: &str, path: &str, headers: &str) -> 
 /// nothing (the gateway trusts no `X-Forwarded-For`).
 #[tokio::test]
 async fn an_anonymous_client_is_rate_limited_by_its_address() {
-    let limited = r#"
-[[routes]]
-prefix = "/open"
-component = "probe"
-auth = "public"
-rate_limit = { per_second = 1, burst = 2 }
-"#;
-    let server = Server::start_with(Some(&config(limited)), fresh_dir()).await;
+    let limited = limited_route("/open", "public");
+    let server = Server::start_with(Some(&config(&limited)), fresh_dir()).await;
     for _ in 0..2 {
         assert_eq!(status_from(&server, "127.0.0.1", "/open/headers", "").await, 200);
     }
