@@ -384,12 +384,8 @@ async fn swaps_under_load_fail_no_request() {
 #[tokio::test]
 async fn a_request_that_started_before_a_swap_finishes_on_the_old_version() {
     let server = Server::start_with(Some(&trap_config()), fresh_dir()).await;
-    let in_flight = r#"pitstop_in_flight_invocations{component="trap"}"#;
     let (slow, swapped) = tokio::join!(server.get("/trap/sleep/1500"), async {
-        crate::support::eventually("the slow request runs", Duration::from_secs(10), || async {
-            (server.metric(in_flight).await == 1.0).then_some(())
-        })
-        .await;
+        server.wait_in_flight("trap", 1.0).await;
         let answer = server.admin("PUT", "/admin/components/trap", wasm("trap")).await;
         let after = server.get("/trap/ok").await;
         (answer, after)

@@ -90,13 +90,8 @@ async fn a_trapping_component_gets_500_and_the_rest_keeps_serving() {
 async fn a_looping_component_is_stopped_at_its_deadline() {
     let server = Server::start_with(Some(&probe_config(test_components())), fresh_dir()).await;
     let started = std::time::Instant::now();
-    let in_flight = r#"pitstop_in_flight_invocations{component="trap"}"#;
     let (looped, other) = tokio::join!(server.get("/trap/loop"), async {
-        let limit = std::time::Duration::from_secs(10);
-        crate::support::eventually("the loop runs", limit, || async {
-            (server.metric(in_flight).await == 1.0).then_some(())
-        })
-        .await;
+        server.wait_in_flight("trap", 1.0).await;
         server.get("/a/keys").await
     });
     assert_eq!(looped.status, 504);

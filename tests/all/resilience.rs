@@ -125,7 +125,6 @@ async fn too_many_or_too_large_headers_are_431() {
 #[tokio::test]
 async fn the_bulkhead_queues_a_few_and_refuses_the_rest() {
     let server = Server::start_with(Some(&config("max_concurrency = 1")), fresh_dir()).await;
-    let in_flight = r#"pitstop_in_flight_invocations{component="trap"}"#;
     // The first holds the only slot for 800 ms (its deadline is 1 s). Once
     // it is in, two more arrive: with one place in the queue, one of them
     // waits for the slot and the other is refused at once, whichever
@@ -139,12 +138,7 @@ async fn the_bulkhead_queues_a_few_and_refuses_the_rest() {
         }
     };
     let (first, (a, b)) = tokio::join!(timed("/trap/sleep/800"), async {
-        crate::support::eventually(
-            "the first call holds the slot",
-            Duration::from_secs(5),
-            || async { (server.metric(in_flight).await == 1.0).then_some(()) },
-        )
-        .await;
+        server.wait_in_flight("trap", 1.0).await; // the first call holds the slot
         tokio::join!(timed("/trap/sleep/10"), timed("/trap/ok"))
     });
     let (first, _, first_done) = first;
@@ -189,7 +183,7 @@ async fn a_nested_call_inherits_what_is_left_of_the_callers_deadline() {
     );
     assert!(answered < Duration::from_secs(2), "answered after {answered:?}: {body}");
     // And the callee is no longer computing.
-    in_flight(&server, "busy", 0.0).await;
+    server.wait_in_flight("busy", 0.0).await;
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "the callee ran on to {:?}",
@@ -203,23 +197,12 @@ async fn a_nested_call_inherits_what_is_left_of_the_callers_deadline() {
     assert_eq!(callee["breaker"]["consecutive_failures"], 1, "{listing}");
 }
 
-/// Wait until `component` has `n` invocations in flight.
-async fn in_flight(server: &Server, component: &str, n: f64) {
-    let series = format!(r#"pitstop_in_flight_invocations{{component="{component}"}}"#);
-    crate::support::eventually(
-        &format!("{n} invocations of {component} in flight"),
-        Duration::from_secs(10),
-        || async { (server.metric(&series).await == n).then_some(()) },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn in_flight_requests_finish_on_sigterm() {
     let server = Server::start_with(Some(&config("")), fresh_dir()).await;
     let pid = server.pid().to_string();
     let (slow, _) = tokio::join!(server.get("/trap/sleep/800"), async {
-        in_flight(&server, "trap", 1.0).await;
+        server.wait_in_flight("trap", 1.0).await;
         std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     });
     assert_eq!(slow.status, 200, "the request in flight was answered");
@@ -242,7 +225,7 @@ async fn sigterm_waits_no_longer_than_the_grace_period() {
     let address = server.base.trim_start_matches("http://").to_string();
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream.write_all(b"GET /trap/sleep/20000 HTTP/1.1\r\nhost: pitstop\r\n\r\n").await.unwrap();
-    in_flight(&server, "trap", 1.0).await;
+    server.wait_in_flight("trap", 1.0).await;
     let signalled = Instant::now();
     let pid = server.pid().to_string();
     std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -318,6 +318,19 @@ impl Server {
     }
 
     /// The server's process id.
+    /// Wait (up to 10 s) until `component` has `n` invocations in flight,
+    /// by `pitstop_in_flight_invocations`: a request is known to be running
+    /// without sleeping for it.
+    pub async fn wait_in_flight(&self, component: &str, n: f64) {
+        let series = format!(r#"pitstop_in_flight_invocations{{component="{component}"}}"#);
+        eventually(
+            &format!("{n} invocations of {component} in flight"),
+            Duration::from_secs(10),
+            || async { (self.metric(&series).await == n).then_some(()) },
+        )
+        .await;
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
