@@ -317,7 +317,16 @@ async fn an_event_whose_handler_committed_is_not_handled_again_after_a_crash() {
     let config = config("");
     let armed = [("FAILPOINTS", "dispatch-after-handled-commit=return")];
     let server = Server::start_with_env(Some(&config), data.clone(), &[], &armed).await;
-    assert_eq!(server.send("POST", "/probe/publish/probe.ping", "once").await.status, 200);
+    // The fail point may kill the host before this answer is written out
+    // (the event is relayed and handled as soon as it is committed), so a
+    // broken connection is fine; a refusal is not. The restart below shows
+    // the event was committed.
+    let published = server.try_send("POST", "/probe/publish/probe.ping", "once").await;
+    assert!(
+        published.as_ref().is_none_or(|a| a.status == 200),
+        "{:?}",
+        published.map(|a| a.status)
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !server.log().contains("fail point dispatch-after-handled-commit: killing the process") {
         assert!(
