@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pitstop_host::bindings::types::{Header, Request};
-use pitstop_host::commit::{Effects, commit};
-use pitstop_host::kv::{PendingWrite, Writes};
-use pitstop_host::runtime::{Runtime, RuntimeOptions, keyspace_tree};
+use pitstop_host::capabilities::keyvalue::{PendingWrite, Writes};
+use pitstop_host::runtime::commit::{Effects, commit};
+use pitstop_host::runtime::{Runtime, RuntimeOptions};
+use pitstop_host::storage::embedded::keyspace_tree;
 
 const SEQUENTIAL: usize = 1000;
 const BURST: usize = 4000;
@@ -32,7 +33,7 @@ async fn main() {
         let bytes = std::fs::read(format!("{}/{name}.wasm", env!("PITSTOP_BUILTIN_DIR"))).unwrap();
         runtime.activate_unrecorded(name, &bytes).await.unwrap();
     }
-    tokio::spawn(pitstop_host::dispatch::run(runtime.clone()));
+    tokio::spawn(pitstop_host::events::dispatch::run(runtime.dispatcher()));
     let read_model = runtime.db().open_tree(keyspace_tree("order")).unwrap();
 
     // 1. Commit cost.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pitstop_host::bindings::types::Request;
-use pitstop_host::breaker::{Breaker, BreakerConfig, SystemClock};
+use pitstop_host::resilience::breaker::{Breaker, BreakerConfig, SystemClock};
 use pitstop_host::runtime::{Runtime, RuntimeOptions};
 
 const CALLS: usize = 20_000;
@@ -51,7 +51,7 @@ async fn invoke_cost(epoch: bool, limits: bool) -> (f64, f64) {
     let deployment = runtime.activate_unrecorded("user", &bytes).await.unwrap();
     deployment
         .keyspace
-        .insert("user/usr_1", br#"{"id":"usr_1","name":"A","email":"a@example.com"}"#.as_slice())
+        .insert(b"user/usr_1", br#"{"id":"usr_1","name":"A","email":"a@example.com"}"#)
         .unwrap();
     let request = || Request {
         method: "GET".into(),

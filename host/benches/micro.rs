@@ -20,10 +20,12 @@ use pitstop_gateway::TraceContext;
 use pitstop_gateway::auth::{Access, AuthSettings, Authenticator, JwtSettings};
 use pitstop_host::bindings::keyvalue::Host as _;
 use pitstop_host::bindings::types::Request;
-use pitstop_host::breaker::{Breaker, BreakerConfig, SystemClock};
-use pitstop_host::kv::{KeyvalueCtx, Usage};
+use pitstop_host::capabilities::keyvalue::{KeyvalueCtx, Usage};
 use pitstop_host::metrics::ComponentMetrics;
+use pitstop_host::resilience::breaker::{Breaker, BreakerConfig, SystemClock};
 use pitstop_host::runtime::{Runtime, RuntimeOptions};
+use pitstop_host::storage::KeyspaceStore;
+use pitstop_host::storage::embedded::SledStore;
 
 /// The hello test component, built once for the wasm32-wasip2 target.
 fn hello_wasm() -> Vec<u8> {
@@ -49,10 +51,7 @@ fn invocations(c: &mut Criterion) {
         runtime.activate_unrecorded("hello", &hello_wasm()).await.unwrap();
         let user = runtime.activate_unrecorded("user", &user).await.unwrap();
         user.keyspace
-            .insert(
-                "user/usr_1",
-                br#"{"id":"usr_1","name":"A","email":"a@example.com"}"#.as_slice(),
-            )
+            .insert(b"user/usr_1", br#"{"id":"usr_1","name":"A","email":"a@example.com"}"#)
             .unwrap();
     });
     let mut group = c.benchmark_group("instantiate + call");
@@ -73,10 +72,10 @@ fn invocations(c: &mut Criterion) {
 
 fn keyvalue(c: &mut Criterion) {
     let dir = tempfile::TempDir::new().unwrap();
-    let db = sled::open(dir.path()).unwrap();
-    let tree = db.open_tree("bench").unwrap();
-    tree.insert("key", vec![7u8; 100]).unwrap();
-    let usage = Arc::new(Usage::scan(&tree, u64::MAX));
+    let store = SledStore::new(sled::open(dir.path()).unwrap()).unwrap();
+    let tree = store.open("bench").unwrap();
+    tree.insert(b"key", &[7u8; 100]).unwrap();
+    let usage = Arc::new(Usage::scan(&*tree, u64::MAX));
     let metrics = ComponentMetrics::detached();
     let mut group = c.benchmark_group("keyvalue through the host");
     group.bench_function("get (100-byte value)", |b| {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use pitstop_gateway::auth::{Access, RoutePolicy};
 use pitstop_gateway::ratelimit::RateLimit;
 
-use crate::breaker::BreakerConfig;
+use crate::resilience::breaker::BreakerConfig;
 use crate::runtime::{ComponentSettings, RuntimeOptions};
 
 /// The whole file.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use pitstop_host::client::{AdminClient, encode};
+use pitstop_host::control::client::{AdminClient, encode};
 use pitstop_host::telemetry::{LogFormat, LogTarget, Telemetry};
 use pitstop_host::{Config, Platform, PlatformOptions};
 use serde_json::Value;
@@ -189,8 +189,8 @@ fn parse_component(value: &str) -> Result<(String, PathBuf), String> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::TestRunner { components, wasm, args } => {
-            let run = pitstop_host::test_runner::TestRun { wasm, args, components };
-            let status = pitstop_host::test_runner::run(run).await?;
+            let run = pitstop_host::testing::runner::TestRun { wasm, args, components };
+            let status = pitstop_host::testing::runner::run(run).await?;
             std::process::exit(status);
         }
         Command::Token { sub, ttl, aud, iss, config, data_dir } => {
@@ -198,13 +198,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
             };
-            let request = pitstop_host::access::TokenRequest {
+            let request = pitstop_host::control::access::TokenRequest {
                 subject: sub,
                 ttl,
                 audience: aud,
                 issuer: iss,
             };
-            println!("{}", pitstop_host::access::mint(&config, &data_dir, request)?);
+            println!("{}", pitstop_host::control::access::mint(&config, &data_dir, request)?);
             Ok(())
         }
         Command::Serve { listen, admin_listen, admin_token, data_dir, config, watch, .. } => {

@@ -11,12 +11,12 @@ use pitstop_gateway::{Gateway, GatewayOptions, RouteTable, serve_http};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{Admin, AdminToken, DEFAULT_MAX_UPLOAD};
-use crate::backend::RuntimeBackend;
-use crate::builtin::BUILTINS;
 use crate::config::Config;
-use crate::deployments::Deployments;
-use crate::runtime::{KEYSPACE_PREFIX, Runtime};
+use crate::control::admin::{Admin, AdminToken, DEFAULT_MAX_UPLOAD};
+use crate::control::builtin::BUILTINS;
+use crate::control::deployments::Deployments;
+use crate::runtime::Runtime;
+use crate::runtime::backend::RuntimeBackend;
 
 /// What to start.
 #[derive(Debug)]
@@ -67,7 +67,7 @@ impl Platform {
             None => BUILTINS.iter().map(|b| (b.prefix.to_string(), b.name.to_string())).collect(),
         };
         let mut gateway_options = gateway_options(&config);
-        gateway_options.access = crate::access::options(&config, &options.data_dir)
+        gateway_options.access = crate::control::access::options(&config, &options.data_dir)
             .context("in the [auth] section or a route's policy")?;
         let gateway = Gateway::new(
             RuntimeBackend::new(runtime.clone(), static_routes.iter().map(|(_, c)| c.clone())),
@@ -81,7 +81,10 @@ impl Platform {
         );
         deployments.restore().await.context("restoring the deployed components")?;
         // Events committed before a crash but not yet relayed.
-        runtime.bus().restore_outboxes(KEYSPACE_PREFIX).context("restoring the bus's outboxes")?;
+        runtime
+            .bus()
+            .restore_outboxes(runtime.keyspaces())
+            .context("restoring the bus's outboxes")?;
         seed(&deployments, &config).await?;
 
         let token = AdminToken::resolve(options.admin_token, &options.data_dir)?;
@@ -89,7 +92,7 @@ impl Platform {
         let admin = Admin::new(deployments.clone(), token, max_upload);
         // Deliveries start once everything that was deployed is back, so no
         // lane waits on a subscriber that is only slow to restore.
-        let dispatcher = tokio::spawn(crate::dispatch::run(runtime.clone()));
+        let dispatcher = tokio::spawn(crate::events::dispatch::run(runtime.dispatcher()));
 
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
@@ -113,7 +116,7 @@ impl Platform {
             },
         )));
         if let Some(dir) = options.watch {
-            tasks.push(tokio::spawn(crate::watch::watch(
+            tasks.push(tokio::spawn(crate::control::watch::watch(
                 dir,
                 deployments.clone(),
                 wait_for(stopped),
@@ -152,7 +155,7 @@ impl Platform {
         }
         // Deliveries cut short commit nothing and are made again next start.
         self.dispatcher.abort();
-        self.runtime.flush().await.map_err(anyhow::Error::msg).context("flushing storage")?;
+        self.runtime.flush().await.context("flushing storage")?;
         tracing::info!("pitstop stopped");
         Ok(())
     }

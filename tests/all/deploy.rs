@@ -164,7 +164,7 @@ async fn components_that_do_not_fit_are_refused_before_compiling() {
     assert_eq!(entries(), cached, "a refused component left a compiled artifact");
     let log = server.log();
     for bytes in [http, wrong] {
-        let digest = pitstop_host::artifacts::hex_sha256(&bytes);
+        let digest = pitstop_host::runtime::artifacts::hex_sha256(&bytes);
         assert!(!log.contains(&digest), "compiled although refusable from its names");
     }
     let versions = server.admin("GET", "/admin/components/web/versions", "").await;
@@ -178,7 +178,7 @@ async fn components_that_do_not_fit_are_refused_before_compiling() {
 async fn a_deploy_whose_declare_loops_holds_up_no_other_name() {
     let server = Server::start().await;
     let bytes = wasm("slow_declare");
-    let digest = pitstop_host::artifacts::hex_sha256(&bytes);
+    let digest = pitstop_host::runtime::artifacts::hex_sha256(&bytes);
     let slow = async {
         let answer = server.admin("PUT", "/admin/components/slow?route=/slow", bytes).await;
         (answer, Instant::now())
@@ -228,7 +228,7 @@ async fn concurrent_deploys_cannot_both_take_a_route() {
         if first.status == 409 { (&first, wasm("hello")) } else { (&second, wasm("kvprobe")) };
     assert!(loser.error().contains("route /same belongs to component"), "{}", loser.error());
     // Refused at the last check, after compiling: nothing of it is kept.
-    let digest = pitstop_host::artifacts::hex_sha256(&loser_bytes);
+    let digest = pitstop_host::runtime::artifacts::hex_sha256(&loser_bytes);
     for dir in ["components", "cache"] {
         for entry in std::fs::read_dir(server.data_dir().join(dir)).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
@@ -424,7 +424,7 @@ async fn built_ins_stay_as_the_operator_left_them() {
     assert_eq!(names, ["payment", "user"], "order stays removed");
     let user = listing.as_array().unwrap().iter().find(|c| c["name"] == "user").unwrap();
     assert_eq!(user["version"], 2, "the swapped version, not the built-in again");
-    assert_eq!(user["digest"], pitstop_host::artifacts::hex_sha256(&probe));
+    assert_eq!(user["digest"], pitstop_host::runtime::artifacts::hex_sha256(&probe));
     assert_eq!(server.get("/orders/ord_x").await.status, 404);
 }
 

@@ -419,7 +419,7 @@ async fn a_circuit_open_subscriber_is_retried_without_counting_an_attempt() {
         "breaker = { consecutive_failures = 2, open_ms = 5000 }",
     );
     // The dispatcher's postponements are logged at debug level.
-    let env = [("RUST_LOG", "info,pitstop_host::dispatch=debug")];
+    let env = [("RUST_LOG", "info,pitstop_host::events::dispatch=debug")];
     let server = Server::start_with_env(Some(&config), fresh_dir(), &[], &env).await;
     for _ in 0..2 {
         assert_eq!(server.send("POST", "/probe/write-then/trap", "t").await.status, 500);

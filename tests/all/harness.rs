@@ -1,10 +1,10 @@
-//! `pitstop_host::testing::Harness`: the services in-process, with faults
+//! `pitstop_host::testing::harness::Harness`: the services in-process, with faults
 //! injected into services and into event delivery.
 
 use std::time::Duration;
 
-use pitstop_host::runtime::Fault;
-use pitstop_host::testing::Harness;
+use pitstop_host::resilience::fault::Fault;
+use pitstop_host::testing::harness::Harness;
 use serde_json::{Value, json};
 
 fn json_of(response: &pitstop_host::bindings::types::Response) -> Value {

@@ -8,7 +8,7 @@
 //! - `cache/`: compiled artifacts ([`ArtifactCache`]).
 //!
 //! Every deploy happens in the same order: validate (the name, the bytes,
-//! the import and export names: [`crate::world`]), compile (or load from
+//! the import and export names: [`crate::runtime::world`]), compile (or load from
 //! cache), link and `declare`, check the routes again, store the bytes,
 //! persist the record, and only then swap the registry and the routes; the
 //! compiled artifact is cached last. Whatever fails before the swap leaves
@@ -19,45 +19,26 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pitstop_gateway::{Gateway, RouteTable, prefix_matches};
-use serde::{Deserialize, Serialize};
+use pitstop_gateway::{Gateway, RouteTable};
+use serde::Serialize;
 
-use crate::artifacts::{ArtifactCache, CompileError, Origin, hex_sha256, write_atomically};
-use crate::backend::RuntimeBackend;
-use crate::bus::Topics;
+mod records;
+mod routes;
+
+pub use records::{ComponentRecord, VersionRecord};
+use records::{active_digest, find_version};
+
+use crate::capabilities::bus::Topics;
 use crate::naming::is_valid_name;
-use crate::registry::Deployment;
-use crate::runtime::{DeployError, Runtime, keyspace_tree, looks_like_component};
-use crate::world::WorldError;
-
-/// What is persisted about one component name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ComponentRecord {
-    /// The name.
-    pub name: String,
-    /// The version serving now; `None` once undeployed.
-    pub active: Option<u64>,
-    /// The version number the next deploy gets; never reused.
-    pub next_version: u64,
-    /// Route prefixes given at deploy time (`?route=`), besides the
-    /// configured table.
-    pub routes: Vec<String>,
-    /// Every version ever deployed, oldest first.
-    pub versions: Vec<VersionRecord>,
-}
-
-/// One deployed version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VersionRecord {
-    /// Its number.
-    pub version: u64,
-    /// sha256 of its bytes.
-    pub digest: String,
-    /// Size of its bytes.
-    pub size: u64,
-    /// When it was deployed, RFC 3339.
-    pub deployed_at: String,
-}
+use crate::runtime::artifacts::{
+    ArtifactCache, CompileError, Origin, hex_sha256, write_atomically,
+};
+use crate::runtime::backend::RuntimeBackend;
+use crate::runtime::registry::Deployment;
+use crate::runtime::world::WorldError;
+use crate::runtime::world::looks_like_component;
+use crate::runtime::{DeployError, Runtime};
+use crate::storage::Keyspace;
 
 /// A line of the component listing.
 #[derive(Debug, Clone, Serialize)]
@@ -77,9 +58,9 @@ pub struct ComponentInfo {
     /// `active`.
     pub state: &'static str,
     /// The active version's circuit breaker.
-    pub breaker: Option<crate::breaker::Snapshot>,
+    pub breaker: Option<crate::resilience::breaker::Snapshot>,
     /// The topics the active version publishes and subscribes to.
-    pub topics: Option<crate::bus::Topics>,
+    pub topics: Option<crate::capabilities::bus::Topics>,
 }
 
 /// The result of a deploy.
@@ -247,7 +228,7 @@ impl Deployments {
         self.check_routes(&record)?;
 
         // Milliseconds, where compiling can take most of a minute.
-        crate::world::check(&bytes).map_err(|error| match error {
+        crate::runtime::world::check(&bytes).map_err(|error| match error {
             WorldError::Mismatch(why) => DeployError::Incompatible(why),
             WorldError::Malformed(why) => DeployError::Invalid(why),
         })?;
@@ -338,7 +319,7 @@ impl Deployments {
         self.refresh_routes();
         if purge {
             self.records.remove(name)?;
-            self.runtime.db().drop_tree(keyspace_tree(name))?;
+            self.runtime.keyspaces().purge(name)?;
             self.runtime.forget_usage(name);
             self.runtime
                 .bus()
@@ -348,7 +329,7 @@ impl Deployments {
             record.active = None;
             self.save(&record)?;
         }
-        self.runtime.flush().await.map_err(DeployError::Storage)?;
+        self.runtime.flush().await?;
         tracing::info!(component = name, purge, "undeployed");
         Ok(())
     }
@@ -387,68 +368,6 @@ impl Deployments {
         Ok((record.active.expect("active_record checks it"), record.versions))
     }
 
-    /// The live route table: the configured routes and those given at
-    /// deploy, for components that are deployed now.
-    pub fn route_table(&self) -> RouteTable {
-        let registry = self.runtime.registry();
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        let records = self.records().unwrap_or_default();
-        let dynamic =
-            records.iter().flat_map(|r| r.routes.iter().map(|p| (p.clone(), r.name.clone())));
-        for (prefix, component) in self.static_routes.iter().cloned().chain(dynamic) {
-            if registry.get(&component).is_some() && !pairs.iter().any(|(p, _)| *p == prefix) {
-                pairs.push((prefix, component));
-            }
-        }
-        RouteTable::new(pairs).unwrap_or_else(|error| {
-            // check_routes keeps this from happening; serve nothing new rather than panic.
-            tracing::error!(%error, "route table is inconsistent; keeping the previous one");
-            (*self.gateway.routes()).clone()
-        })
-    }
-
-    fn refresh_routes(&self) {
-        self.gateway.set_routes(self.route_table());
-    }
-
-    /// Routes of `record` must be well-formed, not belong to another
-    /// component, and not lie inside another component's route (`/users/x`
-    /// would take part of the user service over) unless the config's route
-    /// table gives that prefix to this component.
-    fn check_routes(&self, record: &ComponentRecord) -> Result<(), DeployError> {
-        RouteTable::new(record.routes.iter().map(|p| (p.clone(), record.name.clone())))
-            .map_err(|e| DeployError::Route(e.to_string()))?;
-        let others = self.records()?;
-        let claimed = self.static_routes.iter().cloned().chain(
-            others.iter().flat_map(|r| r.routes.iter().map(|p| (p.clone(), r.name.clone()))),
-        );
-        for (prefix, owner) in claimed {
-            if owner == record.name {
-                continue;
-            }
-            if record.routes.contains(&prefix) {
-                return Err(DeployError::Route(format!(
-                    "route {prefix} belongs to component {owner}"
-                )));
-            }
-            let configured = |route: &String| {
-                self.static_routes.iter().any(|(p, c)| p == route && *c == record.name)
-            };
-            if let Some(route) = record
-                .routes
-                .iter()
-                .find(|route| prefix_matches(&prefix, route) && !configured(route))
-            {
-                return Err(DeployError::Route(format!(
-                    "route {route} lies inside the route {prefix} of component {owner}; \
-                     give it to {} in the config's route table to allow that",
-                    record.name
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// A deployment of `version` of `name`, from the artifact cache (or
     /// compiled from the stored bytes if the cache entry is missing or bad).
     async fn load(
@@ -478,49 +397,12 @@ impl Deployments {
         ))
     }
 
-    fn keyspace(&self, name: &str) -> Result<sled::Tree, DeployError> {
-        self.runtime.db().open_tree(keyspace_tree(name)).map_err(DeployError::from)
+    fn keyspace(&self, name: &str) -> Result<Arc<dyn Keyspace>, DeployError> {
+        Ok(self.runtime.keyspaces().open(name)?)
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
         self.blobs.join(format!("{digest}.wasm"))
-    }
-
-    fn record(&self, name: &str) -> Result<Option<ComponentRecord>, DeployError> {
-        match self.records.get(name)? {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| DeployError::Storage(format!("record of {name} is corrupt: {e}"))),
-        }
-    }
-
-    fn active_record(&self, name: &str) -> Result<ComponentRecord, DeployError> {
-        match self.record(name)? {
-            Some(record) if record.active.is_some() => Ok(record),
-            _ => Err(DeployError::Unknown(name.to_string())),
-        }
-    }
-
-    fn records(&self) -> Result<Vec<ComponentRecord>, DeployError> {
-        let mut records = Vec::new();
-        for entry in self.records.iter() {
-            let (_, bytes) = entry?;
-            records.push(
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| DeployError::Storage(format!("corrupt component record: {e}")))?,
-            );
-        }
-        Ok(records)
-    }
-
-    fn save(&self, record: &ComponentRecord) -> Result<(), DeployError> {
-        let json = serde_json::to_vec(record).expect("serialising a record cannot fail");
-        self.records.insert(record.name.as_str(), json)?;
-        // The swap that follows is announced to the client as done: it must
-        // survive a crash.
-        self.records.flush()?;
-        Ok(())
     }
 }
 
@@ -543,20 +425,6 @@ impl Drop for NameLock<'_> {
             names.remove(&self.name);
         }
     }
-}
-
-/// The digest of `record`'s active version, if it has one.
-fn active_digest(record: &ComponentRecord) -> Option<&String> {
-    record.active.and_then(|v| find_version(record, v).ok()).map(|v| &v.digest)
-}
-
-fn find_version(record: &ComponentRecord, version: u64) -> Result<&VersionRecord, DeployError> {
-    record.versions.iter().find(|v| v.version == version).ok_or_else(|| {
-        DeployError::Storage(format!(
-            "record of {} lacks its active version {version}",
-            record.name
-        ))
-    })
 }
 
 fn compile_error(error: CompileError) -> DeployError {

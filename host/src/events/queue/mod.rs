@@ -1,8 +1,8 @@
 //! The durable event queue: outbox and queue keys, lanes, retries and dead
 //! letters ([`Bus`]).
 //!
-//! The [`crate::dispatch`] loop relays outbox entries (written by
-//! [`crate::commit`]) to one queue entry per subscribing component, then
+//! The [`crate::events::dispatch`] loop relays outbox entries (written by
+//! [`crate::runtime::commit`]) to one queue entry per subscribing component, then
 //! delivers each; the handler's commit marks the entry handled in the
 //! subscriber's keyspace, in the batch with the handler's own writes, so an
 //! entry found handled after a crash is dropped instead of redelivered.
@@ -13,14 +13,21 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sled::Tree;
 
-use pitstop_gateway::TraceContext;
+mod dead_letters;
+mod event;
+mod test_hooks;
 
-use crate::bus::Topics;
+pub use dead_letters::DeadLetter;
+use dead_letters::dead_key;
+pub use event::{QueuedEvent, now_ms};
+
+use crate::capabilities::bus::Topics;
+use crate::storage::reserved::{OUTBOX_PREFIX, handled_key, outbox_seq};
+use crate::storage::{Keyspace, KeyspaceStore, StorageError};
 
 /// Retry and dead-letter rules.
 #[derive(Debug, Clone, Copy)]
@@ -51,126 +58,6 @@ impl BusOptions {
     }
 }
 
-/// One event on its way to one subscriber, as stored in the queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueuedEvent {
-    /// Unique per published event; kept across retries and replays.
-    pub id: String,
-    /// The topic it was published on.
-    pub topic: String,
-    /// The component that published it.
-    pub source: String,
-    /// What it carries.
-    pub payload: Vec<u8>,
-    /// When the publishing invocation committed, ms since the Unix epoch.
-    pub published_at: u64,
-    /// Deliveries tried so far.
-    pub attempts: u32,
-    /// Not to be delivered before this, ms since the Unix epoch.
-    pub not_before: u64,
-    /// Why the last delivery failed.
-    pub last_error: Option<String>,
-    /// The publisher's span, as a `traceparent`. Last, so that entries
-    /// written before it existed still decode.
-    pub traceparent: Option<String>,
-}
-
-/// A [`QueuedEvent`] as stored before events carried a trace.
-#[derive(Deserialize)]
-struct QueuedEventV1 {
-    id: String,
-    topic: String,
-    source: String,
-    payload: Vec<u8>,
-    published_at: u64,
-    attempts: u32,
-    not_before: u64,
-    last_error: Option<String>,
-}
-
-impl QueuedEvent {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("encoding a queued event cannot fail")
-    }
-
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        // postcard is not self-describing: an entry from before the trace
-        // field ends early, and is read with the old layout.
-        postcard::from_bytes(bytes).or_else(|error| {
-            match postcard::from_bytes::<QueuedEventV1>(bytes) {
-                Ok(v1) => Ok(QueuedEvent {
-                    id: v1.id,
-                    topic: v1.topic,
-                    source: v1.source,
-                    payload: v1.payload,
-                    published_at: v1.published_at,
-                    attempts: v1.attempts,
-                    not_before: v1.not_before,
-                    last_error: v1.last_error,
-                    traceparent: None,
-                }),
-                Err(_) => Err(error),
-            }
-        })
-    }
-
-    /// The publisher's trace context, if it had a valid one.
-    pub fn trace(&self) -> Option<TraceContext> {
-        self.traceparent.as_deref().and_then(TraceContext::parse)
-    }
-}
-
-/// A dead letter, as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetter {
-    /// The component the event could not be delivered to.
-    pub subscriber: String,
-    /// The event's id.
-    pub id: String,
-    /// The topic.
-    pub topic: String,
-    /// Who published it.
-    pub source: String,
-    /// The payload: its JSON when it is JSON, else its text, lossily.
-    pub payload: serde_json::Value,
-    /// When it was published, ms since the Unix epoch.
-    pub published_at: u64,
-    /// How many deliveries failed.
-    pub attempts: u32,
-    /// Why the last one failed.
-    pub last_error: Option<String>,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
-/// Where a keyspace keeps events published but not yet relayed. Guest keys
-/// are UTF-8 and so never start with 0xFF: no guest can read or forge these.
-const OUTBOX_PREFIX: &[u8] = b"\xffoutbox\0";
-/// Where a subscriber's keyspace marks the queue entries it has handled.
-const HANDLED_PREFIX: &[u8] = b"\xffhandled\0";
-
-/// The outbox key of event number `seq`.
-pub(crate) fn outbox_key(seq: u64) -> Vec<u8> {
-    let mut key = OUTBOX_PREFIX.to_vec();
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
-}
-
-/// The mark, in the subscriber's keyspace, that the entry at `queue_key` was handled.
-pub(crate) fn handled_key(queue_key: &[u8]) -> Vec<u8> {
-    let mut key = HANDLED_PREFIX.to_vec();
-    key.extend_from_slice(queue_key);
-    key
-}
-
-/// Whether `key` is one of the platform's own keys in a keyspace.
-pub fn is_reserved_key(key: &[u8]) -> bool {
-    key.first() == Some(&0xff)
-}
-
 /// The durable queue and dead-letter store.
 pub struct Bus {
     db: sled::Db,
@@ -178,7 +65,7 @@ pub struct Bus {
     dead: Tree,
     options: BusOptions,
     // Keyspaces that may hold outbox entries, by component name.
-    outboxes: Mutex<HashMap<String, Tree>>,
+    outboxes: Mutex<HashMap<String, Arc<dyn Keyspace>>>,
     // Every relayed event, when the test harness asked for a record.
     tap: Mutex<Option<Vec<QueuedEvent>>>,
     // Set by the test harness to hold deliveries back.
@@ -225,13 +112,6 @@ pub(crate) fn subscriber_of(key: &[u8]) -> &str {
     std::str::from_utf8(&key[..end]).unwrap_or_default()
 }
 
-fn dead_key(subscriber: &str, id: &str) -> Vec<u8> {
-    let mut key = subscriber.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(id.as_bytes());
-    key
-}
-
 /// Why a bus operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -244,11 +124,17 @@ pub enum BusError {
         id: String,
     },
     /// The store failed.
-    #[error("storage failed: {0}")]
-    Storage(#[from] sled::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// A stored event could not be read back.
     #[error("corrupt queue entry: {0}")]
     Corrupt(#[from] postcard::Error),
+}
+
+impl From<sled::Error> for BusError {
+    fn from(error: sled::Error) -> Self {
+        BusError::Storage(error.into())
+    }
 }
 
 impl Bus {
@@ -268,25 +154,18 @@ impl Bus {
     }
 
     /// Find the keyspaces whose outbox still holds events from before a restart.
-    pub fn restore_outboxes(&self, keyspace_prefix: &str) -> sled::Result<()> {
-        for name in self.db.tree_names() {
-            let Some(component) = std::str::from_utf8(&name)
-                .ok()
-                .and_then(|n| n.strip_prefix(keyspace_prefix))
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            let tree = self.db.open_tree(&name)?;
-            if tree.scan_prefix(OUTBOX_PREFIX).next().is_some() {
-                self.note_outbox(&component, &tree);
+    pub fn restore_outboxes(&self, keyspaces: &dyn KeyspaceStore) -> Result<(), StorageError> {
+        for component in keyspaces.names()? {
+            let keyspace = keyspaces.open(&component)?;
+            if keyspace.scan_prefix(OUTBOX_PREFIX).next().is_some() {
+                self.note_outbox(&component, &keyspace);
             }
         }
         Ok(())
     }
 
     /// `component`'s keyspace has outbox entries to relay.
-    pub(crate) fn note_outbox(&self, component: &str, keyspace: &Tree) {
+    pub(crate) fn note_outbox(&self, component: &str, keyspace: &Arc<dyn Keyspace>) {
         let mut outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
         if !outboxes.contains_key(component) {
             outboxes.insert(component.to_string(), keyspace.clone());
@@ -301,15 +180,14 @@ impl Bus {
     /// so relaying an entry twice (a crash between the two steps) writes the
     /// same queue entry twice, not two entries.
     pub(crate) fn relay(&self, subscribers: &[(Arc<str>, Arc<Topics>)]) -> Result<(), BusError> {
-        let outboxes: Vec<Tree> = {
+        let outboxes: Vec<Arc<dyn Keyspace>> = {
             let outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
             outboxes.values().cloned().collect()
         };
-        for tree in outboxes {
-            for entry in tree.scan_prefix(OUTBOX_PREFIX) {
+        for keyspace in outboxes {
+            for entry in keyspace.scan_prefix(OUTBOX_PREFIX) {
                 let (key, value) = entry?;
-                let seq_bytes: [u8; 8] = key[OUTBOX_PREFIX.len()..].try_into().unwrap_or_default();
-                let seq = u64::from_be_bytes(seq_bytes);
+                let seq = outbox_seq(&key);
                 let event = QueuedEvent::decode(&value)?;
                 let topic = event.topic.clone();
                 if let Some(tap) = self.tap.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
@@ -320,26 +198,10 @@ impl Bus {
                     batch.insert(queue_key(name, &topic, seq), value.clone());
                 }
                 self.queue.apply_batch(batch)?;
-                tree.remove(key)?;
+                keyspace.remove(&key)?;
             }
         }
         Ok(())
-    }
-
-    /// Start keeping a record of every relayed event (for tests).
-    pub fn start_recording(&self) {
-        self.tap.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Vec::new);
-    }
-
-    /// The events relayed since recording started, oldest first.
-    pub fn recorded(&self) -> Vec<QueuedEvent> {
-        self.tap.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
-    }
-
-    /// Hold deliveries back (`true`) or let them go again (for tests).
-    pub fn pause(&self, paused: bool) {
-        self.paused.store(paused, std::sync::atomic::Ordering::SeqCst);
-        self.wake();
     }
 
     /// Whether deliveries are held back.
@@ -374,65 +236,26 @@ impl Bus {
         self.paused.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Queue entries of the event `id`, with their keys.
-    fn entries_of(&self, id: &str) -> Result<Vec<(sled::IVec, QueuedEvent)>, BusError> {
-        let mut found = Vec::new();
-        for entry in self.queue.iter() {
-            let (key, value) = entry?;
-            let event = QueuedEvent::decode(&value)?;
-            if event.id == id {
-                found.push((key, event));
-            }
-        }
-        Ok(found)
-    }
-
-    /// Remove every queued delivery of event `id`; returns how many there were.
-    pub fn drop_event(&self, id: &str) -> Result<usize, BusError> {
-        let entries = self.entries_of(id)?;
-        for (key, _) in &entries {
-            self.queue.remove(key)?;
-        }
-        Ok(entries.len())
-    }
-
-    /// Hold every queued delivery of event `id` back for `delay`.
-    pub fn delay_event(&self, id: &str, delay: Duration) -> Result<usize, BusError> {
-        let entries = self.entries_of(id)?;
-        for (key, event) in &entries {
-            self.postpone(key, event.clone(), delay)?;
-        }
-        Ok(entries.len())
-    }
-
-    /// Queue `event` for `subscriber` once more, under the same id, at the
-    /// end of its lane: a duplicate delivery, as a crash could cause.
-    pub fn redeliver(&self, event: &QueuedEvent, subscriber: &str) -> Result<(), BusError> {
-        let mut again = event.clone();
-        again.attempts = 0;
-        again.not_before = 0;
-        let key = queue_key(subscriber, &event.topic, self.next_seq()?);
-        self.queue.insert(key, again.encode())?;
-        self.wake();
-        Ok(())
-    }
-
     /// Whether every keyspace's outbox is empty.
     pub fn outboxes_empty(&self) -> bool {
         let outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
-        outboxes.values().all(|tree| tree.scan_prefix(OUTBOX_PREFIX).next().is_none())
+        outboxes.values().all(|keyspace| keyspace.scan_prefix(OUTBOX_PREFIX).next().is_none())
     }
 
     /// Whether `subscriber` already handled the entry at `queue_key` (its
     /// commit landed, a crash came before the entry was removed).
-    pub(crate) fn was_handled(&self, subscriber: &Tree, queue_key: &[u8]) -> bool {
-        subscriber.contains_key(handled_key(queue_key)).unwrap_or(false)
+    pub(crate) fn was_handled(&self, subscriber: &dyn Keyspace, queue_key: &[u8]) -> bool {
+        subscriber.contains(&handled_key(queue_key)).unwrap_or(false)
     }
 
     /// Drop the handled entry at `queue_key`, then its mark.
-    pub(crate) fn finish(&self, subscriber: &Tree, queue_key: &[u8]) -> Result<(), BusError> {
+    pub(crate) fn finish(
+        &self,
+        subscriber: &dyn Keyspace,
+        queue_key: &[u8],
+    ) -> Result<(), BusError> {
         self.queue.remove(queue_key)?;
-        subscriber.remove(handled_key(queue_key))?;
+        subscriber.remove(&handled_key(queue_key))?;
         Ok(())
     }
 
@@ -442,8 +265,8 @@ impl Bus {
     }
 
     /// A new sequence number, unique and increasing across restarts.
-    pub(crate) fn next_seq(&self) -> sled::Result<u64> {
-        self.db.generate_id()
+    pub(crate) fn next_seq(&self) -> Result<u64, StorageError> {
+        Ok(self.db.generate_id()?)
     }
 
     /// Tell the dispatcher there may be work.
@@ -515,57 +338,6 @@ impl Bus {
         event.attempts = event.attempts.max(self.options.max_attempts);
         if let Err(error) = self.retry_or_bury(key, event, reason) {
             tracing::error!(%error, "could not dead-letter an event");
-        }
-    }
-
-    /// Every dead letter, for `subscriber` only when given.
-    pub fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>, BusError> {
-        let prefix = subscriber.map(|s| dead_key(s, "")).unwrap_or_default();
-        let mut letters = Vec::new();
-        for entry in self.dead.scan_prefix(prefix) {
-            let (key, value) = entry?;
-            let event = QueuedEvent::decode(&value)?;
-            let payload = serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&event.payload).into_owned())
-            });
-            letters.push(DeadLetter {
-                subscriber: subscriber_of(&key).to_string(),
-                id: event.id,
-                topic: event.topic,
-                source: event.source,
-                payload,
-                published_at: event.published_at,
-                attempts: event.attempts,
-                last_error: event.last_error,
-            });
-        }
-        Ok(letters)
-    }
-
-    /// Queue a dead letter again, at the end of its lane, with a fresh
-    /// count of attempts and the same event id.
-    pub fn replay(&self, subscriber: &str, id: &str) -> Result<(), BusError> {
-        let dead = dead_key(subscriber, id);
-        let not_found = || BusError::NotFound { subscriber: subscriber.into(), id: id.into() };
-        let value = self.dead.get(&dead)?.ok_or_else(not_found)?;
-        let mut event = QueuedEvent::decode(&value)?;
-        event.attempts = 0;
-        event.not_before = 0;
-        event.last_error = None;
-        let key = queue_key(subscriber, &event.topic, self.next_seq()?);
-        // Queued first, then no longer dead: a crash in between leaves it in
-        // both (a second replay queues it once more), never in neither.
-        self.queue.insert(key, event.encode())?;
-        self.dead.remove(&dead)?;
-        self.wake();
-        Ok(())
-    }
-
-    /// Drop a dead letter for good.
-    pub fn discard(&self, subscriber: &str, id: &str) -> Result<(), BusError> {
-        match self.dead.remove(dead_key(subscriber, id))? {
-            Some(_) => Ok(()),
-            None => Err(BusError::NotFound { subscriber: subscriber.into(), id: id.into() }),
         }
     }
 

@@ -4,8 +4,8 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! use pitstop_host::runtime::Fault;
-//! use pitstop_host::testing::Harness;
+//! use pitstop_host::resilience::fault::Fault;
+//! use pitstop_host::testing::harness::Harness;
 //!
 //! let harness = Harness::with_builtins().await?;
 //! let created = harness.send("POST", "/users", r#"{"name":"Ada","email":"ada@example.com"}"#).await?;
@@ -32,10 +32,12 @@ use pitstop_gateway::RouteTable;
 use tokio::task::JoinHandle;
 
 use crate::bindings::types::{Header, Request, Response};
-use crate::builtin::BUILTINS;
+use crate::control::builtin::BUILTINS;
+use crate::events::queue::QueuedEvent;
 use crate::invoke::InvokeFailure;
-use crate::queue::{QueuedEvent, is_reserved_key};
-use crate::runtime::{Fault, Runtime, RuntimeOptions, keyspace_tree};
+use crate::resilience::fault::Fault;
+use crate::runtime::{Runtime, RuntimeOptions};
+use crate::storage::reserved::is_reserved_key;
 
 /// The longest [`Harness::settle`] waits.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
@@ -64,7 +66,7 @@ impl Harness {
         let db = sled::Config::new().temporary(true).open().context("a temporary store")?;
         let runtime = Runtime::new(db, options)?;
         runtime.bus().start_recording();
-        let dispatcher = tokio::spawn(crate::dispatch::run(runtime.clone()));
+        let dispatcher = tokio::spawn(crate::events::dispatch::run(runtime.dispatcher()));
         Ok(Harness { runtime, routes: Mutex::default(), dispatcher })
     }
 
@@ -142,10 +144,11 @@ impl Harness {
     /// What `component`'s keyspace holds now (committed state, the
     /// platform's own keys left out).
     pub fn keyspace(&self, component: &str) -> BTreeMap<String, Vec<u8>> {
-        let Ok(tree) = self.runtime.db().open_tree(keyspace_tree(component)) else {
+        let Ok(keyspace) = self.runtime.keyspaces().open(component) else {
             return BTreeMap::new();
         };
-        tree.iter()
+        keyspace
+            .range_from(std::ops::Bound::Unbounded)
             .filter_map(Result::ok)
             .filter(|(k, _)| !is_reserved_key(k))
             .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
@@ -196,12 +199,12 @@ impl Harness {
         let bus = self.runtime.bus();
         let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
         loop {
-            let now = crate::queue::now_ms();
+            let now = crate::events::queue::now_ms();
             // Lanes of undeployed subscribers wait for them; not for us.
             let registry = self.runtime.registry();
             let due = bus
                 .lane_heads()
-                .filter(|(key, _)| registry.get(crate::queue::subscriber_of(key)).is_some())
+                .filter(|(key, _)| registry.get(crate::events::queue::subscriber_of(key)).is_some())
                 .filter_map(|(_, v)| QueuedEvent::decode(&v).ok())
                 .any(|e| e.not_before <= now);
             if bus.outboxes_empty() && (!due || bus.is_paused()) {

@@ -7,16 +7,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use arc_swap::ArcSwap;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 
 use crate::bindings::{events, handler};
-use crate::breaker::Breaker;
-use crate::invoke::InvokeFailure;
-use crate::state::ComponentState;
+use crate::resilience::breaker::Breaker;
+use crate::resilience::bulkhead::Bulkhead;
+use crate::resilience::turns::Turns;
+use crate::runtime::state::ComponentState;
 
 /// One compiled, pre-linked version of a component, ready to instantiate.
 pub struct Deployment {
@@ -35,62 +32,20 @@ pub struct Deployment {
     /// Where its events export is, if it has one.
     pub events: Option<events::GuestIndices>,
     /// The topics it declared (none without an events export).
-    pub topics: Arc<crate::bus::Topics>,
+    pub topics: Arc<crate::capabilities::bus::Topics>,
     /// The component's keyspace.
-    pub keyspace: sled::Tree,
+    pub keyspace: Arc<dyn crate::storage::Keyspace>,
     /// This version's circuit breaker: a swap starts with a fresh one, so a
     /// fixed version is not refused for its predecessor's failures.
     pub breaker: Breaker,
     /// This version's limit on instances running at once.
     pub bulkhead: Bulkhead,
     /// This version's turns at the CPU: instances executing guest code at once.
-    pub turns: crate::scheduling::Turns,
+    pub turns: Turns,
     /// The keyspace's size against its quota; shared by every version.
-    pub usage: Arc<crate::kv::Usage>,
+    pub usage: Arc<crate::capabilities::keyvalue::Usage>,
     /// Its metric handles.
     pub metrics: Arc<crate::metrics::ComponentMetrics>,
-}
-
-/// Caps the instances of one deployment running at once. Excess calls wait
-/// for a slot, at most as many as there are slots and never past their
-/// deadline; calls beyond that are refused at once, so a flood cannot pile
-/// up unbounded work behind a slow component.
-pub struct Bulkhead {
-    slots: Arc<Semaphore>,
-    waiting: AtomicU32,
-    max_waiting: u32,
-}
-
-impl Bulkhead {
-    /// `slots` instances at once.
-    pub fn new(slots: u32) -> Self {
-        Bulkhead {
-            slots: Arc::new(Semaphore::new(slots.max(1) as usize)),
-            waiting: AtomicU32::new(0),
-            max_waiting: slots.max(1),
-        }
-    }
-
-    /// A slot, waiting for one until `deadline` if all are taken.
-    pub async fn enter(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, InvokeFailure> {
-        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
-            return Ok(slot);
-        }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(InvokeFailure::Unavailable("too many concurrent calls".into()));
-        }
-        let waited_from = Instant::now();
-        let slot = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        match slot {
-            Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(_)) => Err(InvokeFailure::Internal("bulkhead closed".into())),
-            Err(_) => Err(InvokeFailure::Timeout {
-                deadline_ms: deadline.saturating_duration_since(waited_from).as_millis() as u64,
-            }),
-        }
-    }
 }
 
 /// The active deployments, by name.

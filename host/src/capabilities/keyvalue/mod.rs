@@ -1,18 +1,26 @@
-//! The `keyvalue` capability: a component's own keyspace, one sled tree.
+//! The `keyvalue` capability: a component's own keyspace.
 //!
-//! The context holds only the component's [`sled::Tree`], never the `Db`, so
-//! there is no name a guest could pass to reach another keyspace. Writes are
-//! buffered per invocation and committed all at once by [`crate::commit`].
+//! The context holds only the component's [`Keyspace`], never the store of
+//! them all, so there is no name a guest could pass to reach another
+//! keyspace. Writes are
+//! buffered per invocation and committed all at once by [`crate::runtime::commit`].
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
+mod usage;
+mod writes;
+
+pub use usage::Usage;
+pub use writes::{PendingWrite, Writes, entry_size};
+
 use crate::bindings::keyvalue::{self, Error, KeyPage};
 use crate::metrics::ComponentMetrics;
+use crate::storage::reserved::is_reserved_key;
+use crate::storage::{Keyspace, StorageError};
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -21,94 +29,6 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Most keys one `list-keys` call returns, whatever the guest asks for.
 pub const MAX_PAGE: u32 = 1000;
 
-/// How many bytes (keys plus values) a keyspace holds, against its quota.
-///
-/// Counted once by scanning the tree when the component is first loaded in
-/// this process, then kept up to date by every commit. An invocation checks
-/// each write, counting its own earlier writes, against it; the commit checks
-/// again under the keyspace's commit lock, so concurrent writers cannot
-/// overshoot the quota together either.
-pub struct Usage {
-    bytes: AtomicU64,
-    limit: u64,
-    // Serialises commits to the keyspace (see `crate::commit`); it lives
-    // here because this is the one object every version of a component
-    // shares for its keyspace.
-    commits: Mutex<()>,
-}
-
-impl Usage {
-    /// The usage of `tree`, limited to `limit` bytes.
-    pub fn scan(tree: &sled::Tree, limit: u64) -> Self {
-        let bytes = tree
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, _)| !crate::queue::is_reserved_key(k))
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum();
-        Usage { bytes: AtomicU64::new(bytes), limit, commits: Mutex::new(()) }
-    }
-
-    /// Held while a commit checks and writes the keyspace.
-    pub(crate) fn commit_lock(&self) -> MutexGuard<'_, ()> {
-        self.commits.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Bytes held now.
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// Why replacing `old` bytes by `new` bytes does not fit, if it does
-    /// not. A change that does not grow the keyspace always fits, so a full
-    /// keyspace can still be cleaned up.
-    pub(crate) fn refuse(&self, old: u64, new: u64) -> Option<String> {
-        let projected = self.bytes().saturating_sub(old) + new;
-        (new > old && projected > self.limit).then(|| {
-            format!("the keyspace would hold {projected} bytes, its quota is {}", self.limit)
-        })
-    }
-
-    pub(crate) fn record(&self, old: u64, new: u64) {
-        if new >= old {
-            self.bytes.fetch_add(new - old, Ordering::Relaxed);
-        } else {
-            let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(old - new))
-            });
-        }
-    }
-}
-
-/// A write waiting for the invocation to commit.
-#[derive(Debug, Clone)]
-pub enum PendingWrite {
-    /// Store these bytes.
-    Put(Vec<u8>),
-    /// Remove the key.
-    Delete,
-    /// Add to the counter as it is at commit time, so concurrent increments
-    /// of one key are never lost.
-    Add(i64),
-}
-
-/// What one invocation wrote, to be committed atomically or dropped.
-#[derive(Debug, Default)]
-pub struct Writes {
-    /// The last write to each key.
-    pub pending: BTreeMap<String, PendingWrite>,
-    /// Committed values that writes depended on (a compare-and-swap's
-    /// `expected`): the commit fails if any of them changed meanwhile.
-    pub expectations: BTreeMap<String, Option<Vec<u8>>>,
-}
-
-impl Writes {
-    /// Whether there is nothing to commit.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-}
-
 /// Per-invocation state of the capability.
 ///
 /// Writes are buffered here and reach the tree only when the invocation
@@ -116,7 +36,7 @@ impl Writes {
 /// invocation's own writes, so a guest reads what it wrote and nobody else
 /// sees anything before the commit.
 pub struct KeyvalueCtx {
-    tree: sled::Tree,
+    keyspace: Arc<dyn Keyspace>,
     usage: Arc<Usage>,
     writes: Writes,
     /// Per written key: what the pending write will make it hold (bytes
@@ -145,22 +65,17 @@ struct Footprint {
     cost: u64,
 }
 
-/// Bytes an entry takes against the quota.
-pub(crate) fn entry_size(key: &[u8], value: Option<&[u8]>) -> u64 {
-    value.map_or(0, |v| (key.len() + v.len()) as u64)
-}
-
 impl KeyvalueCtx {
-    /// A context over one component's tree and its usage, buffering at most
-    /// `max_write_set` bytes of writes, counting into `metrics`.
+    /// A context over one component's keyspace and its usage, buffering at
+    /// most `max_write_set` bytes of writes, counting into `metrics`.
     pub fn new(
-        tree: sled::Tree,
+        keyspace: Arc<dyn Keyspace>,
         usage: Arc<Usage>,
         max_write_set: u64,
         metrics: Arc<ComponentMetrics>,
     ) -> Self {
         KeyvalueCtx {
-            tree,
+            keyspace,
             usage,
             writes: Writes::default(),
             footprint: BTreeMap::new(),
@@ -180,7 +95,7 @@ impl KeyvalueCtx {
     }
 
     fn committed(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.tree.get(key).map_err(storage)?.map(|v| v.to_vec()))
+        self.keyspace.get(key.as_bytes()).map_err(storage)
     }
 
     /// The value as this invocation sees it: its own write, else the committed one.
@@ -236,7 +151,7 @@ impl KeyvalueCtx {
         let (before, joining) = match self.footprint.get(key) {
             Some(known) => (*known, 0),
             None => {
-                let old = self.tree.get(key).map_err(storage)?;
+                let old = self.keyspace.get(key.as_bytes()).map_err(storage)?;
                 let committed = entry_size(key.as_bytes(), old.as_deref());
                 (Footprint { pending: committed, cost: 0 }, committed)
             }
@@ -307,21 +222,9 @@ fn check_value(value: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-fn storage(error: sled::Error) -> Error {
+fn storage(error: StorageError) -> Error {
     tracing::error!(%error, "keyvalue storage failed");
-    Error::Storage(describe_storage_error(&error))
-}
-
-/// `error` in words: sled names a dropped tree by its bytes, which a client
-/// should not be shown.
-pub(crate) fn describe_storage_error(error: &sled::Error) -> String {
-    match error {
-        // The only trees dropped while in use are purged keyspaces.
-        sled::Error::CollectionNotFound(_) => {
-            "the component's keyspace was purged while this request ran".into()
-        }
-        other => other.to_string(),
-    }
+    Error::Storage(error.to_string())
 }
 
 pub(crate) fn parse_counter(bytes: &[u8]) -> Result<i64, Error> {
@@ -384,16 +287,15 @@ impl keyvalue::Host for KeyvalueCtx {
             Some(c) if c.starts_with(&prefix) => Bound::Excluded(c.clone()),
             _ => Bound::Included(prefix.clone()),
         };
-        let tree_start = start.as_ref().map(|k| k.as_bytes().to_vec());
         let mut committed = self
-            .tree
-            .range::<Vec<u8>, _>((tree_start, Bound::Unbounded))
+            .keyspace
+            .range_from(start.as_ref().map(|k| k.as_bytes()))
             .map(|entry| entry.map(|(key, _)| key))
             // The platform's own keys (the outbox) sort after every UTF-8 key.
             .take_while(|entry| {
-                entry.as_ref().map_or(true, |k| {
-                    k.starts_with(prefix.as_bytes()) && !crate::queue::is_reserved_key(k)
-                })
+                entry
+                    .as_ref()
+                    .map_or(true, |k| k.starts_with(prefix.as_bytes()) && !is_reserved_key(k))
             })
             .peekable();
         let mut own = self

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::deployments::Deployments;
+use crate::control::deployments::Deployments;
 
 /// How often DIR is looked at.
 pub const POLL: Duration = Duration::from_millis(300);

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::admin::TOKEN_FILE;
+use crate::control::admin::TOKEN_FILE;
 
 /// Talks to one admin API.
 pub struct AdminClient {
@@ -28,7 +28,7 @@ impl AdminClient {
             Some(token) => token,
             None => {
                 let path = data_dir.join(TOKEN_FILE);
-                crate::admin::read_secret(&path)?.with_context(|| {
+                crate::control::admin::read_secret(&path)?.with_context(|| {
                     format!(
                         "no admin token: pass --admin-token, set PITSTOP_ADMIN_TOKEN, \
                          or point --data-dir at the server's data dir ({} is missing or empty)",

@@ -13,7 +13,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::services::{self, CallError};
 use crate::bindings::types::{Header, Request, Response};
 use crate::invoke::{CallContext, Invoke, InvokeFailure};
-use crate::scheduling::Turn;
+use crate::resilience::turns::Turn;
 
 /// The header naming the calling component on every `services` call.
 pub const CALLER_HEADER: &str = "pitstop-caller";

@@ -8,8 +8,8 @@ use pitstop_gateway::{Backend, HealthReport, InvokeError, Reply, Request, Reques
 use serde_json::{Map, Value};
 
 use crate::bindings::types;
-use crate::breaker::State;
 use crate::invoke::InvokeFailure;
+use crate::resilience::breaker::State;
 use crate::runtime::Runtime;
 
 /// The gateway's view of a [`Runtime`].
@@ -62,7 +62,7 @@ impl Backend for RuntimeBackend {
         let mut checks = Map::new();
         let storage = match self.runtime.check_storage() {
             Ok(()) => Value::from("ok"),
-            Err(message) => Value::from(message),
+            Err(error) => Value::from(error.to_string()),
         };
         checks.insert("storage".into(), storage);
         let bus = if self.runtime.bus().is_dispatching() {

@@ -7,13 +7,76 @@
 //! order, one event at a time, while lanes run side by side: an event that
 //! keeps failing holds up only the events behind it in its own lane, and
 //! only until it is dead-lettered.
+//!
+//! The dispatcher knows the components only as [`Subscribers`]: which are
+//! active, what they subscribe to, and a way to run one delivery. The
+//! runtime is that implementation; the dispatcher never reaches into it.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::queue::{QueuedEvent, lane_of, now_ms, subscriber_of};
-use crate::runtime::{Delivery, Runtime};
+use crate::capabilities::bus::Topics;
+use crate::events::queue::{Bus, QueuedEvent, lane_of, now_ms, subscriber_of};
+use crate::metrics::Metrics;
+use crate::storage::{Keyspace, KeyspaceStore};
+
+/// How the delivery of one event went.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The handler returned `ok`; its writes and the handled mark are committed.
+    Handled,
+    /// The handler failed (error, trap, deadline): counts as an attempt.
+    Failed(String),
+    /// The subscriber could not take it now; try again after this long
+    /// without counting an attempt.
+    NotNow(Duration),
+}
+
+/// The active version of a subscribing component, as the dispatcher sees it.
+pub struct Subscriber {
+    /// Its version number, for the reason of a dead letter.
+    pub version: u64,
+    /// The topics it declared.
+    pub topics: Arc<Topics>,
+    /// Its keyspace, where its commit marks the events it handled.
+    pub keyspace: Arc<dyn Keyspace>,
+}
+
+/// A delivery in progress, boxed so [`Subscribers`] stays object safe.
+pub type Delivering<'a> = Pin<Box<dyn Future<Output = Delivery> + Send + 'a>>;
+
+/// The components events are delivered to.
+pub trait Subscribers: Send + Sync + 'static {
+    /// Every active component, with the topics it declared.
+    fn active(&self) -> Vec<(Arc<str>, Arc<Topics>)>;
+
+    /// The active version of `name`, if it is deployed.
+    fn subscriber(&self, name: &str) -> Option<Subscriber>;
+
+    /// Deliver `event`, queued at `queue_key`, to the active version of `name`.
+    fn deliver<'a>(
+        &'a self,
+        name: &'a str,
+        event: &'a QueuedEvent,
+        queue_key: Vec<u8>,
+    ) -> Delivering<'a>;
+}
+
+/// What the dispatcher works with.
+#[derive(Clone)]
+pub struct Dispatcher {
+    /// The queue it delivers from.
+    pub bus: Arc<Bus>,
+    /// Who it delivers to.
+    pub subscribers: Arc<dyn Subscribers>,
+    /// Where deliveries, retries and dead letters are counted.
+    pub metrics: Arc<Metrics>,
+    /// The keyspaces' store; flushed by a fail point only.
+    pub keyspaces: Arc<dyn KeyspaceStore>,
+}
 
 /// The longest the loop sleeps without being woken, so a subscriber that
 /// comes back after an undeploy is picked up.
@@ -21,23 +84,20 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// Deliver queued events until the task is aborted. Deliveries cut short by
 /// an abort commit nothing, so they are simply made again after a restart.
-pub async fn run(runtime: Arc<Runtime>) {
+pub async fn run(dispatcher: Dispatcher) {
     let in_flight: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
-    let _running = runtime.bus().dispatching_guard();
+    let _running = dispatcher.bus.dispatching_guard();
     loop {
-        let subscribers: Vec<_> = (runtime.registry().active().values())
-            .map(|deployment| (deployment.name.clone(), deployment.topics.clone()))
-            .collect();
-        if let Err(error) = runtime.bus().relay(&subscribers) {
+        if let Err(error) = dispatcher.bus.relay(&dispatcher.subscribers.active()) {
             tracing::error!(%error, "relaying published events failed; retrying");
         }
         let next_due =
-            if runtime.bus().is_paused() { None } else { start_due(&runtime, &in_flight) };
+            if dispatcher.bus.is_paused() { None } else { start_due(&dispatcher, &in_flight) };
         let wait = next_due
             .map_or(IDLE_POLL, |due| Duration::from_millis(due.saturating_sub(now_ms())))
             .min(IDLE_POLL);
         tokio::select! {
-            _ = runtime.bus().wake.notified() => {}
+            _ = dispatcher.bus.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -45,8 +105,8 @@ pub async fn run(runtime: Arc<Runtime>) {
 
 /// Start a delivery for every lane head that can go now; returns when the
 /// earliest head that cannot go yet becomes due.
-fn start_due(runtime: &Arc<Runtime>, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) -> Option<u64> {
-    let bus = runtime.bus();
+fn start_due(dispatcher: &Dispatcher, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) -> Option<u64> {
+    let bus = &dispatcher.bus;
     let now = now_ms();
     let mut next_due: Option<u64> = None;
     for (key, value) in bus.lane_heads() {
@@ -68,16 +128,16 @@ fn start_due(runtime: &Arc<Runtime>, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) -
         }
         let subscriber = subscriber_of(&key).to_string();
         // Not deployed: the lane waits for it to come back.
-        let Some(deployment) = runtime.registry().get(&subscriber) else { continue };
-        if bus.was_handled(&deployment.keyspace, &key) {
+        let Some(deployment) = dispatcher.subscribers.subscriber(&subscriber) else { continue };
+        if bus.was_handled(&*deployment.keyspace, &key) {
             // Handled and committed before a crash cut the clean-up short.
-            if let Err(error) = bus.finish(&deployment.keyspace, &key) {
+            if let Err(error) = bus.finish(&*deployment.keyspace, &key) {
                 tracing::error!(%error, "could not drop a handled event");
             }
             continue;
         }
         if !deployment.topics.subscribes.contains(&event.topic) {
-            runtime.metrics().dead_lettered(&subscriber);
+            dispatcher.metrics.dead_lettered(&subscriber);
             bus.bury(
                 &key,
                 event,
@@ -86,36 +146,36 @@ fn start_due(runtime: &Arc<Runtime>, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) -
             continue;
         }
         in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(lane.clone());
-        let runtime = runtime.clone();
+        let dispatcher = dispatcher.clone();
         let in_flight = in_flight.clone();
         tokio::spawn(async move {
-            deliver(&runtime, &deployment.keyspace, &subscriber, key, event).await;
+            deliver(&dispatcher, &*deployment.keyspace, &subscriber, key, event).await;
             in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&lane);
-            runtime.bus().wake();
+            dispatcher.bus.wake();
         });
     }
     next_due
 }
 
 async fn deliver(
-    runtime: &Arc<Runtime>,
-    keyspace: &sled::Tree,
+    dispatcher: &Dispatcher,
+    keyspace: &dyn Keyspace,
     subscriber: &str,
     key: Vec<u8>,
     event: QueuedEvent,
 ) {
-    let bus = runtime.bus();
+    let (bus, metrics) = (&dispatcher.bus, &dispatcher.metrics);
     let mut attempt = event.clone();
     attempt.attempts += 1;
-    let outcome = runtime.deliver(subscriber, &attempt, key.clone()).await;
+    let outcome = dispatcher.subscribers.deliver(subscriber, &attempt, key.clone()).await;
     let result = match outcome {
         Delivery::Handled => {
             #[cfg(feature = "failpoints")]
             if fail_point_set("dispatch-after-handled-commit") {
-                die_after_flushing(runtime).await;
+                die_after_flushing(&*dispatcher.keyspaces).await;
             }
             tracing::debug!(subscriber, event = attempt.id, topic = attempt.topic, "delivered");
-            runtime.metrics().delivered(subscriber);
+            metrics.delivered(subscriber);
             bus.finish(keyspace, &key)
         }
         Delivery::Failed(reason) => {
@@ -129,9 +189,9 @@ async fn deliver(
             );
             bus.retry_or_bury(&key, attempt, reason).map(|died| {
                 if died {
-                    runtime.metrics().dead_lettered(subscriber);
+                    metrics.dead_lettered(subscriber);
                 } else {
-                    runtime.metrics().retried(subscriber);
+                    metrics.retried(subscriber);
                 }
             })
         }
@@ -166,14 +226,14 @@ fn fail_point_set(name: &str) -> bool {
 /// Die as `kill -9` would, right after a handler's commit and before its
 /// queue entry is removed: the crash the handled mark is there for.
 ///
-/// An event handler's commit is not flushed (see `Runtime::run`); sled
+/// An event handler's commit is not flushed (see `crate::runtime`); sled
 /// writes it out within 500 ms. A crash before that loses the writes with
 /// the mark (a plain redelivery, as after a crash mid-handling), so this
 /// flushes first: the case under test is the commit on disk, the queue
 /// entry still there.
 #[cfg(feature = "failpoints")]
-async fn die_after_flushing(runtime: &Runtime) {
-    if let Err(error) = runtime.flush().await {
+async fn die_after_flushing(keyspaces: &dyn KeyspaceStore) {
+    if let Err(error) = keyspaces.flush().await {
         eprintln!("fail point: flushing failed: {error}");
     }
     // stderr, unbuffered: the line is out before the process is gone.

@@ -33,8 +33,8 @@ use pitstop_gateway::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::deployments::{ComponentInfo, Deployments};
-use crate::queue::{BusError, DeadLetter};
+use crate::control::deployments::{ComponentInfo, Deployments};
+use crate::events::queue::{BusError, DeadLetter};
 use crate::runtime::DeployError;
 
 /// Name of the token file in the data dir.
@@ -259,7 +259,7 @@ impl Admin {
 }
 
 impl Admin {
-    fn bus(&self) -> &crate::queue::Bus {
+    fn bus(&self) -> &crate::events::queue::Bus {
         self.deployments.runtime().bus()
     }
 }
@@ -311,7 +311,7 @@ impl AdminError {
                     DeployError::NoEarlierVersion(_) | DeployError::Route(_) => {
                         StatusCode::CONFLICT
                     }
-                    DeployError::Db(_) | DeployError::Storage(_) => {
+                    DeployError::Db(_) | DeployError::Keyspace(_) | DeployError::Storage(_) => {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }
                 };

@@ -37,14 +37,15 @@ use crate::bindings::events;
 use crate::bindings::services::CallError;
 use crate::bindings::testing::{self, PublishedEvent};
 use crate::bindings::types::{Request, Response};
-use crate::bus::{BusCtx, Topics};
+use crate::capabilities::bus::{BusCtx, Topics};
+use crate::capabilities::keyvalue::{KeyvalueCtx, Usage};
+use crate::capabilities::log::{OutputBudget, OutputLimits};
+use crate::capabilities::services::{ServicesCtx, Stubs};
 use crate::invoke::CallContext;
-use crate::kv::{KeyvalueCtx, Usage};
-use crate::log::{OutputBudget, OutputLimits};
-use crate::runtime::{Runtime, RuntimeOptions, keyspace_tree, ticks};
-use crate::scheduling::Turn;
-use crate::services::{ServicesCtx, Stubs};
-use crate::state::ComponentState;
+use crate::resilience::turns::Turn;
+use crate::runtime::instance::ticks;
+use crate::runtime::state::ComponentState;
+use crate::runtime::{Runtime, RuntimeOptions};
 
 /// How long one test binary may run.
 const TEST_DEADLINE: Duration = Duration::from_secs(600);
@@ -63,7 +64,7 @@ pub struct TestRun {
 /// Run the test binary; returns the exit status it asks for.
 pub async fn run(test: TestRun) -> anyhow::Result<i32> {
     let db = sled::Config::new().temporary(true).open().context("opening a temporary store")?;
-    let runtime = Runtime::new(db.clone(), RuntimeOptions::default())?;
+    let runtime = Runtime::new(db, RuntimeOptions::default())?;
     for (name, path) in &test.components {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         runtime
@@ -84,8 +85,8 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
     )?;
 
     let name: Arc<str> = "test".into();
-    let keyspace = db.open_tree(keyspace_tree(&name))?;
-    let usage = Arc::new(Usage::scan(&keyspace, u64::MAX));
+    let keyspace = runtime.keyspaces().open(&name)?;
+    let usage = Arc::new(Usage::scan(&*keyspace, u64::MAX));
     let trace = pitstop_gateway::TraceContext::new_root();
     let call = CallContext { depth: 0, deadline: Instant::now() + TEST_DEADLINE, trace };
     let program = test.wasm.file_name().map(|n| n.to_string_lossy().into_owned());

@@ -1,23 +1,23 @@
 //! The end of a successful invocation: everything it wrote to its keyspace,
 //! every event it published, and (for an event handler) the mark that it
 //! handled its event, applied as one atomic batch to the component's own
-//! sled tree: a transactional outbox.
+//! keyspace: a transactional outbox.
 //!
 //! Published events go to the keyspace's outbox, under a reserved key prefix
 //! no guest key can have (keys are UTF-8, which never holds the byte 0xFF).
-//! The dispatcher then relays them to the subscribers' queues. One tree, one
-//! batch: no multi-tree transaction is needed, and a failed invocation, which
+//! The dispatcher then relays them to the subscribers' queues. One keyspace, one
+//! batch: no transaction across keyspaces is needed, and a failed invocation, which
 //! never gets here, leaves no trace. Commits to one keyspace are serialised
 //! by its lock, so a compare-and-swap's expectation is checked and its write
 //! applied with no other commit in between.
 
-use sled::Batch;
-
-use crate::bus::Outgoing;
-use crate::kv::{PendingWrite, Writes, entry_size, parse_counter};
+use crate::capabilities::bus::Outgoing;
+use crate::capabilities::keyvalue::{PendingWrite, Writes, entry_size, parse_counter};
+use crate::events::queue::{Bus, QueuedEvent, now_ms};
 use crate::metrics::Metrics;
-use crate::queue::{Bus, QueuedEvent, handled_key, now_ms, outbox_key};
-use crate::registry::Deployment;
+use crate::runtime::registry::Deployment;
+use crate::storage::reserved::{handled_key, outbox_key};
+use crate::storage::{Batch, StorageError};
 
 /// What one invocation asks to commit.
 #[derive(Default)]
@@ -53,8 +53,8 @@ pub enum CommitError {
     #[error("counter {0:?} would overflow or does not hold an integer")]
     Counter(String),
     /// Storage failed.
-    #[error("storage failed: {}", crate::kv::describe_storage_error(.0))]
-    Storage(#[from] sled::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// Commit `effects` of an invocation of `deployment`, its events into
@@ -69,7 +69,7 @@ pub fn commit(
     if effects.is_empty() {
         return Ok(false);
     }
-    let tree = &deployment.keyspace;
+    let keyspace = &*deployment.keyspace;
     // Sequence numbers first: they are unique whether or not this commits.
     let mut outbox = Vec::with_capacity(effects.events.len());
     let published_at = now_ms();
@@ -91,19 +91,19 @@ pub fn commit(
 
     let _commit = deployment.usage.commit_lock();
     if let Some(queue_key) = &effects.handled
-        && tree.contains_key(handled_key(queue_key))?
+        && keyspace.contains(&handled_key(queue_key))?
     {
         return Err(CommitError::AlreadyHandled);
     }
     for (key, expected) in &effects.writes.expectations {
-        if tree.get(key)?.as_deref() != expected.as_deref() {
+        if keyspace.get(key.as_bytes())?.as_deref() != expected.as_deref() {
             return Err(CommitError::Conflict(key.clone()));
         }
     }
     let mut batch = Batch::default();
     let (mut old_bytes, mut new_bytes) = (0, 0);
     for (key, write) in &effects.writes.pending {
-        let old = tree.get(key)?;
+        let old = keyspace.get(key.as_bytes())?;
         old_bytes += entry_size(key.as_bytes(), old.as_deref());
         let new = match write {
             PendingWrite::Put(value) => Some(value.clone()),
@@ -125,22 +125,23 @@ pub fn commit(
             None => batch.remove(key.as_bytes()),
         }
     }
-    for (key, value) in &outbox {
-        batch.insert(key.as_slice(), value.as_slice());
+    let published = !outbox.is_empty();
+    for (key, value) in outbox {
+        batch.insert(key, value);
     }
     if let Some(queue_key) = &effects.handled {
-        batch.insert(handled_key(queue_key), &[]);
+        batch.insert(handled_key(queue_key), Vec::new());
     }
     if let Some(why) = deployment.usage.refuse(old_bytes, new_bytes) {
         return Err(CommitError::QuotaExceeded(why));
     }
-    tree.apply_batch(batch)?;
+    keyspace.apply(batch)?;
     deployment.usage.record(old_bytes, new_bytes);
     for event in &effects.events {
         metrics.published(&deployment.name, &event.topic);
     }
-    if !outbox.is_empty() {
-        bus.note_outbox(&deployment.name, tree);
+    if published {
+        bus.note_outbox(&deployment.name, &deployment.keyspace);
     }
     Ok(true)
 }

@@ -166,6 +166,12 @@ fn is_handler(name: &str) -> bool {
     })
 }
 
+/// The wasm magic number followed by the component-model layer (1), as
+/// opposed to a core module (layer 0).
+pub fn looks_like_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,9 +35,9 @@ pub fn secret(config: &Config, data_dir: &Path, create: bool) -> anyhow::Result<
     }
     let path = data_dir.join(SECRET_FILE);
     if create {
-        crate::admin::read_or_create_secret(&path).map(Some)
+        crate::control::admin::read_or_create_secret(&path).map(Some)
     } else {
-        crate::admin::read_secret(&path)
+        crate::control::admin::read_secret(&path)
     }
 }
 
@@ -104,7 +104,7 @@ pub fn mint(config: &Config, data_dir: &Path, request: TokenRequest) -> anyhow::
             data_dir.display()
         )
     })?;
-    let now = crate::queue::now_ms() / 1000;
+    let now = crate::events::queue::now_ms() / 1000;
     let mut claims = json!({
         "sub": request.subject,
         "iat": now,

@@ -2,11 +2,11 @@
 //! declared, and the publish buffer of one invocation ([`BusCtx`]).
 //!
 //! Publishing only buffers the event in the invocation. When the invocation
-//! succeeds, [`crate::commit`] writes it to the outbox in the component's
+//! succeeds, [`crate::runtime::commit`] writes it to the outbox in the component's
 //! own keyspace, in the same atomic batch as the invocation's keyvalue
 //! writes: nothing is published by an invocation that failed, and nothing
 //! committed is lost by a crash. What happens next (relay, lanes, retries,
-//! dead letters) is [`crate::queue`].
+//! dead letters) is [`crate::events::queue`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -6,10 +6,10 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bus::BusCtx;
-use crate::kv::KeyvalueCtx;
-use crate::log::{GuestOutput, LogCtx, OutputBudget, Stream};
-use crate::services::ServicesCtx;
+use crate::capabilities::bus::BusCtx;
+use crate::capabilities::keyvalue::KeyvalueCtx;
+use crate::capabilities::log::{GuestOutput, LogCtx, OutputBudget, Stream};
+use crate::capabilities::services::ServicesCtx;
 
 /// The store data of one invocation: WASI, one resource table, and one
 /// context per capability, each scoped to the invoked component.

@@ -1,0 +1,92 @@
+//! What is persisted about each component name: one JSON record per name in
+//! the sled tree `pitstop/components`, read and written only here.
+
+use serde::{Deserialize, Serialize};
+
+use super::Deployments;
+use crate::runtime::DeployError;
+
+/// What is persisted about one component name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentRecord {
+    /// The name.
+    pub name: String,
+    /// The version serving now; `None` once undeployed.
+    pub active: Option<u64>,
+    /// The version number the next deploy gets; never reused.
+    pub next_version: u64,
+    /// Route prefixes given at deploy time (`?route=`), besides the
+    /// configured table.
+    pub routes: Vec<String>,
+    /// Every version ever deployed, oldest first.
+    pub versions: Vec<VersionRecord>,
+}
+
+/// One deployed version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Its number.
+    pub version: u64,
+    /// sha256 of its bytes.
+    pub digest: String,
+    /// Size of its bytes.
+    pub size: u64,
+    /// When it was deployed, RFC 3339.
+    pub deployed_at: String,
+}
+
+impl Deployments {
+    pub(super) fn record(&self, name: &str) -> Result<Option<ComponentRecord>, DeployError> {
+        match self.records.get(name)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| DeployError::Storage(format!("record of {name} is corrupt: {e}"))),
+        }
+    }
+
+    pub(super) fn active_record(&self, name: &str) -> Result<ComponentRecord, DeployError> {
+        match self.record(name)? {
+            Some(record) if record.active.is_some() => Ok(record),
+            _ => Err(DeployError::Unknown(name.to_string())),
+        }
+    }
+
+    pub(super) fn records(&self) -> Result<Vec<ComponentRecord>, DeployError> {
+        let mut records = Vec::new();
+        for entry in self.records.iter() {
+            let (_, bytes) = entry?;
+            records.push(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| DeployError::Storage(format!("corrupt component record: {e}")))?,
+            );
+        }
+        Ok(records)
+    }
+
+    pub(super) fn save(&self, record: &ComponentRecord) -> Result<(), DeployError> {
+        let json = serde_json::to_vec(record).expect("serialising a record cannot fail");
+        self.records.insert(record.name.as_str(), json)?;
+        // The swap that follows is announced to the client as done: it must
+        // survive a crash.
+        self.records.flush()?;
+        Ok(())
+    }
+}
+
+/// The digest of `record`'s active version, if it has one.
+pub(super) fn active_digest(record: &ComponentRecord) -> Option<&String> {
+    record.active.and_then(|v| find_version(record, v).ok()).map(|v| &v.digest)
+}
+
+pub(super) fn find_version(
+    record: &ComponentRecord,
+    version: u64,
+) -> Result<&VersionRecord, DeployError> {
+    record.versions.iter().find(|v| v.version == version).ok_or_else(|| {
+        DeployError::Storage(format!(
+            "record of {} lacks its active version {version}",
+            record.name
+        ))
+    })
+}

@@ -1,0 +1,257 @@
+//! One fresh instance: its store with its limits and capabilities, the
+//! guest's run under the deadline, and the commit of what it did.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use crate::bindings::events;
+use crate::bindings::types::{Request, Response};
+use crate::capabilities::bus::{BusCtx, Topics};
+use crate::capabilities::keyvalue::{KeyvalueCtx, Usage};
+use crate::capabilities::log::OutputBudget;
+use crate::capabilities::services::ServicesCtx;
+use crate::invoke::{CallContext, InvokeFailure};
+use crate::metrics::ComponentMetrics;
+use crate::resilience::turns::Turn;
+use crate::runtime::commit::{CommitError, Effects, commit};
+use crate::runtime::engine::EPOCH_TICK;
+use crate::runtime::registry::Deployment;
+use crate::runtime::scheduling::time_slice;
+use crate::runtime::state::ComponentState;
+use crate::runtime::{ComponentSettings, Runtime};
+use crate::storage::Keyspace;
+
+/// What an invocation runs: a request, or an event delivery.
+pub(super) enum Call<'a> {
+    Http(&'a Request),
+    Event { event: events::Event, queue_key: Vec<u8> },
+}
+
+/// What the guest answered.
+pub(super) enum Answer {
+    Http(Response),
+    Event(Result<(), String>),
+    /// It answered, but its commit kept losing to concurrent writers (or
+    /// could not be run again): nothing of it was saved. A request gets 409.
+    Conflict(String),
+}
+
+impl Answer {
+    /// Whether the invocation's effects are to be committed: a response
+    /// below 500, or `ok` from an event handler.
+    pub(super) fn succeeded(&self) -> bool {
+        match self {
+            Answer::Http(response) => response.status < 500,
+            Answer::Event(result) => result.is_ok(),
+            Answer::Conflict(_) => false,
+        }
+    }
+}
+
+/// Why [`Runtime::run`] has no answer to give.
+pub(super) enum Rerun {
+    /// The invocation failed.
+    Failed(InvokeFailure),
+    /// It succeeded but lost a race at commit; `retryable` when running it
+    /// again repeats nothing another component already did.
+    Conflict { error: String, retryable: bool },
+}
+
+impl Runtime {
+    /// A store for one invocation of `component`, with its limits and deadline.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_store(
+        self: &Arc<Self>,
+        component: Arc<str>,
+        keyspace: &Arc<dyn Keyspace>,
+        usage: Arc<Usage>,
+        topics: Arc<Topics>,
+        metrics: Arc<ComponentMetrics>,
+        settings: &ComponentSettings,
+        call: CallContext,
+        turn: Turn,
+    ) -> Store<ComponentState> {
+        // Generous for any real component (a wasip1 build with its adapter
+        // has a handful of instances, memories and tables), tight enough that
+        // a hostile one cannot make the host allocate without bound.
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(settings.max_memory)
+            .instances(64)
+            .memories(64)
+            .tables(64)
+            .table_elements(1 << 20)
+            .trap_on_grow_failure(true)
+            .build();
+        let output =
+            OutputBudget::new(component.clone(), settings.output, metrics.log_dropped.clone());
+        let state = ComponentState::new(
+            output,
+            KeyvalueCtx::new(keyspace.clone(), usage, settings.max_write_set_bytes, metrics),
+            ServicesCtx::new(self.clone(), component, call, turn),
+            BusCtx::new(topics, call.trace),
+            limits,
+        );
+        let mut store = Store::new(&self.engine, state);
+        if self.options.store_limits {
+            store.limiter(|state| &mut state.limits);
+        }
+        if self.options.engine.epoch_interruption {
+            time_slice(&mut store, call.deadline);
+        }
+        store
+    }
+
+    pub(super) async fn run(
+        self: &Arc<Self>,
+        deployment: &Arc<Deployment>,
+        settings: &ComponentSettings,
+        call: &Call<'_>,
+        context: CallContext,
+    ) -> Result<Answer, Rerun> {
+        let name = &*deployment.name;
+        let deadline = context.deadline;
+        // What a 504 names: the request's deadline, or for a nested call
+        // what was left of its caller's.
+        let deadline_ms = match context.depth {
+            0 => settings.deadline.as_millis() as u64,
+            _ => deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+        };
+        // The wait for a turn counts against the deadline like the run itself.
+        let turn = deployment
+            .turns
+            .take(deadline)
+            .await
+            .map_err(|_| Rerun::Failed(InvokeFailure::Timeout { deadline_ms }))?;
+        let mut store = self.new_store(
+            deployment.name.clone(),
+            &deployment.keyspace,
+            deployment.usage.clone(),
+            deployment.topics.clone(),
+            deployment.metrics.clone(),
+            settings,
+            context,
+            turn,
+        );
+        if let Call::Http(request) = call {
+            store.data_mut().services.inherit_identity(&request.headers);
+        }
+        let run = async {
+            let started = std::time::Instant::now();
+            let instance = match deployment.pre.instantiate_async(&mut store).await {
+                Ok(instance) => instance,
+                Err(error) => return Err(instantiation_failure(name, error)),
+            };
+            deployment.metrics.instantiation.observe(started.elapsed().as_secs_f64());
+            let answer = async {
+                match call {
+                    Call::Http(request) => {
+                        let guest = deployment.handler.load(&mut store, &instance)?;
+                        guest.call_handle(&mut store, request).await.map(Answer::Http)
+                    }
+                    Call::Event { event, .. } => {
+                        let Some(indices) = &deployment.events else {
+                            return Ok(Answer::Event(Err("the component takes no events".into())));
+                        };
+                        let guest = indices.load(&mut store, &instance)?;
+                        guest.call_handle_event(&mut store, event).await.map(Answer::Event)
+                    }
+                }
+            };
+            answer
+                .await
+                .map_err(|error| guest_failure(name, error, deadline_ms, settings.max_memory))
+        };
+        let answer = match tokio::time::timeout_at(deadline, run).await {
+            Err(_) => return Err(Rerun::Failed(InvokeFailure::Timeout { deadline_ms })),
+            Ok(result) => result.map_err(Rerun::Failed)?,
+        };
+        let state = store.data_mut();
+        // The guest is done: committing and flushing need no turn, and
+        // holding it would keep the component's next instance waiting on
+        // the disk (and defeat the group commit).
+        state.services.end_turn();
+        if !answer.succeeded() {
+            // A failed invocation leaves no trace: its writes and events go.
+            return Ok(answer);
+        }
+        let effects = Effects {
+            writes: state.kv.take_writes(),
+            events: state.bus.take_outgoing(),
+            handled: match call {
+                Call::Event { queue_key, .. } => Some(queue_key.clone()),
+                Call::Http(_) => None,
+            },
+        };
+        let retryable = !state.services.made_calls();
+        match commit(&self.bus, &self.metrics, deployment, effects) {
+            Ok(false) => {}
+            // An event handler's commit is not flushed: nobody waits on it,
+            // and if a crash loses it, it loses the handled mark with it,
+            // so the event is delivered again. sled flushes within 500 ms
+            // anyway.
+            Ok(true) if matches!(call, Call::Event { .. }) => {}
+            Ok(true) => {
+                // A success answer promises the writes survive a crash.
+                self.flush().await.map_err(|e| {
+                    Rerun::Failed(InvokeFailure::Internal(format!("flushing storage: {e}")))
+                })?;
+            }
+            // Someone else handled the event meanwhile (a replay raced it):
+            // there is nothing left to do for it.
+            Err(CommitError::AlreadyHandled) => {}
+            Err(error @ (CommitError::Conflict(_) | CommitError::QuotaExceeded(_))) => {
+                return Err(Rerun::Conflict { error: error.to_string(), retryable });
+            }
+            Err(error) => return Err(Rerun::Failed(InvokeFailure::Internal(error.to_string()))),
+        }
+        Ok(answer)
+    }
+}
+
+/// Epoch ticks covering `remaining`, plus one for the tick in progress.
+pub(crate) fn ticks(remaining: Duration) -> u64 {
+    (remaining.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
+}
+
+/// The guest failed while handling the call: a trap, the deadline, or a
+/// resource limit. All of them are the component's fault.
+fn guest_failure(
+    component: &str,
+    error: wasmtime::Error,
+    deadline_ms: u64,
+    max_memory: usize,
+) -> InvokeFailure {
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return InvokeFailure::Timeout { deadline_ms };
+    }
+    tracing::warn!(component, error = format!("{error:?}"), "guest trapped");
+    let message = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        // The store limiter refuses growth with an error of its own.
+        // (wasmtime: "forcing trap when growing memory to N bytes")
+        None if error.root_cause().to_string().contains("growing memory") => {
+            let cause = error.root_cause().to_string();
+            let wanted = cause.split_whitespace().rev().nth(1).unwrap_or("more");
+            format!("memory limit of {max_memory} bytes exceeded (growing to {wanted} bytes)")
+        }
+        None => error.root_cause().to_string(),
+    };
+    InvokeFailure::Trapped(message)
+}
+
+/// Instantiation failed: the pool is exhausted (try again), or something is
+/// wrong on the platform's side.
+fn instantiation_failure(component: &str, error: wasmtime::Error) -> InvokeFailure {
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return InvokeFailure::Unavailable(error.to_string());
+    }
+    if error.downcast_ref::<Trap>().is_some() {
+        // A trap in the component's start function.
+        return guest_failure(component, error, 0, 0);
+    }
+    tracing::warn!(component, error = format!("{error:?}"), "instantiation failed");
+    InvokeFailure::Internal(error.root_cause().to_string())
+}

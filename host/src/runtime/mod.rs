@@ -1,0 +1,200 @@
+//! The runtime: compiles components, keeps the active versions, and runs one
+//! invocation from a fresh instance to a response.
+//!
+//! - [`Runtime`] (here): the engine, the linker, the registry of active
+//!   versions, the bus and the keyspaces, handed out to whoever needs them.
+//! - [`prepare`]: a compiled component checked and pre-linked, then made a
+//!   [`registry::Deployment`] with its breaker, bulkhead and turns.
+//! - [`pipeline`]: one call from the gateway, a `services` call or the
+//!   dispatcher, through breaker, bulkhead, injected faults and conflict
+//!   reruns to an answer.
+//! - [`instance`]: one fresh instance, from its store to the commit.
+//! - [`commit`]: the invocation's writes and events, applied atomically.
+
+pub mod artifacts;
+pub mod backend;
+pub mod commit;
+pub mod engine;
+pub mod instance;
+pub mod options;
+pub mod pipeline;
+pub mod prepare;
+pub mod registry;
+pub mod scheduling;
+pub mod state;
+pub mod world;
+
+pub use options::{ComponentSettings, RuntimeOptions};
+pub use pipeline::Invoked;
+pub use prepare::{DeployError, Prepared};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use crate::capabilities::keyvalue::Usage;
+use crate::events::dispatch::Dispatcher;
+use crate::events::queue::Bus;
+use crate::metrics::Metrics;
+use crate::resilience::fault::Fault;
+use crate::runtime::engine::{EpochTicker, build_engine};
+use crate::runtime::registry::Registry;
+use crate::runtime::scheduling::GuestPool;
+use crate::runtime::state::ComponentState;
+use crate::storage::embedded::SledStore;
+use crate::storage::{KeyspaceStore, StorageError};
+
+/// Compiles, holds and runs components. Shared as `Arc<Runtime>`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<ComponentState>,
+    db: sled::Db,
+    registry: Registry,
+    bus: Arc<Bus>,
+    keyspaces: Arc<dyn KeyspaceStore>,
+    faults: arc_swap::ArcSwap<HashMap<String, Fault>>,
+    options: RuntimeOptions,
+    metrics: Arc<Metrics>,
+    // Per component name, so the count survives swaps.
+    usage: std::sync::Mutex<HashMap<String, Arc<Usage>>>,
+    guests: GuestPool,
+    _ticker: EpochTicker,
+}
+
+/// Every interface a component can import: wasi 0.2 and the platform's own
+/// capabilities. [`crate::runtime::world::PROVIDED`] lists the same names, so that a
+/// deploy can be refused before compiling.
+pub(crate) fn platform_linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    crate::capabilities::keyvalue::add_to_linker(&mut linker, |state: &mut ComponentState| {
+        &mut state.kv
+    })?;
+    crate::capabilities::services::add_to_linker(&mut linker, |state: &mut ComponentState| {
+        &mut state.services
+    })?;
+    crate::capabilities::log::add_to_linker(&mut linker, |state: &mut ComponentState| {
+        &mut state.log
+    })?;
+    crate::capabilities::bus::add_to_linker(&mut linker, |state: &mut ComponentState| {
+        &mut state.bus
+    })?;
+    Ok(linker)
+}
+
+impl Runtime {
+    /// A runtime on the embedded store: keyspaces, queue and records in `db`.
+    pub fn new(db: sled::Db, options: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
+        let keyspaces = Arc::new(SledStore::new(db.clone())?);
+        Self::with_keyspaces(db, keyspaces, options)
+    }
+
+    /// A runtime keeping components' keyspaces in `keyspaces`, and the
+    /// queue and deployment records in `db`.
+    pub fn with_keyspaces(
+        db: sled::Db,
+        keyspaces: Arc<dyn KeyspaceStore>,
+        options: RuntimeOptions,
+    ) -> anyhow::Result<Arc<Self>> {
+        let engine = build_engine(&options.engine)?;
+        let linker = platform_linker(&engine)?;
+        let ticker = EpochTicker::start(engine.clone());
+        let bus = Arc::new(Bus::open(&db, options.bus)?);
+        let guests = GuestPool::start(options.guest_threads)?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            db,
+            bus,
+            keyspaces,
+            faults: Default::default(),
+            registry: Registry::default(),
+            options,
+            metrics: Arc::default(),
+            usage: Default::default(),
+            guests,
+            _ticker: ticker,
+        }))
+    }
+
+    /// The runtime's tunables.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The active deployments.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Make every call of `component` fail with `fault` (`None` heals it).
+    pub fn inject_fault(&self, component: &str, fault: Option<Fault>) {
+        self.faults.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            match fault {
+                Some(fault) => next.insert(component.to_string(), fault),
+                None => next.remove(component),
+            };
+            next
+        });
+    }
+
+    /// The linker every component is linked with: WASI and the platform's
+    /// capabilities.
+    pub fn linker(&self) -> &Linker<ComponentState> {
+        &self.linker
+    }
+
+    /// The message bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The event dispatcher over this runtime's queue and components; run
+    /// it with [`crate::events::dispatch::run`].
+    pub fn dispatcher(self: &Arc<Self>) -> Dispatcher {
+        Dispatcher {
+            bus: self.bus.clone(),
+            subscribers: Arc::new(self.clone()),
+            metrics: self.metrics.clone(),
+            keyspaces: self.keyspaces.clone(),
+        }
+    }
+
+    /// Wait until everything written so far is on disk.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.keyspaces.flush().await
+    }
+
+    /// The sled database behind the queue and the deployment records.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Where components' keyspaces live.
+    pub fn keyspaces(&self) -> &dyn KeyspaceStore {
+        &*self.keyspaces
+    }
+
+    /// The engine every component is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Forget the usage count of a purged keyspace.
+    pub fn forget_usage(&self, name: &str) {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
+    /// Whether storage accepts a write and reads it back.
+    pub fn check_storage(&self) -> Result<(), StorageError> {
+        self.keyspaces.check()
+    }
+}

@@ -1,0 +1,88 @@
+//! The runtime's tunables, and the limits of each component's invocations.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::capabilities::log::OutputLimits;
+use crate::events::queue::BusOptions;
+use crate::resilience::breaker::BreakerConfig;
+use crate::runtime::engine::EngineLimits;
+
+/// Tunables of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Pool sizes and the largest memory any instance may have.
+    pub engine: EngineLimits,
+    /// How deep a chain of `services` calls may go.
+    pub max_call_depth: u32,
+    /// Limits of components without settings of their own.
+    pub defaults: ComponentSettings,
+    /// Per-component limits, by name.
+    pub components: HashMap<String, ComponentSettings>,
+    /// Enforce the per-store limits (memory, instances, tables). Only
+    /// benchmarks turn it off, to measure what it costs.
+    pub store_limits: bool,
+    /// Retry and dead-letter rules of the message bus.
+    pub bus: BusOptions,
+    /// Threads of the guest pool (default: one per CPU).
+    pub guest_threads: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            engine: EngineLimits::default(),
+            max_call_depth: 8,
+            defaults: ComponentSettings::default(),
+            components: HashMap::new(),
+            store_limits: true,
+            bus: BusOptions::default(),
+            guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Limits that apply to each invocation of one component.
+#[derive(Debug, Clone)]
+pub struct ComponentSettings {
+    /// How long one request (with every call it makes) may take.
+    pub deadline: Duration,
+    /// Linear memory one instance may grow to, in bytes.
+    pub max_memory: usize,
+    /// Instances running at once (the bulkhead); as many more may wait for
+    /// a slot until their deadline, and beyond that calls get 503.
+    pub max_concurrency: u32,
+    /// Instances executing guest code at once (see [`crate::runtime::scheduling`]);
+    /// `None`: as many as the guest pool has threads.
+    pub max_parallel: Option<u32>,
+    /// What one invocation may write to the log.
+    pub output: OutputLimits,
+    /// When its circuit opens.
+    pub breaker: BreakerConfig,
+    /// Bytes (keys plus values) its keyspace may hold.
+    pub max_keyspace_bytes: u64,
+    /// Bytes (keys plus values) one invocation may write before it commits.
+    pub max_write_set_bytes: u64,
+}
+
+impl Default for ComponentSettings {
+    fn default() -> Self {
+        ComponentSettings {
+            deadline: Duration::from_secs(5),
+            max_memory: 64 << 20,
+            max_concurrency: 100,
+            max_parallel: None,
+            output: OutputLimits::default(),
+            breaker: BreakerConfig::default(),
+            max_keyspace_bytes: 256 << 20,
+            max_write_set_bytes: 16 << 20,
+        }
+    }
+}
+
+impl RuntimeOptions {
+    /// The settings of `component`.
+    pub fn settings(&self, component: &str) -> &ComponentSettings {
+        self.components.get(component).unwrap_or(&self.defaults)
+    }
+}

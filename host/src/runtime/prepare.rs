@@ -1,0 +1,232 @@
+//! From a compiled component to a deployment: check it against the
+//! platform, pre-link it, read the topics it declares, and give it its
+//! breaker, bulkhead and turns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pitstop_gateway::TraceContext;
+use tokio::time::Instant;
+use wasmtime::component::{Component, InstancePre};
+
+use crate::bindings::{events, handler};
+use crate::capabilities::bus::Topics;
+use crate::capabilities::keyvalue::Usage;
+use crate::invoke::CallContext;
+use crate::resilience::breaker::{Breaker, SystemClock};
+use crate::resilience::bulkhead::Bulkhead;
+use crate::resilience::turns::{Turn, Turns};
+use crate::runtime::Runtime;
+use crate::runtime::registry::Deployment;
+use crate::runtime::scheduling::ANSWER_GRACE;
+use crate::runtime::state::ComponentState;
+use crate::storage::{Keyspace, StorageError};
+
+/// The exported interface that declares topics and receives events.
+const EVENTS_EXPORT: &str = "pitstop:platform/events@0.1.0";
+/// How long a component's `declare` may take at deploy time.
+const DECLARE_DEADLINE: Duration = Duration::from_secs(2);
+/// Why a component could not be deployed. The active version, if any, is untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The name is not `[a-z][a-z0-9-]{0,62}`.
+    #[error("invalid component name {0:?}: use 1-63 of a-z, 0-9 and '-', starting with a letter")]
+    InvalidName(String),
+    /// The bytes are not a WebAssembly component at all.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The component header is there, but the rest does not validate.
+    #[error("invalid WebAssembly component: {0}")]
+    Invalid(String),
+    /// A component, but not one pitstop can run.
+    #[error("component does not fit the pitstop:platform/service world: {0}")]
+    Incompatible(String),
+    /// No component of that name is deployed.
+    #[error("component {0:?} is not deployed")]
+    Unknown(String),
+    /// Rollback asked for, but there is no earlier version.
+    #[error("component {0:?} has no earlier version to roll back to")]
+    NoEarlierVersion(String),
+    /// A route cannot be given to this component.
+    #[error("{0}")]
+    Route(String),
+    /// The store failed.
+    #[error("storage failed: {0}")]
+    Db(#[from] sled::Error),
+    /// The keyspace store failed.
+    #[error(transparent)]
+    Keyspace(#[from] StorageError),
+    /// Files beside the store (component bytes, records) could not be
+    /// written or read back.
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+/// A component checked against the platform and pre-linked, ready to become
+/// a [`Deployment`].
+pub struct Prepared {
+    pre: InstancePre<ComponentState>,
+    handler: handler::GuestIndices,
+    events: Option<events::GuestIndices>,
+    topics: Arc<Topics>,
+}
+
+impl Runtime {
+    /// Check a compiled component against the platform and pre-link it:
+    /// every import must be one the platform provides, the handler must be
+    /// exported with the right type, and if it exports `events`, its
+    /// declared topics are read (from a throwaway instance) and checked.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        name: &str,
+        component: &Component,
+        keyspace: &Arc<dyn Keyspace>,
+    ) -> Result<Prepared, DeployError> {
+        let incompatible = |e: wasmtime::Error| DeployError::Incompatible(format!("{e:#}"));
+        let pre = self.linker.instantiate_pre(component).map_err(incompatible)?;
+        let handler = handler::GuestIndices::new(&pre).map_err(incompatible)?;
+        let events = match component.get_export_index(None, EVENTS_EXPORT) {
+            Some(_) => Some(events::GuestIndices::new(&pre).map_err(incompatible)?),
+            None => None,
+        };
+        let mut prepared = Prepared { pre, handler, events, topics: Arc::new(Topics::default()) };
+        if let Some(indices) = prepared.events.clone() {
+            // On the guest pool: a `declare` that loops must not hold a
+            // thread of the control plane.
+            let runtime = self.clone();
+            let (name, pre, keyspace) = (name.to_string(), prepared.pre.clone(), keyspace.clone());
+            let declared = self.guests.spawn(async move {
+                runtime.declared_topics(&name, &pre, &indices, &keyspace).await
+            });
+            let topics = declared
+                .until(Instant::now() + DECLARE_DEADLINE + ANSWER_GRACE)
+                .await
+                .unwrap_or_else(|| {
+                    Err(DeployError::Incompatible(format!(
+                        "declare did not return in time ({} s)",
+                        DECLARE_DEADLINE.as_secs()
+                    )))
+                })?;
+            prepared.topics = Arc::new(topics);
+        }
+        Ok(prepared)
+    }
+
+    async fn declared_topics(
+        self: &Arc<Self>,
+        name: &str,
+        pre: &InstancePre<ComponentState>,
+        indices: &events::GuestIndices,
+        keyspace: &Arc<dyn Keyspace>,
+    ) -> Result<Topics, DeployError> {
+        let settings = self.options.settings(name);
+        let usage = self.usage(name, keyspace);
+        // A call chain already at its limit: `declare` may not call out.
+        let call = CallContext {
+            depth: self.options.max_call_depth,
+            deadline: Instant::now() + DECLARE_DEADLINE,
+            trace: TraceContext::new_root(),
+        };
+        let metrics = Arc::new(self.metrics.component(name));
+        let mut store = self.new_store(
+            name.into(),
+            keyspace,
+            usage,
+            Arc::default(),
+            metrics,
+            settings,
+            call,
+            Turn::unlimited(),
+        );
+        let declare = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            indices.load(&mut store, &instance)?.call_declare(&mut store).await
+        };
+        let too_slow = || {
+            DeployError::Incompatible(format!(
+                "declare did not return in time ({} s)",
+                DECLARE_DEADLINE.as_secs()
+            ))
+        };
+        let declared = tokio::time::timeout(DECLARE_DEADLINE, declare)
+            .await
+            .map_err(|_| too_slow())?
+            .map_err(|e| match e.downcast_ref::<wasmtime::Trap>() {
+                // The epoch deadline stopped a guest that computes for ever.
+                Some(wasmtime::Trap::Interrupt) => too_slow(),
+                _ => DeployError::Incompatible(format!("declare failed: {e:#}")),
+            })?;
+        Topics::declared(declared.publishes, declared.subscribes)
+            .map_err(|e| DeployError::Incompatible(format!("declare: {e}")))
+    }
+
+    /// Compile `bytes`, check and pre-link them, and make them the active
+    /// version of `name` (the next version number), bypassing the control
+    /// plane: nothing is persisted and no route changes. For the test
+    /// runner, the test harness and benchmarks; `pitstop serve` deploys
+    /// through [`crate::control::deployments::Deployments`].
+    pub async fn activate_unrecorded(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<Arc<Deployment>> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| anyhow::anyhow!("compiling {name}: {e:#}"))?;
+        let keyspace = self.keyspaces.open(name)?;
+        let prepared = self.prepare(name, &component, &keyspace).await?;
+        let version = self.registry.get(name).map_or(1, |d| d.version + 1);
+        let deployment =
+            self.deployment(name, version, String::new(), bytes.len(), prepared, keyspace);
+        self.registry.activate(deployment.clone());
+        Ok(deployment)
+    }
+
+    /// A deployment of `name`, with a fresh breaker and bulkhead from its settings.
+    pub fn deployment(
+        &self,
+        name: &str,
+        version: u64,
+        digest: String,
+        size: usize,
+        prepared: Prepared,
+        keyspace: Arc<dyn Keyspace>,
+    ) -> Arc<Deployment> {
+        let settings = self.options.settings(name);
+        let usage = self.usage(name, &keyspace);
+        let metrics = Arc::new(self.metrics.component(name));
+        self.metrics.breaker_reset(name);
+        let observer = {
+            let metrics = self.metrics.clone();
+            let name = name.to_string();
+            Arc::new(move |to| metrics.breaker(&name, to))
+        };
+        let name: Arc<str> = name.into();
+        Arc::new(Deployment {
+            usage,
+            metrics,
+            breaker: Breaker::new(name.clone(), settings.breaker, Arc::new(SystemClock))
+                .on_transition(observer),
+            bulkhead: Bulkhead::new(settings.max_concurrency),
+            turns: Turns::new(settings.max_parallel.unwrap_or(self.guests.threads() as u32)),
+            name,
+            version,
+            digest,
+            size,
+            pre: prepared.pre,
+            handler: prepared.handler,
+            events: prepared.events,
+            topics: prepared.topics,
+            keyspace,
+        })
+    }
+
+    /// The keyspace usage of `name`, counted on first use.
+    fn usage(&self, name: &str, keyspace: &Arc<dyn Keyspace>) -> Arc<Usage> {
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = self.options.settings(name).max_keyspace_bytes;
+        usage
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Usage::scan(&**keyspace, limit)))
+            .clone()
+    }
+}
