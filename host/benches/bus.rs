@@ -33,7 +33,7 @@ async fn main() {
         let bytes = std::fs::read(format!("{}/{name}.wasm", env!("PITSTOP_BUILTIN_DIR"))).unwrap();
         runtime.activate_unrecorded(name, &bytes).await.unwrap();
     }
-    tokio::spawn(pitstop_host::events::dispatch::run(runtime.dispatcher()));
+    tokio::spawn(runtime.dispatch());
     let read_model = runtime.db().open_tree(keyspace_tree("order")).unwrap();
 
     // 1. Commit cost.

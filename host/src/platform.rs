@@ -92,7 +92,7 @@ impl Platform {
         let admin = Admin::new(deployments.clone(), token, max_upload);
         // Deliveries start once everything that was deployed is back, so no
         // lane waits on a subscriber that is only slow to restore.
-        let dispatcher = tokio::spawn(crate::events::dispatch::run(runtime.dispatcher()));
+        let dispatcher = tokio::spawn(runtime.dispatch());
 
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await

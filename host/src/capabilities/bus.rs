@@ -28,19 +28,20 @@ pub const MAX_EVENTS_PER_INVOCATION: usize = 100;
 /// Longest delay `publish-delayed` accepts: a week.
 pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// A topic name that breaks the rule of [`check_topic`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a topic: use 1-{MAX_TOPIC_LEN} bytes of dot-separated words of a-z, 0-9 and \
+     '-', each starting with a letter"
+)]
+pub struct InvalidTopic(pub String);
+
 /// Whether `topic` is 1-128 bytes of dot-separated `[a-z][a-z0-9-]*` words.
-pub fn check_topic(topic: &str) -> Result<(), String> {
+pub fn check_topic(topic: &str) -> Result<(), InvalidTopic> {
     let well_formed = !topic.is_empty()
         && topic.len() <= MAX_TOPIC_LEN
         && topic.split('.').all(crate::naming::is_word);
-    if well_formed {
-        Ok(())
-    } else {
-        Err(format!(
-            "{topic:?} is not a topic: use 1-{MAX_TOPIC_LEN} bytes of dot-separated words of \
-             a-z, 0-9 and '-', each starting with a letter"
-        ))
-    }
+    if well_formed { Ok(()) } else { Err(InvalidTopic(topic.to_string())) }
 }
 
 /// The topics one deployed version declared.
@@ -55,8 +56,11 @@ pub struct Topics {
 impl Topics {
     /// What a component's `declare` returned, every topic checked with
     /// [`check_topic`].
-    pub fn declared(publishes: Vec<String>, subscribes: Vec<String>) -> Result<Topics, String> {
-        let checked = |list: Vec<String>| -> Result<BTreeSet<String>, String> {
+    pub fn declared(
+        publishes: Vec<String>,
+        subscribes: Vec<String>,
+    ) -> Result<Topics, InvalidTopic> {
+        let checked = |list: Vec<String>| -> Result<BTreeSet<String>, InvalidTopic> {
             list.into_iter().map(|topic| check_topic(&topic).map(|()| topic)).collect()
         };
         Ok(Topics { publishes: checked(publishes)?, subscribes: checked(subscribes)? })
@@ -101,7 +105,7 @@ impl BusCtx {
     }
 
     fn buffer(&mut self, topic: String, payload: Vec<u8>, delay: Duration) -> Result<(), Error> {
-        check_topic(&topic).map_err(Error::InvalidTopic)?;
+        check_topic(&topic).map_err(|e| Error::InvalidTopic(e.to_string()))?;
         if !self.topics.publishes.contains(&topic) {
             return Err(Error::UndeclaredTopic(format!(
                 "{topic:?} is not among the topics this component declares it publishes"

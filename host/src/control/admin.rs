@@ -259,7 +259,7 @@ impl Admin {
 }
 
 impl Admin {
-    fn bus(&self) -> &crate::events::queue::Bus {
+    fn bus(&self) -> &dyn crate::events::EventQueue {
         self.deployments.runtime().bus()
     }
 }

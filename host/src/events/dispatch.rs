@@ -65,11 +65,9 @@ pub trait Subscribers: Send + Sync + 'static {
     ) -> Delivering<'a>;
 }
 
-/// What the dispatcher works with.
+/// Where the dispatcher delivers, and what it reports to.
 #[derive(Clone)]
-pub struct Dispatcher {
-    /// The queue it delivers from.
-    pub bus: Arc<Bus>,
+pub struct Deliveries {
     /// Who it delivers to.
     pub subscribers: Arc<dyn Subscribers>,
     /// Where deliveries, retries and dead letters are counted.
@@ -82,13 +80,21 @@ pub struct Dispatcher {
 /// comes back after an undeploy is picked up.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
+/// The embedded queue and where it delivers.
+#[derive(Clone)]
+struct Dispatcher {
+    bus: Arc<Bus>,
+    deliveries: Deliveries,
+}
+
 /// Deliver queued events until the task is aborted. Deliveries cut short by
 /// an abort commit nothing, so they are simply made again after a restart.
-pub async fn run(dispatcher: Dispatcher) {
+pub async fn run(bus: Arc<Bus>, deliveries: Deliveries) {
+    let dispatcher = Dispatcher { bus, deliveries };
     let in_flight: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
     let _running = dispatcher.bus.dispatching_guard();
     loop {
-        if let Err(error) = dispatcher.bus.relay(&dispatcher.subscribers.active()) {
+        if let Err(error) = dispatcher.bus.relay(&dispatcher.deliveries.subscribers.active()) {
             tracing::error!(%error, "relaying published events failed; retrying");
         }
         let next_due =
@@ -128,7 +134,9 @@ fn start_due(dispatcher: &Dispatcher, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) 
         }
         let subscriber = subscriber_of(&key).to_string();
         // Not deployed: the lane waits for it to come back.
-        let Some(deployment) = dispatcher.subscribers.subscriber(&subscriber) else { continue };
+        let Some(deployment) = dispatcher.deliveries.subscribers.subscriber(&subscriber) else {
+            continue;
+        };
         if bus.was_handled(&*deployment.keyspace, &key) {
             // Handled and committed before a crash cut the clean-up short.
             if let Err(error) = bus.finish(&*deployment.keyspace, &key) {
@@ -137,7 +145,7 @@ fn start_due(dispatcher: &Dispatcher, in_flight: &Arc<Mutex<HashSet<Vec<u8>>>>) 
             continue;
         }
         if !deployment.topics.subscribes.contains(&event.topic) {
-            dispatcher.metrics.dead_lettered(&subscriber);
+            dispatcher.deliveries.metrics.dead_lettered(&subscriber);
             bus.bury(
                 &key,
                 event,
@@ -164,15 +172,16 @@ async fn deliver(
     key: Vec<u8>,
     event: QueuedEvent,
 ) {
-    let (bus, metrics) = (&dispatcher.bus, &dispatcher.metrics);
+    let (bus, metrics) = (&dispatcher.bus, &dispatcher.deliveries.metrics);
     let mut attempt = event.clone();
     attempt.attempts += 1;
-    let outcome = dispatcher.subscribers.deliver(subscriber, &attempt, key.clone()).await;
+    let outcome =
+        dispatcher.deliveries.subscribers.deliver(subscriber, &attempt, key.clone()).await;
     let result = match outcome {
         Delivery::Handled => {
             #[cfg(feature = "failpoints")]
             if fail_point_set("dispatch-after-handled-commit") {
-                die_after_flushing(&*dispatcher.keyspaces).await;
+                die_after_flushing(&*dispatcher.deliveries.keyspaces).await;
             }
             tracing::debug!(subscriber, event = attempt.id, topic = attempt.topic, "delivered");
             metrics.delivered(subscriber);

@@ -65,7 +65,7 @@ impl ArtifactCache {
                 Ok(Some(component)) => return Ok((component, Origin::Cached)),
                 Ok(None) => {}
                 Err(reason) => {
-                    tracing::warn!(path = %path.display(), reason, "corrupt cache entry; recompiling");
+                    tracing::warn!(%reason, "corrupt cache entry; recompiling");
                 }
             }
             let bytes = bytes().map_err(|e| CompileError::Io(e.to_string()))?;
@@ -88,13 +88,15 @@ impl ArtifactCache {
     pub async fn keep(&self, digest: &str, component: &Component) {
         let path = self.entry(digest);
         let component = component.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            write_entry(&component, &path).map_err(|e| format!("{}: {e:#}", path.display()))
-        })
-        .await;
+        let written = tokio::task::spawn_blocking(move || write_entry(&component, &path)).await;
         match written {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "could not cache the compiled component"),
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "could not cache the compiled component"
+                )
+            }
             Err(error) => tracing::warn!(%error, "could not cache the compiled component"),
         }
     }
@@ -111,16 +113,43 @@ pub enum CompileError {
     Io(String),
 }
 
+/// Why a cache entry was not used, or not written.
+#[derive(Debug, thiserror::Error)]
+enum CacheError {
+    /// Reading or writing the entry failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The artifact does not match the checksum written beside it.
+    #[error("{0}: checksum mismatch")]
+    Checksum(PathBuf),
+    /// wasmtime refused to serialise or load the artifact.
+    #[error("{path}: {source:#}")]
+    Artifact {
+        path: PathBuf,
+        #[source]
+        source: wasmtime::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io { path: path.to_path_buf(), source }
+}
+
 /// `Ok(None)`: no entry. `Err`: an entry that must not be trusted.
-fn read_verified(engine: &Engine, path: &Path) -> Result<Option<Component>, String> {
+fn read_verified(engine: &Engine, path: &Path) -> Result<Option<Component>, CacheError> {
     let artifact = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(io_at(path)(e)),
     };
-    let expected = std::fs::read_to_string(checksum_path(path)).map_err(|e| e.to_string())?;
+    let sums = checksum_path(path);
+    let expected = std::fs::read_to_string(&sums).map_err(io_at(&sums))?;
     if hex_sha256(&artifact) != expected.trim() {
-        return Err("checksum mismatch".into());
+        return Err(CacheError::Checksum(path.to_path_buf()));
     }
     // SAFETY: `Component::deserialize` runs the artifact's machine code, so it
     // must be the output of `Component::serialize` of a compatible engine. It
@@ -129,18 +158,22 @@ fn read_verified(engine: &Engine, path: &Path) -> Result<Option<Component>, Stri
     // artifact from another version or configuration.
     #[allow(unsafe_code)]
     let component = unsafe { Component::deserialize(engine, &artifact) };
-    let component = component.map_err(|e| format!("{e:#}"))?;
+    let component =
+        component.map_err(|source| CacheError::Artifact { path: path.to_path_buf(), source })?;
     tracing::info!(path = %path.display(), "loaded compiled component from cache");
     Ok(Some(component))
 }
 
-fn write_entry(component: &Component, path: &Path) -> anyhow::Result<()> {
-    let artifact = component.serialize()?;
+fn write_entry(component: &Component, path: &Path) -> Result<(), CacheError> {
+    let artifact = component
+        .serialize()
+        .map_err(|source| CacheError::Artifact { path: path.to_path_buf(), source })?;
     // Written aside and renamed into place, checksum last: a crash leaves
     // either no entry or one whose checksum does not match, never a torn one
     // that is trusted.
-    write_atomically(path, &artifact)?;
-    write_atomically(&checksum_path(path), hex_sha256(&artifact).as_bytes())?;
+    write_atomically(path, &artifact).map_err(io_at(path))?;
+    let sums = checksum_path(path);
+    write_atomically(&sums, hex_sha256(&artifact).as_bytes()).map_err(io_at(&sums))?;
     Ok(())
 }
 

@@ -13,7 +13,8 @@
 
 use crate::capabilities::bus::Outgoing;
 use crate::capabilities::keyvalue::{PendingWrite, Writes, entry_size, parse_counter};
-use crate::events::queue::{Bus, QueuedEvent, now_ms};
+use crate::events::EventQueue;
+use crate::events::queue::{QueuedEvent, now_ms};
 use crate::metrics::Metrics;
 use crate::runtime::registry::Deployment;
 use crate::storage::reserved::{handled_key, outbox_key};
@@ -61,7 +62,7 @@ pub enum CommitError {
 /// `bus`'s outbox and counted in `metrics`; returns whether anything was
 /// written (and so must be flushed before answering).
 pub fn commit(
-    bus: &Bus,
+    bus: &dyn EventQueue,
     metrics: &Metrics,
     deployment: &Deployment,
     effects: Effects,

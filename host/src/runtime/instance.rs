@@ -186,7 +186,7 @@ impl Runtime {
             },
         };
         let retryable = !state.services.made_calls();
-        match commit(&self.bus, &self.metrics, deployment, effects) {
+        match commit(&*self.bus, &self.metrics, deployment, effects) {
             Ok(false) => {}
             // An event handler's commit is not flushed: nobody waits on it,
             // and if a crash loses it, it loses the handled mark with it,

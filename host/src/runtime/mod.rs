@@ -35,8 +35,9 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use crate::capabilities::keyvalue::Usage;
-use crate::events::dispatch::Dispatcher;
+use crate::events::dispatch::Deliveries;
 use crate::events::queue::Bus;
+use crate::events::{Dispatching, EventQueue};
 use crate::metrics::Metrics;
 use crate::resilience::fault::Fault;
 use crate::runtime::engine::{EpochTicker, build_engine};
@@ -52,7 +53,7 @@ pub struct Runtime {
     linker: Linker<ComponentState>,
     db: sled::Db,
     registry: Registry,
-    bus: Arc<Bus>,
+    bus: Arc<dyn EventQueue>,
     keyspaces: Arc<dyn KeyspaceStore>,
     faults: arc_swap::ArcSwap<HashMap<String, Fault>>,
     options: RuntimeOptions,
@@ -84,24 +85,39 @@ pub(crate) fn platform_linker(engine: &Engine) -> wasmtime::Result<Linker<Compon
     Ok(linker)
 }
 
+/// Why a runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine or the linker could not be built from the options.
+    #[error("configuring the engine: {0:#}")]
+    Engine(#[source] wasmtime::Error),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A thread (the guest pool's, the flusher's) could not be started.
+    #[error("starting threads: {0}")]
+    Threads(#[from] std::io::Error),
+}
+
 impl Runtime {
     /// A runtime on the embedded store: keyspaces, queue and records in `db`.
-    pub fn new(db: sled::Db, options: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
+    pub fn new(db: sled::Db, options: RuntimeOptions) -> Result<Arc<Self>, StartError> {
         let keyspaces = Arc::new(SledStore::new(db.clone())?);
-        Self::with_keyspaces(db, keyspaces, options)
+        let bus = Arc::new(Bus::open(&db, options.bus).map_err(StorageError::from)?);
+        Self::with_backends(db, keyspaces, bus, options)
     }
 
-    /// A runtime keeping components' keyspaces in `keyspaces`, and the
-    /// queue and deployment records in `db`.
-    pub fn with_keyspaces(
+    /// A runtime keeping components' keyspaces in `keyspaces`, their events
+    /// in `bus`, and the deployment records in `db`.
+    pub fn with_backends(
         db: sled::Db,
         keyspaces: Arc<dyn KeyspaceStore>,
+        bus: Arc<dyn EventQueue>,
         options: RuntimeOptions,
-    ) -> anyhow::Result<Arc<Self>> {
-        let engine = build_engine(&options.engine)?;
-        let linker = platform_linker(&engine)?;
+    ) -> Result<Arc<Self>, StartError> {
+        let engine = build_engine(&options.engine).map_err(StartError::Engine)?;
+        let linker = platform_linker(&engine).map_err(StartError::Engine)?;
         let ticker = EpochTicker::start(engine.clone());
-        let bus = Arc::new(Bus::open(&db, options.bus)?);
         let guests = GuestPool::start(options.guest_threads)?;
         Ok(Arc::new(Runtime {
             engine,
@@ -152,20 +168,19 @@ impl Runtime {
         &self.linker
     }
 
-    /// The message bus.
-    pub fn bus(&self) -> &Bus {
-        &self.bus
+    /// The event queue.
+    pub fn bus(&self) -> &dyn EventQueue {
+        &*self.bus
     }
 
-    /// The event dispatcher over this runtime's queue and components; run
-    /// it with [`crate::events::dispatch::run`].
-    pub fn dispatcher(self: &Arc<Self>) -> Dispatcher {
-        Dispatcher {
-            bus: self.bus.clone(),
+    /// The event dispatcher, delivering to this runtime's components for
+    /// as long as the future runs (spawn it).
+    pub fn dispatch(self: &Arc<Self>) -> Dispatching {
+        self.bus.clone().dispatch(Deliveries {
             subscribers: Arc::new(self.clone()),
             metrics: self.metrics.clone(),
             keyspaces: self.keyspaces.clone(),
-        }
+        })
     }
 
     /// Wait until everything written so far is on disk.

@@ -61,7 +61,7 @@ impl KeyspaceStore for SledStore {
 
     fn flush(&self) -> Flushing<'_> {
         Box::pin(async move {
-            self.flusher.flush().await.map_err(|why| StorageError::Backend(why.into()))
+            self.flusher.flush().await.map_err(|e| StorageError::Backend(Box::new(e)))
         })
     }
 

@@ -13,11 +13,22 @@
 //! (seen here under 8 concurrent writers). One flushing thread never
 //! occupies the pool.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use tokio::sync::oneshot;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), FlushError>>;
+
+/// Why a flush did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FlushError {
+    /// sled failed to write; every waiter of that flush gets the error.
+    #[error("flushing: {0}")]
+    Failed(#[source] Arc<sled::Error>),
+    /// The flushing thread ended (it panicked, or is shutting down).
+    #[error("the flushing thread is gone")]
+    Gone,
+}
 
 /// Hands out flushes of one database.
 pub struct Flusher {
@@ -33,7 +44,7 @@ impl Flusher {
                 // Everyone who asked before this flush starts is covered by it.
                 let mut waiters = vec![first];
                 waiters.extend(incoming.try_iter());
-                let result = db.flush().map(drop).map_err(|e| e.to_string());
+                let result = db.flush().map(drop).map_err(|e| FlushError::Failed(Arc::new(e)));
                 for waiter in waiters {
                     let _ = waiter.send(result.clone());
                 }
@@ -43,9 +54,9 @@ impl Flusher {
     }
 
     /// Wait until everything written before this call is on disk.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), FlushError> {
         let (waiter, done) = oneshot::channel();
-        self.requests.send(waiter).map_err(|_| "the flushing thread is gone".to_string())?;
-        done.await.map_err(|_| "the flushing thread is gone".to_string())?
+        self.requests.send(waiter).map_err(|_| FlushError::Gone)?;
+        done.await.map_err(|_| FlushError::Gone)?
     }
 }

@@ -33,10 +33,11 @@ use tokio::task::JoinHandle;
 
 use crate::bindings::types::{Header, Request, Response};
 use crate::control::builtin::BUILTINS;
-use crate::events::queue::QueuedEvent;
+use crate::events::queue::{Bus, QueuedEvent};
 use crate::invoke::InvokeFailure;
 use crate::resilience::fault::Fault;
 use crate::runtime::{Runtime, RuntimeOptions};
+use crate::storage::embedded::SledStore;
 use crate::storage::reserved::is_reserved_key;
 
 /// The longest [`Harness::settle`] waits.
@@ -45,6 +46,9 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 /// The platform in a test: components, routes, bus, faults.
 pub struct Harness {
     runtime: Arc<Runtime>,
+    // The embedded queue itself, for what only tests do to it (record,
+    // pause, drop, delay, duplicate).
+    bus: Arc<Bus>,
     routes: Mutex<RouteTable>,
     dispatcher: JoinHandle<()>,
 }
@@ -64,10 +68,12 @@ impl Harness {
     /// An empty platform with `options` (deadlines, bus retries, ...).
     pub async fn with_options(options: RuntimeOptions) -> anyhow::Result<Self> {
         let db = sled::Config::new().temporary(true).open().context("a temporary store")?;
-        let runtime = Runtime::new(db, options)?;
-        runtime.bus().start_recording();
-        let dispatcher = tokio::spawn(crate::events::dispatch::run(runtime.dispatcher()));
-        Ok(Harness { runtime, routes: Mutex::default(), dispatcher })
+        let bus = Arc::new(Bus::open(&db, options.bus)?);
+        bus.start_recording();
+        let keyspaces = Arc::new(SledStore::new(db.clone())?);
+        let runtime = Runtime::with_backends(db, keyspaces, bus.clone(), options)?;
+        let dispatcher = tokio::spawn(runtime.dispatch());
+        Ok(Harness { runtime, bus, routes: Mutex::default(), dispatcher })
     }
 
     /// A platform with the built-in user, order and payment services on
@@ -158,7 +164,7 @@ impl Harness {
     /// Every event published on `topic` (every topic for `""`) and relayed
     /// so far, oldest first.
     pub fn published(&self, topic: &str) -> Vec<QueuedEvent> {
-        let all = self.runtime.bus().recorded();
+        let all = self.bus.recorded();
         all.into_iter().filter(|e| topic.is_empty() || e.topic == topic).collect()
     }
 
@@ -169,34 +175,34 @@ impl Harness {
 
     /// Hold event deliveries back (publishing and relaying go on).
     pub fn pause_deliveries(&self) {
-        self.runtime.bus().pause(true);
+        self.bus.pause(true);
     }
 
     /// Let held-back deliveries go.
     pub fn resume_deliveries(&self) {
-        self.runtime.bus().pause(false);
+        self.bus.pause(false);
     }
 
     /// Remove every queued delivery of event `id`; returns how many.
     pub fn drop_event(&self, id: &str) -> anyhow::Result<usize> {
-        Ok(self.runtime.bus().drop_event(id)?)
+        Ok(self.bus.drop_event(id)?)
     }
 
     /// Hold every queued delivery of event `id` back for `delay`.
     pub fn delay_event(&self, id: &str, delay: Duration) -> anyhow::Result<usize> {
-        Ok(self.runtime.bus().delay_event(id, delay)?)
+        Ok(self.bus.delay_event(id, delay)?)
     }
 
     /// Deliver `event` to `subscriber` once more, under the same id.
     pub fn redeliver(&self, event: &QueuedEvent, subscriber: &str) -> anyhow::Result<()> {
-        Ok(self.runtime.bus().redeliver(event, subscriber)?)
+        Ok(self.bus.redeliver(event, subscriber)?)
     }
 
     /// Wait until every published event is relayed and every delivery that
     /// is due to a deployed subscriber (and not held back) has been made.
     /// Panics after 30 s.
     pub async fn settle(&self) {
-        let bus = self.runtime.bus();
+        let bus = &self.bus;
         let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
         loop {
             let now = crate::events::queue::now_ms();

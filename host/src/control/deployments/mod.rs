@@ -102,13 +102,19 @@ impl Deployments {
         data_dir: &Path,
         static_routes: Vec<(String, String)>,
         gateway: Gateway<RuntimeBackend>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, DeployError> {
+        let files = |dir: &Path| {
+            let dir = dir.to_path_buf();
+            move |e: std::io::Error| DeployError::Storage(format!("{}: {e}", dir.display()))
+        };
         let blobs = data_dir.join("components");
-        std::fs::create_dir_all(&blobs)?;
-        let artifacts = ArtifactCache::new(data_dir.join("cache"), runtime.engine().clone())?;
+        std::fs::create_dir_all(&blobs).map_err(files(&blobs))?;
+        let cache = data_dir.join("cache");
+        let artifacts =
+            ArtifactCache::new(cache.clone(), runtime.engine().clone()).map_err(files(&cache))?;
         let records = runtime.db().open_tree("pitstop/components")?;
         // Fail now, not at the first request, if the configured table is invalid.
-        RouteTable::new(static_routes.clone())?;
+        RouteTable::new(static_routes.clone()).map_err(|e| DeployError::Route(e.to_string()))?;
         Ok(Deployments {
             runtime,
             records,
@@ -133,7 +139,7 @@ impl Deployments {
     /// Activate every persisted active version, from the artifact cache. A
     /// version that cannot be loaded (its bytes lost, say) is logged and left
     /// out; the others serve, and `/ready` reports a routed one missing.
-    pub async fn restore(&self) -> anyhow::Result<()> {
+    pub async fn restore(&self) -> Result<(), DeployError> {
         let _change = self.changes.lock().await;
         for record in self.records()? {
             let Some(active) = record.active else { continue };
