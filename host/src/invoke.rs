@@ -2,8 +2,9 @@
 //! another component's handler ([`Invoke`]), where a call sits in its chain
 //! ([`CallContext`]), and why an invocation produced no response
 //! ([`InvokeFailure`]). The `services` capability holds an `Arc<dyn Invoke>`
-//! (the runtime in production) rather than the runtime itself, so it does
-//! not import it.
+//! rather than the runtime itself, so it does not import it: the runtime in
+//! production, and in `pitstop test-runner` the test's stubs in front of it
+//! ([`crate::testing::stubs`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use pitstop_gateway::TraceContext;
 use tokio::time::Instant;
 
+use crate::bindings::services::CallError;
 use crate::bindings::types::{Request, Response};
 
 /// Runs a request on the active version of a component, as a nested call.
@@ -21,13 +23,14 @@ pub trait Invoke: Send + Sync + 'static {
     fn max_call_depth(&self) -> u32;
 
     /// `request` to component `name`, within `context` (its depth already
-    /// counted, its deadline what is left of the caller's).
+    /// counted, its deadline what is left of the caller's), answered as the
+    /// `services` interface answers the guest.
     fn invoke_nested(
         self: Arc<Self>,
         name: String,
         request: Request,
         context: CallContext,
-    ) -> Pin<Box<dyn Future<Output = Result<Response, InvokeFailure>> + Send>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>>;
 }
 
 /// Where an invocation sits in a call chain.

@@ -356,7 +356,14 @@ async fn an_event_whose_handler_committed_is_not_handled_again_after_a_crash() {
     assert_eq!(server.send("POST", "/probe/publish/probe.ping", "after").await.status, 200);
     wait_for_seen(&server, 2).await;
     drained(&server).await;
-    let log = server.log();
+    // The log arrives through a pipe, after the fact: wait for the line of
+    // `after`. Lines come in order, and so does the lane, so once it is
+    // there any delivery of `once` would be there before it.
+    let log = eventually("the log to show `after` handled", Duration::from_secs(10), || async {
+        let log = server.log();
+        (runs(&log, "after") > 0).then_some(log)
+    })
+    .await;
     assert_eq!(runs(&log, "once"), 0, "the marked event was delivered again:\n{log}");
     assert_eq!(runs(&log, "after"), 1, "{log}");
     // The handler's write from before the crash is there: the commit landed.

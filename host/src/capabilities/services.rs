@@ -12,7 +12,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::services::{self, CallError};
 use crate::bindings::types::{Header, Request, Response};
-use crate::invoke::{CallContext, Invoke, InvokeFailure};
+use crate::invoke::{CallContext, Invoke};
 use crate::resilience::turns::Turn;
 
 /// The header naming the calling component on every `services` call.
@@ -28,82 +28,17 @@ fn is_platform_header(name: &str) -> bool {
 
 /// Per-invocation state of the capability.
 pub struct ServicesCtx {
-    /// Runs the callee: the runtime, in production.
+    /// Runs the callee: the runtime, in production; stubs in front of it
+    /// under `pitstop test-runner`.
     invoke: Arc<dyn Invoke>,
     caller: Arc<str>,
     call: CallContext,
     made_calls: bool,
-    stubs: Option<Stubs>,
     turn: Turn,
     identity: Vec<Header>,
 }
 
-/// Stand-ins for other services, and the record of calls made, for a test
-/// binary under `pitstop test-runner`.
-#[derive(Default)]
-pub struct Stubs {
-    stubs: Vec<Stub>,
-    calls: Vec<(String, Request)>,
-}
-
-struct Stub {
-    name: String,
-    method: String,
-    prefix: String,
-    reply: Result<Response, CallError>,
-}
-
-impl Stubs {
-    /// Answer calls to `name` with `method` and a path under `prefix` by `reply`.
-    pub fn add(
-        &mut self,
-        name: String,
-        method: String,
-        prefix: String,
-        reply: Result<Response, CallError>,
-    ) {
-        self.stubs.retain(|s| !(s.name == name && s.method == method && s.prefix == prefix));
-        self.stubs.push(Stub { name, method, prefix, reply });
-    }
-
-    /// Remove every stub and forget the calls recorded.
-    pub fn clear(&mut self) {
-        self.stubs.clear();
-        self.calls.clear();
-    }
-
-    /// The calls made to `name`, oldest first.
-    pub fn calls(&self, name: &str) -> Vec<Request> {
-        self.calls.iter().filter(|(n, _)| n == name).map(|(_, r)| r.clone()).collect()
-    }
-
-    /// Record the call; the reply of the stub with the longest matching prefix.
-    fn answer(&mut self, name: &str, request: &Request) -> Option<Result<Response, CallError>> {
-        self.calls.push((name.to_string(), request.clone()));
-        self.stubs
-            .iter()
-            .filter(|s| {
-                s.name == name
-                    && s.method.eq_ignore_ascii_case(&request.method)
-                    && request.path.starts_with(&s.prefix)
-            })
-            .max_by_key(|s| s.prefix.len())
-            .map(|s| s.reply.clone())
-    }
-}
-
 impl ServicesCtx {
-    /// Calls answered by `stubs` first (a test binary's context).
-    pub fn with_stubs(mut self, stubs: Stubs) -> Self {
-        self.stubs = Some(stubs);
-        self
-    }
-
-    /// The stubs, for the `testing` capability.
-    pub(crate) fn stubs(&mut self) -> &mut Stubs {
-        self.stubs.get_or_insert_with(Stubs::default)
-    }
-
     /// Whether the invocation called another service, whose effects running
     /// the invocation again would repeat.
     pub fn made_calls(&self) -> bool {
@@ -113,15 +48,7 @@ impl ServicesCtx {
     /// Calls made by `caller`, itself running at `call` and holding `turn`,
     /// which it gives up while it waits for a callee.
     pub fn new(invoke: Arc<dyn Invoke>, caller: Arc<str>, call: CallContext, turn: Turn) -> Self {
-        ServicesCtx {
-            invoke,
-            caller,
-            call,
-            made_calls: false,
-            stubs: None,
-            turn,
-            identity: Vec::new(),
-        }
+        ServicesCtx { invoke, caller, call, made_calls: false, turn, identity: Vec::new() }
     }
 
     /// Calls made while serving a request with `headers` carry the identity
@@ -178,11 +105,6 @@ impl services::Host for ServicesCtx {
         request.headers.push(Header { name: CALLER_HEADER.into(), value: self.caller.to_string() });
         request.headers.extend(self.identity.iter().cloned());
         request.headers.push(Header { name: TRACEPARENT.into(), value: self.call.trace.header() });
-        if let Some(stubs) = &mut self.stubs
-            && let Some(reply) = stubs.answer(&name, &request)
-        {
-            return reply;
-        }
         let nested = CallContext { depth: self.call.depth + 1, ..self.call };
         tracing::debug!(
             caller = &*self.caller,
@@ -198,19 +120,7 @@ impl services::Host for ServicesCtx {
         if self.turn.resume(self.call.deadline).await.is_err() {
             return Err(CallError::Timeout);
         }
-        match invoked {
-            Ok(response) => Ok(response),
-            Err(failure) => Err(match failure {
-                InvokeFailure::NotDeployed => CallError::NotFound(name),
-                InvokeFailure::Timeout { .. } => CallError::Timeout,
-                InvokeFailure::Trapped(message) => CallError::Trapped(message),
-                InvokeFailure::Unavailable(reason) => CallError::Unavailable(reason),
-                open @ InvokeFailure::CircuitOpen { .. } => {
-                    CallError::Unavailable(open.to_string())
-                }
-                InvokeFailure::Internal(message) => CallError::Unavailable(message),
-            }),
-        }
+        invoked
     }
 }
 

@@ -43,7 +43,7 @@ use crate::resilience::fault::Fault;
 use crate::runtime::engine::{EpochTicker, build_engine};
 use crate::runtime::registry::Registry;
 use crate::runtime::scheduling::GuestPool;
-use crate::runtime::state::ComponentState;
+use crate::runtime::state::{ComponentState, HasComponentState};
 use crate::storage::embedded::SledStore;
 use crate::storage::{KeyspaceStore, StorageError};
 
@@ -67,20 +67,22 @@ pub struct Runtime {
 /// Every interface a component can import: wasi 0.2 and the platform's own
 /// capabilities. [`crate::runtime::world::PROVIDED`] lists the same names, so that a
 /// deploy can be refused before compiling.
-pub(crate) fn platform_linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentState>> {
+pub(crate) fn platform_linker<T: HasComponentState>(
+    engine: &Engine,
+) -> wasmtime::Result<Linker<T>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    crate::capabilities::keyvalue::add_to_linker(&mut linker, |state: &mut ComponentState| {
-        &mut state.kv
+    crate::capabilities::keyvalue::add_to_linker(&mut linker, |state: &mut T| {
+        &mut state.component_state().kv
     })?;
-    crate::capabilities::services::add_to_linker(&mut linker, |state: &mut ComponentState| {
-        &mut state.services
+    crate::capabilities::services::add_to_linker(&mut linker, |state: &mut T| {
+        &mut state.component_state().services
     })?;
-    crate::capabilities::log::add_to_linker(&mut linker, |state: &mut ComponentState| {
-        &mut state.log
+    crate::capabilities::log::add_to_linker(&mut linker, |state: &mut T| {
+        &mut state.component_state().log
     })?;
-    crate::capabilities::bus::add_to_linker(&mut linker, |state: &mut ComponentState| {
-        &mut state.bus
+    crate::capabilities::bus::add_to_linker(&mut linker, |state: &mut T| {
+        &mut state.component_state().bus
     })?;
     Ok(linker)
 }

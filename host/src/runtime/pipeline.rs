@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::bindings::events;
+use crate::bindings::services::CallError;
 use crate::bindings::types::{Header, Request, Response};
 use crate::capabilities::bus::Topics;
 use crate::events::dispatch::{Delivering, Delivery, Subscriber, Subscribers};
@@ -47,11 +48,25 @@ impl Invoke for Runtime {
         name: String,
         request: Request,
         context: CallContext,
-    ) -> Pin<Box<dyn Future<Output = Result<Response, InvokeFailure>> + Send>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>> {
         Box::pin(async move {
-            let invoked = self.invoke(&name, request, Some(context)).await?;
-            Ok(invoked.response)
+            match self.invoke(&name, request, Some(context)).await {
+                Ok(invoked) => Ok(invoked.response),
+                Err(failure) => Err(call_error(name, failure)),
+            }
         })
+    }
+}
+
+/// Why a `services` call to `callee` failed, as the calling guest is told.
+fn call_error(callee: String, failure: InvokeFailure) -> CallError {
+    match failure {
+        InvokeFailure::NotDeployed => CallError::NotFound(callee),
+        InvokeFailure::Timeout { .. } => CallError::Timeout,
+        InvokeFailure::Trapped(message) => CallError::Trapped(message),
+        InvokeFailure::Unavailable(reason) => CallError::Unavailable(reason),
+        open @ InvokeFailure::CircuitOpen { .. } => CallError::Unavailable(open.to_string()),
+        InvokeFailure::Internal(message) => CallError::Unavailable(message),
     }
 }
 

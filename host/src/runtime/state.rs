@@ -77,6 +77,20 @@ fn wasi_ctx(output: &Arc<OutputBudget>) -> WasiCtx {
         .build()
 }
 
+/// Store data holding a [`ComponentState`]: the platform's linker
+/// ([`crate::runtime::platform_linker`]) works for any of them, so the test
+/// runner's store adds what only tests have beside it.
+pub trait HasComponentState: WasiView + Send + 'static {
+    /// The invocation's state.
+    fn component_state(&mut self) -> &mut ComponentState;
+}
+
+impl HasComponentState for ComponentState {
+    fn component_state(&mut self) -> &mut ComponentState {
+        self
+    }
+}
+
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }

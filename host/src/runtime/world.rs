@@ -293,7 +293,8 @@ mod tests {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         let engine = wasmtime::Engine::new(&config).unwrap();
-        let linker = crate::runtime::platform_linker(&engine).unwrap();
+        let linker: wasmtime::component::Linker<crate::runtime::state::ComponentState> =
+            crate::runtime::platform_linker(&engine).unwrap();
         let links = |name: &str| {
             let bytes = function_import(name);
             let component = wasmtime::component::Component::new(&engine, &bytes).unwrap();

@@ -4,3 +4,4 @@
 
 pub mod harness;
 pub mod runner;
+pub mod stubs;

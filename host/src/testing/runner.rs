@@ -30,8 +30,8 @@ use anyhow::Context;
 use tokio::time::Instant;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Store, StoreLimitsBuilder};
-use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::bindings::Command;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::events;
 use crate::bindings::services::CallError;
@@ -40,12 +40,13 @@ use crate::bindings::types::{Request, Response};
 use crate::capabilities::bus::{BusCtx, Topics};
 use crate::capabilities::keyvalue::{KeyvalueCtx, Usage};
 use crate::capabilities::log::{OutputBudget, OutputLimits};
-use crate::capabilities::services::{ServicesCtx, Stubs};
+use crate::capabilities::services::ServicesCtx;
 use crate::invoke::CallContext;
 use crate::resilience::turns::Turn;
 use crate::runtime::instance::ticks;
-use crate::runtime::state::ComponentState;
-use crate::runtime::{Runtime, RuntimeOptions};
+use crate::runtime::state::{ComponentState, HasComponentState};
+use crate::runtime::{Runtime, RuntimeOptions, platform_linker};
+use crate::testing::stubs::StubbedServices;
 
 /// How long one test binary may run.
 const TEST_DEADLINE: Duration = Duration::from_secs(600);
@@ -73,8 +74,8 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
             .with_context(|| format!("loading {name}"))?;
     }
 
-    let mut linker: Linker<ComponentState> = runtime.linker().clone();
-    testing::add_to_linker::<_, HasSelf<ComponentState>>(&mut linker, |state| state)?;
+    let mut linker: Linker<TestState> = platform_linker(runtime.engine())?;
+    testing::add_to_linker::<_, HasSelf<TestState>>(&mut linker, |state| state)?;
     let component = explain(
         Component::from_file(runtime.engine(), &test.wasm),
         format!("loading the test binary {}", test.wasm.display()),
@@ -107,15 +108,16 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
     // A test binary's output goes to the terminal, so it is not capped.
     let unlimited = OutputLimits { max_lines: u64::MAX, max_bytes: u64::MAX };
     let output = OutputBudget::new(name.clone(), unlimited, metrics.log_dropped.clone());
+    let services = Arc::new(StubbedServices::new(runtime.clone()));
     let state = ComponentState::with_wasi(
         output,
         wasi.build(),
         KeyvalueCtx::new(keyspace, usage, u64::MAX, metrics),
-        ServicesCtx::new(runtime.clone(), name, call, Turn::unlimited())
-            .with_stubs(Stubs::default()),
+        ServicesCtx::new(services.clone(), name, call, Turn::unlimited()),
         BusCtx::new(Arc::default(), trace),
         StoreLimitsBuilder::new().build(),
     );
+    let state = TestState { component: state, services };
     let mut store = Store::new(runtime.engine(), state);
     store.set_epoch_deadline(ticks(TEST_DEADLINE));
 
@@ -131,7 +133,7 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
         )?;
         let topics = Topics::declared(declared.publishes, declared.subscribes)
             .map_err(|e| anyhow::anyhow!("the crate's events.declare: {e}"))?;
-        store.data_mut().bus = BusCtx::new(Arc::new(topics), trace);
+        store.data_mut().component.bus = BusCtx::new(Arc::new(topics), trace);
     }
     let command =
         explain(Command::new(&mut store, &instance), "the test binary is not a wasi:cli command")?;
@@ -153,9 +155,29 @@ fn explain<T>(result: wasmtime::Result<T>, what: impl std::fmt::Display) -> anyh
     result.map_err(|e| anyhow::anyhow!("{what}: {e:#}"))
 }
 
-impl testing::Host for ComponentState {
+/// A test binary's store: a component's state, and the stubs its
+/// `testing` import sets up in front of the real components.
+struct TestState {
+    component: ComponentState,
+    services: Arc<StubbedServices>,
+}
+
+impl WasiView for TestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.component.ctx()
+    }
+}
+
+impl HasComponentState for TestState {
+    fn component_state(&mut self) -> &mut ComponentState {
+        &mut self.component
+    }
+}
+
+impl testing::Host for TestState {
     async fn published(&mut self) -> Vec<PublishedEvent> {
-        self.bus
+        self.component
+            .bus
             .outgoing()
             .iter()
             .map(|e| PublishedEvent {
@@ -167,7 +189,7 @@ impl testing::Host for ComponentState {
     }
 
     async fn clear_published(&mut self) {
-        self.bus.take_outgoing();
+        self.component.bus.take_outgoing();
     }
 
     async fn stub_service(
