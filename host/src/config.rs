@@ -313,6 +313,9 @@ impl Config {
         if let Some(threads) = runtime.guest_threads {
             options.guest_threads = threads.get();
         }
+        if let Some(bytes) = self.gateway.max_response_body {
+            options.max_response_body = bytes;
+        }
         let bus = &self.bus;
         if let Some(attempts) = bus.max_attempts {
             options.bus.max_attempts = attempts.max(1);

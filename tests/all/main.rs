@@ -18,4 +18,5 @@ mod resilience;
 mod saga;
 mod support;
 mod users;
+mod wasi_http;
 mod wasm_tests;

@@ -5,6 +5,7 @@
 //! knows the runtime that assembles them.
 
 pub mod bus;
+pub mod http;
 pub mod keyvalue;
 pub mod log;
 pub mod services;

@@ -18,7 +18,8 @@ use crate::metrics::ComponentMetrics;
 use crate::resilience::turns::Turn;
 use crate::runtime::commit::{CommitError, Effects, commit};
 use crate::runtime::engine::EPOCH_TICK;
-use crate::runtime::registry::Deployment;
+use crate::runtime::proxy;
+use crate::runtime::registry::{Deployment, Entry};
 use crate::runtime::scheduling::time_slice;
 use crate::runtime::state::ComponentState;
 use crate::runtime::{ComponentSettings, Runtime};
@@ -147,10 +148,17 @@ impl Runtime {
             deployment.metrics.instantiation.observe(started.elapsed().as_secs_f64());
             let answer = async {
                 match call {
-                    Call::Http(request) => {
-                        let guest = deployment.handler.load(&mut store, &instance)?;
-                        guest.call_handle(&mut store, request).await.map(Answer::Http)
-                    }
+                    Call::Http(request) => match &deployment.entry {
+                        Entry::Service(indices) => {
+                            let guest = indices.load(&mut store, &instance)?;
+                            guest.call_handle(&mut store, request).await.map(Answer::Http)
+                        }
+                        Entry::Proxy(indices) => {
+                            let proxy = indices.load(&mut store, &instance)?;
+                            let limit = self.options.max_response_body;
+                            proxy::call(&mut store, &proxy, request, limit).await.map(Answer::Http)
+                        }
+                    },
                     Call::Event { event, .. } => {
                         let Some(indices) = &deployment.events else {
                             return Ok(Answer::Event(Err("the component takes no events".into())));

@@ -19,6 +19,7 @@ pub mod instance;
 pub mod options;
 pub mod pipeline;
 pub mod prepare;
+pub mod proxy;
 pub mod registry;
 pub mod scheduling;
 pub mod state;
@@ -84,6 +85,7 @@ pub(crate) fn platform_linker<T: HasComponentState>(
     crate::capabilities::bus::add_to_linker(&mut linker, |state: &mut T| {
         &mut state.component_state().bus
     })?;
+    crate::capabilities::http::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

@@ -26,6 +26,9 @@ pub struct RuntimeOptions {
     pub bus: BusOptions,
     /// Threads of the guest pool (default: one per CPU).
     pub guest_threads: usize,
+    /// The gateway's limit on a response body: a `wasi:http` component's
+    /// body is read up to one byte past it, and no further.
+    pub max_response_body: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -38,6 +41,7 @@ impl Default for RuntimeOptions {
             store_limits: true,
             bus: BusOptions::default(),
             guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_response_body: 1 << 20,
         }
     }
 }

@@ -17,13 +17,17 @@ use crate::resilience::breaker::{Breaker, SystemClock};
 use crate::resilience::bulkhead::Bulkhead;
 use crate::resilience::turns::{Turn, Turns};
 use crate::runtime::Runtime;
-use crate::runtime::registry::Deployment;
+use crate::runtime::proxy::PROXY_EXPORT;
+use crate::runtime::registry::{Deployment, Entry};
 use crate::runtime::scheduling::ANSWER_GRACE;
 use crate::runtime::state::ComponentState;
 use crate::storage::{Keyspace, StorageError};
+use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 /// The exported interface that declares topics and receives events.
 const EVENTS_EXPORT: &str = "pitstop:platform/events@0.1.0";
+/// The export a pitstop service answers requests with.
+const HANDLER_EXPORT: &str = "pitstop:platform/handler@0.1.0";
 /// How long a component's `declare` may take at deploy time.
 const DECLARE_DEADLINE: Duration = Duration::from_secs(2);
 /// Why a component could not be deployed. The active version, if any, is untouched.
@@ -66,7 +70,7 @@ pub enum DeployError {
 /// a [`Deployment`].
 pub struct Prepared {
     pre: InstancePre<ComponentState>,
-    handler: handler::GuestIndices,
+    entry: Entry,
     events: Option<events::GuestIndices>,
     topics: Arc<Topics>,
 }
@@ -84,12 +88,20 @@ impl Runtime {
     ) -> Result<Prepared, DeployError> {
         let incompatible = |e: wasmtime::Error| DeployError::Incompatible(format!("{e:#}"));
         let pre = self.linker.instantiate_pre(component).map_err(incompatible)?;
-        let handler = handler::GuestIndices::new(&pre).map_err(incompatible)?;
+        // A pitstop service, else a wasi:http/proxy component; a component
+        // with neither gets the handler's error (the world check before
+        // compiling has said it in plain words already).
+        let entry = match component.get_export_index(None, PROXY_EXPORT) {
+            Some(_) if component.get_export_index(None, HANDLER_EXPORT).is_none() => {
+                Entry::Proxy(ProxyIndices::new(&pre).map_err(incompatible)?)
+            }
+            _ => Entry::Service(handler::GuestIndices::new(&pre).map_err(incompatible)?),
+        };
         let events = match component.get_export_index(None, EVENTS_EXPORT) {
             Some(_) => Some(events::GuestIndices::new(&pre).map_err(incompatible)?),
             None => None,
         };
-        let mut prepared = Prepared { pre, handler, events, topics: Arc::new(Topics::default()) };
+        let mut prepared = Prepared { pre, entry, events, topics: Arc::new(Topics::default()) };
         if let Some(indices) = prepared.events.clone() {
             // On the guest pool: a `declare` that loops must not hold a
             // thread of the control plane.
@@ -213,7 +225,7 @@ impl Runtime {
             digest,
             size,
             pre: prepared.pre,
-            handler: prepared.handler,
+            entry: prepared.entry,
             events: prepared.events,
             topics: prepared.topics,
             keyspace,

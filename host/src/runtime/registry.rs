@@ -27,8 +27,8 @@ pub struct Deployment {
     pub size: usize,
     /// Type-checked and linked once; each request instantiates from it.
     pub pre: wasmtime::component::InstancePre<ComponentState>,
-    /// Where its handler export is.
-    pub handler: handler::GuestIndices,
+    /// Where requests enter it.
+    pub entry: Entry,
     /// Where its events export is, if it has one.
     pub events: Option<events::GuestIndices>,
     /// The topics it declared (none without an events export).
@@ -46,6 +46,15 @@ pub struct Deployment {
     pub usage: Arc<crate::capabilities::keyvalue::Usage>,
     /// Its metric handles.
     pub metrics: Arc<crate::metrics::ComponentMetrics>,
+}
+
+/// How a component takes requests.
+#[derive(Clone)]
+pub enum Entry {
+    /// A pitstop service: `pitstop:platform/handler`.
+    Service(handler::GuestIndices),
+    /// A standard `wasi:http/proxy` component: `wasi:http/incoming-handler`.
+    Proxy(wasmtime_wasi_http::p2::bindings::ProxyIndices),
 }
 
 /// The active deployments, by name.

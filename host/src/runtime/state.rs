@@ -5,8 +5,10 @@ use std::sync::Arc;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::bus::BusCtx;
+use crate::capabilities::http::OutboundHttp;
 use crate::capabilities::keyvalue::KeyvalueCtx;
 use crate::capabilities::log::{GuestOutput, LogCtx, OutputBudget, Stream};
 use crate::capabilities::services::ServicesCtx;
@@ -16,6 +18,8 @@ use crate::capabilities::services::ServicesCtx;
 pub struct ComponentState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: OutboundHttp,
     pub(crate) kv: KeyvalueCtx,
     pub(crate) services: ServicesCtx,
     pub(crate) bus: BusCtx,
@@ -49,6 +53,8 @@ impl ComponentState {
         ComponentState {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHttp,
             kv,
             services,
             bus,
@@ -80,7 +86,7 @@ fn wasi_ctx(output: &Arc<OutputBudget>) -> WasiCtx {
 /// Store data holding a [`ComponentState`]: the platform's linker
 /// ([`crate::runtime::platform_linker`]) works for any of them, so the test
 /// runner's store adds what only tests have beside it.
-pub trait HasComponentState: WasiView + Send + 'static {
+pub trait HasComponentState: WasiView + WasiHttpView + Send + 'static {
     /// The invocation's state.
     fn component_state(&mut self) -> &mut ComponentState;
 }
@@ -88,6 +94,14 @@ pub trait HasComponentState: WasiView + Send + 'static {
 impl HasComponentState for ComponentState {
     fn component_state(&mut self) -> &mut ComponentState {
         self
+    }
+}
+
+/// `wasi:http` shares the resource table with WASI: its bodies are
+/// `wasi:io` streams.
+impl WasiHttpView for ComponentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }
 

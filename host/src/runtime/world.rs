@@ -22,6 +22,7 @@ pub(crate) const PROVIDED: &[(&str, &str, &[&str])] = &[
     ("wasi:clocks", "0.2", &["wall-clock", "monotonic-clock"]),
     ("wasi:random", "0.2", &["random", "insecure", "insecure-seed"]),
     ("wasi:filesystem", "0.2", &["types", "preopens"]),
+    ("wasi:http", "0.2", &["types", "outgoing-handler"]),
     (
         "wasi:cli",
         "0.2",
@@ -53,8 +54,10 @@ pub(crate) const PROVIDED: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// The export every service implements.
-pub(crate) const HANDLER: (&str, &str, &str) = ("pitstop:platform", "0.1", "handler");
+/// The exports a component answers requests with, one of which it must
+/// have: pitstop's own handler, or the standard `wasi:http/proxy` one.
+pub(crate) const HANDLERS: &[(&str, &str, &str)] =
+    &[("pitstop:platform", "0.1", "handler"), ("wasi:http", "0.2", "incoming-handler")];
 
 /// Why a component cannot run here, found before compiling it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,19 +80,21 @@ pub fn check(bytes: &[u8]) -> Result<(), WorldError> {
     if !missing.is_empty() {
         problems.push(format!(
             "imports {}, which pitstop does not provide (it provides pitstop:platform \
-             keyvalue, services, log and bus @0.1, and wasi 0.2 cli, clocks, filesystem, io, \
-             random and sockets)",
+             keyvalue, services, log and bus @0.1, and wasi 0.2 cli, clocks, filesystem, http, \
+             io, random and sockets)",
             missing.join(", ")
         ));
     }
     if !exports.iter().any(|name| is_handler(name)) {
-        let (package, version, interface) = HANDLER;
         let found = if exports.is_empty() {
             "it exports nothing".to_string()
         } else {
             format!("it exports {}", exports.join(", "))
         };
-        problems.push(format!("a service exports {package}/{interface}@{version}.x; {found}"));
+        problems.push(format!(
+            "a service exports pitstop:platform/handler@0.1.x (or, for the wasi:http/proxy \
+             world, wasi:http/incoming-handler@0.2.x); {found}"
+        ));
     }
     match problems.is_empty() {
         true => Ok(()),
@@ -160,9 +165,10 @@ fn is_provided(name: &str) -> bool {
 }
 
 fn is_handler(name: &str) -> bool {
-    let (package, major_minor, handler) = HANDLER;
     interface(name).is_some_and(|(p, version, i)| {
-        p == package && i == handler && matches(version, major_minor)
+        HANDLERS.iter().any(|(package, major_minor, handler)| {
+            p == *package && i == *handler && matches(version, major_minor)
+        })
     })
 }
 
@@ -221,23 +227,36 @@ mod tests {
     }
 
     #[test]
+    fn a_wasi_http_proxy_passes() {
+        let bytes = component(
+            &[
+                "wasi:http/types@0.2.3",
+                "wasi:http/outgoing-handler@0.2.12",
+                "wasi:io/streams@0.2.3",
+            ],
+            &["wasi:http/incoming-handler@0.2.3"],
+        );
+        assert_eq!(check(&bytes), Ok(()));
+    }
+
+    #[test]
     fn missing_imports_and_exports_are_named() {
         let bytes = component(
-            &["wasi:http/types@0.2.10", "wasi:io/streams@0.3.0", "nowhere"],
-            &["wasi:http/incoming-handler@0.2.10"],
+            &["wasi:http/types@0.3.0", "wasi:io/streams@0.3.0", "nowhere"],
+            &["wasi:http/handler@0.3.0"],
         );
         let WorldError::Mismatch(message) = check(&bytes).unwrap_err() else { panic!() };
         assert!(
             message.starts_with(
-                "imports wasi:http/types@0.2.10, wasi:io/streams@0.3.0, nowhere, \
+                "imports wasi:http/types@0.3.0, wasi:io/streams@0.3.0, nowhere, \
                  which pitstop does not provide"
             ),
             "{message}"
         );
         assert!(
             message.ends_with(
-                "a service exports pitstop:platform/handler@0.1.x; \
-                 it exports wasi:http/incoming-handler@0.2.10"
+                "a service exports pitstop:platform/handler@0.1.x (or, for the wasi:http/proxy \
+                 world, wasi:http/incoming-handler@0.2.x); it exports wasi:http/handler@0.3.0"
             ),
             "{message}"
         );
@@ -312,7 +331,8 @@ mod tests {
                 assert!(links(&name), "the linker does not provide {name}");
             }
         }
-        assert!(!links("wasi:http/types@0.2.0"));
+        assert!(!links("wasi:http/types@0.3.0"));
+        assert!(!links("wasi:keyvalue/store@0.2.0-draft"));
         assert!(!links("pitstop:platform/testing@0.1.0"));
     }
 }

@@ -32,6 +32,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::events;
 use crate::bindings::services::CallError;
@@ -165,6 +166,12 @@ struct TestState {
 impl WasiView for TestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         self.component.ctx()
+    }
+}
+
+impl WasiHttpView for TestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.component.http()
     }
 }
 

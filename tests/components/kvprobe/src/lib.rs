@@ -9,6 +9,8 @@
 //!   than one write at a time), answers `{"stored": n}` or the first error;
 //! - `{any method} /{prefix}/headers` answers the request headers it got, as
 //!   a JSON list of `[name, value]` pairs;
+//! - `GET /{prefix}/wasi-http-fields` builds `wasi:http` header fields (so the
+//!   component imports `wasi:http/types`) and answers the one it made;
 //! - `GET /{prefix}/relay/{callee}` calls `callee`'s `GET /{prefix}/headers`
 //!   through `services` with forged platform headers (`pitstop-subject:
 //!   admin`, `pitstop-auth`, `pitstop-claims`, `pitstop-caller`, ...) and
@@ -98,6 +100,19 @@ fn route(request: &Request) -> Result<Response, ApiError> {
             // makes this one's swap stale.
             std::thread::sleep(std::time::Duration::from_millis(number(ms)?));
             Ok(Response::json(200, &serde_json::json!({ "from": from, "swapped": swapped })))
+        }
+        // A service that also imports wasi:http/types (as StarlingMonkey's
+        // JavaScript services do): the header fields round-trip.
+        ("GET", [_, "wasi-http-fields"]) => {
+            let fields = wasip2::http::types::Fields::from_list(&[(
+                "x-made-by".to_string(),
+                b"wasi:http".to_vec(),
+            )])
+            .map_err(|e| ApiError::bad_request(format!("{e:?}")))?;
+            let entries = fields.entries();
+            let (name, value) = entries.first().cloned().unwrap_or_default();
+            let line = format!("{name}: {}", String::from_utf8_lossy(&value));
+            Ok(Response { status: 200, headers: vec![], body: line.into_bytes() })
         }
         _ => Err(ApiError::not_found("no such route")),
     }
