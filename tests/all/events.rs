@@ -110,7 +110,12 @@ async fn events_arrive_once_in_order_with_their_id_and_source() {
     // Once nothing is queued or running, nothing more can arrive: none twice.
     drained(&server).await;
     let seen_again = self::seen(&server).await;
-    assert_eq!(seen_again.len(), sent.len(), "every event handled exactly once");
+    assert_eq!(
+        seen_again.len(),
+        sent.len(),
+        "every event handled exactly once: {seen_again:#?}\n{}",
+        server.log()
+    );
     assert_eq!(payloads(&seen), sent, "in publishing order");
     let ids: HashSet<&str> = seen.iter().map(|s| s["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), sent.len(), "ids are unique");

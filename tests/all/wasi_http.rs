@@ -124,9 +124,8 @@ async fn failures_are_answered_and_open_the_breaker() {
     assert_eq!(server.metric(state).await, 2.0, "open");
 }
 
-/// Outgoing requests never leave the host: the guest's request to a
-/// listening address is refused with `HTTP-request-denied`, and nothing
-/// connects to it.
+/// Outgoing requests never leave the host: one to a listening address is
+/// refused with `HTTP-request-denied`, and nothing connects to it.
 #[tokio::test]
 async fn outgoing_requests_are_refused() {
     let server = Server::start_with(Some(&config()), fresh_dir()).await;
@@ -137,6 +136,33 @@ async fn outgoing_requests_are_refused() {
     assert!(text(&answer.body).contains("HttpRequestDenied"), "{}", text(&answer.body));
     let connected = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
     assert!(connected.is_err(), "the host connected for the guest");
+    // Not a component name either (names are lower-case words).
+    let odd = server.get("/h/fetch/Not_A_Name.svc/x").await;
+    assert!(text(&odd.body).contains("HttpRequestDenied"), "{}", text(&odd.body));
+}
+
+/// `http://NAME.svc/...` is a `services` call: the callee sees the
+/// platform's `pitstop-caller` (not one the guest forged) and the caller's
+/// trace; a self-call works with one turn at the CPU (the caller's turn is
+/// given up while it waits); an unknown name is `destination-not-found`.
+#[tokio::test]
+async fn requests_to_svc_names_are_service_calls() {
+    let config =
+        config().replace("deadline_ms = 1000", "deadline_ms = 1000\n        max_parallel = 1");
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = [("traceparent", trace), ("pitstop-caller", "forged")];
+    let answer = server.send_with("GET", "/h/fetch/web.svc/h/echo", &headers, "").await;
+    assert_eq!(answer.status, 200, "{}", text(&answer.body));
+    let seen = text(&answer.body);
+    assert!(seen.starts_with("status 200\nmethod GET\npath /h/echo\n"), "{seen}");
+    assert!(seen.contains("header pitstop-caller: web\n"), "{seen}");
+    assert!(!seen.contains("forged"), "{seen}");
+    assert!(seen.contains("header traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{seen}");
+
+    let missing = server.get("/h/fetch/nowhere.svc/x").await;
+    assert_eq!(missing.status, 502);
+    assert!(text(&missing.body).contains("DestinationNotFound"), "{}", text(&missing.body));
 }
 
 /// A wasi:http component swaps and rolls back like a service.

@@ -5,39 +5,122 @@
 //! An incoming request reaches such a component through its
 //! `incoming-handler` export ([`crate::runtime::proxy`]), on the same path
 //! as a pitstop service: breaker, bulkhead, deadline, memory limit, commit.
-//! Outgoing requests (`wasi:http/outgoing-handler`) are refused with
-//! `HTTP-request-denied` ([`OutboundHttp`]): the host makes no network
-//! connection on a guest's behalf.
+//!
+//! Outgoing requests (`wasi:http/outgoing-handler`) never leave the host
+//! ([`OutboundHttp`]):
+//! - `http://NAME.svc/PATH` is a `services` call to component `NAME`, with
+//!   everything such a call has: one level deeper in the chain, within the
+//!   caller's deadline, `pitstop-caller` and the verified identity set by
+//!   the platform, the callee's breaker. A failed call is a `wasi:http`
+//!   error code: not deployed `destination-not-found`, circuit open or
+//!   overloaded `connection-refused`, the deadline `connection-read-timeout`,
+//!   a trap `HTTP-response-incomplete`, a chain too deep
+//!   `HTTP-request-denied`.
+//! - every other authority is refused with `HTTP-request-denied`, and the
+//!   host opens no connection.
 
 use std::future::Future;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
 
-/// The host's answer to a guest's outgoing HTTP request.
-#[derive(Debug, Default)]
-pub struct OutboundHttp;
+use crate::bindings::services::CallError;
+use crate::bindings::types::{Header, Request, Response};
+use crate::capabilities::services::Caller;
+use crate::naming::is_valid_name;
 
-/// What `send_request` resolves to (the response and a future reporting
-/// its body's errors), as `wasmtime-wasi-http` wants it.
-type Sent = Box<
-    dyn Future<
-            Output = Result<
-                (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>),
-                Error,
-            >,
-        > + Send,
->;
+/// What an outgoing request to a component may carry, in bytes.
+pub const MAX_OUTGOING_BODY: usize = 1 << 20;
+
+/// The domain that names a component in an outgoing request's authority.
+pub const SERVICE_DOMAIN: &str = ".svc";
+
+/// The host's answer to a guest's outgoing HTTP requests.
+pub struct OutboundHttp {
+    caller: Caller,
+}
+
+impl OutboundHttp {
+    /// Requests to `NAME.svc` go out as calls of `caller`.
+    pub fn new(caller: Caller) -> Self {
+        OutboundHttp { caller }
+    }
+}
+
+/// The body's own errors, reported after the response (none here: the
+/// body is whole before the response is handed over).
+type BodyDone = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+/// What `send_request` resolves to, as `wasmtime-wasi-http` wants it.
+type Sent = Box<dyn Future<Output = Result<(http::Response<WasiBody>, BodyDone), Error>> + Send>;
 
 impl WasiHttpHooks for OutboundHttp {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
         _options: Option<RequestOptions>,
-        _request_body_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
+        _request_body_done: BodyDone,
     ) -> Sent {
-        tracing::debug!(uri = %request.uri(), "outgoing HTTP request refused");
-        Box::new(async { Err(Error::HttpRequestDenied) })
+        let host = request.uri().host().unwrap_or_default();
+        let Some(callee) = host.strip_suffix(SERVICE_DOMAIN).filter(|n| is_valid_name(n)) else {
+            tracing::debug!(uri = %request.uri(), "outgoing HTTP request refused");
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        };
+        let (callee, caller) = (callee.to_string(), self.caller.clone());
+        Box::new(async move {
+            let request = service_request(request).await?;
+            let response = caller.call(callee, request).await.map_err(error_code)?;
+            let done: BodyDone = Box::new(async { Ok(()) });
+            Ok((http_response(response)?, done))
+        })
+    }
+}
+
+/// The guest's request as a `services` call's: method, path, query,
+/// headers (values as text) and the whole body, up to [`MAX_OUTGOING_BODY`].
+async fn service_request(request: http::Request<WasiBody>) -> Result<Request, Error> {
+    let (head, body) = request.into_parts();
+    let body = Limited::new(body, MAX_OUTGOING_BODY)
+        .collect()
+        .await
+        .map_err(|_| Error::HttpRequestBodySize(Some(MAX_OUTGOING_BODY as u64)))?
+        .to_bytes();
+    Ok(Request {
+        method: head.method.as_str().to_string(),
+        path: head.uri.path().to_string(),
+        query: head.uri.query().unwrap_or_default().to_string(),
+        headers: head
+            .headers
+            .iter()
+            .map(|(name, value)| Header {
+                name: name.as_str().to_string(),
+                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            })
+            .collect(),
+        body: body.to_vec(),
+    })
+}
+
+/// The callee's answer as the guest's `wasi:http` response.
+fn http_response(response: Response) -> Result<http::Response<WasiBody>, Error> {
+    let mut builder = http::Response::builder().status(response.status);
+    for header in &response.headers {
+        builder = builder.header(&header.name, &header.value);
+    }
+    let body = Full::new(Bytes::from(response.body)).map_err(|never| match never {});
+    builder.body(body.boxed_unsync()).map_err(|_| Error::HttpResponseIncomplete)
+}
+
+/// A failed call as the `wasi:http` error the guest sees (see the module doc).
+fn error_code(error: CallError) -> Error {
+    match error {
+        CallError::NotFound(_) => Error::DestinationNotFound,
+        CallError::Unavailable(_) => Error::ConnectionRefused,
+        CallError::Timeout => Error::ConnectionReadTimeout,
+        CallError::Trapped(_) => Error::HttpResponseIncomplete,
+        CallError::Refused(_) => Error::HttpRequestDenied,
     }
 }
 

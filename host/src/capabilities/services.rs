@@ -5,7 +5,8 @@
 //! one level deeper, so a chain of calls cannot outlive its first caller or
 //! recurse without end.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pitstop_gateway::trace::TRACEPARENT;
 use wasmtime::component::{HasSelf, Linker};
@@ -26,29 +27,56 @@ fn is_platform_header(name: &str) -> bool {
     name.get(..PLATFORM_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PLATFORM_PREFIX))
 }
 
-/// Per-invocation state of the capability.
+/// Per-invocation state of the capability: the invocation as a caller of
+/// other components, which `wasi:http` requests to `NAME.svc` use too
+/// ([`crate::capabilities::http`]).
 pub struct ServicesCtx {
+    caller: Caller,
+}
+
+/// The invocation making calls: shared by the `services` capability and
+/// outgoing `wasi:http` requests, whose futures outlive a host call.
+#[derive(Clone)]
+pub struct Caller(Arc<CallerState>);
+
+struct CallerState {
     /// Runs the callee: the runtime, in production; stubs in front of it
     /// under `pitstop test-runner`.
     invoke: Arc<dyn Invoke>,
-    caller: Arc<str>,
+    name: Arc<str>,
     call: CallContext,
-    made_calls: bool,
-    turn: Turn,
-    identity: Vec<Header>,
+    made_calls: AtomicBool,
+    // Held only while a call gives the turn up and takes it back; a guest
+    // makes one host call at a time, so nobody waits for this lock.
+    turn: tokio::sync::Mutex<Turn>,
+    identity: Mutex<Vec<Header>>,
 }
 
 impl ServicesCtx {
     /// Whether the invocation called another service, whose effects running
     /// the invocation again would repeat.
     pub fn made_calls(&self) -> bool {
-        self.made_calls
+        self.caller.0.made_calls.load(Ordering::SeqCst)
     }
 
     /// Calls made by `caller`, itself running at `call` and holding `turn`,
     /// which it gives up while it waits for a callee.
     pub fn new(invoke: Arc<dyn Invoke>, caller: Arc<str>, call: CallContext, turn: Turn) -> Self {
-        ServicesCtx { invoke, caller, call, made_calls: false, turn, identity: Vec::new() }
+        ServicesCtx {
+            caller: Caller(Arc::new(CallerState {
+                invoke,
+                name: caller,
+                call,
+                made_calls: AtomicBool::new(false),
+                turn: tokio::sync::Mutex::new(turn),
+                identity: Mutex::default(),
+            })),
+        }
+    }
+
+    /// The invocation as a caller, for outgoing `wasi:http` requests.
+    pub fn caller(&self) -> Caller {
+        self.caller.clone()
     }
 
     /// Calls made while serving a request with `headers` carry the identity
@@ -56,16 +84,20 @@ impl ServicesCtx {
     /// `pitstop-subject`, `pitstop-auth`, `pitstop-claims`, or those a
     /// caller passed on), but not its `pitstop-caller`, which names us.
     pub fn inherit_identity(&mut self, headers: &[Header]) {
-        self.identity = headers
+        *self.caller.0.identity.lock().unwrap_or_else(|p| p.into_inner()) = headers
             .iter()
             .filter(|h| is_platform_header(&h.name) && !h.name.eq_ignore_ascii_case(CALLER_HEADER))
             .cloned()
             .collect();
     }
 
-    /// The invocation no longer runs guest code: give its turn back.
+    /// The invocation no longer runs guest code: give its turn back. (An
+    /// outgoing request the guest left running holds it until the store,
+    /// and with it that request, is dropped.)
     pub fn end_turn(&mut self) {
-        self.turn = Turn::unlimited();
+        if let Ok(mut turn) = self.caller.0.turn.try_lock() {
+            *turn = Turn::unlimited();
+        }
     }
 }
 
@@ -83,15 +115,24 @@ pub fn add_to_linker<T: Send + 'static>(
 
 impl services::Host for ServicesCtx {
     #[tracing::instrument(level = "debug", name = "services.call", skip_all, fields(callee = %name))]
-    async fn call(&mut self, name: String, mut request: Request) -> Result<Response, CallError> {
-        let max_depth = self.invoke.max_call_depth();
-        if self.call.depth >= max_depth {
+    async fn call(&mut self, name: String, request: Request) -> Result<Response, CallError> {
+        self.caller.call(name, request).await
+    }
+}
+
+impl Caller {
+    /// Call component `name` with `request`, one level deeper in the chain
+    /// and within what is left of the deadline, as this invocation.
+    pub async fn call(&self, name: String, mut request: Request) -> Result<Response, CallError> {
+        let this = &self.0;
+        let max_depth = this.invoke.max_call_depth();
+        if this.call.depth >= max_depth {
             return Err(CallError::Refused(format!(
                 "call chain deeper than {max_depth} ({} -> {name})",
-                self.caller
+                this.name
             )));
         }
-        self.made_calls = true;
+        this.made_calls.store(true, Ordering::SeqCst);
         // The callee may trust the platform's headers: the gateway strips
         // them from client requests, and here every one the caller set is
         // replaced by the platform's own: who calls, and on whose behalf
@@ -102,22 +143,20 @@ impl services::Host for ServicesCtx {
         request
             .headers
             .retain(|h| !is_platform_header(&h.name) && !h.name.eq_ignore_ascii_case(TRACEPARENT));
-        request.headers.push(Header { name: CALLER_HEADER.into(), value: self.caller.to_string() });
-        request.headers.extend(self.identity.iter().cloned());
-        request.headers.push(Header { name: TRACEPARENT.into(), value: self.call.trace.header() });
-        let nested = CallContext { depth: self.call.depth + 1, ..self.call };
-        tracing::debug!(
-            caller = &*self.caller,
-            callee = name,
-            depth = nested.depth,
-            "service call"
-        );
+        request.headers.push(Header { name: CALLER_HEADER.into(), value: this.name.to_string() });
+        request
+            .headers
+            .extend(this.identity.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        request.headers.push(Header { name: TRACEPARENT.into(), value: this.call.trace.header() });
+        let nested = CallContext { depth: this.call.depth + 1, ..this.call };
+        tracing::debug!(caller = &*this.name, callee = name, depth = nested.depth, "service call");
         // The callee runs in this task; its turn is its own component's, and
         // ours goes to the next instance in line meanwhile.
-        self.turn.pause();
+        let mut turn = this.turn.lock().await;
+        turn.pause();
         // Boxed: this future contains an invocation, which may contain this future.
-        let invoked = self.invoke.clone().invoke_nested(name.clone(), request, nested).await;
-        if self.turn.resume(self.call.deadline).await.is_err() {
+        let invoked = this.invoke.clone().invoke_nested(name, request, nested).await;
+        if turn.resume(this.call.deadline).await.is_err() {
             return Err(CallError::Timeout);
         }
         invoked

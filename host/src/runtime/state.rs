@@ -54,7 +54,7 @@ impl ComponentState {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundHttp,
+            outbound: OutboundHttp::new(services.caller()),
             kv,
             services,
             bus,

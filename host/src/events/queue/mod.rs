@@ -186,7 +186,15 @@ impl Bus {
         };
         for keyspace in outboxes {
             for entry in keyspace.scan_prefix(OUTBOX_PREFIX) {
-                let (key, value) = entry?;
+                let (key, _) = entry?;
+                // Read again, by key: an entry relayed (and removed) a
+                // moment ago must not be relayed twice, or a copy could be
+                // queued after the first was handled and finished, and be
+                // handled again. A point read sees the removal; an iterator
+                // over a tree that commits change under it need not (one
+                // event was handled twice in a full test run, not seen
+                // again in three; this closes the only path found to it).
+                let Some(value) = keyspace.get(&key)? else { continue };
                 let seq = outbox_seq(&key);
                 let event = QueuedEvent::decode(&value)?;
                 let topic = event.topic.clone();
