@@ -91,16 +91,21 @@ async fn service_request(request: http::Request<WasiBody>) -> Result<Request, Er
         method: head.method.as_str().to_string(),
         path: head.uri.path().to_string(),
         query: head.uri.query().unwrap_or_default().to_string(),
-        headers: head
-            .headers
-            .iter()
-            .map(|(name, value)| Header {
-                name: name.as_str().to_string(),
-                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            })
-            .collect(),
+        headers: platform_headers(&head.headers),
         body: body.to_vec(),
     })
+}
+
+/// `wasi:http` headers as the platform's records (values as text, lossy
+/// where they are not UTF-8); also for a proxy component's response.
+pub fn platform_headers(headers: &http::HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(name, value)| Header {
+            name: name.as_str().to_string(),
+            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        })
+        .collect()
 }
 
 /// The callee's answer as the guest's `wasi:http` response.

@@ -166,12 +166,6 @@ impl Runtime {
         });
     }
 
-    /// The linker every component is linked with: WASI and the platform's
-    /// capabilities.
-    pub fn linker(&self) -> &Linker<ComponentState> {
-        &self.linker
-    }
-
     /// The event queue.
     pub fn bus(&self) -> &dyn EventQueue {
         &*self.bus

@@ -19,7 +19,8 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::bindings::types::{Header, Request, Response};
+use crate::bindings::types::{Request, Response};
+use crate::capabilities::http::platform_headers;
 use crate::runtime::state::ComponentState;
 
 /// The export a `wasi:http/proxy` component answers requests with. The
@@ -100,18 +101,7 @@ pub async fn call(
         called?;
     }
     let (head, body, _) = collected?;
-    Ok(Response {
-        status: head.status.as_u16(),
-        headers: head
-            .headers
-            .iter()
-            .map(|(name, value)| Header {
-                name: name.as_str().to_string(),
-                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            })
-            .collect(),
-        body,
-    })
+    Ok(Response { status: head.status.as_u16(), headers: platform_headers(&head.headers), body })
 }
 
 /// Whether the body was cut off past the limit.
