@@ -16,6 +16,7 @@ use serde::Deserialize;
 use pitstop_gateway::auth::{Access, RoutePolicy};
 use pitstop_gateway::ratelimit::RateLimit;
 
+use crate::capabilities::http::allowlist::AllowedHost;
 use crate::resilience::breaker::BreakerConfig;
 use crate::runtime::{ComponentSettings, RuntimeOptions};
 
@@ -209,6 +210,10 @@ pub struct ComponentConfig {
     pub max_keyspace_bytes: Option<u64>,
     /// Bytes (keys plus values) one invocation may write.
     pub max_write_set_bytes: Option<u64>,
+    /// Hosts its outgoing `wasi:http` requests may reach, as
+    /// `[http[s]://]HOST[:PORT]` (`*.example.com` for every name below
+    /// it); everything else is refused. `NAME.svc` needs no entry.
+    pub allowed_outbound_hosts: Option<Vec<AllowedHost>>,
 }
 
 /// One route.
@@ -357,6 +362,9 @@ impl Config {
                     max_write_set_bytes: component.max_write_set_bytes,
                 },
             );
+            if let Some(hosts) = &component.allowed_outbound_hosts {
+                settings.allowed_outbound_hosts = hosts.as_slice().into();
+            }
             options.components.insert(name.clone(), settings);
         }
         // The pool reserves room for the largest memory any component may use.
@@ -474,11 +482,13 @@ mod tests {
             breaker,
             max_keyspace_bytes,
             max_write_set_bytes,
+            allowed_outbound_hosts,
         } = &components["payment"];
         assert!(components["inventory"].path.is_some());
         assert!(deadline_ms.is_some() && max_memory.is_some() && max_concurrency.is_some());
         assert!(max_parallel.is_some() && max_log_lines.is_some() && max_log_bytes.is_some());
         assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());
+        assert!(allowed_outbound_hosts.is_some());
         let routes = routes.expect("a route table");
         let RouteConfig { prefix: _, component: _, auth: policy, rate_limit, pass_authorization } =
             &routes[0];

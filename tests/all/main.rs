@@ -12,6 +12,7 @@ mod isolation;
 mod keyvalue;
 mod observability;
 mod orders;
+mod outbound;
 mod payments;
 mod persistence;
 mod resilience;

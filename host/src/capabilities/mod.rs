@@ -8,4 +8,5 @@ pub mod bus;
 pub mod http;
 pub mod keyvalue;
 pub mod log;
+pub mod poll;
 pub mod services;

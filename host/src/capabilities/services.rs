@@ -5,16 +5,19 @@
 //! one level deeper, so a chain of calls cannot outlive its first caller or
 //! recurse without end.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use pitstop_gateway::trace::TRACEPARENT;
+use tokio::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::services::{self, CallError};
 use crate::bindings::types::{Header, Request, Response};
 use crate::invoke::{CallContext, Invoke};
-use crate::resilience::turns::Turn;
+use crate::resilience::turns::{NoTurn, Turn};
 
 /// The header naming the calling component on every `services` call.
 pub const CALLER_HEADER: &str = "pitstop-caller";
@@ -79,6 +82,11 @@ impl ServicesCtx {
         self.caller.clone()
     }
 
+    /// The same, borrowed.
+    pub fn caller_ref(&self) -> &Caller {
+        &self.caller
+    }
+
     /// Calls made while serving a request with `headers` carry the identity
     /// the platform verified for it: its `pitstop-*` headers (the gateway's
     /// `pitstop-subject`, `pitstop-auth`, `pitstop-claims`, or those a
@@ -121,9 +129,18 @@ impl services::Host for ServicesCtx {
 }
 
 impl Caller {
+    /// Call component `name` with `request` while the guest waits in this
+    /// host call: its turn at the CPU goes to the next in line meanwhile.
+    pub async fn call(&self, name: String, request: Request) -> Result<Response, CallError> {
+        self.while_blocked(self.send(name, request)).await.unwrap_or(Err(CallError::Timeout))
+    }
+
     /// Call component `name` with `request`, one level deeper in the chain
-    /// and within what is left of the deadline, as this invocation.
-    pub async fn call(&self, name: String, mut request: Request) -> Result<Response, CallError> {
+    /// and within what is left of the deadline, as this invocation. The
+    /// turn is left alone: for a `wasi:http` request, which runs beside a
+    /// guest that may go on computing, and gives its turn up only when it
+    /// blocks in `wasi:io/poll` ([`crate::capabilities::poll`]).
+    pub async fn send(&self, name: String, mut request: Request) -> Result<Response, CallError> {
         let this = &self.0;
         let max_depth = this.invoke.max_call_depth();
         if this.call.depth >= max_depth {
@@ -132,7 +149,7 @@ impl Caller {
                 this.name
             )));
         }
-        this.made_calls.store(true, Ordering::SeqCst);
+        self.note_side_effect();
         // The callee may trust the platform's headers: the gateway strips
         // them from client requests, and here every one the caller set is
         // replaced by the platform's own: who calls, and on whose behalf
@@ -150,16 +167,37 @@ impl Caller {
         request.headers.push(Header { name: TRACEPARENT.into(), value: this.call.trace.header() });
         let nested = CallContext { depth: this.call.depth + 1, ..this.call };
         tracing::debug!(caller = &*this.name, callee = name, depth = nested.depth, "service call");
-        // The callee runs in this task; its turn is its own component's, and
-        // ours goes to the next instance in line meanwhile.
+        // Boxed: this future contains an invocation, which may contain this future.
+        this.invoke.clone().invoke_nested(name, request, nested).await
+    }
+
+    /// Await `work`, for which the guest is blocked: if it is not ready at
+    /// once, the invocation's turn at the CPU goes to the next instance in
+    /// line until it is, then is taken back. `Err` when the deadline passed
+    /// before the turn came back.
+    pub async fn while_blocked<F: Future>(&self, work: F) -> Result<F::Output, NoTurn> {
+        let mut work = std::pin::pin!(work);
+        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+        if let Poll::Ready(done) = first {
+            return Ok(done);
+        }
+        let this = &self.0;
         let mut turn = this.turn.lock().await;
         turn.pause();
-        // Boxed: this future contains an invocation, which may contain this future.
-        let invoked = this.invoke.clone().invoke_nested(name, request, nested).await;
-        if turn.resume(this.call.deadline).await.is_err() {
-            return Err(CallError::Timeout);
-        }
-        invoked
+        let done = work.await;
+        turn.resume(this.call.deadline).await?;
+        Ok(done)
+    }
+
+    /// When the whole call chain must have answered.
+    pub fn deadline(&self) -> Instant {
+        self.0.call.deadline
+    }
+
+    /// The invocation did something outside itself (called a service, sent
+    /// a request): running it again would do it twice.
+    pub fn note_side_effect(&self) {
+        self.0.made_calls.store(true, Ordering::SeqCst);
     }
 }
 

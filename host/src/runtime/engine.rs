@@ -84,6 +84,10 @@ pub fn build_engine(limits: &EngineLimits) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
+        // Components from toolchains that use the async ABI's built-ins
+        // (`task.cancel`, ... from componentize-qjs, for one) validate and
+        // run; a component that uses none pays nothing for it.
+        .wasm_component_model_async(true)
         .epoch_interruption(limits.epoch_interruption)
         // Copy each instance's data segments in rather than map the module's
         // memory image copy-on-write. With CoW, the first write to every

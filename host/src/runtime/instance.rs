@@ -94,7 +94,8 @@ impl Runtime {
             ServicesCtx::new(self.clone(), component, call, turn),
             BusCtx::new(topics, call.trace),
             limits,
-        );
+        )
+        .allow_outbound(settings.allowed_outbound_hosts.clone());
         let mut store = Store::new(&self.engine, state);
         if self.options.store_limits {
             store.limiter(|state| &mut state.limits);

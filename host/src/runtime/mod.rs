@@ -86,6 +86,9 @@ pub(crate) fn platform_linker<T: HasComponentState>(
         &mut state.component_state().bus
     })?;
     crate::capabilities::http::add_to_linker(&mut linker)?;
+    crate::capabilities::poll::add_to_linker(&mut linker, |state: &mut T| {
+        state.component_state().poll_view()
+    })?;
     Ok(linker)
 }
 

@@ -1,8 +1,10 @@
 //! The runtime's tunables, and the limits of each component's invocations.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::capabilities::http::allowlist::AllowedHost;
 use crate::capabilities::log::OutputLimits;
 use crate::events::queue::BusOptions;
 use crate::resilience::breaker::BreakerConfig;
@@ -67,6 +69,8 @@ pub struct ComponentSettings {
     pub max_keyspace_bytes: u64,
     /// Bytes (keys plus values) one invocation may write before it commits.
     pub max_write_set_bytes: u64,
+    /// Hosts its outgoing `wasi:http` requests may reach; none by default.
+    pub allowed_outbound_hosts: Arc<[AllowedHost]>,
 }
 
 impl Default for ComponentSettings {
@@ -80,6 +84,7 @@ impl Default for ComponentSettings {
             breaker: BreakerConfig::default(),
             max_keyspace_bytes: 256 << 20,
             max_write_set_bytes: 16 << 20,
+            allowed_outbound_hosts: Arc::from([]),
         }
     }
 }

@@ -19,8 +19,9 @@
 //!    running. A flooded component therefore keeps at most that many tasks
 //!    in the pool's run queue, and a request for another component waits
 //!    behind a few time slices, not behind the flood. The turn is given up
-//!    while the guest waits for a service it called, so a chain of calls
-//!    never holds turns it is not using.
+//!    while the guest waits (for a service it called, or blocked in
+//!    `wasi:io/poll` on an outgoing request), so a chain of calls or a slow
+//!    upstream never holds turns it is not using.
 //!
 //! The caller of the pool (the gateway, the dispatcher) waits for an answer
 //! only until the deadline plus [`ANSWER_GRACE`]; the guest answers its own
@@ -55,6 +56,9 @@ impl GuestPool {
             .worker_threads(threads)
             .thread_name("pitstop-guest")
             .enable_time()
+            // The connections of outgoing `wasi:http` requests to allowed
+            // hosts are the guest's own work, driven where it runs.
+            .enable_io()
             // New work (a request from the gateway, an event delivery)
             // arrives through the pool's shared queue. By default a worker
             // looks there every 61 polls, which with guests yielding every

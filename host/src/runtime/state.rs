@@ -9,8 +9,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::bus::BusCtx;
 use crate::capabilities::http::OutboundHttp;
+use crate::capabilities::http::allowlist::AllowedHost;
 use crate::capabilities::keyvalue::KeyvalueCtx;
 use crate::capabilities::log::{GuestOutput, LogCtx, OutputBudget, Stream};
+use crate::capabilities::poll::PollView;
 use crate::capabilities::services::ServicesCtx;
 
 /// The store data of one invocation: WASI, one resource table, and one
@@ -54,13 +56,28 @@ impl ComponentState {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundHttp::new(services.caller()),
+            outbound: OutboundHttp::new(services.caller(), Arc::from([])),
             kv,
             services,
             bus,
             log: LogCtx::new(output),
             limits,
         }
+    }
+}
+
+impl ComponentState {
+    /// Let outgoing requests reach `hosts` (a component's
+    /// `allowed_outbound_hosts`); none by default.
+    pub fn allow_outbound(mut self, hosts: Arc<[AllowedHost]>) -> Self {
+        self.outbound = OutboundHttp::new(self.services.caller(), hosts);
+        self
+    }
+
+    /// What `wasi:io/poll` needs: the resource table, and whose turn a
+    /// blocked guest gives up.
+    pub(crate) fn poll_view(&mut self) -> PollView<'_> {
+        PollView { table: &mut self.table, caller: self.services.caller_ref() }
     }
 }
 

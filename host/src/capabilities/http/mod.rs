@@ -6,8 +6,8 @@
 //! `incoming-handler` export ([`crate::runtime::proxy`]), on the same path
 //! as a pitstop service: breaker, bulkhead, deadline, memory limit, commit.
 //!
-//! Outgoing requests (`wasi:http/outgoing-handler`) never leave the host
-//! ([`OutboundHttp`]):
+//! Outgoing requests (`wasi:http/outgoing-handler`) go where
+//! [`OutboundHttp`] lets them:
 //! - `http://NAME.svc/PATH` is a `services` call to component `NAME`, with
 //!   everything such a call has: one level deeper in the chain, within the
 //!   caller's deadline, `pitstop-caller` and the verified identity set by
@@ -16,18 +16,32 @@
 //!   overloaded `connection-refused`, the deadline `connection-read-timeout`,
 //!   a trap `HTTP-response-incomplete`, a chain too deep
 //!   `HTTP-request-denied`.
+//! - a host the component's `allowed_outbound_hosts` lists ([`allowlist`])
+//!   is reached over the network, HTTP or HTTPS (webpki roots), sent as the
+//!   guest wrote it, with every timeout cut to what is left of the
+//!   invocation's deadline.
 //! - every other authority is refused with `HTTP-request-denied`, and the
 //!   host opens no connection.
+//!
+//! Either kind of request runs beside the guest, which may go on computing;
+//! its turn at the CPU is given up only while it blocks waiting
+//! ([`crate::capabilities::poll`]).
+
+pub mod allowlist;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use tokio::time::Instant;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
 
 use crate::bindings::services::CallError;
 use crate::bindings::types::{Header, Request, Response};
+use crate::capabilities::http::allowlist::AllowedHost;
 use crate::capabilities::services::Caller;
 use crate::naming::is_valid_name;
 
@@ -40,12 +54,14 @@ pub const SERVICE_DOMAIN: &str = ".svc";
 /// The host's answer to a guest's outgoing HTTP requests.
 pub struct OutboundHttp {
     caller: Caller,
+    allowed: Arc<[AllowedHost]>,
 }
 
 impl OutboundHttp {
-    /// Requests to `NAME.svc` go out as calls of `caller`.
-    pub fn new(caller: Caller) -> Self {
-        OutboundHttp { caller }
+    /// Requests to `NAME.svc` go out as calls of `caller`, and those to
+    /// `allowed` hosts over the network.
+    pub fn new(caller: Caller, allowed: Arc<[AllowedHost]>) -> Self {
+        OutboundHttp { caller, allowed }
     }
 }
 
@@ -60,22 +76,51 @@ impl WasiHttpHooks for OutboundHttp {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
+        options: Option<RequestOptions>,
         _request_body_done: BodyDone,
     ) -> Sent {
         let host = request.uri().host().unwrap_or_default();
-        let Some(callee) = host.strip_suffix(SERVICE_DOMAIN).filter(|n| is_valid_name(n)) else {
-            tracing::debug!(uri = %request.uri(), "outgoing HTTP request refused");
-            return Box::new(async { Err(Error::HttpRequestDenied) });
-        };
-        let (callee, caller) = (callee.to_string(), self.caller.clone());
-        Box::new(async move {
-            let request = service_request(request).await?;
-            let response = caller.call(callee, request).await.map_err(error_code)?;
-            let done: BodyDone = Box::new(async { Ok(()) });
-            Ok((http_response(response)?, done))
-        })
+        if let Some(callee) = host.strip_suffix(SERVICE_DOMAIN).filter(|n| is_valid_name(n)) {
+            let (callee, caller) = (callee.to_string(), self.caller.clone());
+            return Box::new(async move {
+                let request = service_request(request).await?;
+                let response = caller.send(callee, request).await.map_err(error_code)?;
+                let done: BodyDone = Box::new(async { Ok(()) });
+                Ok((http_response(response)?, done))
+            });
+        }
+        if self.allowed.iter().any(|entry| entry.allows(request.uri())) {
+            return send_out(&self.caller, request, options);
+        }
+        tracing::debug!(uri = %request.uri(), "outgoing HTTP request refused");
+        Box::new(async { Err(Error::HttpRequestDenied) })
     }
+}
+
+/// Send `request` to an allowed host with wasmtime's own client, every
+/// timeout the guest asked for (or 600 s) cut to what is left of the
+/// deadline. The store being dropped at the deadline aborts it too.
+fn send_out(
+    caller: &Caller,
+    request: http::Request<WasiBody>,
+    options: Option<RequestOptions>,
+) -> Sent {
+    caller.note_side_effect();
+    let left = caller.deadline().saturating_duration_since(Instant::now());
+    let within = |asked: Option<Duration>| Some(asked.map_or(left, |asked| asked.min(left)));
+    let options = options.unwrap_or_default();
+    let options = RequestOptions {
+        connect_timeout: within(options.connect_timeout),
+        first_byte_timeout: within(options.first_byte_timeout),
+        between_bytes_timeout: within(options.between_bytes_timeout),
+    };
+    tracing::debug!(uri = %request.uri(), "outgoing HTTP request");
+    Box::new(async move {
+        let (response, done) =
+            wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+        let done: BodyDone = Box::new(done);
+        Ok((response.map(BodyExt::boxed_unsync), done))
+    })
 }
 
 /// The guest's request as a `services` call's: method, path, query,
