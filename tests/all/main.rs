@@ -20,4 +20,5 @@ mod saga;
 mod support;
 mod users;
 mod wasi_http;
+mod wasi_keyvalue;
 mod wasm_tests;

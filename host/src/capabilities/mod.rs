@@ -10,3 +10,4 @@ pub mod keyvalue;
 pub mod log;
 pub mod poll;
 pub mod services;
+pub mod wasi_keyvalue;

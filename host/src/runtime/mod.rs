@@ -65,8 +65,8 @@ pub struct Runtime {
     _ticker: EpochTicker,
 }
 
-/// Every interface a component can import: wasi 0.2 and the platform's own
-/// capabilities. [`crate::runtime::world::PROVIDED`] lists the same names, so that a
+/// Every interface a component can import: wasi 0.2 (with `wasi:http` and
+/// `wasi:keyvalue`) and the platform's own capabilities. [`crate::runtime::world::PROVIDED`] lists the same names, so that a
 /// deploy can be refused before compiling.
 pub(crate) fn platform_linker<T: HasComponentState>(
     engine: &Engine,
@@ -86,6 +86,9 @@ pub(crate) fn platform_linker<T: HasComponentState>(
         &mut state.component_state().bus
     })?;
     crate::capabilities::http::add_to_linker(&mut linker)?;
+    crate::capabilities::wasi_keyvalue::add_to_linker(&mut linker, |state: &mut T| {
+        state.component_state().wasi_keyvalue()
+    })?;
     crate::capabilities::poll::add_to_linker(&mut linker, |state: &mut T| {
         state.component_state().poll_view()
     })?;

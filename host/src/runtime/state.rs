@@ -14,6 +14,7 @@ use crate::capabilities::keyvalue::KeyvalueCtx;
 use crate::capabilities::log::{GuestOutput, LogCtx, OutputBudget, Stream};
 use crate::capabilities::poll::PollView;
 use crate::capabilities::services::ServicesCtx;
+use crate::capabilities::wasi_keyvalue::{CasTable, WasiKeyvalue};
 
 /// The store data of one invocation: WASI, one resource table, and one
 /// context per capability, each scoped to the invoked component.
@@ -23,6 +24,7 @@ pub struct ComponentState {
     http: WasiHttpCtx,
     outbound: OutboundHttp,
     pub(crate) kv: KeyvalueCtx,
+    cas: CasTable,
     pub(crate) services: ServicesCtx,
     pub(crate) bus: BusCtx,
     pub(crate) log: LogCtx,
@@ -58,6 +60,7 @@ impl ComponentState {
             http: WasiHttpCtx::new(),
             outbound: OutboundHttp::new(services.caller(), Arc::from([])),
             kv,
+            cas: CasTable::default(),
             services,
             bus,
             log: LogCtx::new(output),
@@ -72,6 +75,12 @@ impl ComponentState {
     pub fn allow_outbound(mut self, hosts: Arc<[AllowedHost]>) -> Self {
         self.outbound = OutboundHttp::new(self.services.caller(), hosts);
         self
+    }
+
+    /// What `wasi:keyvalue` works on: the keyspace context and the `cas`
+    /// handles.
+    pub(crate) fn wasi_keyvalue(&mut self) -> WasiKeyvalue<'_> {
+        WasiKeyvalue { kv: &mut self.kv, cas: &mut self.cas }
     }
 
     /// What `wasi:io/poll` needs: the resource table, and whose turn a

@@ -23,6 +23,8 @@ pub(crate) const PROVIDED: &[(&str, &str, &[&str])] = &[
     ("wasi:random", "0.2", &["random", "insecure", "insecure-seed"]),
     ("wasi:filesystem", "0.2", &["types", "preopens"]),
     ("wasi:http", "0.2", &["types", "outgoing-handler"]),
+    ("wasi:keyvalue", "0.2.0-draft", &["store", "atomics", "batch"]),
+    ("wasi:keyvalue", "0.2.0-draft2", &["store", "atomics", "batch"]),
     (
         "wasi:cli",
         "0.2",
@@ -150,8 +152,13 @@ fn interface(name: &str) -> Option<(&str, Option<&str>, &str)> {
     Some((package, version, interface))
 }
 
-/// Whether `version` (`major.minor.patch[-pre]`) is a release of `major.minor`.
+/// Whether `version` (`major.minor.patch[-pre]`) is a release of `major.minor`,
+/// or, for a pre-release (`0.2.0-draft`), that one exactly: pre-releases
+/// are not compatible with each other.
 fn matches(version: Option<&str>, major_minor: &str) -> bool {
+    if major_minor.contains('-') {
+        return version == Some(major_minor);
+    }
     version
         .and_then(|v| v.strip_prefix(major_minor))
         .is_some_and(|patch| patch.strip_prefix('.').is_some_and(|p| !p.is_empty()))
@@ -269,6 +276,10 @@ mod tests {
         assert!(!matches(Some("0.20.1"), "0.2"));
         assert!(!matches(Some("0.2"), "0.2"));
         assert!(!matches(None, "0.2"));
+        // A pre-release entry matches itself only.
+        assert!(matches(Some("0.2.0-draft"), "0.2.0-draft"));
+        assert!(!matches(Some("0.2.0-draft2"), "0.2.0-draft"));
+        assert!(!matches(Some("0.2.0"), "0.2.0-draft"));
     }
 
     #[test]
@@ -322,7 +333,10 @@ mod tests {
         };
         for (package, major_minor, interfaces) in PROVIDED {
             for interface in *interfaces {
-                let name = format!("{package}/{interface}@{major_minor}.0");
+                let name = match major_minor.contains('-') {
+                    true => format!("{package}/{interface}@{major_minor}"),
+                    false => format!("{package}/{interface}@{major_minor}.0"),
+                };
                 // Holds only records: an import of it needs nothing from
                 // the linker, so it links whatever the linker has.
                 if name == "pitstop:platform/types@0.1.0" {
@@ -332,7 +346,8 @@ mod tests {
             }
         }
         assert!(!links("wasi:http/types@0.3.0"));
-        assert!(!links("wasi:keyvalue/store@0.2.0-draft"));
+        assert!(!links("wasi:keyvalue/store@0.2.0-draft3"));
+        assert!(!links("wasi:keyvalue/store@0.2.0"));
         assert!(!links("pitstop:platform/testing@0.1.0"));
     }
 }

@@ -1,0 +1,94 @@
+//! A component written against the standard `wasi:keyvalue` (draft, and
+//! Spin's draft2) keeps its data in its own keyspace, inside the
+//! invocation's atomic write set, and can read it through pitstop's own
+//! `keyvalue` too.
+
+use crate::support::{Server, fresh_dir, single_component_config};
+
+fn text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).into_owned()
+}
+
+async fn server() -> Server {
+    let config = single_component_config("kv", "kv_standard", "", "/k");
+    Server::start_with(Some(&config), fresh_dir()).await
+}
+
+/// Store, read, delete; the default bucket opens by `""` or `"default"`,
+/// and any other name is `no-such-store`.
+#[tokio::test]
+async fn the_default_bucket_stores_and_others_do_not_open() {
+    let server = server().await;
+    assert_eq!(text(&server.get("/k/open/default").await.body), "opened");
+    let other = server.get("/k/open/orders").await;
+    assert_eq!((other.status, text(&other.body)), (404, "Error::NoSuchStore".into()));
+
+    assert_eq!(server.send("PUT", "/k/v2/greeting", "hi there").await.status, 200);
+    let read = server.get("/k/v2/greeting").await;
+    assert_eq!((read.status, text(&read.body)), (200, "hi there".into()));
+    // The same key, through pitstop's own interface: one keyspace.
+    assert_eq!(text(&server.get("/k/platform/greeting").await.body), "hi there");
+    assert_eq!(server.send("DELETE", "/k/v2/greeting", "").await.status, 200);
+    assert_eq!(server.get("/k/v2/greeting").await.status, 404);
+}
+
+/// A write is part of the invocation: a 500 answer or a trap after it
+/// leaves nothing behind.
+#[tokio::test]
+async fn writes_vanish_with_a_failed_invocation() {
+    let server = server().await;
+    assert_eq!(server.send("PUT", "/k/v2/then-fail/a", "x").await.status, 500);
+    assert_eq!(server.send("PUT", "/k/v2/then-trap/b", "x").await.status, 500);
+    assert_eq!(server.get("/k/v2/a").await.status, 404, "the 500's write committed");
+    assert_eq!(server.get("/k/v2/b").await.status, 404, "the trap's write committed");
+}
+
+/// `increment` in both versions counts on the same decimal value; draft's
+/// is unsigned and refuses a negative value without writing.
+#[tokio::test]
+async fn both_versions_increment_the_same_counter() {
+    let server = server().await;
+    assert_eq!(text(&server.send("POST", "/k/v2/incr/n/5", "").await.body), "5");
+    assert_eq!(text(&server.send("POST", "/k/v1/incr/n/2", "").await.body), "7");
+    assert_eq!(text(&server.get("/k/platform/n").await.body), "7");
+    assert_eq!(text(&server.send("POST", "/k/v2/incr/n/-10", "").await.body), "-3");
+    let refused = server.send("POST", "/k/v1/incr/n/1", "").await;
+    assert_eq!(refused.status, 500);
+    assert!(text(&refused.body).contains("negative"), "{}", text(&refused.body));
+    assert_eq!(text(&server.get("/k/platform/n").await.body), "-3", "nothing written");
+}
+
+/// Listing pages through more keys than one page holds, by either
+/// version's cursor, and returns each key once.
+#[tokio::test]
+async fn keys_are_listed_page_after_page() {
+    let server = server().await;
+    assert_eq!(server.send("POST", "/k/v2/many/1005", "").await.status, 200);
+    for version in ["v1", "v2"] {
+        let listed = text(&server.get(&format!("/k/{version}/keys")).await.body);
+        let lines: Vec<&str> = listed.lines().collect();
+        let (pages, keys) = lines.split_last().unwrap();
+        assert_eq!(*pages, "pages 2", "{version}");
+        let expected: Vec<String> = (0..1005).map(|i| format!("m{i:04}")).collect();
+        assert_eq!(keys, &expected, "{version}");
+    }
+}
+
+/// `get-many` answers each key asked, in its version's shape.
+#[tokio::test]
+async fn batches_answer_every_key() {
+    let server = server().await;
+    let answer = server.send("POST", "/k/v2/batch", "").await;
+    assert_eq!(text(&answer.body), "a=1\nb=2\nc=-\nv1 a=1\nv1 b=2\nv1 -\n");
+}
+
+/// A swap through a `cas` handle fails when the value changed behind it,
+/// and succeeds with the handle it got back, which holds the value now.
+#[tokio::test]
+async fn cas_fails_on_a_changed_value_and_hands_the_handle_back() {
+    let server = server().await;
+    assert_eq!(server.send("PUT", "/k/v2/c", "first").await.status, 200);
+    let answer = server.send("POST", "/k/v2/cas/c", "").await;
+    assert_eq!((answer.status, text(&answer.body)), (200, "swapped to other!".into()));
+    assert_eq!(text(&server.get("/k/v2/c").await.body), "other!");
+}
