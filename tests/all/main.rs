@@ -6,6 +6,7 @@ mod breaker;
 mod cli;
 mod deploy;
 mod events;
+mod examples;
 mod gateway;
 mod harness;
 mod isolation;
