@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use pitstop_host::control::client::{AdminClient, encode};
+use pitstop_host::control::client::{AdminClient, encode, with_progress};
 use pitstop_host::telemetry::{LogFormat, LogTarget, Telemetry};
 use pitstop_host::{Config, Platform, PlatformOptions};
 use serde_json::Value;
@@ -223,7 +223,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let query =
                 if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
             let path = format!("/admin/components/{}{query}", encode(&name));
-            let answer = admin.client()?.call("PUT", &path, Bytes::from(bytes)).await?;
+            let what = format!(
+                "deploying {name} ({:.1} MB): uploading and compiling",
+                bytes.len() as f64 / 1e6
+            );
+            let client = admin.client()?;
+            let answer =
+                with_progress(&what, client.call("PUT", &path, Bytes::from(bytes))).await?;
             print(&admin, &answer, |a| {
                 let new = if a["created"] == true { " (new component)" } else { "" };
                 format!(

@@ -9,6 +9,27 @@ fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A deploy that takes a while (a big interpreter compiling; here a
+/// component whose `declare` never returns, refused after 2 s) says so on
+/// stderr with the time elapsed, instead of hanging silently; a quick one
+/// prints nothing there.
+#[tokio::test]
+async fn a_slow_deploy_shows_that_it_is_working() {
+    let server = Server::start().await;
+    let slow = test_components().join("slow_declare.wasm");
+    let output = server.cli(&["deploy", "slow", slow.to_str().unwrap()]);
+    assert!(!output.status.success(), "a declare that never returns is refused");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("deploying slow (0.1 MB): uploading and compiling: 1 s so far"),
+        "{stderr}"
+    );
+    let quick = test_components().join("hello.wasm");
+    let output = server.cli(&["deploy", "quick", quick.to_str().unwrap()]);
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "a quick deploy is quiet");
+}
+
 #[tokio::test]
 async fn the_cli_drives_the_admin_api() {
     let server = Server::start().await;

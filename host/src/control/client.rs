@@ -1,7 +1,10 @@
 //! The admin API's client, behind `pitstop deploy`, `components`, `versions`,
 //! `rollback` and `undeploy`.
 
+use std::future::Future;
+use std::io::IsTerminal;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -67,6 +70,45 @@ impl AdminClient {
             bail!("{status}: {message}");
         }
         Ok(json)
+    }
+}
+
+/// How long a call may run before the CLI says it is still waiting.
+const QUIET_FOR: Duration = Duration::from_secs(1);
+/// How often a log (not a terminal) gets a line while it waits.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Await `call`, telling the user on stderr that `what` is still going on
+/// with the time elapsed, once it has taken longer than [`QUIET_FOR`]: a
+/// deploy of a big component (a Python or JavaScript interpreter) compiles
+/// for tens of seconds. On a terminal one line counts the seconds in place;
+/// elsewhere a line every [`LOG_EVERY`]. Nothing is printed for a quick call.
+pub async fn with_progress<F: Future>(what: &str, call: F) -> F::Output {
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut call = std::pin::pin!(call);
+    let mut printed = false;
+    let mut next = started + QUIET_FOR;
+    loop {
+        tokio::select! {
+            answer = &mut call => {
+                if printed && terminal {
+                    eprintln!("\r{what}: done in {:.1} s", started.elapsed().as_secs_f64());
+                }
+                return answer;
+            }
+            _ = tokio::time::sleep_until(next.into()) => {
+                let elapsed = started.elapsed().as_secs();
+                if terminal {
+                    eprint!("\r{what}: {elapsed} s");
+                    next += Duration::from_secs(1);
+                } else {
+                    eprintln!("{what}: {elapsed} s so far");
+                    next += LOG_EVERY;
+                }
+                printed = true;
+            }
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! Compiled components cached on disk, so restarts and rollbacks never
 //! recompile.
 //!
-//! An entry is `<dir>/<digest>-<engine>.cwasm`, where `digest` is the sha256
-//! of the component bytes and `engine` fingerprints the engine configuration
-//! and wasmtime version (an artifact from another configuration would be
-//! refused by wasmtime anyway, but should not even be looked at). Beside it,
+//! An entry is `<dir>/<digest>-<engine>-<init>.cwasm`, where `digest` is the
+//! sha256 of the component bytes, `engine` fingerprints the engine
+//! configuration and wasmtime version (an artifact from another
+//! configuration would be refused by wasmtime anyway, but should not even
+//! be looked at), and `init` names which of the host's engines it was
+//! compiled for ([`MemoryInit`]), chosen from the bytes when it was compiled. Beside it,
 //! `.sha256` holds the checksum of the artifact itself: deserialising runs
 //! machine code from the file, so an entry is trusted only when the checksum
 //! matches; anything else is rebuilt.
@@ -16,6 +18,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::runtime::engine::{Engines, MemoryInit};
+
 /// How a component was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -26,25 +30,21 @@ pub enum Origin {
     Cached,
 }
 
-/// The artifact cache of one engine.
+/// The artifact cache of the host's engines.
 pub struct ArtifactCache {
     dir: PathBuf,
-    engine: Engine,
-    fingerprint: String,
+    engines: Engines,
 }
 
 impl ArtifactCache {
-    /// A cache in `dir` (created if missing) for `engine`.
-    pub fn new(dir: PathBuf, engine: Engine) -> std::io::Result<Self> {
+    /// A cache in `dir` (created if missing) for `engines`.
+    pub fn new(dir: PathBuf, engines: Engines) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let fingerprint = format!("{:016x}", hasher.finish());
-        Ok(ArtifactCache { dir, engine, fingerprint })
+        Ok(ArtifactCache { dir, engines })
     }
 
-    fn entry(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm", self.fingerprint))
+    fn entry(&self, digest: &str, init: MemoryInit) -> PathBuf {
+        entry_path(&self.dir, digest, self.engines.get(init), init)
     }
 
     /// The component whose bytes have sha256 `digest`: from the cache when a
@@ -56,22 +56,25 @@ impl ArtifactCache {
         digest: &str,
         bytes: impl FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
     ) -> Result<(Component, Origin), CompileError> {
-        let path = self.entry(digest);
-        let engine = self.engine.clone();
+        let entries = MemoryInit::ALL.map(|init| (init, self.entry(digest, init)));
+        let engines = self.engines.clone();
         let digest = digest.to_string();
         // File I/O, hashing and compiling are all blocking work.
         tokio::task::spawn_blocking(move || {
-            match read_verified(&engine, &path) {
-                Ok(Some(component)) => return Ok((component, Origin::Cached)),
-                Ok(None) => {}
-                Err(reason) => {
-                    tracing::warn!(%reason, "corrupt cache entry; recompiling");
+            for (init, path) in entries {
+                match read_verified(engines.get(init), &path) {
+                    Ok(Some(component)) => return Ok((component, Origin::Cached)),
+                    Ok(None) => {}
+                    Err(reason) => {
+                        tracing::warn!(%reason, "corrupt cache entry; recompiling");
+                    }
                 }
             }
             let bytes = bytes().map_err(|e| CompileError::Io(e.to_string()))?;
-            let component = Component::new(&engine, &bytes)
+            let init = MemoryInit::for_component(&bytes);
+            let component = Component::new(engines.get(init), &bytes)
                 .map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
-            tracing::info!(digest, "compiled component");
+            tracing::info!(digest, memory = init.name(), "compiled component");
             Ok((component, Origin::Compiled))
         })
         .await
@@ -86,7 +89,7 @@ impl ArtifactCache {
     /// the entry was missing or failed its checksum, and a bad entry must be
     /// replaced, not kept.
     pub async fn keep(&self, digest: &str, component: &Component) {
-        let path = self.entry(digest);
+        let path = self.entry(digest, self.engines.init_of(component.engine()));
         let component = component.clone();
         let written = tokio::task::spawn_blocking(move || write_entry(&component, &path)).await;
         match written {
@@ -100,6 +103,13 @@ impl ArtifactCache {
             Err(error) => tracing::warn!(%error, "could not cache the compiled component"),
         }
     }
+}
+
+/// `<dir>/<digest>-<engine>-<init>.cwasm`.
+fn entry_path(dir: &Path, digest: &str, engine: &Engine, init: MemoryInit) -> PathBuf {
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    dir.join(format!("{digest}-{:016x}-{}.cwasm", hasher.finish(), init.name()))
 }
 
 /// Why a component could not be compiled.

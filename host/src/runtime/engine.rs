@@ -1,4 +1,10 @@
-//! The one wasmtime [`Engine`] of a host, and the ticker that drives its deadlines.
+//! The wasmtime engines of a host, and the ticker that drives their deadlines.
+//!
+//! There are two, differing only in how an instance's linear memory gets
+//! the component's data segments ([`MemoryInit`]): copied in, or mapped
+//! copy-on-write from an image. Each component is compiled for the one that
+//! suits the size of its data ([`MemoryInit::for_component`]), and keeps
+//! it: a compiled component runs only in stores of its own engine.
 //!
 //! Async support needs no switch since wasmtime 48: `*_async` calls work on any engine.
 
@@ -26,8 +32,9 @@ const STACK_KEEP_RESIDENT: usize = 64 << 10;
 /// Sizes of the pooling allocator and per-instance limits.
 #[derive(Debug, Clone)]
 pub struct EngineLimits {
-    /// Component instances alive at once across the host (in-flight requests,
-    /// nested calls included). Beyond it, instantiation fails fast.
+    /// Component instances alive at once in each of the two engines
+    /// (in-flight requests, nested calls included). Beyond it,
+    /// instantiation fails fast.
     pub max_instances: u32,
     /// Largest linear memory any instance may grow to, in bytes.
     pub max_memory_bytes: usize,
@@ -43,8 +50,108 @@ impl Default for EngineLimits {
     }
 }
 
-/// Build the engine: component model, async, epoch interruption, pooling.
-pub fn build_engine(limits: &EngineLimits) -> wasmtime::Result<Engine> {
+/// How an instance's memory receives the component's data segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryInit {
+    /// Copied into each fresh instance. With copy-on-write, the first write
+    /// to each image page is a write-protect fault, and on a multi-threaded
+    /// process each such fault flushes the other cores' TLBs by IPI: the
+    /// largest cost left in a GET /hello profile. Copying the few KiB of
+    /// data a service has is cheaper: hello ~20k -> ~35k req/s on 2 cores,
+    /// and 15.4k vs 11.4k in one run of this host (BENCHMARKS.md).
+    Copy,
+    /// Mapped copy-on-write from the compiled component's memory image, so
+    /// an instance pays only for the pages it writes. For an interpreter
+    /// with megabytes of pre-initialised heap (componentize-py's CPython:
+    /// 18 MB component) copying them all per request cost most of the
+    /// request: Python hello 133 -> 698 req/s with the image (BENCHMARKS.md).
+    Image,
+}
+
+/// Bytes of data segments from which a component's memory is mapped from
+/// an image rather than copied ([`MemoryInit::Image`]). Rust services have
+/// a few KiB; interpreters built by componentize-py or componentize-js
+/// carry megabytes.
+pub const IMAGE_FROM_DATA_BYTES: u64 = 1 << 20;
+
+impl MemoryInit {
+    /// Both, in the order a cache lookup tries them.
+    pub const ALL: [MemoryInit; 2] = [MemoryInit::Copy, MemoryInit::Image];
+
+    /// The choice for the component `bytes`: by the size of the data
+    /// segments of its core modules. Bytes that do not parse get `Copy`
+    /// (compiling them will say what is wrong).
+    pub fn for_component(bytes: &[u8]) -> MemoryInit {
+        match data_segment_bytes(bytes) {
+            Some(data) if data >= IMAGE_FROM_DATA_BYTES => MemoryInit::Image,
+            _ => MemoryInit::Copy,
+        }
+    }
+
+    /// The name in cache entries and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryInit::Copy => "copy",
+            MemoryInit::Image => "image",
+        }
+    }
+}
+
+/// The bytes of every data segment in `bytes`' core modules, nested ones
+/// included; `None` when the bytes do not parse.
+fn data_segment_bytes(bytes: &[u8]) -> Option<u64> {
+    let mut total = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let wasmparser::Payload::DataSection(reader) = payload.ok()? {
+            for data in reader {
+                total += data.ok()?.data.len() as u64;
+            }
+        }
+    }
+    Some(total)
+}
+
+/// The host's engines, one per [`MemoryInit`].
+#[derive(Clone)]
+pub struct Engines {
+    copy: Engine,
+    image: Engine,
+}
+
+impl Engines {
+    /// Both engines, with the same limits each.
+    pub fn build(limits: &EngineLimits) -> wasmtime::Result<Self> {
+        Ok(Engines {
+            copy: build_engine(limits, MemoryInit::Copy)?,
+            image: build_engine(limits, MemoryInit::Image)?,
+        })
+    }
+
+    /// The engine for components whose memory starts as `init` says.
+    pub fn get(&self, init: MemoryInit) -> &Engine {
+        match init {
+            MemoryInit::Copy => &self.copy,
+            MemoryInit::Image => &self.image,
+        }
+    }
+
+    /// The engine to compile the component `bytes` for.
+    pub fn for_component(&self, bytes: &[u8]) -> &Engine {
+        self.get(MemoryInit::for_component(bytes))
+    }
+
+    /// Which of the two `engine` is.
+    pub fn init_of(&self, engine: &Engine) -> MemoryInit {
+        match Engine::same(engine, &self.image) {
+            true => MemoryInit::Image,
+            false => MemoryInit::Copy,
+        }
+    }
+}
+
+/// Build an engine: component model, async, epoch interruption, pooling,
+/// and data segments initialised as `init` says.
+fn build_engine(limits: &EngineLimits, init: MemoryInit) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(limits.max_instances)
         // A component built by cargo-component carries the preview1 adapter:
@@ -89,20 +196,12 @@ pub fn build_engine(limits: &EngineLimits) -> wasmtime::Result<Engine> {
         // run; a component that uses none pays nothing for it.
         .wasm_component_model_async(true)
         .epoch_interruption(limits.epoch_interruption)
-        // Copy each instance's data segments in rather than map the module's
-        // memory image copy-on-write. With CoW, the first write to every
-        // image page is a write-protect fault, and on a multi-threaded
-        // process each such fault flushes the other cores' TLBs by IPI: the
-        // largest cost left in a GET /hello profile. Copying the few KiB of
-        // data a service has is cheaper: hello ~20k -> ~35k req/s on 2 cores
-        // (BENCHMARKS.md). A component with megabytes of data segments
-        // would want CoW back.
-        .memory_init_cow(false)
+        .memory_init_cow(init == MemoryInit::Image)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// Advances the engines' epoch every [`EPOCH_TICK`] until dropped.
 ///
 /// A plain thread, not a tokio task: guests run on the runtime's worker
 /// threads, and a worker busy with a looping guest must not be the thing that
@@ -112,8 +211,8 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
-    /// Start ticking `engine`.
-    pub fn start(engine: Engine) -> Self {
+    /// Start ticking `engines`.
+    pub fn start(engines: Engines) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         std::thread::Builder::new()
@@ -121,7 +220,8 @@ impl EpochTicker {
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    engines.copy.increment_epoch();
+                    engines.image.increment_epoch();
                 }
             })
             .expect("spawning the epoch thread");
@@ -132,5 +232,48 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_encoder::{ConstExpr, DataSection, MemorySection, MemoryType, Module, ModuleSection};
+
+    /// A component with one core module holding `bytes` of data.
+    fn component_with_data(bytes: usize) -> Vec<u8> {
+        let mut module = Module::new();
+        let mut memories = MemorySection::new();
+        memories.memory(MemoryType {
+            minimum: 64,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        module.section(&memories);
+        let mut data = DataSection::new();
+        data.active(0, &ConstExpr::i32_const(0), vec![7u8; bytes]);
+        module.section(&data);
+        let mut component = wasm_encoder::Component::new();
+        component.section(&ModuleSection(&module));
+        component.finish()
+    }
+
+    #[test]
+    fn megabytes_of_data_are_mapped_and_kilobytes_copied() {
+        let big = component_with_data(IMAGE_FROM_DATA_BYTES as usize);
+        let small = component_with_data(4096);
+        assert_eq!(MemoryInit::for_component(&big), MemoryInit::Image);
+        assert_eq!(MemoryInit::for_component(&small), MemoryInit::Copy);
+        assert_eq!(MemoryInit::for_component(b"garbage"), MemoryInit::Copy);
+
+        let limits = EngineLimits { max_instances: 4, ..EngineLimits::default() };
+        let engines = Engines::build(&limits).unwrap();
+        for (bytes, init) in [(big, MemoryInit::Image), (small, MemoryInit::Copy)] {
+            let engine = engines.for_component(&bytes);
+            assert_eq!(engines.init_of(engine), init);
+            wasmtime::component::Component::new(engine, &bytes).expect("compiles");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
 use crate::bindings::events;
 use crate::bindings::types::{Request, Response};
@@ -66,6 +66,7 @@ impl Runtime {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new_store(
         self: &Arc<Self>,
+        engine: &Engine,
         component: Arc<str>,
         keyspace: &Arc<dyn Keyspace>,
         usage: Arc<Usage>,
@@ -96,7 +97,7 @@ impl Runtime {
             limits,
         )
         .allow_outbound(settings.allowed_outbound_hosts.clone());
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(engine, state);
         if self.options.store_limits {
             store.limiter(|state| &mut state.limits);
         }
@@ -128,6 +129,7 @@ impl Runtime {
             .await
             .map_err(|_| Rerun::Failed(InvokeFailure::Timeout { deadline_ms }))?;
         let mut store = self.new_store(
+            deployment.pre.engine(),
             deployment.name.clone(),
             &deployment.keyspace,
             deployment.usage.clone(),

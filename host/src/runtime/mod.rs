@@ -41,7 +41,7 @@ use crate::events::queue::Bus;
 use crate::events::{Dispatching, EventQueue};
 use crate::metrics::Metrics;
 use crate::resilience::fault::Fault;
-use crate::runtime::engine::{EpochTicker, build_engine};
+use crate::runtime::engine::{Engines, EpochTicker, MemoryInit};
 use crate::runtime::registry::Registry;
 use crate::runtime::scheduling::GuestPool;
 use crate::runtime::state::{ComponentState, HasComponentState};
@@ -50,8 +50,9 @@ use crate::storage::{KeyspaceStore, StorageError};
 
 /// Compiles, holds and runs components. Shared as `Arc<Runtime>`.
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<ComponentState>,
+    engines: Engines,
+    /// One per engine: the copy engine's, then the image engine's.
+    linkers: [Linker<ComponentState>; 2],
     db: sled::Db,
     registry: Registry,
     bus: Arc<dyn EventQueue>,
@@ -125,13 +126,16 @@ impl Runtime {
         bus: Arc<dyn EventQueue>,
         options: RuntimeOptions,
     ) -> Result<Arc<Self>, StartError> {
-        let engine = build_engine(&options.engine).map_err(StartError::Engine)?;
-        let linker = platform_linker(&engine).map_err(StartError::Engine)?;
-        let ticker = EpochTicker::start(engine.clone());
+        let engines = Engines::build(&options.engine).map_err(StartError::Engine)?;
+        let linkers = [
+            platform_linker(engines.get(MemoryInit::Copy)).map_err(StartError::Engine)?,
+            platform_linker(engines.get(MemoryInit::Image)).map_err(StartError::Engine)?,
+        ];
+        let ticker = EpochTicker::start(engines.clone());
         let guests = GuestPool::start(options.guest_threads)?;
         Ok(Arc::new(Runtime {
-            engine,
-            linker,
+            engines,
+            linkers,
             db,
             bus,
             keyspaces,
@@ -202,9 +206,22 @@ impl Runtime {
         &*self.keyspaces
     }
 
-    /// The engine every component is compiled for.
+    /// The engines components are compiled for (see [`crate::runtime::engine::MemoryInit`]).
+    pub fn engines(&self) -> &Engines {
+        &self.engines
+    }
+
+    /// The engine of components with little data (the test runner's).
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.engines.get(MemoryInit::Copy)
+    }
+
+    /// The linker for components compiled for `engine`.
+    fn linker_for(&self, engine: &Engine) -> &Linker<ComponentState> {
+        match self.engines.init_of(engine) {
+            MemoryInit::Copy => &self.linkers[0],
+            MemoryInit::Image => &self.linkers[1],
+        }
     }
 
     /// Forget the usage count of a purged keyspace.

@@ -87,7 +87,8 @@ impl Runtime {
         keyspace: &Arc<dyn Keyspace>,
     ) -> Result<Prepared, DeployError> {
         let incompatible = |e: wasmtime::Error| DeployError::Incompatible(format!("{e:#}"));
-        let pre = self.linker.instantiate_pre(component).map_err(incompatible)?;
+        let pre =
+            self.linker_for(component.engine()).instantiate_pre(component).map_err(incompatible)?;
         // A pitstop service, else a wasi:http/proxy component; a component
         // with neither gets the handler's error (the world check before
         // compiling has said it in plain words already).
@@ -141,6 +142,7 @@ impl Runtime {
         };
         let metrics = Arc::new(self.metrics.component(name));
         let mut store = self.new_store(
+            pre.engine(),
             name.into(),
             keyspace,
             usage,
@@ -182,7 +184,7 @@ impl Runtime {
         name: &str,
         bytes: &[u8],
     ) -> anyhow::Result<Arc<Deployment>> {
-        let component = Component::new(&self.engine, bytes)
+        let component = Component::new(self.engines.for_component(bytes), bytes)
             .map_err(|e| anyhow::anyhow!("compiling {name}: {e:#}"))?;
         let keyspace = self.keyspaces.open(name)?;
         let prepared = self.prepare(name, &component, &keyspace).await?;

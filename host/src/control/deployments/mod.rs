@@ -111,7 +111,7 @@ impl Deployments {
         std::fs::create_dir_all(&blobs).map_err(files(&blobs))?;
         let cache = data_dir.join("cache");
         let artifacts =
-            ArtifactCache::new(cache.clone(), runtime.engine().clone()).map_err(files(&cache))?;
+            ArtifactCache::new(cache.clone(), runtime.engines().clone()).map_err(files(&cache))?;
         let records = runtime.db().open_tree("pitstop/components")?;
         // Fail now, not at the first request, if the configured table is invalid.
         RouteTable::new(static_routes.clone()).map_err(|e| DeployError::Route(e.to_string()))?;
