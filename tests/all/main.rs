@@ -1,6 +1,7 @@
 //! pitstop's integration tests: the real `pitstop` binary, the real compiled
 //! components, real HTTP on 127.0.0.1 with an ephemeral port.
 
+mod async_abi;
 mod auth;
 mod breaker;
 mod cli;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
+use crate::capabilities::http::Network;
+
 use crate::bindings::events;
 use crate::bindings::types::{Request, Response};
 use crate::capabilities::bus::{BusCtx, Topics};
@@ -96,7 +98,10 @@ impl Runtime {
             BusCtx::new(topics, call.trace),
             limits,
         )
-        .allow_outbound(settings.allowed_outbound_hosts.clone());
+        .allow_outbound(Network {
+            allowed: settings.allowed_outbound_hosts.clone(),
+            io: self.io.clone(),
+        });
         let mut store = Store::new(engine, state);
         if self.options.store_limits {
             store.limiter(|state| &mut state.limits);

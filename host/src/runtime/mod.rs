@@ -63,6 +63,9 @@ pub struct Runtime {
     // Per component name, so the count survives swaps.
     usage: std::sync::Mutex<HashMap<String, Arc<Usage>>>,
     guests: GuestPool,
+    /// The runtime that created this one (the gateway's): outgoing
+    /// connections register with its IO driver.
+    io: tokio::runtime::Handle,
     _ticker: EpochTicker,
 }
 
@@ -133,6 +136,9 @@ impl Runtime {
         ];
         let ticker = EpochTicker::start(engines.clone());
         let guests = GuestPool::start(options.guest_threads)?;
+        let io = tokio::runtime::Handle::try_current().map_err(|e| {
+            StartError::Engine(wasmtime::format_err!("a runtime starts inside tokio: {e}"))
+        })?;
         Ok(Arc::new(Runtime {
             engines,
             linkers,
@@ -145,6 +151,7 @@ impl Runtime {
             metrics: Arc::default(),
             usage: Default::default(),
             guests,
+            io,
             _ticker: ticker,
         }))
     }

@@ -56,9 +56,9 @@ impl GuestPool {
             .worker_threads(threads)
             .thread_name("pitstop-guest")
             .enable_time()
-            // The connections of outgoing `wasi:http` requests to allowed
-            // hosts are the guest's own work, driven where it runs.
-            .enable_io()
+            // No IO driver: outgoing connections register with the
+            // gateway's runtime (capabilities::http), so the workers never
+            // poll one between guests' time slices.
             // New work (a request from the gateway, an event delivery)
             // arrives through the pool's shared queue. By default a worker
             // looks there every 61 polls, which with guests yielding every

@@ -8,8 +8,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capabilities::bus::BusCtx;
+use crate::capabilities::http::Network;
 use crate::capabilities::http::OutboundHttp;
-use crate::capabilities::http::allowlist::AllowedHost;
 use crate::capabilities::keyvalue::KeyvalueCtx;
 use crate::capabilities::log::{GuestOutput, LogCtx, OutputBudget, Stream};
 use crate::capabilities::poll::PollView;
@@ -58,7 +58,7 @@ impl ComponentState {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outbound: OutboundHttp::new(services.caller(), Arc::from([])),
+            outbound: OutboundHttp::new(services.caller(), None),
             kv,
             cas: CasTable::default(),
             services,
@@ -70,10 +70,10 @@ impl ComponentState {
 }
 
 impl ComponentState {
-    /// Let outgoing requests reach `hosts` (a component's
-    /// `allowed_outbound_hosts`); none by default.
-    pub fn allow_outbound(mut self, hosts: Arc<[AllowedHost]>) -> Self {
-        self.outbound = OutboundHttp::new(self.services.caller(), hosts);
+    /// Let outgoing requests reach the hosts `network` allows (a
+    /// component's `allowed_outbound_hosts`); none by default.
+    pub fn allow_outbound(mut self, network: Network) -> Self {
+        self.outbound = OutboundHttp::new(self.services.caller(), Some(network));
         self
     }
 

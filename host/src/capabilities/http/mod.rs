@@ -54,14 +54,25 @@ pub const SERVICE_DOMAIN: &str = ".svc";
 /// The host's answer to a guest's outgoing HTTP requests.
 pub struct OutboundHttp {
     caller: Caller,
-    allowed: Arc<[AllowedHost]>,
+    network: Option<Network>,
+}
+
+/// Where requests to allowed hosts may go, and the tokio runtime whose IO
+/// driver their connections register with: the gateway's, so the guest
+/// pool runs guests only (no IO driver polled between time slices).
+#[derive(Clone)]
+pub struct Network {
+    /// The component's `allowed_outbound_hosts`.
+    pub allowed: Arc<[AllowedHost]>,
+    /// A runtime with IO enabled.
+    pub io: tokio::runtime::Handle,
 }
 
 impl OutboundHttp {
     /// Requests to `NAME.svc` go out as calls of `caller`, and those to
-    /// `allowed` hosts over the network.
-    pub fn new(caller: Caller, allowed: Arc<[AllowedHost]>) -> Self {
-        OutboundHttp { caller, allowed }
+    /// hosts `network` allows over the network; without it, none.
+    pub fn new(caller: Caller, network: Option<Network>) -> Self {
+        OutboundHttp { caller, network }
     }
 }
 
@@ -89,8 +100,10 @@ impl WasiHttpHooks for OutboundHttp {
                 Ok((http_response(response)?, done))
             });
         }
-        if self.allowed.iter().any(|entry| entry.allows(request.uri())) {
-            return send_out(&self.caller, request, options);
+        if let Some(network) = &self.network
+            && network.allowed.iter().any(|entry| entry.allows(request.uri()))
+        {
+            return send_out(&self.caller, &network.io, request, options);
         }
         tracing::debug!(uri = %request.uri(), "outgoing HTTP request refused");
         Box::new(async { Err(Error::HttpRequestDenied) })
@@ -102,6 +115,7 @@ impl WasiHttpHooks for OutboundHttp {
 /// deadline. The store being dropped at the deadline aborts it too.
 fn send_out(
     caller: &Caller,
+    io: &tokio::runtime::Handle,
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
 ) -> Sent {
@@ -115,12 +129,40 @@ fn send_out(
         between_bytes_timeout: within(options.between_bytes_timeout),
     };
     tracing::debug!(uri = %request.uri(), "outgoing HTTP request");
-    Box::new(async move {
+    // Connect (and so register the socket) on the IO runtime; the response
+    // and the connection are then polled wherever the guest's futures are.
+    let connecting = AbortOnDrop(io.spawn(async move {
         let (response, done) =
             wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
         let done: BodyDone = Box::new(done);
         Ok((response.map(BodyExt::boxed_unsync), done))
-    })
+    }));
+    // Dropping the guest's future (the store, at the deadline) ends the
+    // connection attempt too.
+    Box::new(connecting)
+}
+
+/// A task aborted when its handle is dropped; a failed task is an
+/// incomplete response.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<Result<T, Error>>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|joined| joined.unwrap_or(Err(Error::HttpResponseIncomplete)))
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The guest's request as a `services` call's: method, path, query,

@@ -106,12 +106,8 @@ impl batch::Host for WasiKeyvalue<'_> {
         _: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, Error> {
-        let mut found = Vec::with_capacity(keys.len());
-        for key in keys {
-            let value = self.kv.get(key.clone()).await.map_err(other)?;
-            found.push(value.map(|value| (key, value)));
-        }
-        Ok(found)
+        let found = self.get_all(keys).await.map_err(other)?;
+        Ok(found.into_iter().map(|(key, value)| value.map(|value| (key, value))).collect())
     }
 
     async fn set_many(
@@ -119,16 +115,10 @@ impl batch::Host for WasiKeyvalue<'_> {
         _: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<(), Error> {
-        for (key, value) in key_values {
-            self.kv.set(key, value).await.map_err(other)?;
-        }
-        Ok(())
+        self.set_all(key_values).await.map_err(other)
     }
 
     async fn delete_many(&mut self, _: Resource<Bucket>, keys: Vec<String>) -> Result<(), Error> {
-        for key in keys {
-            self.kv.delete(key).await.map_err(other)?;
-        }
-        Ok(())
+        self.delete_all(keys).await.map_err(other)
     }
 }

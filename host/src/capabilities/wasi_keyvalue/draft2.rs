@@ -121,12 +121,7 @@ impl batch::Host for WasiKeyvalue<'_> {
         _: Resource<Bucket>,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, Error> {
-        let mut found = Vec::with_capacity(keys.len());
-        for key in keys {
-            let value = self.kv.get(key.clone()).await.map_err(other)?;
-            found.push((key, value));
-        }
-        Ok(found)
+        self.get_all(keys).await.map_err(other)
     }
 
     async fn set_many(
@@ -134,16 +129,10 @@ impl batch::Host for WasiKeyvalue<'_> {
         _: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<(), Error> {
-        for (key, value) in key_values {
-            self.kv.set(key, value).await.map_err(other)?;
-        }
-        Ok(())
+        self.set_all(key_values).await.map_err(other)
     }
 
     async fn delete_many(&mut self, _: Resource<Bucket>, keys: Vec<String>) -> Result<(), Error> {
-        for key in keys {
-            self.kv.delete(key).await.map_err(other)?;
-        }
-        Ok(())
+        self.delete_all(keys).await.map_err(other)
     }
 }

@@ -17,6 +17,8 @@
 
 use wasmtime::component::{HasData, Linker};
 
+use crate::bindings::keyvalue::Host as _;
+
 use crate::bindings::keyvalue::Error as PlatformError;
 use crate::capabilities::keyvalue::KeyvalueCtx;
 
@@ -103,6 +105,37 @@ fn describe(error: PlatformError) -> String {
         PlatformError::InvalidKey(why) => format!("invalid key: {why}"),
         PlatformError::QuotaExceeded(why) => format!("quota exceeded: {why}"),
         PlatformError::Storage(why) => format!("storage: {why}"),
+    }
+}
+
+impl WasiKeyvalue<'_> {
+    /// `get-many` as both versions need it: every key asked, with its value.
+    async fn get_all(
+        &mut self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, PlatformError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self.kv.get(key.clone()).await?;
+            found.push((key, value));
+        }
+        Ok(found)
+    }
+
+    /// `set-many`, key by key (see the module doc on a failure part-way).
+    async fn set_all(&mut self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), PlatformError> {
+        for (key, value) in pairs {
+            self.kv.set(key, value).await?;
+        }
+        Ok(())
+    }
+
+    /// `delete-many`, key by key.
+    async fn delete_all(&mut self, keys: Vec<String>) -> Result<(), PlatformError> {
+        for key in keys {
+            self.kv.delete(key).await?;
+        }
+        Ok(())
     }
 }
 
