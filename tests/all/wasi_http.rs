@@ -192,3 +192,77 @@ async fn a_service_importing_wasi_http_types_serves() {
     assert_eq!(answer.status, 200, "{}", text(&answer.body));
     assert_eq!(text(&answer.body), "x-made-by: wasi:http");
 }
+
+/// The gateway's rules apply to a wasi:http component as to any service:
+/// a write without a token is 401 (the default policy), the route's rate
+/// limit answers 429, and `serve --watch` deploys the file dropped in.
+#[tokio::test]
+async fn auth_rate_limits_and_watch_apply() {
+    let watched = tempfile::TempDir::new().unwrap();
+    let config = config().replace(
+        "component = \"web\"",
+        "component = \"web\"\n        rate_limit = { per_second = 1, burst = 3 }",
+    );
+    let server = Server::start_with_args(
+        Some(&config),
+        fresh_dir(),
+        &["--watch".as_ref(), watched.path().as_os_str()],
+    )
+    .await;
+    let anonymous = server.send_raw("POST", "/h/echo", &[], "x").await;
+    assert_eq!(anonymous.status, 401, "{}", text(&anonymous.body));
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(server.get("/h/echo").await.status);
+        }
+        statuses
+    };
+    assert!(statuses.contains(&429), "no 429 in {statuses:?}");
+
+    std::fs::copy(test_components().join("http_hello.wasm"), watched.path().join("hi.wasm"))
+        .unwrap();
+    crate::support::eventually("hi deployed by --watch", Duration::from_secs(20), || async {
+        let listed = server.admin("GET", "/admin/components", "").await;
+        text(&listed.body).contains("\"hi\"").then_some(())
+    })
+    .await;
+}
+
+/// Clients looping while the component is swapped to another wasi:http
+/// component and rolled back see no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swaps_under_load_fail_no_request() {
+    let server = std::sync::Arc::new(Server::start().await);
+    let path = "/admin/components/web?route=/h";
+    assert_eq!(server.admin("PUT", path, wasm("http_probe")).await.status, 201);
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, running) = (server.clone(), running.clone());
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                let mut served = 0;
+                while running.load(std::sync::atomic::Ordering::Relaxed) {
+                    let answer = server.get("/h/echo").await;
+                    match answer.status {
+                        200 => served += 1,
+                        status => failed.push((status, text(&answer.body))),
+                    }
+                }
+                (served, failed)
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        assert_eq!(server.admin("PUT", path, wasm("http_hello")).await.status, 200);
+        let back = server.admin("POST", "/admin/components/web/rollback", "").await;
+        assert_eq!(back.status, 200, "{}", text(&back.body));
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        let (served, failed) = client.await.unwrap();
+        assert!(failed.is_empty(), "failed requests during swaps: {failed:?}");
+        assert!(served > 0, "a client was never served");
+    }
+}
