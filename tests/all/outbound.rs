@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Server, fresh_dir, serve_refuses, test_components};
+use crate::support::{Server, fresh_dir, serve_refuses, test_components, text};
 
 /// `http_probe` as `web` at `/h` (1 s deadline, one instance at the CPU
 /// at a time), allowed to reach `allowed`.
@@ -26,10 +26,6 @@ fn config(allowed: &str) -> String {
         "#,
         test_components().join("http_probe.wasm").display()
     )
-}
-
-fn text(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).into_owned()
 }
 
 /// Read one request's head from `stream`.

@@ -468,6 +468,11 @@ pub fn sample(samples: &[(String, f64)], series: &str) -> f64 {
     samples.iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| *v)
 }
 
+/// A body as text (lossy where it is not UTF-8).
+pub fn text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).into_owned()
+}
+
 /// Run `pitstop serve` with `config`, expecting it to refuse to start; its stderr.
 pub fn serve_refuses(config: &str) -> String {
     let data = fresh_dir();

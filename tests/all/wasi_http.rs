@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, fresh_dir, single_component_config, test_components};
+use crate::support::{Server, fresh_dir, single_component_config, test_components, text};
 
 fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(test_components().join(format!("{name}.wasm"))).unwrap()
@@ -33,10 +33,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn text(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).into_owned()
 }
 
 /// Deployed through the admin API and routed like any service: the guest

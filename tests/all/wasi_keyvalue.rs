@@ -3,11 +3,7 @@
 //! invocation's atomic write set, and can read it through pitstop's own
 //! `keyvalue` too.
 
-use crate::support::{Server, fresh_dir, single_component_config};
-
-fn text(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).into_owned()
-}
+use crate::support::{Server, fresh_dir, single_component_config, text};
 
 async fn server() -> Server {
     let config = single_component_config("kv", "kv_standard", "", "/k");

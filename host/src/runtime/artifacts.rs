@@ -34,17 +34,22 @@ pub enum Origin {
 pub struct ArtifactCache {
     dir: PathBuf,
     engines: Engines,
+    /// Per engine, in [`MemoryInit::ALL`] order: its fingerprint.
+    fingerprints: [String; 2],
 }
 
 impl ArtifactCache {
     /// A cache in `dir` (created if missing) for `engines`.
     pub fn new(dir: PathBuf, engines: Engines) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(ArtifactCache { dir, engines })
+        let fingerprints = MemoryInit::ALL.map(|init| fingerprint(engines.get(init)));
+        Ok(ArtifactCache { dir, engines, fingerprints })
     }
 
+    /// `<dir>/<digest>-<engine>-<init>.cwasm`.
     fn entry(&self, digest: &str, init: MemoryInit) -> PathBuf {
-        entry_path(&self.dir, digest, self.engines.get(init), init)
+        let fingerprint = &self.fingerprints[init as usize];
+        self.dir.join(format!("{digest}-{fingerprint}-{}.cwasm", init.name()))
     }
 
     /// The component whose bytes have sha256 `digest`: from the cache when a
@@ -105,11 +110,11 @@ impl ArtifactCache {
     }
 }
 
-/// `<dir>/<digest>-<engine>-<init>.cwasm`.
-fn entry_path(dir: &Path, digest: &str, engine: &Engine, init: MemoryInit) -> PathBuf {
+/// What identifies `engine`'s configuration and wasmtime version.
+fn fingerprint(engine: &Engine) -> String {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    dir.join(format!("{digest}-{:016x}-{}.cwasm", hasher.finish(), init.name()))
+    format!("{:016x}", hasher.finish())
 }
 
 /// Why a component could not be compiled.
