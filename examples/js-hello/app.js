@@ -37,13 +37,16 @@ function count(method) {
 }
 
 export const handler = {
-  // The gateway hands over the full path: the route prefix (/js) is kept.
+  // The gateway hands over the full path, route prefix included
+  // (/js/hello): match what follows the prefix, so the service answers
+  // under whichever prefix it is routed at.
   handle(request) {
     const { method, path } = request;
-    if (path === '/js/hello') {
+    const rest = path.split('/').slice(2).join('/');
+    if (rest === 'hello') {
       return method === 'GET' ? text(200, 'hello from js') : text(405, 'method not allowed\n');
     }
-    if (path === '/js/count') {
+    if (rest === 'count') {
       return count(method);
     }
     return text(404, 'not found\n');

@@ -20,13 +20,15 @@ def text(status: int, body: str) -> Response:
 
 class Handler(exports.Handler):
     def handle(self, request: Request) -> Response:
-        # The gateway hands over the full path: the route prefix (/py) is kept.
-        method, path = request.method, request.path
-        if path == "/py/hello":
+        # The gateway hands over the full path, route prefix included
+        # (/py/hello): match what follows the prefix, so the service answers
+        # under whichever prefix it is routed at.
+        method, rest = request.method, "/".join(request.path.split("/")[2:])
+        if rest == "hello":
             if method != "GET":
                 return text(405, "method not allowed\n")
             return text(200, "hello from python")
-        if path == "/py/count":
+        if rest == "count":
             try:
                 if method == "POST":
                     # Atomic, in this component's own keyspace.

@@ -18,6 +18,7 @@ use pitstop_gateway::ratelimit::RateLimit;
 
 use crate::capabilities::http::allowlist::AllowedHost;
 use crate::resilience::breaker::BreakerConfig;
+use crate::runtime::reuse::ReusePolicy;
 use crate::runtime::{ComponentSettings, RuntimeOptions};
 
 /// The whole file.
@@ -214,7 +215,25 @@ pub struct ComponentConfig {
     /// `[http[s]://]HOST[:PORT]` (`*.example.com` for every name below
     /// it); everything else is refused. `NAME.svc` needs no entry.
     pub allowed_outbound_hosts: Option<Vec<AllowedHost>>,
+    /// Serve requests on warm instances instead of a fresh one each
+    /// (`reuse = { max_requests = 1000 }`); see `runtime::reuse`.
+    pub reuse: Option<ReuseConfig>,
 }
+
+/// `reuse` of a component: how long one instance serves.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReuseConfig {
+    /// Invocations one instance serves before it is discarded (default 1000).
+    pub max_requests: Option<NonZeroU32>,
+    /// An instance whose largest linear memory grew past this many bytes is
+    /// discarded after its invocation (default: half the component's
+    /// `max_memory`).
+    pub max_memory: Option<usize>,
+}
+
+/// Invocations a reused instance serves when `reuse` does not say.
+const DEFAULT_REUSE_REQUESTS: u32 = 1000;
 
 /// One route.
 #[derive(Debug, Deserialize)]
@@ -365,6 +384,10 @@ impl Config {
             if let Some(hosts) = &component.allowed_outbound_hosts {
                 settings.allowed_outbound_hosts = hosts.as_slice().into();
             }
+            settings.reuse = component.reuse.map(|reuse| ReusePolicy {
+                max_requests: reuse.max_requests.map_or(DEFAULT_REUSE_REQUESTS, NonZeroU32::get),
+                max_memory: reuse.max_memory.unwrap_or(settings.max_memory / 2),
+            });
             options.components.insert(name.clone(), settings);
         }
         // The pool reserves room for the largest memory any component may use.
@@ -483,8 +506,14 @@ mod tests {
             max_keyspace_bytes,
             max_write_set_bytes,
             allowed_outbound_hosts,
+            reuse: _,
         } = &components["payment"];
-        assert!(components["inventory"].path.is_some());
+        let inventory = &components["inventory"];
+        assert!(inventory.path.is_some());
+        let Some(ReuseConfig { max_requests, max_memory: reuse_memory }) = inventory.reuse else {
+            panic!("the example shows reuse");
+        };
+        assert!(max_requests.is_some() && reuse_memory.is_some());
         assert!(deadline_ms.is_some() && max_memory.is_some() && max_concurrency.is_some());
         assert!(max_parallel.is_some() && max_log_lines.is_some() && max_log_bytes.is_some());
         assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());

@@ -18,6 +18,7 @@ mod outbound;
 mod payments;
 mod persistence;
 mod resilience;
+mod reuse;
 mod saga;
 mod support;
 mod users;

@@ -113,6 +113,14 @@ impl LogCtx {
     pub fn new(budget: Arc<OutputBudget>) -> Self {
         LogCtx { budget }
     }
+
+    /// A new invocation on the same instance gets a whole budget again
+    /// (its WASI stdout and stderr share this one).
+    pub(crate) fn renew(&self) {
+        self.budget.lines.store(0, Ordering::Relaxed);
+        self.budget.bytes.store(0, Ordering::Relaxed);
+        self.budget.warned.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Add the capability to `linker`.

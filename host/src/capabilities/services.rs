@@ -77,6 +77,16 @@ impl ServicesCtx {
         }
     }
 
+    /// The context of an instance between two invocations
+    /// ([`crate::runtime::reuse`]): it holds no turn and no runtime, and
+    /// refuses calls (nothing runs guest code until the next invocation
+    /// brings its own context).
+    pub fn parked(&self) -> Self {
+        let this = &self.caller.0;
+        let call = CallContext { deadline: Instant::now(), ..this.call };
+        ServicesCtx::new(Arc::new(Parked), this.name.clone(), call, Turn::unlimited())
+    }
+
     /// The invocation as a caller, for outgoing `wasi:http` requests.
     pub fn caller(&self) -> Caller {
         self.caller.clone()
@@ -202,3 +212,21 @@ impl Caller {
 }
 
 impl crate::bindings::types::Host for ServicesCtx {}
+
+/// Where a parked instance's calls would go: nowhere.
+struct Parked;
+
+impl Invoke for Parked {
+    fn max_call_depth(&self) -> u32 {
+        0
+    }
+
+    fn invoke_nested(
+        self: Arc<Self>,
+        _name: String,
+        _request: Request,
+        _context: CallContext,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>> {
+        Box::pin(async { Err(CallError::Refused("the invocation has ended".into())) })
+    }
+}

@@ -1,10 +1,12 @@
-//! One fresh instance: its store with its limits and capabilities, the
+//! One invocation's instance: its store with its limits and capabilities
+//! (fresh, or a warm one's renewed, see [`crate::runtime::reuse`]), the
 //! guest's run under the deadline, and the commit of what it did.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use wasmtime::component::Instance;
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
 use crate::capabilities::http::Network;
@@ -22,6 +24,7 @@ use crate::runtime::commit::{CommitError, Effects, commit};
 use crate::runtime::engine::EPOCH_TICK;
 use crate::runtime::proxy;
 use crate::runtime::registry::{Deployment, Entry};
+use crate::runtime::reuse::{Warm, WarmPool};
 use crate::runtime::scheduling::time_slice;
 use crate::runtime::state::ComponentState;
 use crate::runtime::{ComponentSettings, Runtime};
@@ -52,6 +55,13 @@ impl Answer {
             Answer::Conflict(_) => false,
         }
     }
+}
+
+/// The contexts of one invocation's capabilities.
+struct Contexts {
+    kv: KeyvalueCtx,
+    services: ServicesCtx,
+    bus: BusCtx,
 }
 
 /// Why [`Runtime::run`] has no answer to give.
@@ -91,17 +101,13 @@ impl Runtime {
             .build();
         let output =
             OutputBudget::new(component.clone(), settings.output, metrics.log_dropped.clone());
-        let state = ComponentState::new(
-            output,
-            KeyvalueCtx::new(keyspace.clone(), usage, settings.max_write_set_bytes, metrics),
-            ServicesCtx::new(self.clone(), component, call, turn),
-            BusCtx::new(topics, call.trace),
-            limits,
-        )
-        .allow_outbound(Network {
-            allowed: settings.allowed_outbound_hosts.clone(),
-            io: self.io.clone(),
-        });
+        let Contexts { kv, services, bus } =
+            self.contexts(component, keyspace, usage, topics, metrics, settings, call, turn);
+        let state =
+            ComponentState::new(output, kv, services, bus, limits).allow_outbound(Network {
+                allowed: settings.allowed_outbound_hosts.clone(),
+                io: self.io.clone(),
+            });
         let mut store = Store::new(engine, state);
         if self.options.store_limits {
             store.limiter(|state| &mut state.limits);
@@ -110,6 +116,69 @@ impl Runtime {
             time_slice(&mut store, call.deadline);
         }
         store
+    }
+
+    /// What belongs to one invocation, whichever instance runs it.
+    #[allow(clippy::too_many_arguments)]
+    fn contexts(
+        self: &Arc<Self>,
+        component: Arc<str>,
+        keyspace: &Arc<dyn Keyspace>,
+        usage: Arc<Usage>,
+        topics: Arc<Topics>,
+        metrics: Arc<ComponentMetrics>,
+        settings: &ComponentSettings,
+        call: CallContext,
+        turn: Turn,
+    ) -> Contexts {
+        Contexts {
+            kv: KeyvalueCtx::new(keyspace.clone(), usage, settings.max_write_set_bytes, metrics),
+            services: ServicesCtx::new(self.clone(), component, call, turn),
+            bus: BusCtx::new(topics, call.trace),
+        }
+    }
+
+    /// A store and maybe an instance for an invocation of `deployment`: a
+    /// warm one when the component reuses instances and one is idle, else
+    /// a fresh store (its instance is made under the deadline).
+    fn store_for(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        settings: &ComponentSettings,
+        call: CallContext,
+        turn: Turn,
+    ) -> (Store<ComponentState>, Option<Instance>, u32) {
+        let Some(Warm { mut store, instance, served }) =
+            deployment.warm.as_ref().and_then(WarmPool::take)
+        else {
+            let store = self.new_store(
+                deployment.pre.engine(),
+                deployment.name.clone(),
+                &deployment.keyspace,
+                deployment.usage.clone(),
+                deployment.topics.clone(),
+                deployment.metrics.clone(),
+                settings,
+                call,
+                turn,
+            );
+            return (store, None, 0);
+        };
+        let Contexts { kv, services, bus } = self.contexts(
+            deployment.name.clone(),
+            &deployment.keyspace,
+            deployment.usage.clone(),
+            deployment.topics.clone(),
+            deployment.metrics.clone(),
+            settings,
+            call,
+            turn,
+        );
+        store.data_mut().begin(kv, services, bus);
+        if self.options.engine.epoch_interruption {
+            time_slice(&mut store, call.deadline);
+        }
+        (store, Some(instance), served)
     }
 
     pub(super) async fn run(
@@ -133,27 +202,25 @@ impl Runtime {
             .take(deadline)
             .await
             .map_err(|_| Rerun::Failed(InvokeFailure::Timeout { deadline_ms }))?;
-        let mut store = self.new_store(
-            deployment.pre.engine(),
-            deployment.name.clone(),
-            &deployment.keyspace,
-            deployment.usage.clone(),
-            deployment.topics.clone(),
-            deployment.metrics.clone(),
-            settings,
-            context,
-            turn,
-        );
+        let (mut store, warm, served) = self.store_for(deployment, settings, context, turn);
         if let Call::Http(request) = call {
             store.data_mut().services.inherit_identity(&request.headers);
         }
         let run = async {
-            let started = std::time::Instant::now();
-            let instance = match deployment.pre.instantiate_async(&mut store).await {
-                Ok(instance) => instance,
-                Err(error) => return Err(instantiation_failure(name, error)),
+            let instance = match warm {
+                Some(instance) => instance,
+                None => {
+                    let started = std::time::Instant::now();
+                    match deployment.pre.instantiate_async(&mut store).await {
+                        Ok(instance) => {
+                            let took = started.elapsed().as_secs_f64();
+                            deployment.metrics.instantiation.observe(took);
+                            instance
+                        }
+                        Err(error) => return Err(instantiation_failure(name, error)),
+                    }
+                }
             };
-            deployment.metrics.instantiation.observe(started.elapsed().as_secs_f64());
             let answer = async {
                 match call {
                     Call::Http(request) => match &deployment.entry {
@@ -176,11 +243,12 @@ impl Runtime {
                     }
                 }
             };
-            answer
+            let answer = answer
                 .await
-                .map_err(|error| guest_failure(name, error, deadline_ms, settings.max_memory))
+                .map_err(|error| guest_failure(name, error, deadline_ms, settings.max_memory))?;
+            Ok((answer, instance))
         };
-        let answer = match tokio::time::timeout_at(deadline, run).await {
+        let (answer, instance) = match tokio::time::timeout_at(deadline, run).await {
             Err(_) => return Err(Rerun::Failed(InvokeFailure::Timeout { deadline_ms })),
             Ok(result) => result.map_err(Rerun::Failed)?,
         };
@@ -202,7 +270,15 @@ impl Runtime {
             },
         };
         let retryable = !state.services.made_calls();
-        match commit(&*self.bus, &self.metrics, deployment, effects) {
+        let committed = commit(&*self.bus, &self.metrics, deployment, effects);
+        if let (Ok(_) | Err(CommitError::AlreadyHandled), Some(pool)) =
+            (&committed, &deployment.warm)
+        {
+            // Done with this invocation: the next may have the instance
+            // while this one waits for the disk.
+            pool.put_back(Warm { store, instance, served });
+        }
+        match committed {
             Ok(false) => {}
             // An event handler's commit is not flushed: nobody waits on it,
             // and if a crash loses it, it loses the handled mark with it,

@@ -8,7 +8,9 @@
 //! - [`pipeline`]: one call from the gateway, a `services` call or the
 //!   dispatcher, through breaker, bulkhead, injected faults and conflict
 //!   reruns to an answer.
-//! - [`instance`]: one fresh instance, from its store to the commit.
+//! - [`instance`]: one invocation's instance (fresh, or warm from
+//!   [`reuse`]), from its store to the commit.
+//! - [`reuse`]: opt-in warm instances, one invocation at a time.
 //! - [`commit`]: the invocation's writes and events, applied atomically.
 
 pub mod artifacts;
@@ -21,6 +23,7 @@ pub mod pipeline;
 pub mod prepare;
 pub mod proxy;
 pub mod registry;
+pub mod reuse;
 pub mod scheduling;
 pub mod state;
 pub mod world;

@@ -9,6 +9,7 @@ use crate::capabilities::log::OutputLimits;
 use crate::events::queue::BusOptions;
 use crate::resilience::breaker::BreakerConfig;
 use crate::runtime::engine::EngineLimits;
+use crate::runtime::reuse::ReusePolicy;
 
 /// Tunables of the runtime.
 #[derive(Debug, Clone)]
@@ -71,6 +72,9 @@ pub struct ComponentSettings {
     pub max_write_set_bytes: u64,
     /// Hosts its outgoing `wasi:http` requests may reach; none by default.
     pub allowed_outbound_hosts: Arc<[AllowedHost]>,
+    /// Serve invocations on warm instances ([`crate::runtime::reuse`]);
+    /// `None`, the default: a fresh instance for each.
+    pub reuse: Option<ReusePolicy>,
 }
 
 impl Default for ComponentSettings {
@@ -85,6 +89,7 @@ impl Default for ComponentSettings {
             max_keyspace_bytes: 256 << 20,
             max_write_set_bytes: 16 << 20,
             allowed_outbound_hosts: Arc::from([]),
+            reuse: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::resilience::turns::{Turn, Turns};
 use crate::runtime::Runtime;
 use crate::runtime::proxy::PROXY_EXPORT;
 use crate::runtime::registry::{Deployment, Entry};
+use crate::runtime::reuse::WarmPool;
 use crate::runtime::scheduling::ANSWER_GRACE;
 use crate::runtime::state::ComponentState;
 use crate::storage::{Keyspace, StorageError};
@@ -215,13 +216,17 @@ impl Runtime {
             Arc::new(move |to| metrics.breaker(&name, to))
         };
         let name: Arc<str> = name.into();
+        let parallel = settings.max_parallel.unwrap_or(self.guests.threads() as u32);
         Arc::new(Deployment {
             usage,
             metrics,
             breaker: Breaker::new(name.clone(), settings.breaker, Arc::new(SystemClock))
                 .on_transition(observer),
             bulkhead: Bulkhead::new(settings.max_concurrency),
-            turns: Turns::new(settings.max_parallel.unwrap_or(self.guests.threads() as u32)),
+            turns: Turns::new(parallel),
+            // As many idle instances as may run at once: more would only
+            // hold memory.
+            warm: settings.reuse.map(|policy| WarmPool::new(policy, parallel as usize)),
             name,
             version,
             digest,

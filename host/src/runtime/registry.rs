@@ -46,6 +46,8 @@ pub struct Deployment {
     pub usage: Arc<crate::capabilities::keyvalue::Usage>,
     /// Its metric handles.
     pub metrics: Arc<crate::metrics::ComponentMetrics>,
+    /// Its idle instances, when the component reuses them.
+    pub warm: Option<crate::runtime::reuse::WarmPool>,
 }
 
 /// How a component takes requests.

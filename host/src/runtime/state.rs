@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -28,7 +28,7 @@ pub struct ComponentState {
     pub(crate) services: ServicesCtx,
     pub(crate) bus: BusCtx,
     pub(crate) log: LogCtx,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryWatch,
 }
 
 impl ComponentState {
@@ -64,7 +64,7 @@ impl ComponentState {
             services,
             bus,
             log: LogCtx::new(output),
-            limits,
+            limits: MemoryWatch { limits, peak: 0 },
         }
     }
 }
@@ -77,6 +77,32 @@ impl ComponentState {
         self
     }
 
+    /// Start an invocation on a reused instance ([`crate::runtime::reuse`]):
+    /// the write set, the calls' identity, deadline and turn, the trace and
+    /// the output budget become this invocation's; what the guest holds
+    /// (its memory, WASI resources) stays.
+    pub(crate) fn begin(&mut self, kv: KeyvalueCtx, services: ServicesCtx, bus: BusCtx) {
+        self.outbound.serve(services.caller());
+        self.kv = kv;
+        self.services = services;
+        self.bus = bus;
+        self.cas = CasTable::default();
+        self.log.renew();
+    }
+
+    /// The invocation has ended and the instance waits for the next: let go
+    /// of its turn and of the runtime its calls went to.
+    pub(crate) fn park(&mut self) {
+        self.services = self.services.parked();
+        self.outbound.serve(self.services.caller());
+    }
+
+    /// The size of the largest linear memory of the store, in bytes, as
+    /// far as it grew (0 when limits are off).
+    pub(crate) fn peak_memory(&self) -> usize {
+        self.limits.peak
+    }
+
     /// What `wasi:keyvalue` works on: the keyspace context and the `cas`
     /// handles.
     pub(crate) fn wasi_keyvalue(&mut self) -> WasiKeyvalue<'_> {
@@ -87,6 +113,57 @@ impl ComponentState {
     /// blocked guest gives up.
     pub(crate) fn poll_view(&mut self) -> PollView<'_> {
         PollView { table: &mut self.table, caller: self.services.caller_ref() }
+    }
+}
+
+/// The store's limits, watching how far its linear memories grew.
+pub(crate) struct MemoryWatch {
+    limits: StoreLimits,
+    /// The largest size any linear memory was allowed to grow to.
+    peak: usize,
+}
+
+impl ResourceLimiter for MemoryWatch {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak = self.peak.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

@@ -74,6 +74,12 @@ impl OutboundHttp {
     pub fn new(caller: Caller, network: Option<Network>) -> Self {
         OutboundHttp { caller, network }
     }
+
+    /// Send the requests of the invocation `caller` from now on (an
+    /// instance reused for another invocation).
+    pub(crate) fn serve(&mut self, caller: Caller) {
+        self.caller = caller;
+    }
 }
 
 /// The body's own errors, reported after the response (none here: the

@@ -18,10 +18,23 @@
 //!   connection is the gateway's, so none of them may reach the client;
 //! - `GET /trap/self` calls itself through `services` until the platform
 //!   refuses, then answers 508 with the refusal;
+//! - `GET /trap/count` answers `{"served": n}`: how many requests this
+//!   instance has served (a global the guest keeps), so a test sees
+//!   whether instances are reused;
+//! - `GET /trap/grow-by/{mib}` grows linear memory by `mib` MiB and answers;
+//! - `GET /trap/whoami` answers the `pitstop-subject` it was called with
+//!   (`null` without one);
+//! - `GET /trap/relay` calls its own `/trap/whoami` through `services` and
+//!   answers what that saw: the identity the platform passed on;
 //! - `GET /trap/escape` tries to reach beyond its grants (files, environment,
 //!   network) and reports what it got.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use pitstop_sdk::{ApiError, Handler, Header, Request, Response};
+
+/// Requests this instance has served: lives as long as the instance.
+static SERVED: AtomicU64 = AtomicU64::new(0);
 
 struct Trap;
 
@@ -29,6 +42,32 @@ impl Handler for Trap {
     fn handle(request: Request) -> Response {
         match request.segments().as_slice() {
             ["trap", "ok"] => Response::json(200, &serde_json::json!({ "ok": true })),
+            ["trap", "count"] => {
+                let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+                Response::json(200, &serde_json::json!({ "served": served }))
+            }
+            ["trap", "grow-by", mib] => {
+                let pages = mib.parse::<usize>().unwrap_or(0) * 16;
+                let grown = core::arch::wasm32::memory_grow(0, pages) != usize::MAX;
+                Response::json(200, &serde_json::json!({ "grown": grown }))
+            }
+            ["trap", "whoami"] => {
+                let subject = request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("pitstop-subject"))
+                    .map(|h| h.value.clone());
+                Response::json(200, &serde_json::json!({ "subject": subject }))
+            }
+            ["trap", "relay"] => {
+                let request = Request::empty("GET", "/trap/whoami");
+                match pitstop_sdk::services::call("trap", &request) {
+                    Ok(response) => response,
+                    Err(error) => {
+                        ApiError::new(502, pitstop_sdk::services::describe(&error)).into_response()
+                    }
+                }
+            }
             ["trap", "panic"] => panic!("the trap component panics on purpose"),
             ["trap", "unreachable"] => std::process::abort(),
             ["trap", "loop"] => {
