@@ -148,6 +148,11 @@ fn build_and_compile(name: &str, run: &Path) -> Result<Built, String> {
 /// artifact cache holds `examples` compiled (linked, not copied: pitstop
 /// replaces entries by renaming, never writes into one).
 async fn serve(examples: &[&str]) -> (Server, Arc<TempDir>) {
+    serve_with(examples, None).await
+}
+
+/// [`serve`] with a config file.
+async fn serve_with(examples: &[&str], config: Option<&str>) -> (Server, Arc<TempDir>) {
     let data = cold_dir();
     let cache = data.path().join("data").join("cache");
     std::fs::create_dir_all(&cache).unwrap();
@@ -160,7 +165,7 @@ async fn serve(examples: &[&str]) -> (Server, Arc<TempDir>) {
             }
         }
     }
-    (Server::start_with(None, data.clone()).await, data)
+    (Server::start_with(config, data.clone()).await, data)
 }
 
 /// `PUT /admin/components/NAME?route=PREFIX` with the example's bytes: a
@@ -186,7 +191,11 @@ fn seen(answer: &Answer) -> (u16, String) {
 async fn says_hello_and_counts(name: &str, prefix: &str, hello: &str) {
     let (server, _data) = serve(&[name]).await;
     deploy(&server, name, prefix).await;
+    keeps_its_promises(&server, name, prefix, hello).await;
+}
 
+/// The README's answers, from a running `name` on `prefix`.
+async fn keeps_its_promises(server: &Server, name: &str, prefix: &str, hello: &str) {
     let answer = server.get(&format!("{prefix}/hello")).await;
     assert_eq!(seen(&answer), (200, hello.to_string()));
     assert_eq!(answer.header("pitstop-component"), Some(name));
@@ -211,6 +220,23 @@ async fn says_hello_and_counts(name: &str, prefix: &str, hello: &str) {
 #[tokio::test]
 async fn python_hello_says_hello_and_counts() {
     says_hello_and_counts("python-hello", "/py", "hello from python").await;
+}
+
+/// The Python service with `reuse` keeps the same promises, served by one
+/// warm instance: the interpreter starts once, not once per request.
+#[tokio::test]
+async fn python_hello_serves_from_a_warm_instance() {
+    let config = "[components.python-hello]\nreuse = { max_requests = 1000 }\nmax_parallel = 1\n";
+    let (server, _data) = serve_with(&["python-hello"], Some(config)).await;
+    // The config's file has no route table: the built-in one plus `/py`.
+    deploy(&server, "python-hello", "/py").await;
+    keeps_its_promises(&server, "python-hello", "/py", "hello from python").await;
+    for _ in 0..20 {
+        assert_eq!(seen(&server.get("/py/hello").await), (200, "hello from python".into()));
+    }
+    let made = r#"pitstop_instantiation_duration_seconds_count{component="python-hello"}"#;
+    // The 404 and 405 answers keep the instance; no answer was a 5xx.
+    assert_eq!(server.metric(made).await, 1.0, "one instance for 30 requests");
 }
 
 /// The JavaScript service (componentize-js) deploys on `/js`: `GET
