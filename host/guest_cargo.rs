@@ -4,7 +4,7 @@
 /// A `cargo` command for a guest workspace. The outer build's settings
 /// (clippy's wrapper, host rustflags, its target dir and target) must not
 /// leak into a build for another target.
-fn guest_cargo() -> std::process::Command {
+pub fn guest_cargo() -> std::process::Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(cargo);
     for var in [

@@ -41,7 +41,15 @@ pub struct GatewayOptions {
     pub shutdown_grace: Duration,
     /// Who may call which route.
     pub access: AccessOptions,
+    /// Write an access log line per request ([`ACCESS_LOG_TARGET`]).
+    pub access_log: bool,
 }
+
+/// The tracing target of the access log: one INFO event per request with
+/// its method, path, status, duration, component and trace id, written only
+/// when [`GatewayOptions::access_log`] is on. A target of its own, so
+/// `RUST_LOG` can filter it apart from everything else.
+pub const ACCESS_LOG_TARGET: &str = "pitstop::access";
 
 impl Default for GatewayOptions {
     fn default() -> Self {
@@ -51,6 +59,7 @@ impl Default for GatewayOptions {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             access: AccessOptions::default(),
+            access_log: false,
         }
     }
 }
@@ -209,6 +218,10 @@ impl<B: Backend> Gateway<B> {
     {
         let started = Instant::now();
         let request_id = request_id(request.headers());
+        let access = self.inner.options.access_log.then(|| Access {
+            method: request.method().clone(),
+            path: request.uri().path().to_string(),
+        });
         let span = tracing::info_span!(
             "request",
             method = %request.method(),
@@ -254,10 +267,24 @@ impl<B: Backend> Gateway<B> {
         if let Some((component, _)) = &answered_by {
             span.record("component", tracing::field::display(component));
         }
-        span.in_scope(|| {
-            let version = answered_by.as_ref().map(|(_, version)| *version);
-            tracing::info!(status, version, elapsed_us = elapsed.as_micros() as u64, "request");
-        });
+        if let Some(Access { method, path }) = access {
+            let (component, version) = match &answered_by {
+                Some((component, version)) => (Some(&**component), Some(*version)),
+                None => (None, None),
+            };
+            tracing::info!(
+                target: ACCESS_LOG_TARGET,
+                %method,
+                path,
+                status,
+                duration_ms = elapsed.as_secs_f64() * 1e3,
+                component,
+                version,
+                trace_id = %trace.trace_id_hex(),
+                request_id = %request_id,
+                "request"
+            );
+        }
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::try_from(request_id) {
             headers.insert(REQUEST_ID_HEADER, value);
@@ -565,6 +592,13 @@ fn request_id(headers: &http::HeaderMap) -> String {
         Some(id) => id.to_string(),
         None => TraceContext::new_root().span_id_hex(),
     }
+}
+
+/// What the access log line needs of the request, taken before it is
+/// handed on.
+struct Access {
+    method: http::Method,
+    path: String,
 }
 
 /// Either a failure, or a response the gateway produced itself (`/health`).

@@ -264,6 +264,8 @@ pub struct GatewayConfig {
     pub header_read_timeout_ms: Option<u64>,
     /// Time in-flight requests get to finish at shutdown, in milliseconds.
     pub shutdown_grace_ms: Option<u64>,
+    /// One log line per request (target `pitstop::access`); off by default.
+    pub access_log: Option<bool>,
 }
 
 /// `[runtime]`: host-wide limits and the defaults of every component.
@@ -527,9 +529,11 @@ mod tests {
             max_response_body,
             header_read_timeout_ms,
             shutdown_grace_ms,
+            access_log,
         } = gateway;
         assert!(max_request_body.is_some() && max_response_body.is_some());
         assert!(header_read_timeout_ms.is_some() && shutdown_grace_ms.is_some());
+        assert!(access_log.is_some());
         let RuntimeConfig {
             deadline_ms,
             max_call_depth,

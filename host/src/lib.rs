@@ -45,6 +45,7 @@ pub mod naming;
 pub mod platform;
 pub mod resilience;
 pub mod runtime;
+pub mod scaffold;
 pub mod storage;
 pub mod telemetry;
 pub mod testing;

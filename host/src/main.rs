@@ -3,11 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use pitstop_host::control::client::{AdminClient, encode, with_progress};
+use pitstop_host::control::table::{self, Align};
 use pitstop_host::telemetry::{LogFormat, LogTarget, Telemetry};
 use pitstop_host::{Config, Platform, PlatformOptions};
 use serde_json::Value;
@@ -116,6 +118,24 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Create a service crate in a new directory NAME: a handler with one
+    /// route, its wasm-level test, the test runner and the SDK, ready for
+    /// `cargo build --release --target wasm32-wasip2` and `pitstop deploy`.
+    New {
+        /// The service's name (its component, crate and route): a lower-case
+        /// letter, then up to 62 of `a-z`, `0-9`, `-`.
+        name: String,
+        /// Also publish an event per visit and subscribe to `user.created`.
+        #[arg(long)]
+        events: bool,
+        /// The language of the crate; only Rust has a template (Python and
+        /// JavaScript services: see examples/ in the pitstop repository).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+        /// Where to create it; default `./NAME`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Stop serving a component; its keyspace is kept unless --purge.
     Undeploy {
         /// Component name.
@@ -126,6 +146,12 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+/// What `pitstop new` writes a service in.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    Rust,
 }
 
 /// How to reach the admin API.
@@ -151,8 +177,24 @@ impl AdminArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// A failed command prints one line, `error: ` and the chain of causes,
+/// and exits with 1: never a backtrace, whatever `RUST_BACKTRACE` says (a
+/// user's mistake is not a crash to debug). A cause spanning lines (a
+/// compiler's message relayed by the admin API) is joined into the one.
+fn main() -> ExitCode {
+    match start(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let message = format!("{error:#}");
+            let lines: Vec<&str> =
+                message.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+            eprintln!("error: {}", lines.join(" "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(cli: Cli) -> anyhow::Result<()> {
     let telemetry = match &cli.command {
         // The server's log is its output.
         Command::Serve { log_format, .. } => Telemetry::init(
@@ -161,7 +203,7 @@ fn main() -> anyhow::Result<()> {
             LogTarget::Stdout,
         )?,
         // Under cargo test, the guests' info logs would drown the test output.
-        Command::TestRunner { .. } => {
+        Command::TestRunner { .. } | Command::New { .. } => {
             Telemetry::init("warn", LogFormat::Pretty, LogTarget::Stderr)?
         }
         // The other commands answer on stdout.
@@ -192,6 +234,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let run = pitstop_host::testing::runner::TestRun { wasm, args, components };
             let status = pitstop_host::testing::runner::run(run).await?;
             std::process::exit(status);
+        }
+        Command::New { name, events, lang: Lang::Rust, dir } => {
+            let this = std::env::current_exe().context("finding this pitstop binary")?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let runner = pitstop_host::scaffold::runner_for(&this);
+            let service = pitstop_host::scaffold::NewService { name, dir, events, runner };
+            pitstop_host::scaffold::create(&service)?;
+            let file = pitstop_host::scaffold::wasm_file_stem(&service.name);
+            println!(
+                "created {dir}: the {name} service\n\n  cd {dir}\n  \
+                 cargo build --release --target wasm32-wasip2\n  \
+                 cargo test --target wasm32-wasip2\n  \
+                 pitstop deploy {name} target/wasm32-wasip2/release/{file}.wasm --route /{name}\n\n\
+                 The tests run in `{runner}` (.cargo/config.toml); README.md says more.",
+                dir = service.dir.display(),
+                name = service.name,
+                runner = service.runner,
+            );
+            Ok(())
         }
         Command::Token { sub, ttl, aud, iss, config, data_dir } => {
             let config = match config {
@@ -276,42 +337,65 @@ fn print(admin: &AdminArgs, answer: &Value, human: impl Fn(&Value) -> String) {
 }
 
 fn components_table(list: &Value) -> String {
-    let mut out = format!(
-        "{:<20} {:>7}  {:<24} {:>9}  {:<20}  {}\n",
-        "NAME", "VERSION", "ROUTES", "SIZE", "DEPLOYED", "DIGEST"
-    );
-    for c in list.as_array().into_iter().flatten() {
-        let routes: Vec<&str> =
-            c["routes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        out += &format!(
-            "{:<20} {:>7}  {:<24} {:>9}  {:<20}  {}\n",
-            c["name"].as_str().unwrap_or("?"),
-            c["version"],
-            if routes.is_empty() { "-".to_string() } else { routes.join(",") },
-            c["size"],
-            c["deployed_at"].as_str().unwrap_or("?"),
-            c["digest"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
-        );
-    }
-    out.trim_end().to_string()
+    let header = [
+        ("NAME", Align::Left),
+        ("VERSION", Align::Right),
+        ("ROUTES", Align::Left),
+        ("SIZE", Align::Right),
+        ("DEPLOYED", Align::Left),
+        ("DIGEST", Align::Left),
+    ];
+    let rows: Vec<Vec<String>> = (list.as_array().into_iter().flatten())
+        .map(|c| {
+            let routes: Vec<&str> =
+                c["routes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            vec![
+                text(&c["name"]),
+                text(&c["version"]),
+                if routes.is_empty() { "-".to_string() } else { routes.join(",") },
+                text(&c["size"]),
+                text(&c["deployed_at"]),
+                short_digest(&c["digest"]),
+            ]
+        })
+        .collect();
+    table::render(&header, &rows)
 }
 
 fn versions_table(answer: &Value) -> String {
-    let mut out = format!(
-        "{:>7}  {:<6} {:>9}  {:<20}  {}\n",
-        "VERSION", "ACTIVE", "SIZE", "DEPLOYED", "DIGEST"
-    );
-    for v in answer["versions"].as_array().into_iter().flatten() {
-        out += &format!(
-            "{:>7}  {:<6} {:>9}  {:<20}  {}\n",
-            v["version"],
-            if v["version"] == answer["active"] { "*" } else { "" },
-            v["size"],
-            v["deployed_at"].as_str().unwrap_or("?"),
-            v["digest"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
-        );
+    let header = [
+        ("VERSION", Align::Right),
+        ("ACTIVE", Align::Left),
+        ("SIZE", Align::Right),
+        ("DEPLOYED", Align::Left),
+        ("DIGEST", Align::Left),
+    ];
+    let rows: Vec<Vec<String>> = (answer["versions"].as_array().into_iter().flatten())
+        .map(|v| {
+            vec![
+                text(&v["version"]),
+                if v["version"] == answer["active"] { "*" } else { "" }.to_string(),
+                text(&v["size"]),
+                text(&v["deployed_at"]),
+                short_digest(&v["digest"]),
+            ]
+        })
+        .collect();
+    table::render(&header, &rows)
+}
+
+/// A JSON value as a table cell: a string without its quotes, `?` when absent.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "?".to_string(),
+        other => other.to_string(),
     }
-    out.trim_end().to_string()
+}
+
+/// The first 12 hex digits of a digest, enough to tell versions apart.
+fn short_digest(digest: &Value) -> String {
+    digest.as_str().and_then(|d| d.get(..12)).unwrap_or("?").to_string()
 }
 
 async fn serve(options: PlatformOptions) -> anyhow::Result<()> {

@@ -213,5 +213,8 @@ fn gateway_options(config: &Config) -> GatewayOptions {
     if let Some(ms) = gateway.shutdown_grace_ms {
         options.shutdown_grace = Duration::from_millis(ms);
     }
+    if let Some(on) = gateway.access_log {
+        options.access_log = on;
+    }
     options
 }

@@ -137,3 +137,84 @@ fn the_cli_without_a_token_says_how_to_give_one() {
         std::fs::write(dir.path().join("admin.token"), "\n").unwrap();
     }
 }
+
+/// A refused deploy prints one line, `error: ` and why, and exits non-zero,
+/// even with `RUST_BACKTRACE=1` (before, ~30 backtrace frames followed); so
+/// does a local mistake (a missing file).
+#[tokio::test]
+async fn a_failed_command_prints_one_line_whatever_rust_backtrace_says() {
+    let server = Server::start().await;
+    let wrong = test_components().join("wrong_world.wasm");
+    let missing = server.data_dir().join("no-such.wasm");
+    for file in [wrong.as_path(), missing.as_path()] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+            .args(["deploy", "x"])
+            .arg(file)
+            .args(["--admin-url", &server.admin_base, "--data-dir"])
+            .arg(server.data_dir())
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("PITSTOP_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line, no backtrace: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+    }
+}
+
+/// Every column of `components` and `versions` lines up with its title,
+/// whatever the lengths of names, routes and sizes: a left-aligned column's
+/// cells start where its title starts, a right-aligned one's end where its
+/// title ends.
+#[tokio::test]
+async fn the_tables_line_up() {
+    let server = Server::start().await;
+    let hello = test_components().join("hello.wasm");
+    let trap = test_components().join("trap.wasm");
+    let name = "a-component-with-a-rather-long-name";
+    let routes = ["--route", "/first-of-several-routes", "--route", "/second"];
+    let deploy = |file: &std::path::Path| {
+        let mut args = vec!["deploy", name, file.to_str().unwrap()];
+        args.extend(routes);
+        stdout(&server.cli(&args));
+    };
+    deploy(&hello);
+    deploy(&trap);
+
+    let components = stdout(&server.cli(&["components"]));
+    assert_aligned(&components, &["VERSION", "SIZE"], &[]);
+    assert!(components.contains("/first-of-several-routes,/second"), "{components}");
+    let versions = stdout(&server.cli(&["versions", name]));
+    assert_aligned(&versions, &["VERSION", "SIZE"], &["ACTIVE"]);
+    assert_eq!(versions.lines().count(), 3, "{versions}");
+}
+
+/// Checks `table` (a header line, then rows) column by column; the cells of
+/// a column in `may_be_empty` are not looked at.
+fn assert_aligned(table: &str, right_aligned: &[&str], may_be_empty: &[&str]) {
+    let mut lines = table.lines();
+    let header = lines.next().expect(table);
+    let mut columns = Vec::new(); // (start, end, right-aligned)
+    let mut at = 0;
+    for title in header.split_whitespace() {
+        let start = at + header[at..].find(title).unwrap();
+        at = start + title.len();
+        if !may_be_empty.contains(&title) {
+            columns.push((start, at, right_aligned.contains(&title)));
+        }
+    }
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty(), "{table}");
+    for row in rows {
+        let char_at = |i: usize| row.as_bytes().get(i).copied().unwrap_or(b' ');
+        for &(start, end, right) in &columns {
+            let (inside, outside) =
+                if right { (end - 1, end) } else { (start, start.wrapping_sub(1)) };
+            assert_ne!(char_at(inside), b' ', "column at {start} in {row:?} of\n{table}");
+            if outside != usize::MAX {
+                assert_eq!(char_at(outside), b' ', "column at {start} in {row:?} of\n{table}");
+            }
+        }
+    }
+}

@@ -260,3 +260,59 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
     })
     .await;
 }
+
+/// By default the log does not grow with the traffic: no line per request.
+/// With `[gateway] access_log = true` each request writes one line under
+/// `pitstop::access` with its method, path (not the query), status,
+/// duration, component, version and trace id, including requests the
+/// gateway answers itself.
+#[tokio::test]
+async fn the_access_log_is_off_by_default_and_says_what_was_served_when_on() {
+    let server = Server::start().await;
+    let before = server.log().lines().count();
+    for _ in 0..50 {
+        assert_eq!(server.get("/users/usr_nobody").await.status, 404);
+    }
+    let grown = server.log().lines().count() - before;
+    assert!(grown < 5, "{grown} lines for 50 requests:\n{}", server.log());
+
+    let config = crate::resilience::config("[gateway]\naccess_log = true");
+    let server = Server::start_with_args(
+        Some(&config),
+        fresh_dir(),
+        &["--log-format".as_ref(), "json".as_ref()],
+    )
+    .await;
+    let traced = [("traceparent", traceparent(TRACE_ID))];
+    let traced: Vec<(&str, &str)> = traced.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let answer = server.send_with("GET", "/users/usr_nobody?secret=1", &traced, "").await;
+    assert_eq!(answer.status, 404);
+    assert_eq!(server.get("/nowhere").await.status, 404);
+    let access = |log: &str| -> Vec<Value> {
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|entry| entry["target"] == "pitstop::access")
+            .map(|entry| entry["fields"].clone())
+            .collect()
+    };
+    let lines = eventually("two access lines", Duration::from_secs(5), || async {
+        let lines = access(&server.log());
+        (lines.len() >= 2).then_some(lines)
+    })
+    .await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let user = &lines[0];
+    assert_eq!(user["method"], "GET", "{user}");
+    assert_eq!(user["path"], "/users/usr_nobody", "{user}");
+    assert_eq!(user["status"], 404, "{user}");
+    assert_eq!(user["component"], "user", "{user}");
+    assert_eq!(user["version"], 1, "{user}");
+    assert_eq!(user["trace_id"], TRACE_ID, "{user}");
+    assert!(user["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{user}");
+    let gateway = &lines[1];
+    assert_eq!(
+        (gateway["path"].as_str(), gateway["status"].as_i64()),
+        (Some("/nowhere"), Some(404))
+    );
+    assert!(gateway.get("component").is_none(), "the gateway answered itself: {gateway}");
+}

@@ -112,11 +112,7 @@ pitstop_sdk::export!(OrderService);
 
 fn route(request: &Request) -> Result<Response, ApiError> {
     match (request.method.as_str(), request.segments().as_slice()) {
-        ("POST", ["orders", "_begin"])
-            if request.header(pitstop_sdk::services::CALLER_HEADER) == Some("order") =>
-        {
-            begin(request)
-        }
+        ("POST", ["orders", "_begin"]) if request.caller() == Some("order") => begin(request),
         ("POST", ["orders"]) => place(request),
         ("GET", ["orders"]) => list(request),
         ("GET", ["orders", id]) => get(id),
@@ -419,7 +415,7 @@ mod tests {
         };
         let mut request = Request::with_json("POST", BEGIN_PATH, &order);
         request.headers.push(pitstop_sdk::Header {
-            name: pitstop_sdk::services::CALLER_HEADER.into(),
+            name: pitstop_sdk::headers::CALLER.into(),
             value: "order".into(),
         });
         assert_eq!(respond(route(&request)).status, 201);

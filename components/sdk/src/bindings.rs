@@ -1,5 +1,8 @@
 //! The one `generate!` of the guest side. Nothing else lives here.
 //!
+//! The WIT is `wit/platform.wit`, beside this crate (a link to the
+//! repository's `wit/` here, a copy in a crate `pitstop new` made).
+//!
 //! With the `testing` feature (a component's dev-dependency, so only its
 //! test builds have it) the world is `test-service`, which adds the
 //! `testing` import that `pitstop test-runner` provides.
@@ -7,7 +10,7 @@
 
 #[cfg(not(feature = "testing"))]
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "wit",
     world: "event-service",
     pub_export_macro: true,
     default_bindings_module: "pitstop_sdk::bindings",
@@ -16,7 +19,7 @@ wit_bindgen::generate!({
 
 #[cfg(feature = "testing")]
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "wit",
     world: "test-service",
     pub_export_macro: true,
     default_bindings_module: "pitstop_sdk::bindings",

@@ -33,6 +33,7 @@
 
 pub mod bindings;
 pub mod events;
+pub mod headers;
 mod http;
 pub use http::respond;
 pub mod id;

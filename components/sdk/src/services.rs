@@ -1,11 +1,7 @@
-//! Calls to other services in the same platform.
+//! Calls to other services in the same platform. The callee sees who
+//! called in [`crate::headers::CALLER`] ([`crate::Request::caller`]).
 
 pub use crate::bindings::pitstop::platform::services::{CallError, call};
-
-/// The header naming the calling component on a request that came through
-/// [`call`]. The callee can trust it: the platform sets it on every service
-/// call and drops any `pitstop-*` header a client or a caller sets itself.
-pub const CALLER_HEADER: &str = "pitstop-caller";
 
 /// A one-line account of a failed call, for logs and error messages.
 pub fn describe(error: &CallError) -> String {

@@ -230,3 +230,27 @@ impl Invoke for Parked {
         Box::pin(async { Err(CallError::Refused("the invocation has ended".into())) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pitstop_gateway::auth::{AUTH_HEADER, CLAIMS_HEADER, SUBJECT_HEADER};
+
+    use super::CALLER_HEADER;
+
+    /// The guest SDK names the headers the platform sets as the platform
+    /// does: renaming one on either side alone fails here.
+    #[test]
+    fn the_sdk_names_the_platform_headers_as_the_platform_does() {
+        let sdk = include_str!("../../../components/sdk/src/headers.rs");
+        let names = [
+            ("CALLER", CALLER_HEADER),
+            ("SUBJECT", SUBJECT_HEADER),
+            ("AUTH", AUTH_HEADER),
+            ("CLAIMS", CLAIMS_HEADER),
+        ];
+        for (name, value) in names {
+            let line = format!("pub const {name}: &str = \"{value}\";");
+            assert!(sdk.contains(&line), "the SDK lacks {line}");
+        }
+    }
+}

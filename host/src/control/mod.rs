@@ -8,4 +8,5 @@ pub mod admin;
 pub mod builtin;
 pub mod client;
 pub mod deployments;
+pub mod table;
 pub mod watch;
