@@ -38,7 +38,8 @@ pub struct Reply {
     pub body: Bytes,
     /// The component that answered.
     pub component: String,
-    /// The version of that component that answered.
+    /// The version of that component that answered; 0 when no component
+    /// did (an HTTP upstream the backend forwards to).
     pub version: u64,
 }
 

@@ -269,7 +269,9 @@ impl<B: Backend> Gateway<B> {
         }
         if let Some(Access { method, path }) = access {
             let (component, version) = match &answered_by {
-                Some((component, version)) => (Some(&**component), Some(*version)),
+                Some((component, version)) => {
+                    (Some(&**component), Some(*version).filter(|v| *v > 0))
+                }
                 None => (None, None),
             };
             tracing::info!(
@@ -668,7 +670,10 @@ fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>
         COMPONENT_HEADER,
         HeaderValue::try_from(reply.component.as_str()).unwrap_or(HeaderValue::from_static("?")),
     );
-    headers.insert(VERSION_HEADER, HeaderValue::from(reply.version));
+    // Version 0 is no component's: an HTTP upstream answered.
+    if reply.version > 0 {
+        headers.insert(VERSION_HEADER, HeaderValue::from(reply.version));
+    }
     Ok(response)
 }
 

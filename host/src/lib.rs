@@ -49,6 +49,7 @@ pub mod scaffold;
 pub mod storage;
 pub mod telemetry;
 pub mod testing;
+pub mod upstream;
 
 pub use config::Config;
 pub use invoke::InvokeFailure;

@@ -11,12 +11,13 @@ use pitstop_gateway::{Gateway, GatewayOptions, RouteTable, serve_http};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, RouteTarget};
 use crate::control::admin::{Admin, AdminToken, DEFAULT_MAX_UPLOAD};
 use crate::control::builtin::BUILTINS;
 use crate::control::deployments::Deployments;
 use crate::runtime::Runtime;
 use crate::runtime::backend::RuntimeBackend;
+use crate::upstream::{self, UpstreamSettings, Upstreams};
 
 /// What to start.
 #[derive(Debug)]
@@ -60,21 +61,15 @@ impl Platform {
         })?;
         let runtime = Runtime::new(db, config.runtime_options())?;
 
-        let static_routes: Vec<(String, String)> = match &config.routes {
-            Some(routes) => {
-                routes.iter().map(|r| (r.prefix.clone(), r.component.clone())).collect()
-            }
-            None => BUILTINS.iter().map(|b| (b.prefix.to_string(), b.name.to_string())).collect(),
-        };
+        let (static_routes, upstreams) = static_routes(&config)?;
         let mut gateway_options = gateway_options(&config);
         gateway_options.access = crate::control::access::options(&config, &options.data_dir)
             .context("in the [auth] section or a route's policy")?;
-        let gateway = Gateway::new(
-            RuntimeBackend::new(runtime.clone(), static_routes.iter().map(|(_, c)| c.clone())),
-            RouteTable::default(),
-            gateway_options.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!("in the [auth] section or a route's policy: {e}"))?;
+        let backend =
+            RuntimeBackend::new(runtime.clone(), static_routes.iter().map(|(_, c)| c.clone()))
+                .with_upstreams(upstreams);
+        let gateway = Gateway::new(backend, RouteTable::default(), gateway_options.clone())
+            .map_err(|e| anyhow::anyhow!("in the [auth] section or a route's policy: {e}"))?;
         let deployments = Arc::new(
             Deployments::new(runtime.clone(), &options.data_dir, static_routes, gateway.clone())
                 .context("in the route table")?,
@@ -196,6 +191,38 @@ async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> 
             .with_context(|| format!("deploying {name} from {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The configured route table as (prefix, component or upstream name),
+/// the built-in services' routes when the config has none, and the
+/// upstreams the routes lead to.
+fn static_routes(config: &Config) -> anyhow::Result<(Vec<(String, String)>, Upstreams)> {
+    let Some(routes) = &config.routes else {
+        let builtins = BUILTINS.iter().map(|b| (b.prefix.to_string(), b.name.to_string()));
+        return Ok((builtins.collect(), Upstreams::default()));
+    };
+    let defaults = &config.runtime_options().defaults;
+    let mut pairs = Vec::new();
+    let mut addresses = Vec::new();
+    for route in routes {
+        let target = match route.target()? {
+            RouteTarget::Component(name) => name.to_string(),
+            RouteTarget::Upstream(address, deadline_ms) => {
+                let deadline = deadline_ms.map_or(defaults.deadline, Duration::from_millis);
+                let settings = UpstreamSettings {
+                    deadline,
+                    breaker: defaults.breaker,
+                    max_concurrency: defaults.max_concurrency,
+                };
+                addresses.push((address.to_string(), settings));
+                upstream::name_for(address).context("in the route table")?
+            }
+        };
+        pairs.push((route.prefix.clone(), target));
+    }
+    let max_body = gateway_options(config).max_response_body;
+    let upstreams = Upstreams::new(&addresses, max_body).context("in the route table")?;
+    Ok((pairs, upstreams))
 }
 
 fn gateway_options(config: &Config) -> GatewayOptions {

@@ -23,6 +23,7 @@ mod reuse;
 mod saga;
 mod scaffold;
 mod support;
+mod upstream;
 mod users;
 mod wasi_http;
 mod wasi_keyvalue;

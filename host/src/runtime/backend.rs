@@ -11,11 +11,14 @@ use crate::bindings::types;
 use crate::invoke::InvokeFailure;
 use crate::resilience::breaker::State;
 use crate::runtime::Runtime;
+use crate::upstream::Upstreams;
 
-/// The gateway's view of a [`Runtime`].
+/// The gateway's view of a [`Runtime`], and of the HTTP upstreams some
+/// routes lead to instead of a component.
 #[derive(Clone)]
 pub struct RuntimeBackend {
     runtime: Arc<Runtime>,
+    upstreams: Upstreams,
     // Components the configuration routes to: health reports them missing
     // even when the live route table has dropped their routes.
     configured: Vec<String>,
@@ -28,12 +31,21 @@ impl RuntimeBackend {
         let mut configured: Vec<String> = configured.into_iter().collect();
         configured.sort();
         configured.dedup();
-        RuntimeBackend { runtime, configured }
+        RuntimeBackend { runtime, configured, upstreams: Upstreams::default() }
+    }
+
+    /// Forward the routes to `upstreams`' names to them.
+    pub fn with_upstreams(mut self, upstreams: Upstreams) -> Self {
+        self.upstreams = upstreams;
+        self
     }
 }
 
 impl Backend for RuntimeBackend {
     async fn invoke(&self, component: &str, request: Request) -> Result<Reply, InvokeError> {
+        if self.upstreams.contains(component) {
+            return self.upstreams.forward(component, request).await;
+        }
         let (trace, received) = (request.trace, request.received);
         let request = types::Request {
             method: request.method,
@@ -75,6 +87,12 @@ impl Backend for RuntimeBackend {
         names.sort();
         names.dedup();
         for name in names {
+            if self.upstreams.contains(name) {
+                let open = self.upstreams.is_open(name);
+                let state = if open { "circuit open" } else { "ok" };
+                checks.insert(name.clone(), Value::from(state));
+                continue;
+            }
             let state = match self.runtime.registry().get(name) {
                 None => Value::from("routed but not deployed"),
                 Some(deployment) => match deployment.breaker.snapshot().state {

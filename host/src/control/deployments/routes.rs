@@ -1,12 +1,13 @@
-//! The live route table: the configured routes, and those given at deploy
-//! (`?route=`), for the components deployed now; and the rules a new
-//! route must pass.
+//! The live route table: the configured routes (to components deployed now,
+//! and to HTTP upstreams), and those given at deploy (`?route=`); and the
+//! rules a new route must pass.
 
 use pitstop_gateway::{RouteTable, prefix_matches};
 
 use super::Deployments;
 use super::records::ComponentRecord;
 use crate::runtime::DeployError;
+use crate::upstream::NAME_PREFIX;
 
 impl Deployments {
     /// The live route table: the configured routes and those given at
@@ -18,7 +19,9 @@ impl Deployments {
         let dynamic =
             records.iter().flat_map(|r| r.routes.iter().map(|p| (p.clone(), r.name.clone())));
         for (prefix, component) in self.static_routes.iter().cloned().chain(dynamic) {
-            if registry.get(&component).is_some() && !pairs.iter().any(|(p, _)| *p == prefix) {
+            // An upstream's routes are always live: it is not deployed here.
+            let live = registry.get(&component).is_some() || component.starts_with(NAME_PREFIX);
+            if live && !pairs.iter().any(|(p, _)| *p == prefix) {
                 pairs.push((prefix, component));
             }
         }
@@ -56,6 +59,11 @@ impl Deployments {
             let configured = |route: &String| {
                 self.static_routes.iter().any(|(p, c)| p == route && *c == record.name)
             };
+            // A component may take over part of an upstream's paths: that
+            // is how a monolith is replaced one prefix at a time.
+            if owner.starts_with(NAME_PREFIX) {
+                continue;
+            }
             if let Some(route) = record
                 .routes
                 .iter()

@@ -16,6 +16,9 @@ use serde::Deserialize;
 use pitstop_gateway::auth::{Access, RoutePolicy};
 use pitstop_gateway::ratelimit::RateLimit;
 
+mod routes;
+pub use routes::{RouteConfig, RouteTarget};
+
 use crate::capabilities::http::allowlist::AllowedHost;
 use crate::resilience::breaker::BreakerConfig;
 use crate::runtime::reuse::ReusePolicy;
@@ -235,23 +238,6 @@ pub struct ReuseConfig {
 /// Invocations a reused instance serves when `reuse` does not say.
 const DEFAULT_REUSE_REQUESTS: u32 = 1000;
 
-/// One route.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Path prefix, e.g. `/users`.
-    pub prefix: String,
-    /// Component name.
-    pub component: String,
-    /// Who may call it (default: `[auth] default`).
-    pub auth: Option<PolicyConfig>,
-    /// Requests per client identity.
-    pub rate_limit: Option<RateLimit>,
-    /// Pass the client's `Authorization` header on to the component (by
-    /// default the gateway keeps it).
-    pub pass_authorization: Option<bool>,
-}
-
 /// `[gateway]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -315,6 +301,9 @@ impl Config {
             if let Some(path) = component.path.as_mut().filter(|p| p.is_relative()) {
                 *path = base.join(&*path);
             }
+        }
+        for route in config.routes.iter().flatten() {
+            route.target().with_context(|| format!("in config file {}", path.display()))?;
         }
         for key in &mut config.auth.jwt.public_keys {
             let path = key.path_mut();
@@ -493,7 +482,7 @@ mod tests {
     /// here until the example shows it too.
     #[test]
     fn the_example_config_sets_every_option() {
-        let text = include_str!("../../pitstop.example.toml");
+        let text = include_str!("../../../pitstop.example.toml");
         let config: Config = toml::from_str(text).expect("pitstop.example.toml parses");
         let Config { components, routes, gateway, runtime, admin, bus, auth } = config;
         let ComponentConfig {
@@ -521,8 +510,15 @@ mod tests {
         assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());
         assert!(allowed_outbound_hosts.is_some());
         let routes = routes.expect("a route table");
-        let RouteConfig { prefix: _, component: _, auth: policy, rate_limit, pass_authorization } =
-            &routes[0];
+        let RouteConfig {
+            prefix: _,
+            component: _,
+            upstream: _,
+            deadline_ms: _,
+            auth: policy,
+            rate_limit,
+            pass_authorization,
+        } = &routes[0];
         assert!(policy.is_some() && rate_limit.is_some() && pass_authorization.is_some());
         let GatewayConfig {
             max_request_body,

@@ -1,0 +1,276 @@
+//! HTTP upstreams: routes that lead to an HTTP server instead of a
+//! component (`[[routes]] prefix = "/legacy" upstream = "http://HOST:PORT"`),
+//! so a monolith's paths can move to components one prefix at a time (the
+//! strangler fig).
+//!
+//! The gateway treats an upstream like a component: the route's policy and
+//! rate limit, the client's `pitstop-*` headers dropped and the verified
+//! identity, trace context and request id set, body limits. Here the
+//! request is forwarded with a deadline and through a circuit breaker of
+//! the upstream's own; a connection refused, a timeout or a 5xx counts as a
+//! failure, as a trap or 5xx does for a component.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use pitstop_gateway::{InvokeError, Reply, Request};
+
+use crate::resilience::breaker::{Breaker, BreakerConfig, State, SystemClock};
+
+/// The prefix of an upstream's name, where a component's name would be
+/// (metrics, `pitstop-component`, `/ready`): `upstream:HOST:PORT`.
+pub const NAME_PREFIX: &str = "upstream:";
+
+/// Why an upstream address is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Not `http://HOST[:PORT]`.
+    #[error(
+        "upstream {0:?} must be http://HOST[:PORT] (no path, query or credentials; \
+         https is not supported yet)"
+    )]
+    InvalidAddress(String),
+}
+
+/// One upstream server.
+struct Upstream {
+    /// `HOST:PORT`, for the URL and the `host` header.
+    authority: http::uri::Authority,
+    breaker: Breaker,
+    deadline: Duration,
+    /// Requests it may have in flight; beyond that, 503 at once (a slow
+    /// upstream must not pile up every client's request in the host).
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+/// Every configured upstream, by name.
+#[derive(Clone, Default)]
+pub struct Upstreams {
+    by_name: Arc<HashMap<String, Upstream>>,
+    client: Option<Client<HttpConnector, Full<Bytes>>>,
+    max_response_body: usize,
+}
+
+/// What an upstream needs besides its address.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamSettings {
+    /// How long it may take to answer, from when the gateway read the
+    /// request head.
+    pub deadline: Duration,
+    /// When its circuit opens.
+    pub breaker: BreakerConfig,
+    /// Requests in flight at once.
+    pub max_concurrency: u32,
+}
+
+impl Upstreams {
+    /// Upstreams for `addresses` (`http://HOST:PORT`, each with its
+    /// settings; the first settings given for a server apply to it);
+    /// answers larger than `max_response_body` get 502.
+    pub fn new(
+        addresses: &[(String, UpstreamSettings)],
+        max_response_body: usize,
+    ) -> Result<Upstreams, UpstreamError> {
+        let mut by_name = HashMap::new();
+        for (address, settings) in addresses {
+            let (authority, name) = (parse(address)?, name_for(address)?);
+            by_name.entry(name.clone()).or_insert_with(|| Upstream {
+                breaker: Breaker::new(
+                    name.as_str().into(),
+                    settings.breaker,
+                    Arc::new(SystemClock),
+                ),
+                authority,
+                deadline: settings.deadline,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrency as usize)),
+            });
+        }
+        let client = (!by_name.is_empty()).then(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(Duration::from_secs(2)));
+            Client::builder(TokioExecutor::new()).build(connector)
+        });
+        Ok(Upstreams { by_name: Arc::new(by_name), client, max_response_body })
+    }
+
+    /// Whether `name` is an upstream's.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Whether the upstream's circuit lets requests through (for `/ready`).
+    pub fn is_open(&self, name: &str) -> bool {
+        self.by_name.get(name).is_some_and(|u| u.breaker.snapshot().state == State::Open)
+    }
+
+    /// Forward `request` to upstream `name` (see [`Upstreams::contains`]).
+    pub async fn forward(&self, name: &str, request: Request) -> Result<Reply, InvokeError> {
+        let (Some(upstream), Some(client)) = (self.by_name.get(name), self.client.as_ref()) else {
+            return Err(InvokeError::NotDeployed(name.to_string()));
+        };
+        let Ok(_slot) = upstream.in_flight.clone().try_acquire_owned() else {
+            return Err(InvokeError::Unavailable {
+                component: name.to_string(),
+                reason: "overloaded: every slot is taken".into(),
+                retry_after: Duration::from_secs(1),
+            });
+        };
+        let permit =
+            upstream.breaker.try_acquire().map_err(|refused| InvokeError::Unavailable {
+                component: name.to_string(),
+                reason: "circuit open".into(),
+                retry_after: refused.retry_after,
+            })?;
+        let deadline = tokio::time::Instant::from_std(request.received) + upstream.deadline;
+        let exchange = self.exchange(client, upstream, name, request);
+        let result = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(InvokeError::Timeout {
+                component: name.to_string(),
+                deadline_ms: upstream.deadline.as_millis() as u64,
+            }),
+        };
+        let success = matches!(&result, Ok(reply) if reply.status < 500);
+        upstream.breaker.record(permit, success);
+        result
+    }
+
+    async fn exchange(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        upstream: &Upstream,
+        name: &str,
+        request: Request,
+    ) -> Result<Reply, InvokeError> {
+        let unavailable = |reason: String| InvokeError::Unavailable {
+            component: name.to_string(),
+            reason,
+            retry_after: Duration::from_secs(1),
+        };
+        let path_and_query = if request.query.is_empty() {
+            request.path.clone()
+        } else {
+            format!("{}?{}", request.path, request.query)
+        };
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(upstream.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| InvokeError::Internal(format!("building the upstream URL: {e}")))?;
+        let mut builder = http::Request::builder().method(request.method.as_str()).uri(uri);
+        for (header, value) in &request.headers {
+            match header.as_str() {
+                // The client's host names the gateway; the upstream's is
+                // set from the URL, and the client's is passed as
+                // x-forwarded-host (replacing any the client sent, so the
+                // upstream can trust it).
+                "host" => builder = builder.header("x-forwarded-host", value),
+                "x-forwarded-host" => {}
+                name if is_hop_by_hop(name) => {}
+                _ => builder = builder.header(header, value),
+            }
+        }
+        let outgoing = builder
+            .body(Full::new(request.body))
+            .map_err(|e| InvokeError::Internal(format!("building the upstream request: {e}")))?;
+        let response =
+            client.request(outgoing).await.map_err(|e| unavailable(format!("upstream: {e}")))?;
+        let (parts, mut body) = response.into_parts();
+        // Read at most one byte past the limit: the gateway then answers
+        // 502 for an oversized answer, as it does for a component's.
+        let mut collected = bytes::BytesMut::new();
+        while collected.len() <= self.max_response_body {
+            let Some(frame) = body.frame().await else { break };
+            let frame =
+                frame.map_err(|e| unavailable(format!("reading the upstream's answer: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                let room = self.max_response_body + 1 - collected.len();
+                collected.extend_from_slice(&data[..data.len().min(room)]);
+            }
+        }
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(header, _)| !is_hop_by_hop(header.as_str()))
+            .filter_map(|(header, value)| {
+                value.to_str().ok().map(|v| (header.as_str().to_string(), v.to_string()))
+            })
+            .collect();
+        Ok(Reply {
+            status: parts.status.as_u16(),
+            headers,
+            body: collected.freeze(),
+            component: name.to_string(),
+            version: 0,
+        })
+    }
+}
+
+/// The name of the upstream at `address`: [`NAME_PREFIX`] and `HOST:PORT`.
+pub fn name_for(address: &str) -> Result<String, UpstreamError> {
+    Ok(format!("{NAME_PREFIX}{}", parse(address)?))
+}
+
+/// `http://HOST[:PORT][/]` to `HOST:PORT`.
+fn parse(address: &str) -> Result<http::uri::Authority, UpstreamError> {
+    let invalid = || UpstreamError::InvalidAddress(address.to_string());
+    let uri: http::Uri = address.parse().map_err(|_| invalid())?;
+    let plain_path =
+        matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/") | Some(""));
+    if uri.scheme_str() != Some("http") || !plain_path {
+        return Err(invalid());
+    }
+    let authority = uri.authority().ok_or_else(invalid)?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(invalid());
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    format!("{}:{port}", authority.host()).parse().map_err(|_| invalid())
+}
+
+/// Headers about one connection, which neither side's may carry over.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+            | "te"
+            | "trailer"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_addresses_are_accepted() {
+        assert_eq!(parse("http://127.0.0.1:9000").unwrap().as_str(), "127.0.0.1:9000");
+        assert_eq!(parse("http://legacy.internal/").unwrap().as_str(), "legacy.internal:80");
+        for bad in [
+            "https://127.0.0.1:9000",
+            "127.0.0.1:9000",
+            "http://127.0.0.1:9000/app",
+            "http://127.0.0.1:9000?x=1",
+            "http://user:pw@127.0.0.1:9000",
+            "ftp://x",
+            "",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Routes to an HTTP upstream (the strangler fig): a small "legacy" server
+//! on loopback behind the gateway's auth, rate limits, trace context,
+//! deadline and breaker; then one of its sub-paths moved to a component
+//! without a restart, both serving.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+use crate::support::{Server, fresh_dir, test_components};
+
+/// A legacy server: `/legacy/slow` answers after 3 s, `/legacy/fail` with
+/// 500, `/legacy/big` with 2 MiB; everything else with what it received:
+/// `{"method","path","query","headers":{name: value},"body"}`.
+async fn legacy_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: http::Request<_>| async move {
+                    let (parts, body): (_, hyper::body::Incoming) = request.into_parts();
+                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let (status, answer) = match parts.uri.path() {
+                        "/legacy/slow" => {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            (200, Bytes::from_static(b"{}"))
+                        }
+                        "/legacy/fail" => {
+                            (500, Bytes::from_static(b"{\"error\":\"legacy broke\"}"))
+                        }
+                        "/legacy/big" => (200, Bytes::from(vec![b'x'; 2 << 20])),
+                        path => {
+                            let headers: serde_json::Map<String, Value> = parts
+                                .headers
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").into()))
+                                .collect();
+                            let echo = json!({
+                                "method": parts.method.as_str(),
+                                "path": path,
+                                "query": parts.uri.query().unwrap_or(""),
+                                "headers": headers,
+                                "body": String::from_utf8_lossy(&body),
+                            });
+                            (200, Bytes::from(echo.to_string()))
+                        }
+                    };
+                    let mut response = http::Response::new(Full::new(answer));
+                    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    response.headers_mut().insert("x-legacy", "yes".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    address
+}
+
+fn config(legacy: &str, breaker: &str) -> String {
+    format!(
+        r#"
+        [runtime]
+        {breaker}
+
+        [[routes]]
+        prefix = "/legacy"
+        upstream = "{legacy}"
+        deadline_ms = 1000
+
+        [[routes]]
+        prefix = "/metered"
+        upstream = "{legacy}"
+        rate_limit = {{ per_second = 1, burst = 2 }}
+
+        [[routes]]
+        prefix = "/gone"
+        upstream = "http://127.0.0.1:9"
+
+        [[routes]]
+        prefix = "/users"
+        component = "user"
+        "#
+    )
+}
+
+#[tokio::test]
+async fn an_upstream_is_served_under_the_gateways_rules() {
+    let legacy = legacy_server().await;
+    let lenient = "breaker = { consecutive_failures = 1000, min_calls = 1000 }";
+    let server = Server::start_with(Some(&config(&legacy, lenient)), fresh_dir()).await;
+    let authority = legacy.trim_start_matches("http://");
+
+    // Forwarded as sent, with the platform's trace context, request id and
+    // identity, and never a client's forged pitstop-* header or its token.
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let answer = server
+        .send_with(
+            "POST",
+            "/legacy/things?page=2",
+            &[
+                ("traceparent", trace),
+                ("pitstop-subject", "forged"),
+                ("x-forwarded-host", "forged.example"),
+                ("x-custom", "kept"),
+            ],
+            "hello legacy",
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.headers["pitstop-component"], format!("upstream:{authority}").as_str());
+    assert!(answer.headers.get("pitstop-version").is_none(), "no component version");
+    assert_eq!(answer.headers["x-legacy"], "yes", "the upstream's headers come back");
+    let echo = answer.json();
+    assert_eq!(
+        (echo["method"].as_str(), echo["path"].as_str()),
+        (Some("POST"), Some("/legacy/things"))
+    );
+    assert_eq!(
+        (echo["query"].as_str(), echo["body"].as_str()),
+        (Some("page=2"), Some("hello legacy"))
+    );
+    let seen = &echo["headers"];
+    assert_eq!(seen["pitstop-subject"], "tester", "the verified subject, not the forged one");
+    assert_eq!(seen["pitstop-auth"], "jwt");
+    assert!(seen.get("authorization").is_none(), "the token stays at the gateway: {seen}");
+    assert_eq!(seen["x-custom"], "kept");
+    assert_eq!(seen["host"], authority);
+    let gateway_host = server.base.trim_start_matches("http://");
+    assert_eq!(seen["x-forwarded-host"], gateway_host, "the client's host, not its forged header");
+    let forwarded = seen["traceparent"].as_str().unwrap();
+    assert!(forwarded.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{forwarded}");
+    assert_eq!(seen["x-request-id"], answer.headers["x-request-id"].to_str().unwrap());
+
+    // Auth: writes need a JWT on this route as on any other.
+    let anonymous = server.send_with("POST", "/legacy/x", &[("authorization", "")], "").await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(server.get("/legacy/read").await.status, 200, "reads are public");
+
+    // The route's rate limit.
+    let statuses: Vec<u16> = futures_statuses(&server, "/metered/x", 3).await;
+    assert_eq!(statuses, [200, 200, 429]);
+
+    // Deadline, unreachable upstream, oversized answer.
+    let started = Instant::now();
+    let slow = server.get("/legacy/slow").await;
+    assert_eq!(slow.status, 504, "{:?}", slow.body);
+    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+    let gone = server.get("/gone/x").await;
+    assert_eq!(gone.status, 503, "{:?}", gone.body);
+    assert_eq!(server.get("/legacy/big").await.status, 502);
+    let failed = server.get("/legacy/fail").await;
+    assert_eq!(failed.status, 500, "an upstream's 500 is passed on");
+    assert_eq!(failed.json()["error"], "legacy broke");
+
+    // Metrics carry the upstream like a component.
+    let metrics = server.metrics().await;
+    let series = format!("component=\"upstream:{authority}\"");
+    assert!(metrics.iter().any(|(name, _)| name.contains(&series)), "{series} in {metrics:?}");
+}
+
+/// `n` GETs of `path` one after the other, their statuses.
+async fn futures_statuses(server: &Server, path: &str, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        statuses.push(server.get(path).await.status);
+    }
+    statuses
+}
+
+/// A failing upstream opens its breaker (503 at once, `/ready` says so);
+/// the components keep serving.
+#[tokio::test]
+async fn a_failing_upstream_opens_its_circuit() {
+    let legacy = legacy_server().await;
+    let strict = "breaker = { consecutive_failures = 3, open_ms = 60000 }";
+    let server = Server::start_with(Some(&config(&legacy, strict)), fresh_dir()).await;
+    for _ in 0..3 {
+        assert_eq!(server.get("/legacy/fail").await.status, 500);
+    }
+    let refused = server.get("/legacy/things").await;
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert!(refused.error().contains("circuit open"), "{}", refused.error());
+    let ready = server.get("/ready").await;
+    assert_eq!(ready.status, 503);
+    let authority = legacy.trim_start_matches("http://");
+    assert_eq!(ready.json()["checks"][format!("upstream:{authority}")], "circuit open");
+    assert_eq!(server.get("/users/usr_nobody").await.status, 404, "components still serve");
+}
+
+/// A sub-path of the upstream's route moves to a component while both
+/// serve, without a restart; undeploying the component gives it back.
+#[tokio::test]
+async fn a_sub_path_moves_from_the_upstream_to_a_component_without_a_restart() {
+    let legacy = legacy_server().await;
+    let server = Server::start_with(Some(&config(&legacy, "")), fresh_dir()).await;
+    assert_eq!(server.get("/legacy/hello").await.json()["path"], "/legacy/hello");
+
+    let hello = test_components().join("hello.wasm");
+    let deployed =
+        server.cli(&["deploy", "hello", hello.to_str().unwrap(), "--route", "/legacy/hello"]);
+    assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    let moved = server.get("/legacy/hello").await;
+    assert_eq!(
+        (moved.status, moved.headers["pitstop-component"].to_str().unwrap()),
+        (200, "hello")
+    );
+    let rest = server.get("/legacy/other").await;
+    assert_eq!(rest.json()["path"], "/legacy/other", "the rest stays with the upstream");
+
+    let same = server.cli(&["deploy", "x", hello.to_str().unwrap(), "--route", "/legacy"]);
+    assert!(!same.status.success(), "the upstream's own prefix cannot be taken");
+
+    let undeployed = server.cli(&["undeploy", "hello"]);
+    assert!(undeployed.status.success());
+    assert_eq!(server.get("/legacy/hello").await.json()["path"], "/legacy/hello");
+}
+
+/// A route that names both targets or neither, a deadline on a component
+/// route, or an upstream that is not plain `http://HOST[:PORT]` stops
+/// `serve` with a message naming the route.
+#[test]
+fn bad_upstream_routes_are_refused_with_a_message() {
+    let cases = [
+        ("component = \"user\"\nupstream = \"http://127.0.0.1:9000\"", "not both"),
+        ("auth = \"public\"", "give a component or an upstream"),
+        ("component = \"user\"\ndeadline_ms = 100", "deadline_ms applies to upstream routes"),
+        ("upstream = \"https://127.0.0.1:9000\"", "must be http://HOST[:PORT]"),
+        ("upstream = \"http://127.0.0.1:9000/app\"", "must be http://HOST[:PORT]"),
+    ];
+    for (route, message) in cases {
+        let config = format!("[[routes]]\nprefix = \"/legacy\"\n{route}\n");
+        let stderr = crate::support::serve_refuses(&config);
+        assert!(stderr.contains(message), "{route}: {stderr}");
+        assert!(stderr.contains("/legacy") || message.contains("HOST"), "{route}: {stderr}");
+    }
+}
