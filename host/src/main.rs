@@ -9,7 +9,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use pitstop_host::control::client::{AdminClient, encode, with_progress};
-use pitstop_host::control::table::{self, Align};
+use pitstop_host::control::table::{components_table, versions_table};
 use pitstop_host::telemetry::{LogFormat, LogTarget, Telemetry};
 use pitstop_host::{Config, Platform, PlatformOptions};
 use serde_json::Value;
@@ -82,6 +82,21 @@ enum Command {
         /// A path prefix routed to it (repeatable); replaces earlier ones.
         #[arg(long = "route")]
         routes: Vec<String>,
+        /// Deploy as a canary taking PERCENT (1-99) of NAME's requests
+        /// beside the active version, until `promote` or `rollback`.
+        #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=99), conflicts_with = "routes")]
+        canary: Option<u8>,
+        /// Let the platform roll the canary back when it does worse than the
+        /// active version ([canary] thresholds in the config), or promote it.
+        #[arg(long, requires = "canary")]
+        auto_rollback: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the canary of NAME its active version.
+    Promote {
+        /// Component name.
+        name: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -276,11 +291,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             serve(PlatformOptions { listen, admin_listen, admin_token, data_dir, config, watch })
                 .await
         }
-        Command::Deploy { name, file, routes, admin } => {
+        Command::Deploy { name, file, routes, canary, auto_rollback, admin } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let query: Vec<String> =
+            let mut query: Vec<String> =
                 routes.iter().map(|r| format!("route={}", encode(r))).collect();
+            if let Some(percent) = canary {
+                query.push(format!("canary={percent}&auto_rollback={auto_rollback}"));
+            }
             let query =
                 if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
             let path = format!("/admin/components/{}{query}", encode(&name));
@@ -293,12 +311,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 with_progress(&what, client.call("PUT", &path, Bytes::from(bytes))).await?;
             print(&admin, &answer, |a| {
                 let new = if a["created"] == true { " (new component)" } else { "" };
+                let canary = match canary {
+                    Some(percent) if auto_rollback => {
+                        format!(
+                            " as a canary taking {percent}% of the requests, judged by the platform"
+                        )
+                    }
+                    Some(percent) => format!(" as a canary taking {percent}% of the requests"),
+                    None => String::new(),
+                };
                 format!(
-                    "deployed {} version {}{new}",
+                    "deployed {} version {}{canary}{new}",
                     a["name"].as_str().unwrap_or(&name),
                     a["version"]
                 )
             });
+            Ok(())
+        }
+        Command::Promote { name, admin } => {
+            let path = format!("/admin/components/{}/promote", encode(&name));
+            let answer = admin.client()?.call("POST", &path, Bytes::new()).await?;
+            print(&admin, &answer, |a| format!("{name} version {} is active", a["version"]));
             Ok(())
         }
         Command::Components { admin } => {
@@ -334,68 +367,6 @@ fn print(admin: &AdminArgs, answer: &Value, human: impl Fn(&Value) -> String) {
     } else {
         println!("{}", human(answer));
     }
-}
-
-fn components_table(list: &Value) -> String {
-    let header = [
-        ("NAME", Align::Left),
-        ("VERSION", Align::Right),
-        ("ROUTES", Align::Left),
-        ("SIZE", Align::Right),
-        ("DEPLOYED", Align::Left),
-        ("DIGEST", Align::Left),
-    ];
-    let rows: Vec<Vec<String>> = (list.as_array().into_iter().flatten())
-        .map(|c| {
-            let routes: Vec<&str> =
-                c["routes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            vec![
-                text(&c["name"]),
-                text(&c["version"]),
-                if routes.is_empty() { "-".to_string() } else { routes.join(",") },
-                text(&c["size"]),
-                text(&c["deployed_at"]),
-                short_digest(&c["digest"]),
-            ]
-        })
-        .collect();
-    table::render(&header, &rows)
-}
-
-fn versions_table(answer: &Value) -> String {
-    let header = [
-        ("VERSION", Align::Right),
-        ("ACTIVE", Align::Left),
-        ("SIZE", Align::Right),
-        ("DEPLOYED", Align::Left),
-        ("DIGEST", Align::Left),
-    ];
-    let rows: Vec<Vec<String>> = (answer["versions"].as_array().into_iter().flatten())
-        .map(|v| {
-            vec![
-                text(&v["version"]),
-                if v["version"] == answer["active"] { "*" } else { "" }.to_string(),
-                text(&v["size"]),
-                text(&v["deployed_at"]),
-                short_digest(&v["digest"]),
-            ]
-        })
-        .collect();
-    table::render(&header, &rows)
-}
-
-/// A JSON value as a table cell: a string without its quotes, `?` when absent.
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "?".to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// The first 12 hex digits of a digest, enough to tell versions apart.
-fn short_digest(digest: &Value) -> String {
-    digest.as_str().and_then(|d| d.get(..12)).unwrap_or("?").to_string()
 }
 
 async fn serve(options: PlatformOptions) -> anyhow::Result<()> {

@@ -24,6 +24,19 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionOutcomeLabels {
+    component: String,
+    version: u64,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    component: String,
+    version: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ComponentLabel {
     component: String,
 }
@@ -78,6 +91,8 @@ pub struct Metrics {
     lag: Family<SubscriberLabel, Gauge>,
     deploys: Family<ComponentLabel, Counter>,
     rollbacks: Family<ComponentLabel, Counter>,
+    version_requests: Family<VersionOutcomeLabels, Counter>,
+    version_seconds: HistogramFamily<VersionLabels>,
 }
 
 /// Register `metric` under `name` and keep a handle (clones share the values).
@@ -190,6 +205,19 @@ impl Metrics {
             ),
             deploys: register(r, "deploys", "Versions deployed, per component", Family::default()),
             rollbacks: register(r, "rollbacks", "Rollbacks, per component", Family::default()),
+            version_requests: register(
+                r,
+                "version_requests",
+                "Requests a version answered (HTTP and services calls), by component, version \
+                 and outcome: ok, or error (a trap, a missed deadline, a 5xx but 507)",
+                Family::default(),
+            ),
+            version_seconds: register(
+                r,
+                "version_request_duration_seconds",
+                "Time a version took for a request, by component and version",
+                Family::new_with_constructor(latency_histogram),
+            ),
             registry,
         }
     }
@@ -207,6 +235,20 @@ impl Metrics {
         let labels = RequestLabels { component: component.into(), route: route.into(), status };
         self.requests.get_or_create(&labels).inc();
         self.request_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// The handles one version of `component` counts its requests with.
+    pub fn version(&self, component: &str, version: u64) -> VersionMetrics {
+        let outcome = |outcome| {
+            let labels = VersionOutcomeLabels { component: component.into(), version, outcome };
+            self.version_requests.get_or_create_owned(&labels)
+        };
+        let labels = VersionLabels { component: component.into(), version };
+        VersionMetrics {
+            ok: outcome("ok"),
+            error: outcome("error"),
+            seconds: self.version_seconds.get_or_create_owned(&labels),
+        }
     }
 
     /// The handles one deployment of `component` increments.
@@ -293,6 +335,17 @@ impl Metrics {
     pub fn rolled_back(&self, component: &str) {
         self.rollbacks.get_or_create(&ComponentLabel { component: component.into() }).inc();
     }
+}
+
+/// The metric handles of one version's requests, resolved once per deployment.
+#[derive(Clone)]
+pub struct VersionMetrics {
+    /// Requests answered without failing.
+    pub ok: Counter,
+    /// Requests that failed: a trap, a missed deadline, a 5xx but 507.
+    pub error: Counter,
+    /// How long each took.
+    pub seconds: Histogram,
 }
 
 /// The metric handles of one component, resolved once per deployment.

@@ -101,6 +101,9 @@ impl Platform {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(gateway.serve(listener, wait_for(stopped.clone()))));
+        tasks.push(tokio::spawn(
+            deployments.clone().watch_canaries(config.canary, wait_for(stopped.clone())),
+        ));
         tasks.push(tokio::spawn(serve_http(
             admin_listener,
             gateway_options,

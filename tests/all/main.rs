@@ -4,6 +4,7 @@
 mod async_abi;
 mod auth;
 mod breaker;
+mod canary;
 mod cli;
 mod deploy;
 mod event_payloads;

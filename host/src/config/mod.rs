@@ -21,6 +21,7 @@ pub use routes::{RouteConfig, RouteTarget};
 
 use crate::capabilities::http::allowlist::AllowedHost;
 use crate::resilience::breaker::BreakerConfig;
+use crate::runtime::canary::CanaryPolicy;
 use crate::runtime::reuse::ReusePolicy;
 use crate::runtime::{ComponentSettings, RuntimeOptions};
 
@@ -49,6 +50,9 @@ pub struct Config {
     /// Credentials and the default route policy.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// When auto-rollback canaries are dropped or promoted.
+    #[serde(default)]
+    pub canary: CanaryPolicy,
 }
 
 /// `[auth]`.
@@ -305,6 +309,8 @@ impl Config {
         for route in config.routes.iter().flatten() {
             route.target().with_context(|| format!("in config file {}", path.display()))?;
         }
+        (config.canary.check())
+            .map_err(|e| anyhow::anyhow!("in config file {}: [canary] {e}", path.display()))?;
         for key in &mut config.auth.jwt.public_keys {
             let path = key.path_mut();
             if path.is_relative() {
@@ -484,7 +490,8 @@ mod tests {
     fn the_example_config_sets_every_option() {
         let text = include_str!("../../../pitstop.example.toml");
         let config: Config = toml::from_str(text).expect("pitstop.example.toml parses");
-        let Config { components, routes, gateway, runtime, admin, bus, auth } = config;
+        let Config { components, routes, gateway, runtime, admin, bus, auth, canary } = config;
+        assert!(canary.promote_after_requests.is_some() && canary.promote_after_ms.is_some());
         let ComponentConfig {
             path: _,
             deadline_ms,

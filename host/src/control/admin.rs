@@ -33,7 +33,7 @@ use pitstop_gateway::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::control::deployments::{ComponentInfo, Deployments};
+use crate::control::deployments::{CanaryPlan, ComponentInfo, Deployments};
 use crate::events::queue::{BusError, DeadLetter};
 use crate::runtime::DeployError;
 
@@ -184,14 +184,42 @@ impl Admin {
             }
             (&Method::PUT, ["admin", "components", name]) => {
                 let routes: Vec<String> = query_values(&query, "route");
+                let canary = canary_plan(&query).and_then(|canary| match canary {
+                    Some(_) if !routes.is_empty() => Err(AdminError::BadRequest(
+                        "a canary serves the routes of the active version; deploy without route="
+                            .into(),
+                    )),
+                    canary => Ok(canary),
+                });
+                let canary = match canary {
+                    Ok(canary) => canary,
+                    Err(error) => {
+                        // Drained first, so the client sees the answer (see DRAIN_LIMIT).
+                        discard_body(request.into_body(), DRAIN_LIMIT).await;
+                        return Err(error);
+                    }
+                };
                 let (parts, body) = request.into_parts();
                 let bytes = read_body(&parts.headers, body, self.max_upload).await?;
                 let routes = if routes.is_empty() { None } else { Some(routes) };
-                let deployed = self.deployments.deploy(name, bytes.to_vec(), routes).await?;
+                let deployed = match canary {
+                    Some(plan) => {
+                        self.deployments.deploy_canary(name, bytes.to_vec(), plan).await?
+                    }
+                    None => self.deployments.deploy(name, bytes.to_vec(), routes).await?,
+                };
                 let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
+                let mut answer = serde_json::json!({"name": name, "version": deployed.version, "created": deployed.created});
+                if let Some(plan) = canary {
+                    answer["canary"] = serde_json::json!({"percent": plan.percent, "auto_rollback": plan.auto_rollback});
+                }
+                Ok(json_response(status, &answer))
+            }
+            (&Method::POST, ["admin", "components", name, "promote"]) => {
+                let version = self.deployments.promote(name).await?;
                 Ok(json_response(
-                    status,
-                    &serde_json::json!({"name": name, "version": deployed.version, "created": deployed.created}),
+                    StatusCode::OK,
+                    &serde_json::json!({"name": name, "version": version}),
                 ))
             }
             (&Method::GET, ["admin", "components", name, "versions"]) => {
@@ -209,15 +237,7 @@ impl Admin {
                 ))
             }
             (&Method::DELETE, ["admin", "components", name]) => {
-                let purge = match query_values(&query, "purge").first().map(String::as_str) {
-                    None | Some("false") => false,
-                    Some("true") => true,
-                    Some(other) => {
-                        return Err(AdminError::BadRequest(format!(
-                            "purge must be true or false, not {other:?}"
-                        )));
-                    }
-                };
+                let purge = flag(&query, "purge")?;
                 self.deployments.undeploy(name, purge).await?;
                 Ok(json_response(
                     StatusCode::OK,
@@ -245,7 +265,7 @@ impl Admin {
             }
             (_, ["admin", "components"])
             | (_, ["admin", "components", _])
-            | (_, ["admin", "components", _, "versions" | "rollback"])
+            | (_, ["admin", "components", _, "versions" | "rollback" | "promote"])
             | (_, ["admin", "dead-letters"])
             | (_, ["admin", "dead-letters", _, _])
             | (_, ["admin", "dead-letters", _, _, "replay"]) => {
@@ -270,6 +290,34 @@ fn query_values(query: &str, key: &str) -> Vec<String> {
         .filter(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
         .collect()
+}
+
+/// Query parameter `key` as a boolean: absent is false.
+fn flag(query: &str, key: &str) -> Result<bool, AdminError> {
+    match query_values(query, key).first().map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => {
+            Err(AdminError::BadRequest(format!("{key} must be true or false, not {other:?}")))
+        }
+    }
+}
+
+/// `canary=PERCENT[&auto_rollback=true]` of a deploy, if given.
+fn canary_plan(query: &str) -> Result<Option<CanaryPlan>, AdminError> {
+    let auto_rollback = flag(query, "auto_rollback")?;
+    let Some(percent) = query_values(query, "canary").into_iter().next() else {
+        if auto_rollback {
+            return Err(AdminError::BadRequest("auto_rollback needs canary=PERCENT".into()));
+        }
+        return Ok(None);
+    };
+    let percent: u8 = percent.parse().map_err(|_| {
+        AdminError::BadRequest(format!("canary must be a percentage from 1 to 99, not {percent:?}"))
+    })?;
+    let plan = CanaryPlan::new(percent, auto_rollback)
+        .map_err(|error| AdminError::BadRequest(error.to_string()))?;
+    Ok(Some(plan))
 }
 
 enum AdminError {
@@ -308,9 +356,9 @@ impl AdminError {
                     | DeployError::Invalid(_) => StatusCode::BAD_REQUEST,
                     DeployError::Incompatible(_) => StatusCode::UNPROCESSABLE_ENTITY,
                     DeployError::Unknown(_) => StatusCode::NOT_FOUND,
-                    DeployError::NoEarlierVersion(_) | DeployError::Route(_) => {
-                        StatusCode::CONFLICT
-                    }
+                    DeployError::NoEarlierVersion(_)
+                    | DeployError::Route(_)
+                    | DeployError::Canary(_) => StatusCode::CONFLICT,
                     DeployError::Db(_) | DeployError::Keyspace(_) | DeployError::Storage(_) => {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }

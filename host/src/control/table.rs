@@ -1,5 +1,8 @@
 //! Text tables for the CLI: every column as wide as its widest cell, so
-//! the columns line up whatever the routes, sizes or dates are.
+//! the columns line up whatever the routes, sizes or dates are; and the
+//! tables of `pitstop components` and `pitstop versions`.
+
+use serde_json::Value;
 
 /// How a column's cells sit in its width.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,77 @@ pub fn render(header: &[(&str, Align)], rows: &[Vec<String>]) -> String {
     }
     out.pop();
     out
+}
+
+/// `pitstop components`: the admin listing of components as a table.
+pub fn components_table(list: &Value) -> String {
+    let header = [
+        ("NAME", Align::Left),
+        ("VERSION", Align::Right),
+        ("ROUTES", Align::Left),
+        ("SIZE", Align::Right),
+        ("DEPLOYED", Align::Left),
+        ("DIGEST", Align::Left),
+        ("CANARY", Align::Left),
+    ];
+    let rows: Vec<Vec<String>> = (list.as_array().into_iter().flatten())
+        .map(|c| {
+            let routes: Vec<&str> =
+                c["routes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            vec![
+                text(&c["name"]),
+                text(&c["version"]),
+                if routes.is_empty() { "-".to_string() } else { routes.join(",") },
+                text(&c["size"]),
+                text(&c["deployed_at"]),
+                short_digest(&c["digest"]),
+                match &c["canary"] {
+                    Value::Object(canary) => {
+                        format!("v{} at {}%", text(&canary["version"]), text(&canary["percent"]))
+                    }
+                    _ => "-".to_string(),
+                },
+            ]
+        })
+        .collect();
+    render(&header, &rows)
+}
+
+/// `pitstop versions NAME`: a version history as a table.
+pub fn versions_table(answer: &Value) -> String {
+    let header = [
+        ("VERSION", Align::Right),
+        ("ACTIVE", Align::Left),
+        ("SIZE", Align::Right),
+        ("DEPLOYED", Align::Left),
+        ("DIGEST", Align::Left),
+    ];
+    let rows: Vec<Vec<String>> = (answer["versions"].as_array().into_iter().flatten())
+        .map(|v| {
+            vec![
+                text(&v["version"]),
+                if v["version"] == answer["active"] { "*" } else { "" }.to_string(),
+                text(&v["size"]),
+                text(&v["deployed_at"]),
+                short_digest(&v["digest"]),
+            ]
+        })
+        .collect();
+    render(&header, &rows)
+}
+
+/// A JSON value as a table cell: a string without its quotes, `?` when absent.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "?".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The first 12 hex digits of a digest, enough to tell versions apart.
+fn short_digest(digest: &Value) -> String {
+    digest.as_str().and_then(|d| d.get(..12)).unwrap_or("?").to_string()
 }
 
 #[cfg(test)]

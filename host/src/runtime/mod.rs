@@ -15,6 +15,7 @@
 
 pub mod artifacts;
 pub mod backend;
+pub mod canary;
 pub mod commit;
 pub mod engine;
 pub mod instance;

@@ -20,6 +20,7 @@ use crate::events::dispatch::{Delivering, Delivery, Subscriber, Subscribers};
 use crate::events::queue::QueuedEvent;
 use crate::invoke::{CallContext, Invoke, InvokeFailure};
 use crate::metrics::ComponentMetrics;
+use crate::runtime::canary::CLIENT_KEY_HEADER;
 use crate::runtime::instance::{Answer, Call, Rerun};
 use crate::runtime::registry::Deployment;
 use crate::runtime::scheduling::ANSWER_GRACE;
@@ -191,7 +192,12 @@ impl Runtime {
         parent: Option<TraceContext>,
         start: Instant,
     ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
-        let deployment = self.registry.get(name).ok_or(InvokeFailure::NotDeployed)?;
+        let deployment = match &call {
+            // A request may go to a canary; an event to the active version.
+            Call::Http(request) => self.registry.choose(name, split_key(request)),
+            Call::Event { .. } => self.registry.get(name),
+        };
+        let deployment = deployment.ok_or(InvokeFailure::NotDeployed)?;
         let span = match &call {
             Call::Http(request) => tracing::info_span!(
                 "invoke",
@@ -231,10 +237,14 @@ impl Runtime {
         context: CallContext,
     ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
         let name = &*deployment.name;
-        let permit = deployment
-            .breaker
-            .try_acquire()
-            .map_err(|refused| InvokeFailure::CircuitOpen { retry_after: refused.retry_after })?;
+        let permit = deployment.breaker.try_acquire().map_err(|refused| {
+            // Refused for this version's failures: a failed request of it,
+            // as a canary's judge must see.
+            if matches!(call, Call::Http(_)) {
+                deployment.traffic.record(false, Duration::ZERO);
+            }
+            InvokeFailure::CircuitOpen { retry_after: refused.retry_after }
+        })?;
         let _slot = match deployment.bulkhead.enter(context.deadline).await {
             Ok(slot) => slot,
             Err(failure) => {
@@ -244,6 +254,7 @@ impl Runtime {
             }
         };
         let _in_flight = InFlight::enter(&deployment.metrics);
+        let started = Instant::now();
         let fault = self.faults.load().get(name).copied();
         let struck = match fault {
             Some(fault) => fault.strike(context.deadline).await,
@@ -278,8 +289,21 @@ impl Runtime {
             Err(_) => false,
         };
         deployment.breaker.record(permit, healthy);
+        if matches!(call, Call::Http(_)) {
+            deployment.traffic.record(healthy, started.elapsed());
+        }
         outcome.map(|answer| (answer, deployment))
     }
+}
+
+/// What keeps a request on one side of a canary split: the verified
+/// subject, else the client's own key.
+fn split_key(request: &Request) -> Option<&str> {
+    let header = |name: &str| {
+        let found = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
+        found.map(|h| h.value.as_str()).filter(|v| !v.is_empty())
+    };
+    header(pitstop_gateway::auth::SUBJECT_HEADER).or_else(|| header(CLIENT_KEY_HEADER))
 }
 
 /// The runtime, as the dispatcher sees it.

@@ -17,6 +17,7 @@ use crate::resilience::breaker::{Breaker, SystemClock};
 use crate::resilience::bulkhead::Bulkhead;
 use crate::resilience::turns::{Turn, Turns};
 use crate::runtime::Runtime;
+use crate::runtime::canary::Traffic;
 use crate::runtime::proxy::PROXY_EXPORT;
 use crate::runtime::registry::{Deployment, Entry};
 use crate::runtime::reuse::WarmPool;
@@ -55,6 +56,10 @@ pub enum DeployError {
     /// A route cannot be given to this component.
     #[error("{0}")]
     Route(String),
+    /// A canary cannot be started, promoted or dropped now (no active
+    /// version, no canary).
+    #[error("{0}")]
+    Canary(String),
     /// The store failed.
     #[error("storage failed: {0}")]
     Db(#[from] sled::Error),
@@ -215,6 +220,7 @@ impl Runtime {
             let name = name.to_string();
             Arc::new(move |to| metrics.breaker(&name, to))
         };
+        let traffic = Traffic::new(self.metrics.version(name, version));
         let name: Arc<str> = name.into();
         let parallel = settings.max_parallel.unwrap_or(self.guests.threads() as u32);
         Arc::new(Deployment {
@@ -227,6 +233,7 @@ impl Runtime {
             // As many idle instances as may run at once: more would only
             // hold memory.
             warm: settings.reuse.map(|policy| WarmPool::new(policy, parallel as usize)),
+            traffic,
             name,
             version,
             digest,

@@ -1,4 +1,5 @@
-//! Which version of each component is active.
+//! Which version of each component is active, and which takes a share of
+//! its requests as a canary.
 //!
 //! Readers load an immutable map through [`ArcSwap`] and never wait; a writer
 //! copies the map, changes one entry and swaps it in. An invocation holds its
@@ -6,13 +7,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
 use crate::bindings::{events, handler};
-use crate::resilience::breaker::Breaker;
+use crate::resilience::breaker::{Breaker, State};
 use crate::resilience::bulkhead::Bulkhead;
 use crate::resilience::turns::Turns;
+use crate::runtime::canary::TrafficSnapshot;
 use crate::runtime::state::ComponentState;
 
 /// One compiled, pre-linked version of a component, ready to instantiate.
@@ -48,6 +51,8 @@ pub struct Deployment {
     pub metrics: Arc<crate::metrics::ComponentMetrics>,
     /// Its idle instances, when the component reuses them.
     pub warm: Option<crate::runtime::reuse::WarmPool>,
+    /// What its requests did (see [`crate::runtime::canary`]).
+    pub traffic: crate::runtime::canary::Traffic,
 }
 
 /// How a component takes requests.
@@ -59,10 +64,34 @@ pub enum Entry {
     Proxy(wasmtime_wasi_http::p2::bindings::ProxyIndices),
 }
 
-/// The active deployments, by name.
+/// A canary of one component, and what it is compared with.
+pub struct Canary {
+    /// The canary version.
+    pub deployment: Arc<Deployment>,
+    /// The share of requests it takes, 1 to 99.
+    pub percent: u8,
+    /// Whether the platform drops (or promotes) it on its own.
+    pub auto: bool,
+    /// The active version's traffic when the canary started: what it did
+    /// since is what the canary is compared with.
+    pub baseline: TrafficSnapshot,
+    /// When it started.
+    pub started: Instant,
+}
+
+impl Canary {
+    /// Whether a request with stable identity `key` (if any) goes to the
+    /// canary (see [`crate::runtime::canary`]).
+    pub fn takes(&self, key: Option<&str>) -> bool {
+        crate::runtime::canary::takes(self.deployment.version, self.percent, key)
+    }
+}
+
+/// The active deployments, by name, and their canaries.
 #[derive(Default)]
 pub struct Registry {
     active: ArcSwap<HashMap<String, Arc<Deployment>>>,
+    canaries: ArcSwap<HashMap<String, Arc<Canary>>>,
 }
 
 impl Registry {
@@ -87,10 +116,64 @@ impl Registry {
         previous
     }
 
-    /// Stop serving `name`; returns the deployment that was active.
+    /// Stop serving `name`, and drop its canary; returns the deployment
+    /// that was active.
     pub fn remove(&self, name: &str) -> Option<Arc<Deployment>> {
+        self.take_canary(name);
         let mut previous = None;
         self.active.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            previous = next.remove(name);
+            next
+        });
+        previous
+    }
+
+    /// The version of `name` a request goes to: its canary's share of them
+    /// (sticky per `key`, see [`Canary::takes`]), else the active one.
+    /// While the canary's circuit is open its share goes to the active
+    /// version, and counts as a failed request of the canary, so that its
+    /// judge still sees it failing.
+    pub fn choose(&self, name: &str, key: Option<&str>) -> Option<Arc<Deployment>> {
+        if let Some(canary) = self.canaries.load().get(name)
+            && canary.takes(key)
+        {
+            if canary.deployment.breaker.snapshot().state != State::Open {
+                return Some(canary.deployment.clone());
+            }
+            canary.deployment.traffic.record(false, std::time::Duration::ZERO);
+        }
+        self.get(name)
+    }
+
+    /// The canary of `name`, if it has one.
+    pub fn canary(&self, name: &str) -> Option<Arc<Canary>> {
+        self.canaries.load().get(name).cloned()
+    }
+
+    /// Every canary now.
+    pub fn canaries(&self) -> Vec<Arc<Canary>> {
+        self.canaries.load().values().cloned().collect()
+    }
+
+    /// Give `canary` its share of its component's requests; returns the
+    /// canary it replaced.
+    pub fn set_canary(&self, canary: Canary) -> Option<Arc<Canary>> {
+        let canary = Arc::new(canary);
+        let mut previous = None;
+        self.canaries.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            previous = next.insert(canary.deployment.name.to_string(), canary.clone());
+            next
+        });
+        previous
+    }
+
+    /// Send all of `name`'s requests to its active version again; returns
+    /// the canary dropped.
+    pub fn take_canary(&self, name: &str) -> Option<Arc<Canary>> {
+        let mut previous = None;
+        self.canaries.rcu(|current| {
             let mut next = HashMap::clone(current);
             previous = next.remove(name);
             next

@@ -20,15 +20,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pitstop_gateway::{Gateway, RouteTable};
-use serde::Serialize;
 
+mod canary;
+mod listing;
 mod records;
 mod routes;
 
-pub use records::{ComponentRecord, VersionRecord};
+pub use canary::CanaryPlan;
+pub use listing::{CanaryInfo, ComponentInfo};
+pub use records::{CanaryEnd, CanaryRecord, ComponentRecord, VersionRecord};
 use records::{active_digest, find_version};
 
-use crate::capabilities::bus::Topics;
 use crate::naming::is_valid_name;
 use crate::runtime::artifacts::{
     ArtifactCache, CompileError, Origin, hex_sha256, write_atomically,
@@ -39,29 +41,6 @@ use crate::runtime::world::WorldError;
 use crate::runtime::world::looks_like_component;
 use crate::runtime::{DeployError, Runtime};
 use crate::storage::Keyspace;
-
-/// A line of the component listing.
-#[derive(Debug, Clone, Serialize)]
-pub struct ComponentInfo {
-    /// The name.
-    pub name: String,
-    /// The active version.
-    pub version: u64,
-    /// sha256 of the active version's bytes.
-    pub digest: String,
-    /// Size of the active version's bytes.
-    pub size: u64,
-    /// When the active version was deployed.
-    pub deployed_at: String,
-    /// Route prefixes that reach it now.
-    pub routes: Vec<String>,
-    /// `active`.
-    pub state: &'static str,
-    /// The active version's circuit breaker.
-    pub breaker: Option<crate::resilience::breaker::Snapshot>,
-    /// The topics the active version publishes and subscribes to.
-    pub topics: Option<crate::capabilities::bus::Topics>,
-}
 
 /// The result of a deploy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +130,7 @@ impl Deployments {
                 Ok(deployment) => {
                     self.runtime.registry().activate(deployment);
                     tracing::info!(component = record.name, version = active, "restored");
+                    self.restore_canary(&record).await;
                 }
                 Err(error) => {
                     tracing::error!(component = record.name, version = active, %error, "cannot restore");
@@ -168,7 +148,7 @@ impl Deployments {
         name: &str,
         bytes: Vec<u8>,
     ) -> Result<Option<Deployed>, DeployError> {
-        self.deploy_unless_active(name, bytes, None, true).await
+        self.deploy_unless_active(name, bytes, None, true, None).await
     }
 
     /// The runtime the components run in.
@@ -189,19 +169,21 @@ impl Deployments {
         bytes: Vec<u8>,
         routes: Option<Vec<String>>,
     ) -> Result<Deployed, DeployError> {
-        let deployed = self.deploy_unless_active(name, bytes, routes, false).await?;
+        let deployed = self.deploy_unless_active(name, bytes, routes, false, None).await?;
         Ok(deployed.expect("deploys whenever unchanged is not skipped"))
     }
 
     /// The one deploy path. With `skip_unchanged`, bytes identical to the
     /// active version deploy nothing (`Ok(None)`); the check happens under
-    /// the change lock and hashes the bytes once.
+    /// the change lock and hashes the bytes once. With `canary`, the new
+    /// version becomes the canary instead of the active one.
     async fn deploy_unless_active(
         &self,
         name: &str,
         bytes: Vec<u8>,
         routes: Option<Vec<String>>,
         skip_unchanged: bool,
+        canary: Option<CanaryPlan>,
     ) -> Result<Option<Deployed>, DeployError> {
         if !is_valid_name(name) {
             return Err(DeployError::InvalidName(name.to_string()));
@@ -226,7 +208,14 @@ impl Deployments {
             next_version: 1,
             routes: Vec::new(),
             versions: Vec::new(),
+            canary: None,
+            last_canary: None,
         });
+        if canary.is_some() && record.active.is_none() {
+            return Err(DeployError::Canary(format!(
+                "{name} has no active version for a canary to run beside; deploy it first"
+            )));
+        }
         if let Some(routes) = routes {
             record.routes = routes;
         }
@@ -257,7 +246,12 @@ impl Deployments {
         }
         let version = record.next_version;
         record.next_version += 1;
-        record.active = Some(version);
+        // A canary running beside the old active version ends either way.
+        self.end_canary(&mut record, "replaced", &format!("version {version} was deployed"));
+        match &canary {
+            Some(plan) => record.canary = Some(plan.record(version)),
+            None => record.active = Some(version),
+        }
         record.versions.push(VersionRecord {
             version,
             digest: digest.clone(),
@@ -275,7 +269,13 @@ impl Deployments {
             prepared,
             keyspace,
         );
-        self.runtime.registry().activate(deployment);
+        match canary {
+            Some(plan) => self.start_canary(deployment, plan),
+            None => {
+                self.runtime.registry().take_canary(name);
+                self.runtime.registry().activate(deployment);
+            }
+        }
         self.refresh_routes();
         drop(change);
         if origin == Origin::Compiled {
@@ -287,16 +287,27 @@ impl Deployments {
             version,
             size,
             cached = origin == Origin::Cached,
+            canary_percent = canary.map(|plan| plan.percent),
             "deployed"
         );
         Ok(Some(Deployed { version, created }))
     }
 
     /// Make the version before the active one active again, from the cache.
+    /// With a canary running, drop the canary instead: the active version
+    /// serves everything again.
     pub async fn rollback(&self, name: &str) -> Result<u64, DeployError> {
         let _name = self.lock_name(name).await;
         let mut record = self.active_record(name)?;
         let active = record.active.expect("active_record checks it");
+        if record.canary.is_some() {
+            let _change = self.changes.lock().await;
+            self.end_canary(&mut record, "rolled back", "asked to roll back");
+            self.save(&record)?;
+            self.runtime.registry().take_canary(name);
+            self.runtime.metrics().rolled_back(name);
+            return Ok(active);
+        }
         let previous = record
             .versions
             .iter()
@@ -332,40 +343,13 @@ impl Deployments {
                 .forget_subscriber(name)
                 .map_err(|e| DeployError::Storage(e.to_string()))?;
         } else {
+            self.end_canary(&mut record, "rolled back", "the component was undeployed");
             record.active = None;
             self.save(&record)?;
         }
         self.runtime.flush().await?;
         tracing::info!(component = name, purge, "undeployed");
         Ok(())
-    }
-
-    /// Every active component, by name.
-    pub fn list(&self) -> Result<Vec<ComponentInfo>, DeployError> {
-        let table = self.route_table();
-        let mut infos = Vec::new();
-        for record in self.records()? {
-            let Some(active) = record.active else { continue };
-            let Ok(version) = find_version(&record, active) else { continue };
-            let deployment = self.runtime.registry().get(&record.name);
-            infos.push(ComponentInfo {
-                routes: table
-                    .routes()
-                    .iter()
-                    .filter(|r| r.component == record.name)
-                    .map(|r| r.prefix.clone())
-                    .collect(),
-                name: record.name.clone(),
-                version: version.version,
-                digest: version.digest.clone(),
-                size: version.size,
-                deployed_at: version.deployed_at.clone(),
-                state: "active",
-                breaker: deployment.as_ref().map(|d| d.breaker.snapshot()),
-                topics: deployment.as_ref().map(|d| Topics::clone(&d.topics)),
-            });
-        }
-        Ok(infos)
     }
 
     /// The version history of an active component, oldest first.

@@ -20,6 +20,36 @@ pub struct ComponentRecord {
     pub routes: Vec<String>,
     /// Every version ever deployed, oldest first.
     pub versions: Vec<VersionRecord>,
+    /// The version taking a share of the requests besides the active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryRecord>,
+    /// How the last canary ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_canary: Option<CanaryEnd>,
+}
+
+/// A canary, as persisted: a restart serves it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CanaryRecord {
+    /// Its version.
+    pub version: u64,
+    /// The share of requests it takes, 1 to 99.
+    pub percent: u8,
+    /// Whether the platform judges it on its own.
+    pub auto_rollback: bool,
+}
+
+/// How a canary ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CanaryEnd {
+    /// Its version.
+    pub version: u64,
+    /// `promoted`, `rolled back` or `replaced`.
+    pub outcome: String,
+    /// Why, in words.
+    pub reason: String,
+    /// When, RFC 3339.
+    pub at: String,
 }
 
 /// One deployed version.

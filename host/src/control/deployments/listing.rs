@@ -1,0 +1,91 @@
+//! The component listing of the admin API: each active component with its
+//! routes, breaker, topics, traffic and canary.
+
+use serde::Serialize;
+
+use super::Deployments;
+use super::records::find_version;
+use crate::capabilities::bus::Topics;
+use crate::runtime::DeployError;
+use crate::runtime::canary::TrafficSummary;
+
+/// A line of the component listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentInfo {
+    /// The name.
+    pub name: String,
+    /// The active version.
+    pub version: u64,
+    /// sha256 of the active version's bytes.
+    pub digest: String,
+    /// Size of the active version's bytes.
+    pub size: u64,
+    /// When the active version was deployed.
+    pub deployed_at: String,
+    /// Route prefixes that reach it now.
+    pub routes: Vec<String>,
+    /// `active`.
+    pub state: &'static str,
+    /// The active version's circuit breaker.
+    pub breaker: Option<crate::resilience::breaker::Snapshot>,
+    /// The topics the active version publishes and subscribes to.
+    pub topics: Option<crate::capabilities::bus::Topics>,
+    /// What the active version's requests did since it was deployed (or
+    /// restored).
+    pub traffic: Option<TrafficSummary>,
+    /// The version taking a share of the requests, if any.
+    pub canary: Option<CanaryInfo>,
+    /// How the last canary ended.
+    pub last_canary: Option<super::records::CanaryEnd>,
+}
+
+/// A canary in the listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct CanaryInfo {
+    /// Its version.
+    pub version: u64,
+    /// The share of requests it takes.
+    pub percent: u8,
+    /// Whether the platform judges it on its own.
+    pub auto_rollback: bool,
+    /// What its requests did.
+    pub traffic: TrafficSummary,
+}
+
+impl Deployments {
+    /// Every active component, by name.
+    pub fn list(&self) -> Result<Vec<ComponentInfo>, DeployError> {
+        let table = self.route_table();
+        let mut infos = Vec::new();
+        for record in self.records()? {
+            let Some(active) = record.active else { continue };
+            let Ok(version) = find_version(&record, active) else { continue };
+            let deployment = self.runtime.registry().get(&record.name);
+            infos.push(ComponentInfo {
+                routes: table
+                    .routes()
+                    .iter()
+                    .filter(|r| r.component == record.name)
+                    .map(|r| r.prefix.clone())
+                    .collect(),
+                name: record.name.clone(),
+                version: version.version,
+                digest: version.digest.clone(),
+                size: version.size,
+                deployed_at: version.deployed_at.clone(),
+                state: "active",
+                breaker: deployment.as_ref().map(|d| d.breaker.snapshot()),
+                topics: deployment.as_ref().map(|d| Topics::clone(&d.topics)),
+                traffic: deployment.as_ref().map(|d| d.traffic.snapshot().summary()),
+                canary: self.runtime.registry().canary(&record.name).map(|canary| CanaryInfo {
+                    version: canary.deployment.version,
+                    percent: canary.percent,
+                    auto_rollback: canary.auto,
+                    traffic: canary.deployment.traffic.snapshot().summary(),
+                }),
+                last_canary: record.last_canary.clone(),
+            });
+        }
+        Ok(infos)
+    }
+}

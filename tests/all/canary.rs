@@ -1,0 +1,225 @@
+//! Canary deployments: a new version takes a share of a component's
+//! requests, sticky per client; it is promoted, rolled back, or judged by
+//! the platform, and survives a restart.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Answer, Server, fresh_dir, test_components};
+
+fn wasm(name: &str) -> String {
+    test_components().join(format!("{name}.wasm")).display().to_string()
+}
+
+fn succeeded(output: std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+async fn as_client(server: &Server, path: &str, client: &str) -> Answer {
+    server.send_with("GET", path, &[("x-client-id", client)], "").await
+}
+
+fn version(answer: &Answer) -> u64 {
+    answer.header("pitstop-version").and_then(|v| v.parse().ok()).expect("a component answered")
+}
+
+async fn listing(server: &Server, name: &str) -> Value {
+    let list = server.admin("GET", "/admin/components", "").await.json();
+    list.as_array().unwrap().iter().find(|c| c["name"] == name).cloned().expect(name)
+}
+
+#[tokio::test]
+async fn a_canary_takes_its_share_sticky_per_client_until_promoted_or_rolled_back() {
+    let data = fresh_dir();
+    let server = Server::start_with(None, data.clone()).await;
+    succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--route", "/greet"]));
+    let out = succeeded(server.cli(&["deploy", "greet", &wasm("flaky"), "--canary", "30"]));
+    assert_eq!(out, "deployed greet version 2 as a canary taking 30% of the requests");
+
+    // Each client stays on its side; about 30% of clients are on the canary.
+    let mut sides = BTreeMap::new();
+    for client in 0..200 {
+        let answer = as_client(&server, "/greet/ok", &format!("client-{client}")).await;
+        assert_eq!(answer.status, 200);
+        sides.insert(client, version(&answer));
+    }
+    let on_canary = sides.values().filter(|v| **v == 2).count();
+    assert!((30..=90).contains(&on_canary), "{on_canary} of 200 clients on a 30% canary");
+    for client in [0, 1, 2, 3] {
+        for _ in 0..5 {
+            let answer = as_client(&server, "/greet/ok", &format!("client-{client}")).await;
+            assert_eq!(version(&answer), sides[&client], "client-{client} stays on its side");
+        }
+    }
+
+    // A verified subject keeps its side too: writes need the server's token
+    // (subject "tester"), and reads without a client key land at random.
+    let first = version(&server.send("POST", "/greet/ok", "").await);
+    for _ in 0..10 {
+        let answer = server.send("POST", "/greet/ok", "").await;
+        assert_eq!(version(&answer), first, "tester stays on its side");
+    }
+    let anonymous: std::collections::BTreeSet<u64> =
+        futures::future::join_all((0..40).map(|_| server.get("/greet/ok")))
+            .await
+            .iter()
+            .map(version)
+            .collect();
+    assert_eq!(anonymous.len(), 2, "without a key, requests land on both sides");
+
+    // Each version's traffic: in the listing, the table and /metrics.
+    let greet = listing(&server, "greet").await;
+    assert_eq!(
+        (greet["version"].as_u64(), greet["canary"]["version"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(greet["canary"]["percent"], 30);
+    assert!(greet["canary"]["traffic"]["requests"].as_u64().unwrap() >= on_canary as u64);
+    assert!(greet["traffic"]["requests"].as_u64().unwrap() >= (200 - on_canary) as u64);
+    let table = succeeded(server.cli(&["components"]));
+    assert!(table.lines().any(|l| l.starts_with("greet ") && l.contains("v2 at 30%")), "{table}");
+    let ok_on_canary = server
+        .metric("pitstop_version_requests_total{component=\"greet\",version=\"2\",outcome=\"ok\"}")
+        .await;
+    assert!(ok_on_canary >= on_canary as f64, "{ok_on_canary}");
+
+    // It survives a restart, then is promoted: everyone on version 2.
+    assert!(server.stop_with("TERM").await.success());
+    let server = Server::start_with(None, data).await;
+    let canary_client = sides.iter().find(|(_, v)| **v == 2).map(|(c, _)| *c).unwrap();
+    let answer = as_client(&server, "/greet/ok", &format!("client-{canary_client}")).await;
+    assert_eq!(version(&answer), 2, "the canary serves its clients after a restart");
+    assert_eq!(succeeded(server.cli(&["promote", "greet"])), "greet version 2 is active");
+    for client in 0..20 {
+        assert_eq!(version(&as_client(&server, "/greet/ok", &format!("client-{client}")).await), 2);
+    }
+    assert_eq!(listing(&server, "greet").await["last_canary"]["outcome"], "promoted");
+
+    // A new canary, rolled back: everyone on version 2 again.
+    succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--canary", "50"]));
+    assert_eq!(succeeded(server.cli(&["rollback", "greet"])), "greet rolled back to version 2");
+    for client in 0..20 {
+        assert_eq!(version(&as_client(&server, "/greet/ok", &format!("client-{client}")).await), 2);
+    }
+    let greet = listing(&server, "greet").await;
+    assert!(greet["canary"].is_null(), "{greet}");
+    assert_eq!(
+        (greet["last_canary"]["version"].as_u64(), greet["last_canary"]["outcome"].as_str()),
+        (Some(3), Some("rolled back"))
+    );
+}
+
+#[tokio::test]
+async fn bad_canary_requests_are_refused_with_a_reason() {
+    let server = Server::start().await;
+    let hello = wasm("hello");
+    for (query, status, message) in [
+        ("canary=0", 400, "1 to 99 percent"),
+        ("canary=100", 400, "1 to 99 percent"),
+        ("canary=ten", 400, "a percentage from 1 to 99"),
+        ("auto_rollback=true", 400, "auto_rollback needs canary"),
+        ("canary=10&route=/elsewhere", 400, "deploy without route"),
+        ("canary=10&auto_rollback=maybe", 400, "true or false"),
+    ] {
+        let bytes = std::fs::read(&hello).unwrap();
+        let answer = server.admin("PUT", &format!("/admin/components/user?{query}"), bytes).await;
+        assert_eq!(answer.status, status, "{query}: {:?}", answer.body);
+        assert!(answer.error().contains(message), "{query}: {}", answer.error());
+    }
+    let bytes = std::fs::read(&hello).unwrap();
+    let fresh = server.admin("PUT", "/admin/components/newcomer?canary=10", bytes).await;
+    assert_eq!(fresh.status, 409, "nothing active to run beside");
+    let promote = server.admin("POST", "/admin/components/user/promote", "").await;
+    assert_eq!(promote.status, 409);
+    assert!(promote.error().contains("no canary"), "{}", promote.error());
+    let refused = server.cli(&["deploy", "user", &hello, "--canary", "0"]);
+    assert!(!refused.status.success());
+    let refused = server.cli(&["deploy", "user", &hello, "--auto-rollback"]);
+    assert!(!refused.status.success(), "--auto-rollback needs --canary");
+    assert_eq!(server.get("/users/usr_nobody").await.status, 404, "user untouched");
+}
+
+/// A canary failing 30% of its requests is rolled back by the platform
+/// within its window while the clients of the active version see no
+/// error at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_rolled_back_on_its_own() {
+    let config = "[canary]\nmin_requests = 20\nmax_error_rate = 0.1\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--route", "/greet"]));
+    let out = succeeded(server.cli(&[
+        "deploy",
+        "greet",
+        &wasm("flaky"),
+        "--canary",
+        "50",
+        "--auto-rollback",
+    ]));
+    assert!(out.ends_with("judged by the platform"), "{out}");
+    let started = Instant::now();
+    let (mut active_errors, mut canary_errors, mut after) = (0, 0, 0);
+    let mut rolled_back = None;
+    for request in 0..2000 {
+        let answer = as_client(&server, "/greet/x", &format!("client-{request}")).await;
+        match (version(&answer), answer.status) {
+            (1, 200) => {}
+            (1, _) => active_errors += 1,
+            (2, 500) => canary_errors += 1,
+            (2, _) => {}
+            (other, _) => panic!("version {other}"),
+        }
+        if rolled_back.is_some() {
+            assert_eq!(version(&answer), 1, "after the rollback everything is version 1");
+            after += 1;
+            if after == 50 {
+                break;
+            }
+        } else if request % 10 == 9 && listing(&server, "greet").await["canary"].is_null() {
+            rolled_back = Some(started.elapsed());
+        }
+    }
+    let took = rolled_back.expect("the canary was rolled back");
+    assert!(took < Duration::from_secs(5), "rolled back after {took:?}");
+    assert_eq!(active_errors, 0, "clients of the active version saw no error");
+    assert!(canary_errors > 0);
+    let last = &listing(&server, "greet").await["last_canary"];
+    assert_eq!(last["outcome"], "rolled back", "{last}");
+    assert!(last["reason"].as_str().unwrap().contains("error rate"), "{last}");
+    assert!(server.log().contains("canary rolled back"), "logged, with why");
+}
+
+/// With `promote_after_requests`, a canary that does well becomes the
+/// active version on its own.
+#[tokio::test]
+async fn a_good_canary_is_promoted_on_its_own() {
+    let config = "[canary]\nmin_requests = 5\npromote_after_requests = 10\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--route", "/greet"]));
+    let canary = ["deploy", "greet", &wasm("flaky"), "--canary", "50", "--auto-rollback"];
+    succeeded(server.cli(&canary));
+    let started = Instant::now();
+    let mut request = 0;
+    while listing(&server, "greet").await["version"] != 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "not promoted");
+        for _ in 0..10 {
+            request += 1;
+            assert_eq!(as_client(&server, "/greet/ok", &format!("c{request}")).await.status, 200);
+        }
+    }
+    let greet = listing(&server, "greet").await;
+    assert!(greet["canary"].is_null(), "{greet}");
+    assert_eq!(greet["last_canary"]["outcome"], "promoted", "{greet}");
+    assert_eq!(version(&as_client(&server, "/greet/ok", "anyone").await), 2);
+}
+
+#[test]
+fn bad_canary_thresholds_stop_serve_with_a_message() {
+    let stderr = crate::support::serve_refuses("[canary]\nmax_error_rate = 2\n");
+    assert!(stderr.contains("[canary] max_error_rate must be within 0 and 1"), "{stderr}");
+    let stderr = crate::support::serve_refuses("[canary]\nmin_requests = -1\n");
+    assert!(stderr.contains("min_requests"), "{stderr}");
+}
