@@ -107,26 +107,15 @@ impl Registry {
 
     /// Make `deployment` the active version of its name; returns the one it replaced.
     pub fn activate(&self, deployment: Arc<Deployment>) -> Option<Arc<Deployment>> {
-        let mut previous = None;
-        self.active.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            previous = next.insert(deployment.name.to_string(), deployment.clone());
-            next
-        });
-        previous
+        let name = deployment.name.to_string();
+        edit(&self.active, |map| map.insert(name.clone(), deployment.clone()))
     }
 
     /// Stop serving `name`, and drop its canary; returns the deployment
     /// that was active.
     pub fn remove(&self, name: &str) -> Option<Arc<Deployment>> {
         self.take_canary(name);
-        let mut previous = None;
-        self.active.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            previous = next.remove(name);
-            next
-        });
-        previous
+        edit(&self.active, |map| map.remove(name))
     }
 
     /// The version of `name` a request goes to: its canary's share of them
@@ -159,25 +148,28 @@ impl Registry {
     /// Give `canary` its share of its component's requests; returns the
     /// canary it replaced.
     pub fn set_canary(&self, canary: Canary) -> Option<Arc<Canary>> {
-        let canary = Arc::new(canary);
-        let mut previous = None;
-        self.canaries.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            previous = next.insert(canary.deployment.name.to_string(), canary.clone());
-            next
-        });
-        previous
+        let (name, canary) = (canary.deployment.name.to_string(), Arc::new(canary));
+        edit(&self.canaries, |map| map.insert(name.clone(), canary.clone()))
     }
 
     /// Send all of `name`'s requests to its active version again; returns
     /// the canary dropped.
     pub fn take_canary(&self, name: &str) -> Option<Arc<Canary>> {
-        let mut previous = None;
-        self.canaries.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            previous = next.remove(name);
-            next
-        });
-        previous
+        edit(&self.canaries, |map| map.remove(name))
     }
+}
+
+/// Copy `map`, apply `change` to the copy and swap it in (again, if another
+/// writer got there first); returns what `change` returned last.
+fn edit<T>(
+    map: &ArcSwap<HashMap<String, Arc<T>>>,
+    change: impl Fn(&mut HashMap<String, Arc<T>>) -> Option<Arc<T>>,
+) -> Option<Arc<T>> {
+    let mut previous = None;
+    map.rcu(|current| {
+        let mut next = HashMap::clone(current);
+        previous = change(&mut next);
+        next
+    });
+    previous
 }
