@@ -66,6 +66,7 @@ impl GatewayError {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
                 InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                InvokeError::Refused(_) => StatusCode::BAD_REQUEST,
             },
         }
     }

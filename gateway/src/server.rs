@@ -332,7 +332,7 @@ impl<B: Backend> Gateway<B> {
         let (prefix, component) = (route.prefix.clone(), route.component.clone());
         drop(routes);
         *matched = Some((prefix.clone(), component.clone()));
-        let guard = self.inner.guards.get(&prefix).unwrap_or(&self.inner.default_guard);
+        let guard = self.guard_for(&prefix);
         let identity = match self.admit(guard, &request) {
             Ok(identity) => identity,
             Err(error) => {
@@ -347,6 +347,20 @@ impl<B: Backend> Gateway<B> {
         let reply =
             self.inner.backend.invoke(&component, request).await.map_err(GatewayError::from)?;
         Ok(reply)
+    }
+
+    /// The policy of route `prefix`: its own, else that of the longest
+    /// configured prefix containing it (a component deployed at
+    /// `/legacy/users` inside an upstream's `/legacy` keeps `/legacy`'s
+    /// auth and rate limit), else the default.
+    fn guard_for(&self, prefix: &str) -> &Guard {
+        if let Some(guard) = self.inner.guards.get(prefix) {
+            return guard;
+        }
+        (self.inner.guards.iter())
+            .filter(|(outer, _)| crate::routes::prefix_matches(outer, prefix))
+            .max_by_key(|(outer, _)| outer.len())
+            .map_or(&self.inner.default_guard, |(_, guard)| guard)
     }
 
     /// Check the route's policy and rate limit; the verified caller, if any.

@@ -36,6 +36,9 @@ pub enum UpstreamError {
          https is not supported yet)"
     )]
     InvalidAddress(String),
+    /// Two routes to one server with different deadlines.
+    #[error("routes to upstream {0} give different deadline_ms; give them the same")]
+    ConflictingDeadlines(String),
 }
 
 /// One upstream server.
@@ -80,6 +83,9 @@ impl Upstreams {
         let mut by_name = HashMap::new();
         for (address, settings) in addresses {
             let (authority, name) = (parse(address)?, name_for(address)?);
+            if by_name.get(&name).is_some_and(|u: &Upstream| u.deadline != settings.deadline) {
+                return Err(UpstreamError::ConflictingDeadlines(name));
+            }
             by_name.entry(name.clone()).or_insert_with(|| Upstream {
                 breaker: Breaker::new(
                     name.as_str().into(),
@@ -122,12 +128,23 @@ impl Upstreams {
                 retry_after: Duration::from_secs(1),
             });
         };
+        if !is_plain(&request.path) {
+            return Err(InvokeError::Refused(format!(
+                "path {:?} has '.' or '..' segments, empty segments, an encoded '.', '/' or \
+                 '\\', or a backslash: an upstream could read it as another route's path",
+                request.path
+            )));
+        }
         let permit =
             upstream.breaker.try_acquire().map_err(|refused| InvokeError::Unavailable {
                 component: name.to_string(),
                 reason: "circuit open".into(),
                 retry_after: refused.retry_after,
             })?;
+        // Given back if the client goes away mid-exchange (this future is
+        // then dropped): a probe that is never reported would keep the
+        // circuit half-open, refusing everything, for good.
+        let mut permit = PermitGuard { breaker: &upstream.breaker, permit: Some(permit) };
         let deadline = tokio::time::Instant::from_std(request.received) + upstream.deadline;
         let exchange = self.exchange(client, upstream, name, request);
         let result = match tokio::time::timeout_at(deadline, exchange).await {
@@ -138,7 +155,9 @@ impl Upstreams {
             }),
         };
         let success = matches!(&result, Ok(reply) if reply.status < 500);
-        upstream.breaker.record(permit, success);
+        if let Some(permit) = permit.permit.take() {
+            upstream.breaker.record(permit, success);
+        }
         result
     }
 
@@ -173,12 +192,16 @@ impl Upstreams {
                 // x-forwarded-host (replacing any the client sent, so the
                 // upstream can trust it).
                 "host" => builder = builder.header("x-forwarded-host", value),
-                "x-forwarded-host" => {}
+                // Who the client is, as the client claims it: an upstream
+                // trusting its proxy must not believe it.
+                "x-forwarded-host" | "x-forwarded-for" | "x-forwarded-proto" | "x-real-ip"
+                | "forwarded" => {}
                 name if is_hop_by_hop(name) => {}
                 _ => builder = builder.header(header, value),
             }
         }
         let outgoing = builder
+            .header("x-forwarded-proto", "http")
             .body(Full::new(request.body))
             .map_err(|e| InvokeError::Internal(format!("building the upstream request: {e}")))?;
         let response =
@@ -199,7 +222,10 @@ impl Upstreams {
         let headers = parts
             .headers
             .iter()
-            .filter(|(header, _)| !is_hop_by_hop(header.as_str()))
+            // `pitstop-*` answer headers are the gateway's to set.
+            .filter(|(header, _)| {
+                !is_hop_by_hop(header.as_str()) && !header.as_str().starts_with("pitstop-")
+            })
             .filter_map(|(header, value)| {
                 value.to_str().ok().map(|v| (header.as_str().to_string(), v.to_string()))
             })
@@ -236,6 +262,36 @@ fn parse(address: &str) -> Result<http::uri::Authority, UpstreamError> {
     format!("{}:{port}", authority.host()).parse().map_err(|_| invalid())
 }
 
+/// A permit of the upstream's breaker, released unless reported.
+struct PermitGuard<'a> {
+    breaker: &'a Breaker,
+    permit: Option<crate::resilience::breaker::Permit>,
+}
+
+impl Drop for PermitGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.release(permit);
+        }
+    }
+}
+
+/// Whether `path` reads the same to any server: no `.` or `..` segments,
+/// no empty segment but a trailing one, no percent-encoded `.`, `/` or
+/// `\`, no backslash. Routes match the path as written; a server that
+/// normalises `/legacy/x/../admin` would serve another route's path.
+fn is_plain(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let encoded = ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e));
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let odd_segment = segments
+        .iter()
+        .enumerate()
+        .any(|(i, s)| *s == "." || *s == ".." || (s.is_empty() && i != last));
+    path.starts_with('/') && !encoded && !odd_segment && !path.contains('\\')
+}
+
 /// Headers about one connection, which neither side's may carry over.
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
@@ -256,6 +312,24 @@ fn is_hop_by_hop(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_an_upstream_could_read_otherwise_are_not_plain() {
+        for plain in ["/legacy", "/legacy/", "/legacy/a/b", "/legacy/a.b/..c", "/legacy/%20x"] {
+            assert!(is_plain(plain), "{plain}");
+        }
+        for odd in [
+            "/legacy/x/../admin",
+            "/legacy/./admin",
+            "/legacy//admin",
+            "/legacy/%2e%2e/admin",
+            "/legacy/a%2Fb",
+            "/legacy/a%5cb",
+            "/legacy/a\\b",
+        ] {
+            assert!(!is_plain(odd), "{odd}");
+        }
+    }
 
     #[test]
     fn only_plain_http_addresses_are_accepted() {

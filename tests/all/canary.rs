@@ -111,6 +111,12 @@ async fn a_canary_takes_its_share_sticky_per_client_until_promoted_or_rolled_bac
         (greet["last_canary"]["version"].as_u64(), greet["last_canary"]["outcome"].as_str()),
         (Some(3), Some("rolled back"))
     );
+
+    // A rollback never goes back to a withdrawn canary: v3 was rolled back,
+    // v4 promoted; rolling v4 back gives v2.
+    succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--canary", "50"]));
+    assert_eq!(succeeded(server.cli(&["promote", "greet"])), "greet version 4 is active");
+    assert_eq!(succeeded(server.cli(&["rollback", "greet"])), "greet rolled back to version 2");
 }
 
 #[tokio::test]

@@ -52,6 +52,8 @@ async fn legacy_server() -> String {
                     let mut response = http::Response::new(Full::new(answer));
                     *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
                     response.headers_mut().insert("x-legacy", "yes".parse().unwrap());
+                    // The gateway's to set: never passed on.
+                    response.headers_mut().insert("pitstop-version", "99".parse().unwrap());
                     Ok::<_, std::convert::Infallible>(response)
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
@@ -77,7 +79,14 @@ fn config(legacy: &str, breaker: &str) -> String {
         [[routes]]
         prefix = "/metered"
         upstream = "{legacy}"
+        deadline_ms = 1000
         rate_limit = {{ per_second = 1, burst = 2 }}
+
+        [[routes]]
+        prefix = "/guarded"
+        upstream = "{legacy}"
+        deadline_ms = 1000
+        auth = "jwt"
 
         [[routes]]
         prefix = "/gone"
@@ -108,6 +117,8 @@ async fn an_upstream_is_served_under_the_gateways_rules() {
                 ("traceparent", trace),
                 ("pitstop-subject", "forged"),
                 ("x-forwarded-host", "forged.example"),
+                ("x-forwarded-for", "10.6.6.6"),
+                ("forwarded", "for=10.6.6.6"),
                 ("x-custom", "kept"),
             ],
             "hello legacy",
@@ -134,6 +145,16 @@ async fn an_upstream_is_served_under_the_gateways_rules() {
     assert_eq!(seen["host"], authority);
     let gateway_host = server.base.trim_start_matches("http://");
     assert_eq!(seen["x-forwarded-host"], gateway_host, "the client's host, not its forged header");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    for forged in ["x-forwarded-for", "forwarded"] {
+        assert!(seen.get(forged).is_none(), "a client's {forged} is not passed on: {seen}");
+    }
+
+    // A path the upstream could read as another route's is refused.
+    for odd in ["/legacy/x/../admin", "/legacy//admin", "/legacy/%2e%2e/admin", "/legacy/a%2Fb"] {
+        let refused = server.get(odd).await;
+        assert_eq!(refused.status, 400, "{odd}: {:?}", refused.body);
+    }
     let forwarded = seen["traceparent"].as_str().unwrap();
     assert!(forwarded.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{forwarded}");
     assert_eq!(seen["x-request-id"], answer.headers["x-request-id"].to_str().unwrap());
@@ -206,6 +227,14 @@ async fn a_sub_path_moves_from_the_upstream_to_a_component_without_a_restart() {
     let deployed =
         server.cli(&["deploy", "hello", hello.to_str().unwrap(), "--route", "/legacy/hello"]);
     assert!(deployed.status.success(), "{}", String::from_utf8_lossy(&deployed.stderr));
+    // A sub-path keeps the policy of the upstream route it lies in.
+    let guarded =
+        server.cli(&["deploy", "guard", hello.to_str().unwrap(), "--route", "/guarded/in"]);
+    assert!(guarded.status.success(), "{}", String::from_utf8_lossy(&guarded.stderr));
+    let anonymous = server.send_with("GET", "/guarded/in", &[("authorization", "")], "").await;
+    assert_eq!(anonymous.status, 401, "the /guarded route's jwt policy applies");
+    let with_token = server.get("/guarded/in").await;
+    assert_eq!(with_token.header("pitstop-component"), Some("guard"));
     let moved = server.get("/legacy/hello").await;
     assert_eq!(
         (moved.status, moved.headers["pitstop-component"].to_str().unwrap()),
@@ -233,11 +262,44 @@ fn bad_upstream_routes_are_refused_with_a_message() {
         ("component = \"user\"\ndeadline_ms = 100", "deadline_ms applies to upstream routes"),
         ("upstream = \"https://127.0.0.1:9000\"", "must be http://HOST[:PORT]"),
         ("upstream = \"http://127.0.0.1:9000/app\"", "must be http://HOST[:PORT]"),
+        (
+            "upstream = \"http://127.0.0.1:9000\"\n[[routes]]\nprefix = \"/b\"\n\
+             upstream = \"http://127.0.0.1:9000\"\ndeadline_ms = 50",
+            "give different deadline_ms",
+        ),
     ];
     for (route, message) in cases {
         let config = format!("[[routes]]\nprefix = \"/legacy\"\n{route}\n");
         let stderr = crate::support::serve_refuses(&config);
         assert!(stderr.contains(message), "{route}: {stderr}");
-        assert!(stderr.contains("/legacy") || message.contains("HOST"), "{route}: {stderr}");
+        // Named: the route, or the upstream the routes share.
+        let named = ["/legacy", "127.0.0.1:9000"].iter().any(|n| stderr.contains(n));
+        assert!(named, "{route}: {stderr}");
     }
+}
+
+/// A client that goes away while its request is the breaker's probe does
+/// not leave the circuit half-open for good: the probe is given back and
+/// the next request closes the circuit.
+#[tokio::test]
+async fn a_client_that_goes_away_does_not_wedge_the_circuit() {
+    use tokio::io::AsyncWriteExt;
+    let legacy = legacy_server().await;
+    let quick = "breaker = { consecutive_failures = 2, open_ms = 300 }";
+    let server = Server::start_with(Some(&config(&legacy, quick)), fresh_dir()).await;
+    for _ in 0..2 {
+        assert_eq!(server.get("/legacy/fail").await.status, 500);
+    }
+    assert_eq!(server.get("/legacy/things").await.status, 503, "open");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The probe: a slow request whose client hangs up after 200 ms.
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!("GET /legacy/slow HTTP/1.1\r\nhost: {address}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = server.get("/legacy/things").await;
+    assert_eq!(after.status, 200, "the next request is the probe: {:?}", after.body);
 }

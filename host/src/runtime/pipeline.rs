@@ -226,7 +226,26 @@ impl Runtime {
             }
             None => CallContext { depth: 0, deadline: own_deadline, trace },
         };
-        self.invoke_deployment(deployment, settings, call, context).instrument(span).await
+        let request = match &call {
+            Call::Http(request) => Some(*request),
+            Call::Event { .. } => None,
+        };
+        let is_canary = self.registry.get(name).is_some_and(|a| !Arc::ptr_eq(&a, &deployment));
+        let outcome = self
+            .invoke_deployment(deployment, settings, call, context)
+            .instrument(span.clone())
+            .await;
+        match (outcome, request) {
+            // A canary whose circuit refused (half-open, its probe out):
+            // its share goes to the active version, as while it is open.
+            (Err(InvokeFailure::CircuitOpen { .. }), Some(request)) if is_canary => {
+                let active = self.registry.get(name).ok_or(InvokeFailure::NotDeployed)?;
+                self.invoke_deployment(active, settings, Call::Http(request), context)
+                    .instrument(span)
+                    .await
+            }
+            (outcome, _) => outcome,
+        }
     }
 
     async fn invoke_deployment(

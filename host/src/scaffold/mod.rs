@@ -32,8 +32,12 @@ pub enum ScaffoldError {
     /// The name is not a valid component name.
     #[error("invalid service name {0:?}: a lower-case letter, then up to 62 of a-z, 0-9 and '-'")]
     InvalidName(String),
-    /// A valid component name that cargo or Rust keeps for itself.
-    #[error("{0:?} cannot name a crate (a Rust keyword or a crate of its own); pick another")]
+    /// A valid component name that cargo, Rust or the platform keeps for
+    /// itself.
+    #[error(
+        "{0:?} is taken: a Rust keyword, a crate the service uses, a built-in service (its \
+         deploy would replace it) or a gateway path; pick another"
+    )]
     ReservedName(String),
     /// Something is in the way.
     #[error("{0} already exists; pick another name or remove it")]
@@ -75,8 +79,10 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 
 /// Valid component names cargo refuses as a package name, or that would
-/// clash with a crate the new one uses: Rust's keywords (strict and
-/// reserved), the standard crates, and the vendored SDK.
+/// clash with a crate the new one uses, a built-in service or a path the
+/// gateway answers itself: Rust's keywords (strict and reserved), the
+/// standard crates, the vendored SDK and serde, user, order, payment,
+/// health, ready.
 const RESERVED: &[&str] = &[
     "abstract",
     "as",
@@ -137,6 +143,11 @@ const RESERVED: &[&str] = &[
     "pitstop-sdk",
     "serde",
     "serde-json",
+    "user",
+    "order",
+    "payment",
+    "health",
+    "ready",
 ];
 
 /// The versions the shipped services build with, so the new crate starts
@@ -292,7 +303,7 @@ mod tests {
             let bad = NewService { name: name.into(), ..service(tmp.path(), false) };
             assert!(matches!(create(&bad), Err(ScaffoldError::InvalidName(_))), "{name:?}");
         }
-        for name in ["fn", "test", "pitstop-sdk"] {
+        for name in ["fn", "test", "pitstop-sdk", "user", "ready"] {
             let bad = NewService { name: name.into(), ..service(tmp.path(), false) };
             assert!(matches!(create(&bad), Err(ScaffoldError::ReservedName(_))), "{name:?}");
         }

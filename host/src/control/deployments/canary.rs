@@ -145,8 +145,16 @@ impl Deployments {
     }
 
     /// Note in `record` that its canary (if any) ended with `outcome`.
+    /// A canary that ends other than promoted is withdrawn: a later
+    /// rollback skips it.
     pub(super) fn end_canary(&self, record: &mut ComponentRecord, outcome: &str, reason: &str) {
         if let Some(canary) = record.canary.take() {
+            if outcome != "promoted"
+                && let Some(version) =
+                    record.versions.iter_mut().find(|v| v.version == canary.version)
+            {
+                version.withdrawn = true;
+            }
             record.last_canary = Some(CanaryEnd {
                 version: canary.version,
                 outcome: outcome.to_string(),
@@ -169,7 +177,9 @@ impl Deployments {
         });
     }
 
-    /// Serve the persisted canary of `record` again after a restart.
+    /// Serve the persisted canary of `record` again after a restart; one
+    /// that cannot be loaded ends (`lost at restart`), so that the record
+    /// and what serves agree.
     pub(super) async fn restore_canary(&self, record: &ComponentRecord) {
         let Some(canary) = &record.canary else { return };
         let loaded = match find_version(record, canary.version) {
@@ -184,6 +194,11 @@ impl Deployments {
             }
             Err(error) => {
                 tracing::error!(component = record.name, version = canary.version, %error, "cannot restore the canary");
+                let mut record = record.clone();
+                self.end_canary(&mut record, "lost at restart", &error.to_string());
+                if let Err(error) = self.save(&record) {
+                    tracing::error!(component = record.name, %error, "cannot record the lost canary");
+                }
             }
         }
     }

@@ -258,6 +258,7 @@ impl Deployments {
             size,
             deployed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 .to_string(),
+            withdrawn: false,
         });
         self.save(&record)?;
 
@@ -311,7 +312,7 @@ impl Deployments {
         let previous = record
             .versions
             .iter()
-            .filter(|v| v.version < active)
+            .filter(|v| v.version < active && !v.withdrawn)
             .max_by_key(|v| v.version)
             .cloned()
             .ok_or_else(|| DeployError::NoEarlierVersion(name.to_string()))?;

@@ -63,6 +63,10 @@ pub struct VersionRecord {
     pub size: u64,
     /// When it was deployed, RFC 3339.
     pub deployed_at: String,
+    /// A canary that was rolled back or replaced before it was ever
+    /// active: a rollback never goes back to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdrawn: bool,
 }
 
 impl Deployments {
