@@ -229,3 +229,45 @@ fn bad_canary_thresholds_stop_serve_with_a_message() {
     let stderr = crate::support::serve_refuses("[canary]\nmin_requests = -1\n");
     assert!(stderr.contains("min_requests"), "{stderr}");
 }
+
+/// The judge does not wait for a name being changed: while one component's
+/// deploy takes seconds (a `declare` that never returns, refused at its
+/// deadline), another component's failing canary is still rolled back
+/// within its window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_deploy_of_one_name_holds_up_no_other_canarys_verdict() {
+    let config = "[canary]\nmin_requests = 20\nmax_error_rate = 0.1\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    for name in ["greet", "other"] {
+        succeeded(server.cli(&["deploy", name, &wasm("hello"), "--route", &format!("/{name}")]));
+        let canary = ["deploy", name, &wasm("flaky"), "--canary", "50", "--auto-rollback"];
+        succeeded(server.cli(&canary));
+    }
+    // `other` is being changed for seconds: its lock is held.
+    let (admin, data) = (server.admin_base.clone(), server.data_dir());
+    let slow = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+            .args(["deploy", "other", &wasm("slow_declare"), "--admin-url", &admin, "--data-dir"])
+            .arg(data)
+            .env_remove("PITSTOP_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both canaries fail; only greet's lock is free.
+    let started = Instant::now();
+    let mut request = 0;
+    while !listing(&server, "greet").await["canary"].is_null() {
+        assert!(started.elapsed() < Duration::from_secs(10), "greet's canary was not rolled back");
+        for path in ["/greet/x", "/other/x"] {
+            for _ in 0..10 {
+                request += 1;
+                as_client(&server, path, &format!("c{request}")).await;
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert!(!slow.is_finished(), "other's deploy was still running when greet's verdict came");
+    assert!(took < Duration::from_millis(1500), "greet's canary rolled back after {took:?}");
+    assert!(!slow.join().unwrap().status.success(), "the slow deploy is refused");
+}

@@ -126,14 +126,10 @@ impl Deployments {
         Ok(version)
     }
 
-    /// Roll back the canary of `name` (if it is still `version`) for
-    /// `reason`, under the name's lock.
-    async fn roll_back_canary(&self, name: &str, version: u64, reason: &str) {
-        let _name = self.lock_name(name).await;
+    /// Roll back the canary of `name` for `reason`; the caller holds the
+    /// name's lock and has checked that the canary is still the one judged.
+    async fn roll_back_locked(&self, name: &str, version: u64, reason: &str) {
         let Ok(mut record) = self.active_record(name) else { return };
-        if record.canary.as_ref().map(|c| c.version) != Some(version) {
-            return; // Promoted, replaced or dropped meanwhile.
-        }
         let _change = self.changes.lock().await;
         self.end_canary(&mut record, "rolled back", reason);
         if let Err(error) = self.save(&record) {
@@ -203,22 +199,28 @@ impl Deployments {
         }
     }
 
-    /// One pass of the judge over every auto-rollback canary.
+    /// One pass of the judge over every auto-rollback canary. A name
+    /// being changed (a deploy compiling, say) is skipped until the next
+    /// pass rather than waited for, so that it holds up no other name's
+    /// verdict; each verdict is reached under the name's lock, on the
+    /// canary serving then.
     pub async fn judge_canaries(&self, policy: &CanaryPolicy) {
-        for canary in self.runtime.registry().canaries().into_iter().filter(|c| c.auto) {
-            let name = canary.deployment.name.to_string();
-            let Some(active) = self.runtime.registry().get(&name) else { continue };
+        for judged in self.runtime.registry().canaries().into_iter().filter(|c| c.auto) {
+            let name = judged.deployment.name.to_string();
+            let Some(_name) = self.try_lock_name(&name) else { continue };
+            let registry = self.runtime.registry();
+            let (Some(canary), Some(active)) = (registry.canary(&name), registry.get(&name)) else {
+                continue;
+            };
+            if !Arc::ptr_eq(&canary, &judged) {
+                continue; // Replaced since the list was taken: the next pass judges it.
+            }
+            let version = canary.deployment.version;
             match judge(&canary, &active, policy) {
                 Verdict::Keep => {}
-                Verdict::RollBack(reason) => {
-                    self.roll_back_canary(&name, canary.deployment.version, &reason).await;
-                }
+                Verdict::RollBack(reason) => self.roll_back_locked(&name, version, &reason).await,
                 Verdict::Promote(reason) => {
-                    let _name = self.lock_name(&name).await;
-                    let still = self.runtime.registry().canary(&name);
-                    if still.is_some_and(|c| c.deployment.version == canary.deployment.version)
-                        && let Err(error) = self.promote_locked(&name, &reason).await
-                    {
+                    if let Err(error) = self.promote_locked(&name, &reason).await {
                         tracing::error!(component = name, %error, "cannot promote the canary");
                     }
                 }

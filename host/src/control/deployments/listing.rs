@@ -77,12 +77,15 @@ impl Deployments {
                 breaker: deployment.as_ref().map(|d| d.breaker.snapshot()),
                 topics: deployment.as_ref().map(|d| Topics::clone(&d.topics)),
                 traffic: deployment.as_ref().map(|d| d.traffic.snapshot().summary()),
-                canary: self.runtime.registry().canary(&record.name).map(|canary| CanaryInfo {
-                    version: canary.deployment.version,
-                    percent: canary.percent,
-                    auto_rollback: canary.auto,
-                    traffic: canary.deployment.traffic.snapshot().summary(),
-                }),
+                // A canary being promoted is the active version already.
+                canary: (self.runtime.registry().canary(&record.name))
+                    .filter(|canary| canary.deployment.version != version.version)
+                    .map(|canary| CanaryInfo {
+                        version: canary.deployment.version,
+                        percent: canary.percent,
+                        auto_rollback: canary.auto,
+                        traffic: canary.deployment.traffic.snapshot().summary(),
+                    }),
                 last_canary: record.last_canary.clone(),
             });
         }

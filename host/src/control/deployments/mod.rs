@@ -115,6 +115,18 @@ impl Deployments {
         NameLock { names: &self.names, name: name.to_string(), held: Some(lock.lock_owned().await) }
     }
 
+    /// The lock of changes to `name` if no one holds it now.
+    fn try_lock_name(&self, name: &str) -> Option<NameLock<'_>> {
+        let lock = {
+            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            names.entry(name.to_string()).or_default().clone()
+        };
+        // On failure the clone is dropped here and the entry stays for
+        // whoever holds it; their NameLock removes it.
+        let held = lock.try_lock_owned().ok()?;
+        Some(NameLock { names: &self.names, name: name.to_string(), held: Some(held) })
+    }
+
     /// Activate every persisted active version, from the artifact cache. A
     /// version that cannot be loaded (its bytes lost, say) is logged and left
     /// out; the others serve, and `/ready` reports a routed one missing.
