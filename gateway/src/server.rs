@@ -674,7 +674,7 @@ fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>
     let headers = response.headers_mut();
     for (name, value) in reply.headers {
         match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
-            (Ok(name), Ok(value)) if !is_hop_by_hop(&name) => {
+            (Ok(name), Ok(value)) if !is_hop_by_hop(name.as_str()) => {
                 headers.append(name, value);
             }
             _ => tracing::debug!(component = reply.component, name, "dropped an invalid header"),
@@ -691,10 +691,11 @@ fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>
     Ok(response)
 }
 
-/// Headers that describe the connection, which belongs to the gateway.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// Headers that describe the connection, which belongs to the gateway
+/// (`name` lower-case).
+pub fn is_hop_by_hop(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "connection"
             | "keep-alive"
             | "transfer-encoding"

@@ -15,8 +15,8 @@ use crate::config::{Config, RouteTarget};
 use crate::control::admin::{Admin, AdminToken, DEFAULT_MAX_UPLOAD};
 use crate::control::builtin::BUILTINS;
 use crate::control::deployments::Deployments;
-use crate::runtime::Runtime;
 use crate::runtime::backend::RuntimeBackend;
+use crate::runtime::{ComponentSettings, Runtime};
 use crate::upstream::{self, UpstreamSettings, Upstreams};
 
 /// What to start.
@@ -61,8 +61,9 @@ impl Platform {
         })?;
         let runtime = Runtime::new(db, config.runtime_options())?;
 
-        let (static_routes, upstreams) = static_routes(&config)?;
         let mut gateway_options = gateway_options(&config);
+        let (static_routes, upstreams) =
+            static_routes(&config, &runtime.options().defaults, gateway_options.max_response_body)?;
         gateway_options.access = crate::control::access::options(&config, &options.data_dir)
             .context("in the [auth] section or a route's policy")?;
         let backend =
@@ -198,13 +199,18 @@ async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> 
 
 /// The configured route table as (prefix, component or upstream name),
 /// the built-in services' routes when the config has none, and the
-/// upstreams the routes lead to.
-fn static_routes(config: &Config) -> anyhow::Result<(Vec<(String, String)>, Upstreams)> {
+/// upstreams the routes lead to: with `defaults`' deadline (unless the
+/// route gives one), breaker and concurrency, and answers of at most
+/// `max_body` bytes.
+fn static_routes(
+    config: &Config,
+    defaults: &ComponentSettings,
+    max_body: usize,
+) -> anyhow::Result<(Vec<(String, String)>, Upstreams)> {
     let Some(routes) = &config.routes else {
         let builtins = BUILTINS.iter().map(|b| (b.prefix.to_string(), b.name.to_string()));
         return Ok((builtins.collect(), Upstreams::default()));
     };
-    let defaults = &config.runtime_options().defaults;
     let mut pairs = Vec::new();
     let mut addresses = Vec::new();
     for route in routes {
@@ -223,7 +229,6 @@ fn static_routes(config: &Config) -> anyhow::Result<(Vec<(String, String)>, Upst
         };
         pairs.push((route.prefix.clone(), target));
     }
-    let max_body = gateway_options(config).max_response_body;
     let upstreams = Upstreams::new(&addresses, max_body).context("in the route table")?;
     Ok((pairs, upstreams))
 }

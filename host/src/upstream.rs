@@ -82,7 +82,8 @@ impl Upstreams {
     ) -> Result<Upstreams, UpstreamError> {
         let mut by_name = HashMap::new();
         for (address, settings) in addresses {
-            let (authority, name) = (parse(address)?, name_for(address)?);
+            let authority = parse(address)?;
+            let name = name_of(&authority);
             if by_name.get(&name).is_some_and(|u: &Upstream| u.deadline != settings.deadline) {
                 return Err(UpstreamError::ConflictingDeadlines(name));
             }
@@ -224,7 +225,8 @@ impl Upstreams {
             .iter()
             // `pitstop-*` answer headers are the gateway's to set.
             .filter(|(header, _)| {
-                !is_hop_by_hop(header.as_str()) && !header.as_str().starts_with("pitstop-")
+                !is_hop_by_hop(header.as_str())
+                    && !header.as_str().starts_with(pitstop_gateway::RESERVED_HEADER_PREFIX)
             })
             .filter_map(|(header, value)| {
                 value.to_str().ok().map(|v| (header.as_str().to_string(), v.to_string()))
@@ -242,7 +244,11 @@ impl Upstreams {
 
 /// The name of the upstream at `address`: [`NAME_PREFIX`] and `HOST:PORT`.
 pub fn name_for(address: &str) -> Result<String, UpstreamError> {
-    Ok(format!("{NAME_PREFIX}{}", parse(address)?))
+    Ok(name_of(&parse(address)?))
+}
+
+fn name_of(authority: &http::uri::Authority) -> String {
+    format!("{NAME_PREFIX}{authority}")
 }
 
 /// `http://HOST[:PORT][/]` to `HOST:PORT`.
@@ -292,21 +298,11 @@ fn is_plain(path: &str) -> bool {
     path.starts_with('/') && !encoded && !odd_segment && !path.contains('\\')
 }
 
-/// Headers about one connection, which neither side's may carry over.
+/// Headers about one connection, which neither side's may carry over: the
+/// gateway's, and those a proxy keeps to itself.
 fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-            | "te"
-            | "trailer"
-    )
+    pitstop_gateway::is_hop_by_hop(name)
+        || matches!(name, "proxy-connection" | "proxy-authenticate" | "proxy-authorization")
 }
 
 #[cfg(test)]

@@ -57,6 +57,30 @@ impl Answer {
     }
 }
 
+/// Whose invocation a store serves: what its capabilities are built from.
+pub(super) struct Owner<'a> {
+    pub(super) component: Arc<str>,
+    pub(super) keyspace: &'a Arc<dyn Keyspace>,
+    pub(super) usage: Arc<Usage>,
+    pub(super) topics: Arc<Topics>,
+    pub(super) metrics: Arc<ComponentMetrics>,
+    pub(super) settings: &'a ComponentSettings,
+}
+
+impl<'a> Owner<'a> {
+    /// An invocation of `deployment`.
+    fn of(deployment: &'a Deployment, settings: &'a ComponentSettings) -> Self {
+        Owner {
+            component: deployment.name.clone(),
+            keyspace: &deployment.keyspace,
+            usage: deployment.usage.clone(),
+            topics: deployment.topics.clone(),
+            metrics: deployment.metrics.clone(),
+            settings,
+        }
+    }
+}
+
 /// The contexts of one invocation's capabilities.
 struct Contexts {
     kv: KeyvalueCtx,
@@ -74,20 +98,15 @@ pub(super) enum Rerun {
 }
 
 impl Runtime {
-    /// A store for one invocation of `component`, with its limits and deadline.
-    #[allow(clippy::too_many_arguments)]
+    /// A store for one invocation of `owner`, with its limits and deadline.
     pub(super) fn new_store(
         self: &Arc<Self>,
         engine: &Engine,
-        component: Arc<str>,
-        keyspace: &Arc<dyn Keyspace>,
-        usage: Arc<Usage>,
-        topics: Arc<Topics>,
-        metrics: Arc<ComponentMetrics>,
-        settings: &ComponentSettings,
+        owner: Owner<'_>,
         call: CallContext,
         turn: Turn,
     ) -> Store<ComponentState> {
+        let settings = owner.settings;
         // Generous for any real component (a wasip1 build with its adapter
         // has a handful of instances, memories and tables), tight enough that
         // a hostile one cannot make the host allocate without bound.
@@ -99,10 +118,12 @@ impl Runtime {
             .table_elements(1 << 20)
             .trap_on_grow_failure(true)
             .build();
-        let output =
-            OutputBudget::new(component.clone(), settings.output, metrics.log_dropped.clone());
-        let Contexts { kv, services, bus } =
-            self.contexts(component, keyspace, usage, topics, metrics, settings, call, turn);
+        let output = OutputBudget::new(
+            owner.component.clone(),
+            settings.output,
+            owner.metrics.log_dropped.clone(),
+        );
+        let Contexts { kv, services, bus } = self.contexts(owner, call, turn);
         let state =
             ComponentState::new(output, kv, services, bus, limits).allow_outbound(Network {
                 allowed: settings.allowed_outbound_hosts.clone(),
@@ -119,18 +140,8 @@ impl Runtime {
     }
 
     /// What belongs to one invocation, whichever instance runs it.
-    #[allow(clippy::too_many_arguments)]
-    fn contexts(
-        self: &Arc<Self>,
-        component: Arc<str>,
-        keyspace: &Arc<dyn Keyspace>,
-        usage: Arc<Usage>,
-        topics: Arc<Topics>,
-        metrics: Arc<ComponentMetrics>,
-        settings: &ComponentSettings,
-        call: CallContext,
-        turn: Turn,
-    ) -> Contexts {
+    fn contexts(self: &Arc<Self>, owner: Owner<'_>, call: CallContext, turn: Turn) -> Contexts {
+        let Owner { component, keyspace, usage, topics, metrics, settings } = owner;
         Contexts {
             kv: KeyvalueCtx::new(keyspace.clone(), usage, settings.max_write_set_bytes, metrics),
             services: ServicesCtx::new(self.clone(), component, call, turn),
@@ -151,29 +162,12 @@ impl Runtime {
         let Some(Warm { mut store, instance, served }) =
             deployment.warm.as_ref().and_then(WarmPool::take)
         else {
-            let store = self.new_store(
-                deployment.pre.engine(),
-                deployment.name.clone(),
-                &deployment.keyspace,
-                deployment.usage.clone(),
-                deployment.topics.clone(),
-                deployment.metrics.clone(),
-                settings,
-                call,
-                turn,
-            );
+            let owner = Owner::of(deployment, settings);
+            let store = self.new_store(deployment.pre.engine(), owner, call, turn);
             return (store, None, 0);
         };
-        let Contexts { kv, services, bus } = self.contexts(
-            deployment.name.clone(),
-            &deployment.keyspace,
-            deployment.usage.clone(),
-            deployment.topics.clone(),
-            deployment.metrics.clone(),
-            settings,
-            call,
-            turn,
-        );
+        let Contexts { kv, services, bus } =
+            self.contexts(Owner::of(deployment, settings), call, turn);
         store.data_mut().begin(kv, services, bus);
         if self.options.engine.epoch_interruption {
             time_slice(&mut store, call.deadline);

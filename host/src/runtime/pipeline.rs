@@ -194,7 +194,7 @@ impl Runtime {
     ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
         let deployment = match &call {
             // A request may go to a canary; an event to the active version.
-            Call::Http(request) => self.registry.choose(name, split_key(request)),
+            Call::Http(request) => self.registry.choose(name, || split_key(request)),
             Call::Event { .. } => self.registry.get(name),
         };
         let deployment = deployment.ok_or(InvokeFailure::NotDeployed)?;
@@ -230,7 +230,7 @@ impl Runtime {
             Call::Http(request) => Some(*request),
             Call::Event { .. } => None,
         };
-        let is_canary = self.registry.get(name).is_some_and(|a| !Arc::ptr_eq(&a, &deployment));
+        let chosen = deployment.version;
         let outcome = self
             .invoke_deployment(deployment, settings, call, context)
             .instrument(span.clone())
@@ -238,11 +238,16 @@ impl Runtime {
         match (outcome, request) {
             // A canary whose circuit refused (half-open, its probe out):
             // its share goes to the active version, as while it is open.
-            (Err(InvokeFailure::CircuitOpen { .. }), Some(request)) if is_canary => {
-                let active = self.registry.get(name).ok_or(InvokeFailure::NotDeployed)?;
-                self.invoke_deployment(active, settings, Call::Http(request), context)
-                    .instrument(span)
-                    .await
+            // Looked up only then: the common path pays nothing for it.
+            (Err(open @ InvokeFailure::CircuitOpen { .. }), Some(request)) => {
+                match self.registry.get(name).filter(|active| active.version != chosen) {
+                    Some(active) => {
+                        self.invoke_deployment(active, settings, Call::Http(request), context)
+                            .instrument(span)
+                            .await
+                    }
+                    None => Err(open),
+                }
             }
             (outcome, _) => outcome,
         }

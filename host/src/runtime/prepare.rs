@@ -18,6 +18,7 @@ use crate::resilience::bulkhead::Bulkhead;
 use crate::resilience::turns::{Turn, Turns};
 use crate::runtime::Runtime;
 use crate::runtime::canary::Traffic;
+use crate::runtime::instance::Owner;
 use crate::runtime::proxy::PROXY_EXPORT;
 use crate::runtime::registry::{Deployment, Entry};
 use crate::runtime::reuse::WarmPool;
@@ -147,17 +148,15 @@ impl Runtime {
             trace: TraceContext::new_root(),
         };
         let metrics = Arc::new(self.metrics.component(name));
-        let mut store = self.new_store(
-            pre.engine(),
-            name.into(),
+        let owner = Owner {
+            component: name.into(),
             keyspace,
             usage,
-            Arc::default(),
+            topics: Arc::default(),
             metrics,
             settings,
-            call,
-            Turn::unlimited(),
-        );
+        };
+        let mut store = self.new_store(pre.engine(), owner, call, Turn::unlimited());
         let declare = async {
             let instance = pre.instantiate_async(&mut store).await?;
             indices.load(&mut store, &instance)?.call_declare(&mut store).await

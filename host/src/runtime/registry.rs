@@ -119,13 +119,18 @@ impl Registry {
     }
 
     /// The version of `name` a request goes to: its canary's share of them
-    /// (sticky per `key`, see [`Canary::takes`]), else the active one.
+    /// (sticky per the request's `key`, see [`Canary::takes`], read only
+    /// when there is a canary), else the active one.
     /// While the canary's circuit is open its share goes to the active
     /// version, and counts as a failed request of the canary, so that its
     /// judge still sees it failing.
-    pub fn choose(&self, name: &str, key: Option<&str>) -> Option<Arc<Deployment>> {
+    pub fn choose<'k>(
+        &self,
+        name: &str,
+        key: impl FnOnce() -> Option<&'k str>,
+    ) -> Option<Arc<Deployment>> {
         if let Some(canary) = self.canaries.load().get(name)
-            && canary.takes(key)
+            && canary.takes(key())
         {
             if canary.deployment.breaker.snapshot().state != State::Open {
                 return Some(canary.deployment.clone());
