@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{Value, json};
 
 use crate::support::{Server, eventually, fresh_dir, sample, single_component_config};
@@ -199,35 +199,15 @@ async fn ready_is_503_while_a_circuit_is_open_and_metrics_show_it() {
 
 /// An OTLP/HTTP collector on loopback that keeps every body it is sent.
 async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
     let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
     let kept = bodies.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            let kept = kept.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: http::Request<_>| {
-                    let kept = kept.clone();
-                    async move {
-                        let path = request.uri().path().to_string();
-                        let body: hyper::body::Incoming = request.into_body();
-                        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        if path == "/v1/traces" {
-                            kept.lock().unwrap().push(bytes);
-                        }
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::new(),
-                        )))
-                    }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-            });
+    let address = crate::support::loopback_server(move |parts: http::request::Parts, body| {
+        if parts.uri.path() == "/v1/traces" {
+            kept.lock().unwrap().push(body);
         }
-    });
+        async { http::Response::new(Full::new(Bytes::new())) }
+    })
+    .await;
     (address, bodies)
 }
 

@@ -4,12 +4,11 @@
 //! load fail no request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
 use crate::resilience::config;
-use crate::support::{Server, fresh_dir, test_components, text};
+use crate::support::{Looping, Server, fresh_dir, test_components, text};
 
 /// What `GET /trap/count` answered: requests served by that instance.
 async fn served(server: &Server) -> u64 {
@@ -106,23 +105,7 @@ async fn an_instance_is_discarded_after_a_trap_a_deadline_a_5xx_or_growth() {
 async fn swaps_and_rollbacks_under_load_fail_no_request() {
     let server = Arc::new(Server::start_with(Some(&config("reuse = {}")), fresh_dir()).await);
     let hello = std::fs::read(test_components().join("hello.wasm")).unwrap();
-    let running = Arc::new(AtomicBool::new(true));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (server, running) = (server.clone(), running.clone());
-            tokio::spawn(async move {
-                let (mut served, mut failed) = (0, Vec::new());
-                while running.load(Ordering::Relaxed) {
-                    let answer = server.get("/trap/count").await;
-                    match answer.status {
-                        200 => served += 1,
-                        status => failed.push((status, text(&answer.body))),
-                    }
-                }
-                (served, failed)
-            })
-        })
-        .collect();
+    let load = Looping::start(&server, "/trap/count", 4);
     for _ in 0..3 {
         let swapped = server.admin("PUT", "/admin/components/trap", hello.clone()).await;
         assert_eq!(swapped.status, 200, "{}", text(&swapped.body));
@@ -130,9 +113,7 @@ async fn swaps_and_rollbacks_under_load_fail_no_request() {
         let back = server.admin("POST", "/admin/components/trap/rollback", "").await;
         assert_eq!(back.status, 200, "{}", text(&back.body));
     }
-    running.store(false, Ordering::Relaxed);
-    for client in clients {
-        let (served, failed) = client.await.unwrap();
+    for (served, failed) in load.stop().await {
         assert!(failed.is_empty(), "failed requests during swaps: {failed:?}");
         assert!(served > 0, "a client was never served");
     }

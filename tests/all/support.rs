@@ -588,3 +588,80 @@ pub fn rss_kib(pid: u32) -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// An HTTP/1.1 server on loopback that answers each request with `answer`,
+/// given the request head and its whole body; returns `http://ADDRESS`.
+/// For the servers the platform talks to (an upstream, a collector).
+pub async fn loopback_server<F, Fut>(answer: F) -> String
+where
+    F: Fn(http::request::Parts, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                    let answer = answer.clone();
+                    async move {
+                        let (parts, body): (_, hyper::body::Incoming) = request.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(answer(parts, body).await)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    address
+}
+
+/// One looping client's count of 200s, and every other answer it got
+/// (status, body).
+pub type ClientOutcome = (u32, Vec<(u16, String)>);
+
+/// Clients sending `GET path` in a loop, one request after the other each,
+/// until [`Looping::stop`].
+pub struct Looping {
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<ClientOutcome>>,
+}
+
+impl Looping {
+    /// `clients` of them against `server`.
+    pub fn start(server: &std::sync::Arc<Server>, path: &str, clients: usize) -> Looping {
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let clients = (0..clients)
+            .map(|_| {
+                let (server, running, path) = (server.clone(), running.clone(), path.to_string());
+                tokio::spawn(async move {
+                    let (mut served, mut failed) = (0, Vec::new());
+                    while running.load(std::sync::atomic::Ordering::Relaxed) {
+                        let answer = server.get(&path).await;
+                        match answer.status {
+                            200 => served += 1,
+                            status => failed.push((status, text(&answer.body))),
+                        }
+                    }
+                    (served, failed)
+                })
+            })
+            .collect();
+        Looping { running, clients }
+    }
+
+    /// Stop them; what each client got.
+    pub async fn stop(self) -> Vec<ClientOutcome> {
+        self.running.store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut outcomes = Vec::new();
+        for client in self.clients {
+            outcomes.push(client.await.unwrap());
+        }
+        outcomes
+    }
+}

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{Value, json};
 
 use crate::support::{Server, fresh_dir, test_components};
@@ -15,54 +15,38 @@ use crate::support::{Server, fresh_dir, test_components};
 /// 500, `/legacy/big` with 2 MiB; everything else with what it received:
 /// `{"method","path","query","headers":{name: value},"body"}`.
 async fn legacy_server() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: http::Request<_>| async move {
-                    let (parts, body): (_, hyper::body::Incoming) = request.into_parts();
-                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    let (status, answer) = match parts.uri.path() {
-                        "/legacy/slow" => {
-                            tokio::time::sleep(Duration::from_secs(3)).await;
-                            (200, Bytes::from_static(b"{}"))
-                        }
-                        "/legacy/fail" => {
-                            (500, Bytes::from_static(b"{\"error\":\"legacy broke\"}"))
-                        }
-                        "/legacy/big" => (200, Bytes::from(vec![b'x'; 2 << 20])),
-                        path => {
-                            let headers: serde_json::Map<String, Value> = parts
-                                .headers
-                                .iter()
-                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").into()))
-                                .collect();
-                            let echo = json!({
-                                "method": parts.method.as_str(),
-                                "path": path,
-                                "query": parts.uri.query().unwrap_or(""),
-                                "headers": headers,
-                                "body": String::from_utf8_lossy(&body),
-                            });
-                            (200, Bytes::from(echo.to_string()))
-                        }
-                    };
-                    let mut response = http::Response::new(Full::new(answer));
-                    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                    response.headers_mut().insert("x-legacy", "yes".parse().unwrap());
-                    // The gateway's to set: never passed on.
-                    response.headers_mut().insert("pitstop-version", "99".parse().unwrap());
-                    Ok::<_, std::convert::Infallible>(response)
+    crate::support::loopback_server(|parts: http::request::Parts, body: Bytes| async move {
+        let (status, answer) = match parts.uri.path() {
+            "/legacy/slow" => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                (200, Bytes::from_static(b"{}"))
+            }
+            "/legacy/fail" => (500, Bytes::from_static(b"{\"error\":\"legacy broke\"}")),
+            "/legacy/big" => (200, Bytes::from(vec![b'x'; 2 << 20])),
+            path => {
+                let headers: serde_json::Map<String, Value> = parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").into()))
+                    .collect();
+                let echo = json!({
+                    "method": parts.method.as_str(),
+                    "path": path,
+                    "query": parts.uri.query().unwrap_or(""),
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&body),
                 });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-            });
-        }
-    });
-    address
+                (200, Bytes::from(echo.to_string()))
+            }
+        };
+        let mut response = http::Response::new(Full::new(answer));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response.headers_mut().insert("x-legacy", "yes".parse().unwrap());
+        // The gateway's to set: never passed on.
+        response.headers_mut().insert("pitstop-version", "99".parse().unwrap());
+        response
+    })
+    .await
 }
 
 fn config(legacy: &str, breaker: &str) -> String {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, fresh_dir, single_component_config, test_components, text};
+use crate::support::{Looping, Server, fresh_dir, single_component_config, test_components, text};
 
 fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(test_components().join(format!("{name}.wasm"))).unwrap()
@@ -232,32 +232,13 @@ async fn swaps_under_load_fail_no_request() {
     let server = std::sync::Arc::new(Server::start().await);
     let path = "/admin/components/web?route=/h";
     assert_eq!(server.admin("PUT", path, wasm("http_probe")).await.status, 201);
-    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (server, running) = (server.clone(), running.clone());
-            tokio::spawn(async move {
-                let mut failed = Vec::new();
-                let mut served = 0;
-                while running.load(std::sync::atomic::Ordering::Relaxed) {
-                    let answer = server.get("/h/echo").await;
-                    match answer.status {
-                        200 => served += 1,
-                        status => failed.push((status, text(&answer.body))),
-                    }
-                }
-                (served, failed)
-            })
-        })
-        .collect();
+    let load = Looping::start(&server, "/h/echo", 4);
     for _ in 0..3 {
         assert_eq!(server.admin("PUT", path, wasm("http_hello")).await.status, 200);
         let back = server.admin("POST", "/admin/components/web/rollback", "").await;
         assert_eq!(back.status, 200, "{}", text(&back.body));
     }
-    running.store(false, std::sync::atomic::Ordering::Relaxed);
-    for client in clients {
-        let (served, failed) = client.await.unwrap();
+    for (served, failed) in load.stop().await {
         assert!(failed.is_empty(), "failed requests during swaps: {failed:?}");
         assert!(served > 0, "a client was never served");
     }
