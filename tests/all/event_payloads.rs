@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, eventually, fresh_dir, repo_root, test_components};
+use crate::support::{Server, eventually, faulty_payment, fresh_dir, repo_root, test_components};
 
 /// One documented field: `items[].sku` is `["items", "[]", "sku"]`.
 struct Field {
@@ -139,8 +139,11 @@ fn misfit(name: &str, topic: &Topic, payload: &Value) -> Option<String> {
 async fn the_documented_payloads_are_what_the_services_publish() {
     let topics = documented();
     let expected = [
+        "order.compensated",
         "order.confirmed",
+        "order.created",
         "order.failed",
+        "order.payment-requested",
         "order.timeout",
         "payment.completed",
         "payment.refunded",
@@ -152,9 +155,12 @@ async fn the_documented_payloads_are_what_the_services_publish() {
     }
 
     // A config's routes replace the built-in ones: all four are named.
+    // Payment is its fault-injecting build: a charge of ...13 cents traps,
+    // so that order is compensated.
     let mut config = format!(
-        "[components.recorder]\npath = \"{}\"\n",
-        test_components().join("recorder.wasm").display()
+        "[components.recorder]\npath = \"{}\"\n[components.payment]\npath = \"{}\"\n",
+        test_components().join("recorder.wasm").display(),
+        faulty_payment().display(),
     );
     for (prefix, component) in [
         ("/recorded", "recorder"),
@@ -172,6 +178,10 @@ async fn the_documented_payloads_are_what_the_services_publish() {
     // Above the payment service's approval limit: declined.
     let failed = server.post("/orders", order(50_000_000)).await;
     assert_eq!(failed.json()["status"], "FAILED", "{:?}", failed.body);
+    let trapping =
+        json!({"user_id": user, "items": [{"sku": "pen", "quantity": 1, "price": 1013}]});
+    let compensated = server.post("/orders", trapping).await;
+    assert_eq!(compensated.json()["status"], "FAILED", "{:?}", compensated.body);
     let payment = confirmed.json()["payment_id"].as_str().unwrap().to_string();
     let refund = server.send("POST", &format!("/payments/{payment}/refund"), "").await;
     assert_eq!(refund.status, 200);
@@ -186,5 +196,30 @@ async fn the_documented_payloads_are_what_the_services_publish() {
         for payload in &payloads {
             assert_eq!(misfit(name, &topics[name], payload), None);
         }
+    }
+
+    // The order.* events published are each order's history, fact for fact.
+    for placed in [&confirmed, &failed, &compensated] {
+        let id = placed.json()["id"].as_str().unwrap().to_string();
+        let history = server.get(&format!("/orders/{id}/events")).await.json()["events"].clone();
+        let history = history.as_array().unwrap().clone();
+        let published =
+            eventually("every fact of the order delivered", Duration::from_secs(10), || {
+                let (server, id, history) = (&server, &id, &history);
+                async move {
+                    let mut published = Vec::new();
+                    for fact in history {
+                        let topic = format!("order.{}", fact["type"].as_str().unwrap());
+                        let seen = server.get(&format!("/recorded/{topic}")).await.json();
+                        let of_order =
+                            seen.as_array().unwrap().iter().filter(|p| p["id"] == id.as_str());
+                        published.extend(of_order.cloned());
+                    }
+                    published.dedup();
+                    (published.len() >= history.len()).then_some(published)
+                }
+            })
+            .await;
+        assert_eq!(&published, &history, "order {id}");
     }
 }

@@ -28,6 +28,18 @@ async fn an_order_is_confirmed_and_paid() {
     let fetched = server.get(&format!("/orders/{id}")).await;
     assert_eq!(fetched.status, 200);
     assert_eq!(fetched.json(), order);
+
+    // The order is its history: placed, paid for, confirmed.
+    let history = server.get(&format!("/orders/{id}/events")).await;
+    assert_eq!(history.status, 200);
+    let history = history.json();
+    assert_eq!(history["id"], id);
+    let events = history["events"].as_array().unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["created", "payment-requested", "confirmed"]);
+    assert_eq!(events[0]["items"], items);
+    assert_eq!(events[1]["amount"], order["amount"]);
+    assert_eq!(events[2]["payment_id"], payment_id);
 }
 
 #[tokio::test]
@@ -94,6 +106,8 @@ async fn unknown_orders_methods_and_paths() {
     assert_eq!(server.get("/orders").await.status, 400, "listing needs ?user_id=");
     assert_eq!(server.send("PATCH", "/orders/ord_x", "{}").await.status, 405);
     assert_eq!(server.get("/orders/ord_x/items").await.status, 404);
+    assert_eq!(server.get("/orders/ord_missing/events").await.status, 404);
+    assert_eq!(server.send("DELETE", "/orders/ord_x/events", "").await.status, 405);
 }
 
 /// When payment answers nonsense, the order is FAILED with a reason and no

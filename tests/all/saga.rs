@@ -66,6 +66,7 @@ async fn reconcile(server: &Server, user: &str, orders: &[Value]) -> HashMap<Str
     let mut outcomes: HashMap<String, usize> = HashMap::new();
     for order in orders {
         let id = order["id"].as_str().unwrap();
+        history_of(server, order).await;
         let paid = by_order.get(id).cloned().unwrap_or_default();
         assert!(paid.len() <= 1, "order {id} has {} payments", paid.len());
         let payment_status = paid.first().map(|p| p["status"].as_str().unwrap());
@@ -82,6 +83,43 @@ async fn reconcile(server: &Server, user: &str, orders: &[Value]) -> HashMap<Str
         *outcomes.entry(outcome.to_string()).or_default() += 1;
     }
     outcomes
+}
+
+/// The types of `order`'s event history, checked against the order: `seq`
+/// runs 1, 2, ... with no gap, `created` comes first and once, exactly one
+/// outcome ends a settled order and is its status, with the order's
+/// payment and reason, and a compensation comes right before a failure.
+async fn history_of(server: &Server, order: &Value) -> Vec<String> {
+    let id = order["id"].as_str().unwrap();
+    let answer = server.get(&format!("/orders/{id}/events")).await;
+    assert_eq!(answer.status, 200, "{order}");
+    let events = answer.json()["events"].as_array().unwrap().clone();
+    let types: Vec<String> = events.iter().map(|e| e["type"].as_str().unwrap().into()).collect();
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["seq"], i + 1, "{id}: {types:?}");
+        assert_eq!(event["id"], id);
+    }
+    assert_eq!(types.iter().filter(|t| *t == "created").count(), 1, "{id}: {types:?}");
+    assert_eq!(types[0], "created", "{id}: {types:?}");
+    let outcomes: Vec<&Value> =
+        events.iter().filter(|e| e["type"] == "confirmed" || e["type"] == "failed").collect();
+    match order["status"].as_str().unwrap() {
+        "PENDING" => assert!(outcomes.is_empty(), "{id}: {types:?}"),
+        status => {
+            assert_eq!(outcomes.len(), 1, "{id}: one outcome, {types:?}");
+            let outcome = outcomes[0];
+            assert_eq!(outcome, events.last().unwrap(), "{id}: the outcome is last");
+            assert_eq!(outcome["status"], status, "{id}");
+            assert_eq!(outcome["payment_id"], order["payment_id"], "{id}");
+            assert_eq!(outcome["failure_reason"], order["failure_reason"], "{id}");
+        }
+    }
+    for (i, kind) in types.iter().enumerate() {
+        if kind == "compensated" {
+            assert_eq!(types.get(i + 1).map(String::as_str), Some("failed"), "{id}: {types:?}");
+        }
+    }
+    types
 }
 
 #[tokio::test]
@@ -155,6 +193,17 @@ async fn the_saga_holds_when_payment_declines_traps_hangs_or_goes_away() {
             Some(why) => assert!(!reason.is_empty() && why.contains(reason), "{amount}: {order}"),
             None => assert!(reason.is_empty(), "amount {amount} failed without a reason: {order}"),
         }
+    }
+    // Each path through the saga left its facts, once each.
+    let paths: &[(i64, &[&str])] = &[
+        (1000, &["created", "payment-requested", "confirmed"]),
+        (200_000, &["created", "payment-requested", "failed"]),
+        (1013, &["created", "payment-requested", "compensated", "failed"]),
+        (1014, &["created", "payment-requested", "compensated", "failed"]),
+    ];
+    for &(amount, path) in paths {
+        let order = orders.iter().find(|o| o["amount"] == amount).unwrap();
+        assert_eq!(history_of(&server, order).await, path, "amount {amount}");
     }
     // The events reached nobody twice: a second look finds the same picture.
     for order in &orders {
@@ -243,6 +292,10 @@ async fn a_saga_cut_by_a_kill_resumes_or_compensates_after_restart() {
     assert_eq!(order["status"], "FAILED", "{order}");
     let reason = order["failure_reason"].as_str().unwrap_or_default();
     assert!(reason.contains("payment service cannot answer"), "{order}");
+    // Its history holds what committed: the cut request recorded nothing,
+    // the timeout's charge and compensation are there once each.
+    let types = history_of(&server, order).await;
+    assert_eq!(types, ["created", "payment-requested", "compensated", "failed"]);
 }
 
 /// A bare HTTP client for requests that may never be answered (the server

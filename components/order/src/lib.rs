@@ -1,6 +1,7 @@
 //! The order service: places orders as a saga over the user and payment
 //! services, through the platform's `services` import (never a socket) and
-//! its message bus. The saga's states and transitions are in README.md.
+//! its message bus, and keeps each order as its event history. The saga's
+//! states, transitions and the history are in README.md.
 //!
 //! - `POST /orders {"user_id","items":[{"sku","quantity","price"}]}` -> 201 with
 //!   `{"id","user_id","items","amount","status","payment_id"}`; `amount` is the
@@ -12,20 +13,29 @@
 //!   malformed JSON, no items, a non-positive quantity or price, or an amount
 //!   that overflows; 422 when the user does not exist; 503 when the user
 //!   service cannot answer and the user is not in the read model either.
-//! - `GET /orders/{id}` -> 200 or 404.
+//! - `GET /orders/{id}` -> 200 the order as its history says it stands, or 404.
+//! - `GET /orders/{id}/events` -> 200 `{"id","events":[...]}`: the order's
+//!   history, oldest first, each fact as it was published; 404 for no order.
 //! - `GET /orders?user_id={id}` -> 200 `{"orders":[...]}`, every order of that
 //!   user, `PENDING` ones included; 400 without `user_id`.
 //!
 //! Events: subscribes to `user.created` (kept as a read model of users, the
 //! fallback when the user service cannot answer) and to its own
-//! `order.timeout`; publishes `order.confirmed` and `order.failed` with the
-//! order.
+//! `order.timeout`; publishes each fact of an order's history on
+//! `order.<type>` (`order.created`, `order.payment-requested`,
+//! `order.confirmed`, `order.failed`, `order.compensated`) as it is recorded.
 //!
-//! Keyspace layout: `order/<id>` holds the order; `by-user/<user>/<order>`
-//! indexes orders by user; `user/<id>` is the read model of users.
+//! Keyspace layout: `events/<id>` holds an order's history ([`history`]);
+//! `by-user/<user>/<order>` indexes orders by user; `user/<id>` is the read
+//! model of users; `order/<id>` is an order stored before histories were
+//! kept (read as the history it implies).
 
-use pitstop_sdk::events::{publish_json, publish_json_delayed};
-use pitstop_sdk::services::{CallError, call, describe};
+mod history;
+mod saga;
+
+use history::{History, Item, Order, Status};
+use pitstop_sdk::events::publish_json_delayed;
+use pitstop_sdk::services::{call, describe};
 use pitstop_sdk::{ApiError, Event, Events, Handler, Request, Response, id, kv, respond};
 use serde::{Deserialize, Serialize};
 
@@ -43,41 +53,6 @@ struct NewOrder {
     items: Vec<Item>,
 }
 
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
-struct Item {
-    sku: String,
-    quantity: i64,
-    price: i64,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "UPPERCASE")]
-enum Status {
-    Pending,
-    Confirmed,
-    Failed,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct Order {
-    id: String,
-    user_id: String,
-    items: Vec<Item>,
-    amount: i64,
-    status: Status,
-    payment_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    failure_reason: Option<String>,
-}
-
-/// What the payment service answers, as far as the order cares.
-#[derive(Deserialize)]
-struct Payment {
-    #[serde(default)]
-    id: Option<String>,
-    status: String,
-}
-
 #[derive(Serialize, Deserialize)]
 struct Timeout {
     order_id: String,
@@ -92,8 +67,14 @@ impl Handler for OrderService {
 }
 
 impl Events for OrderService {
-    const PUBLISHES: &'static [&'static str] =
-        &["order.confirmed", "order.failed", "order.timeout"];
+    const PUBLISHES: &'static [&'static str] = &[
+        "order.created",
+        "order.payment-requested",
+        "order.confirmed",
+        "order.failed",
+        "order.compensated",
+        "order.timeout",
+    ];
     const SUBSCRIBES: &'static [&'static str] = &["user.created", "order.timeout"];
 
     fn handle_event(event: Event) -> Result<(), String> {
@@ -101,7 +82,7 @@ impl Events for OrderService {
             "user.created" => remember_user(&event),
             "order.timeout" => {
                 let timeout: Timeout = event.json()?;
-                finish_stale(&timeout.order_id, event.attempt).map_err(|e| e.message)
+                saga::finish_stale(&timeout.order_id, event.attempt).map_err(|e| e.message)
             }
             other => Err(format!("not subscribed to {other}")),
         }
@@ -116,13 +97,12 @@ fn route(request: &Request) -> Result<Response, ApiError> {
         ("POST", ["orders"]) => place(request),
         ("GET", ["orders"]) => list(request),
         ("GET", ["orders", id]) => get(id),
-        (_, ["orders"] | ["orders", _]) => Err(ApiError::method_not_allowed()),
+        ("GET", ["orders", id, "events"]) => events(id),
+        (_, ["orders"] | ["orders", _] | ["orders", _, "events"]) => {
+            Err(ApiError::method_not_allowed())
+        }
         _ => Err(ApiError::not_found("no such route")),
     }
-}
-
-fn order_key(id: &str) -> String {
-    format!("order/{id}")
 }
 
 /// Step 0: validate, check the user, record the order as `PENDING` in its
@@ -149,109 +129,30 @@ fn place(request: &Request) -> Result<Response, ApiError> {
     if begun.status != 201 {
         return Ok(begun);
     }
-    let order = pay_or_compensate(order, false)?;
+    let history = History::load(&order.id)?
+        .ok_or_else(|| ApiError::internal("the order was begun but has no history"))?;
+    let order = saga::pay_or_compensate(history, false)?;
     let status = if order.status == Status::Pending { 202 } else { 201 };
     Ok(Response::json(status, &order))
 }
 
-/// The `_begin` step: store the order as `PENDING` and schedule its timeout.
+/// The `_begin` step: start the order's history with `created` and
+/// schedule its timeout.
 fn begin(request: &Request) -> Result<Response, ApiError> {
     let order: Order = request.json()?;
-    let key = order_key(&order.id);
-    if !kv::compare_and_swap(&key, None, Some(&kv::to_json(&order)))? {
-        return Err(ApiError::conflict("order already exists"));
+    if !id::is_url_safe(&order.id) || !id::is_url_safe(&order.user_id) {
+        return Err(ApiError::bad_request("an order and its user need ids"));
     }
+    let Some(history) = History::create(&order)? else {
+        return Err(ApiError::conflict("order already exists"));
+    };
     kv::set(&format!("by-user/{}/{}", order.user_id, order.id), b"")?;
     publish_json_delayed(
         "order.timeout",
         &Timeout { order_id: order.id.clone() },
         SAGA_TIMEOUT_MS,
     )?;
-    Ok(Response::json(201, &order))
-}
-
-/// Step 1, payment, and its compensation. With `compensate_only` (a retry of
-/// a stale saga) no charge is attempted: the payment is voided.
-///
-/// Returns the order as it now stands: `CONFIRMED` or `FAILED` when this
-/// call moved it out of `PENDING` (or found it already moved), `PENDING`
-/// when neither the charge nor the compensation could be made.
-fn pay_or_compensate(mut order: Order, compensate_only: bool) -> Result<Order, ApiError> {
-    let charged =
-        if compensate_only { Charge::Unknown("saga timed out".into()) } else { charge(&order) };
-    match charged {
-        Charge::Answered(payment) if payment.status == "COMPLETED" => {
-            order.status = Status::Confirmed;
-            order.payment_id = payment.id;
-        }
-        Charge::Answered(payment) => {
-            order.status = Status::Failed;
-            order.failure_reason = Some(format!("payment {}", payment.status.to_lowercase()));
-            order.payment_id = payment.id;
-        }
-        Charge::Refused(reason) => {
-            order.status = Status::Failed;
-            order.failure_reason = Some(reason);
-        }
-        // Compensation: undo step 1 (refund, or make sure no charge can
-        // still happen), then fail the order.
-        Charge::Unknown(reason) => match void(&order) {
-            Ok(voided) => {
-                order.status = Status::Failed;
-                order.failure_reason = Some(reason);
-                order.payment_id = voided.id;
-            }
-            Err(void_error) => {
-                pitstop_sdk::log::warn(&format!(
-                    "order {}: {reason}; compensation failed too ({void_error}); the saga \
-                     timeout will retry",
-                    order.id
-                ));
-                return Ok(order);
-            }
-        },
-    }
-    finish(order)
-}
-
-/// Move the order from `PENDING` to its final state and announce it. If it
-/// is no longer `PENDING` (the timeout got there first), the stored order
-/// stands and is returned.
-fn finish(order: Order) -> Result<Order, ApiError> {
-    let key = order_key(&order.id);
-    let current = kv::get(&key)?.ok_or_else(|| ApiError::internal("the order vanished"))?;
-    let stored: Order = serde_json::from_slice(&current)
-        .map_err(|e| ApiError::internal(format!("stored order is corrupt: {e}")))?;
-    if stored.status != Status::Pending {
-        return Ok(stored);
-    }
-    if !kv::compare_and_swap(&key, Some(&current), Some(&kv::to_json(&order)))? {
-        return kv::get_json(&key)?.ok_or_else(|| ApiError::internal("the order vanished"));
-    }
-    let topic = if order.status == Status::Confirmed { "order.confirmed" } else { "order.failed" };
-    publish_json(topic, &order)?;
-    pitstop_sdk::log::info(&format!("order {} is {:?}", order.id, order.status));
-    Ok(order)
-}
-
-/// The saga timeout: an order still `PENDING` this long after it was placed
-/// lost its request (a crash, a deadline). Resume it: the first delivery
-/// tries the charge once more (idempotent per order), later ones only
-/// compensate. An `Err` has the bus retry with backoff.
-fn finish_stale(order_id: &str, attempt: u32) -> Result<(), ApiError> {
-    let Some(order) = kv::get_json::<Order>(&order_key(order_id))? else {
-        return Ok(());
-    };
-    if order.status != Status::Pending {
-        return Ok(());
-    }
-    let order = pay_or_compensate(order, attempt > 1)?;
-    if order.status == Status::Pending {
-        return Err(ApiError::unavailable(format!(
-            "order {order_id}: payment service cannot answer"
-        )));
-    }
-    Ok(())
+    Ok(Response::json(201, &history.order()?))
 }
 
 /// Checks the items and returns the total in cents.
@@ -320,56 +221,6 @@ fn remember_user(event: &Event) -> Result<(), String> {
     kv::set(&user_key(&user.id), &event.payload).map_err(|e| ApiError::from(e).message)
 }
 
-/// How a charge went.
-enum Charge {
-    /// The payment service answered with a payment (completed or declined),
-    /// or `VOIDED` when an earlier compensation ruled out any payment.
-    Answered(Payment),
-    /// It refused the request (a 4xx): no payment was made.
-    Refused(String),
-    /// No answer (error, trap, timeout, 5xx): a payment may or may not exist.
-    Unknown(String),
-}
-
-/// Charge the order (idempotent per order id).
-fn charge(order: &Order) -> Charge {
-    let body = serde_json::json!({
-        "order_id": order.id,
-        "user_id": order.user_id,
-        "amount": order.amount,
-    });
-    let response = match call("payment", &Request::with_json("POST", "/payments", &body)) {
-        Ok(response) => response,
-        Err(error) => return Charge::Unknown(payment_down(&error)),
-    };
-    match response.status {
-        200 | 201 => match response.parse() {
-            Ok(payment) => Charge::Answered(payment),
-            Err(e) => Charge::Unknown(format!("payment service answered garbage: {e}")),
-        },
-        // Voided by an earlier compensation: there is and will be no payment.
-        409 => Charge::Answered(Payment { id: None, status: "VOIDED".into() }),
-        status @ 400..=499 => Charge::Refused(format!("payment service answered {status}")),
-        status => Charge::Unknown(format!("payment service answered {status}")),
-    }
-}
-
-/// Compensate the payment step: refund the order's payment if there is one,
-/// else make sure none can be made any more.
-fn void(order: &Order) -> Result<Payment, String> {
-    let body = serde_json::json!({ "order_id": order.id });
-    let response = call("payment", &Request::with_json("POST", "/payments/void", &body))
-        .map_err(|e| payment_down(&e))?;
-    if response.status != 200 {
-        return Err(format!("payment void answered {}", response.status));
-    }
-    response.parse().map_err(|e| format!("payment service answered garbage: {e}"))
-}
-
-fn payment_down(error: &CallError) -> String {
-    format!("payment service cannot answer: {}", describe(error))
-}
-
 fn list(request: &Request) -> Result<Response, ApiError> {
     let user_id = request
         .query_param("user_id")
@@ -378,18 +229,24 @@ fn list(request: &Request) -> Result<Response, ApiError> {
     let prefix = format!("by-user/{user_id}/");
     let mut orders = Vec::new();
     for key in kv::all_keys(&prefix)? {
-        if let Some(order) = kv::get_json::<Order>(&order_key(&key[prefix.len()..]))? {
-            orders.push(order);
+        if let Some(history) = History::load(&key[prefix.len()..])? {
+            orders.push(history.order()?);
         }
     }
     Ok(Response::json(200, &serde_json::json!({ "orders": orders })))
 }
 
+fn found(id: &str) -> Result<History, ApiError> {
+    History::load(id)?.ok_or_else(|| ApiError::not_found("order not found"))
+}
+
 fn get(id: &str) -> Result<Response, ApiError> {
-    match kv::get_json::<Order>(&order_key(id))? {
-        Some(order) => Ok(Response::json(200, &order)),
-        None => Err(ApiError::not_found("order not found")),
-    }
+    Ok(Response::json(200, &found(id)?.order()?))
+}
+
+fn events(id: &str) -> Result<Response, ApiError> {
+    let history = found(id)?;
+    Ok(Response::json(200, &serde_json::json!({ "id": id, "events": history.events })))
 }
 
 /// Run as wasm by `pitstop test-runner`: `cargo test --target wasm32-wasip2`.
@@ -398,13 +255,13 @@ fn get(id: &str) -> Result<Response, ApiError> {
 mod tests {
     use pitstop_sdk::services::CallError;
     use pitstop_sdk::testing;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
+    use super::history::{Fact, Recorded};
     use super::*;
 
-    /// A `PENDING` order stored by the `_begin` step, as `place` would.
-    fn begun(amount: i64) -> Order {
-        let order = Order {
+    fn pending(amount: i64) -> Order {
+        Order {
             id: id::new_id("ord"),
             user_id: "usr_1".into(),
             items: vec![Item { sku: "a".into(), quantity: 1, price: amount }],
@@ -412,7 +269,12 @@ mod tests {
             status: Status::Pending,
             payment_id: None,
             failure_reason: None,
-        };
+        }
+    }
+
+    /// A `PENDING` order begun by the `_begin` step, as `place` would.
+    fn begun(amount: i64) -> Order {
+        let order = pending(amount);
         let mut request = Request::with_json("POST", BEGIN_PATH, &order);
         request.headers.push(pitstop_sdk::Header {
             name: pitstop_sdk::headers::CALLER.into(),
@@ -422,8 +284,22 @@ mod tests {
         order
     }
 
+    fn history(id: &str) -> History {
+        History::load(id).unwrap().expect("a history")
+    }
+
     fn stored(id: &str) -> Order {
-        kv::get_json(&order_key(id)).unwrap().expect("stored")
+        history(id).order().unwrap()
+    }
+
+    /// The types of `id`'s history, oldest first.
+    fn kinds(id: &str) -> Vec<&'static str> {
+        history(id).events.iter().map(|r| r.fact.kind()).collect()
+    }
+
+    /// Run the payment step for `order` as the request placing it would.
+    fn pay(order: &Order) -> Order {
+        saga::pay_or_compensate(history(&order.id), false).unwrap()
     }
 
     fn reset() {
@@ -443,14 +319,15 @@ mod tests {
     }
 
     #[test]
-    fn beginning_stores_pending_and_schedules_the_timeout() {
+    fn beginning_records_created_and_schedules_the_timeout() {
         reset();
         let order = begun(100);
         assert_eq!(stored(&order.id).status, Status::Pending);
+        assert_eq!(kinds(&order.id), ["created"]);
         let published = testing::published();
-        assert_eq!(published.len(), 1);
-        assert_eq!(published[0].topic, "order.timeout");
-        assert_eq!(published[0].delay_ms, SAGA_TIMEOUT_MS);
+        let topics: Vec<&str> = published.iter().map(|e| e.topic.as_str()).collect();
+        assert_eq!(topics, ["order.created", "order.timeout"]);
+        assert_eq!(published[1].delay_ms, SAGA_TIMEOUT_MS);
     }
 
     #[test]
@@ -463,24 +340,55 @@ mod tests {
     fn a_completed_payment_confirms_and_announces() {
         reset();
         payment_answers("pay_1", "COMPLETED");
-        let order = pay_or_compensate(begun(100), false).unwrap();
+        let order = pay(&begun(100));
         assert_eq!(order.status, Status::Confirmed);
         assert_eq!(order.payment_id.as_deref(), Some("pay_1"));
-        assert_eq!(stored(&order.id).status, Status::Confirmed);
-        assert_eq!(testing::published_topics(), ["order.timeout", "order.confirmed"]);
+        assert_eq!(stored(&order.id), order, "the answer is what the history says");
+        assert_eq!(kinds(&order.id), ["created", "payment-requested", "confirmed"]);
+        assert_eq!(
+            testing::published_topics(),
+            ["order.created", "order.timeout", "order.payment-requested", "order.confirmed"]
+        );
         let calls = testing::calls_to("payment");
         assert_eq!(calls.len(), 1, "one charge, no void");
         assert_eq!((calls[0].method.as_str(), calls[0].path.as_str()), ("POST", "/payments"));
     }
 
     #[test]
+    fn the_published_events_are_the_history() {
+        reset();
+        payment_answers("pay_h", "COMPLETED");
+        let order = pay(&begun(100));
+        let published: Vec<Recorded> = testing::published()
+            .into_iter()
+            .filter(|e| e.topic != "order.timeout")
+            .map(|e| {
+                let recorded: Recorded = serde_json::from_slice(&e.payload).unwrap();
+                assert_eq!(e.topic, format!("order.{}", recorded.fact.kind()));
+                recorded
+            })
+            .collect();
+        let events = history(&order.id).events;
+        assert_eq!(published, events);
+        let seqs: Vec<u32> = events.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert!(events.iter().all(|r| r.at > 0 && r.id == order.id));
+        // What subscribers of order.confirmed always had: the whole order.
+        let confirmed: Value = testing::published_json("order.confirmed").remove(0);
+        for field in ["user_id", "items", "amount", "status", "payment_id"] {
+            assert_eq!(confirmed[field], serde_json::to_value(&order).unwrap()[field], "{field}");
+        }
+    }
+
+    #[test]
     fn a_declined_payment_fails_the_order_without_compensation() {
         reset();
         payment_answers("pay_2", "DECLINED");
-        let order = pay_or_compensate(begun(100), false).unwrap();
+        let order = pay(&begun(100));
         assert_eq!(order.status, Status::Failed);
         assert_eq!(order.failure_reason.as_deref(), Some("payment declined"));
-        assert_eq!(testing::published_topics(), ["order.timeout", "order.failed"]);
+        assert_eq!(order.payment_id.as_deref(), Some("pay_2"));
+        assert_eq!(kinds(&order.id), ["created", "payment-requested", "failed"]);
     }
 
     #[test]
@@ -494,22 +402,57 @@ mod tests {
             200,
             &json!({"order_id": "x", "status": "VOID"}),
         );
-        let order = pay_or_compensate(begun(100), false).unwrap();
+        let order = pay(&begun(100));
         assert_eq!(order.status, Status::Failed);
         assert!(order.failure_reason.unwrap().contains("trapped: boom"));
         assert_eq!(order.payment_id, None);
         let paths: Vec<String> = testing::calls_to("payment").into_iter().map(|c| c.path).collect();
         assert_eq!(paths, ["/payments", "/payments/void"], "compensation after the failed step");
+        assert_eq!(kinds(&order.id), ["created", "payment-requested", "compensated", "failed"]);
+        let compensated = &history(&order.id).events[2].fact;
+        assert_eq!(
+            compensated,
+            &Fact::Compensated { payment_id: None, payment_status: "VOID".into() }
+        );
+    }
+
+    #[test]
+    fn a_completed_payment_without_an_id_is_compensated() {
+        reset();
+        testing::stub_json("payment", "POST", "/payments", 201, &json!({"status": "COMPLETED"}));
+        testing::stub_json(
+            "payment",
+            "POST",
+            "/payments/void",
+            200,
+            &json!({"id": "pay_5", "status": "REFUNDED"}),
+        );
+        let order = pay(&begun(100));
+        assert_eq!(order.status, Status::Failed);
+        assert_eq!(order.payment_id.as_deref(), Some("pay_5"));
+        assert!(order.failure_reason.unwrap().contains("without id"));
     }
 
     #[test]
     fn when_compensation_fails_too_the_order_stays_pending() {
         reset();
         testing::stub_failure("payment", "POST", "/payments", CallError::Timeout);
-        let order = pay_or_compensate(begun(100), false).unwrap();
+        let order = pay(&begun(100));
         assert_eq!(order.status, Status::Pending, "left for order.timeout to finish");
         assert_eq!(stored(&order.id).status, Status::Pending);
-        assert_eq!(testing::published_topics(), ["order.timeout"], "no outcome announced");
+        assert_eq!(kinds(&order.id), ["created", "payment-requested"], "the request is recorded");
+        let topics = testing::published_topics();
+        assert!(
+            !topics.iter().any(|t| t == "order.failed" || t == "order.confirmed"),
+            "{topics:?}"
+        );
+
+        // The timeout's first delivery asks again: attempt 2.
+        payment_answers("pay_6", "COMPLETED");
+        saga::finish_stale(&order.id, 1).unwrap();
+        let events = history(&order.id).events;
+        assert_eq!(events[2].fact, Fact::PaymentRequested { amount: 100, attempt: 2 });
+        assert_eq!(stored(&order.id).status, Status::Confirmed);
     }
 
     #[test]
@@ -523,11 +466,12 @@ mod tests {
             &json!({"id": "pay_9", "status": "REFUNDED"}),
         );
         let order = begun(100);
-        finish_stale(&order.id, 2).unwrap();
+        saga::finish_stale(&order.id, 2).unwrap();
         let after = stored(&order.id);
         assert_eq!(after.status, Status::Failed);
         assert_eq!(after.failure_reason.as_deref(), Some("saga timed out"));
         assert_eq!(after.payment_id.as_deref(), Some("pay_9"));
+        assert_eq!(kinds(&order.id), ["created", "compensated", "failed"]);
         let paths: Vec<String> = testing::calls_to("payment").into_iter().map(|c| c.path).collect();
         assert!(!paths.contains(&"/payments".to_string()), "no charge on a retry: {paths:?}");
     }
@@ -536,11 +480,92 @@ mod tests {
     fn the_timeout_leaves_finished_orders_alone() {
         reset();
         payment_answers("pay_3", "COMPLETED");
-        let order = pay_or_compensate(begun(100), false).unwrap();
+        let order = pay(&begun(100));
         testing::clear_published();
-        finish_stale(&order.id, 1).unwrap();
+        saga::finish_stale(&order.id, 1).unwrap();
         assert_eq!(stored(&order.id).status, Status::Confirmed);
+        assert_eq!(kinds(&order.id).len(), 3, "nothing appended");
         assert!(testing::published().is_empty());
+    }
+
+    #[test]
+    fn of_two_appends_from_one_read_only_the_first_lands() {
+        reset();
+        let order = begun(100);
+        let (first, second) = (history(&order.id), history(&order.id));
+        testing::clear_published();
+        let confirmed = Fact::confirmed(&order, "pay_a".into());
+        assert!(first.append(vec![confirmed]).unwrap().is_some());
+        let failed = Fact::failed(&order, "too late".into(), None);
+        assert!(second.append(vec![failed]).unwrap().is_none(), "the history moved");
+        assert_eq!(stored(&order.id).status, Status::Confirmed);
+        assert_eq!(testing::published_topics(), ["order.confirmed"], "the loser published nothing");
+    }
+
+    #[test]
+    fn an_order_stored_before_histories_reads_as_the_history_it_implies() {
+        reset();
+        let mut confirmed = pending(700);
+        confirmed.status = Status::Confirmed;
+        confirmed.payment_id = Some("pay_old".into());
+        kv::put_json(&format!("order/{}", confirmed.id), &confirmed).unwrap();
+        let old = history(&confirmed.id);
+        assert_eq!(old.order().unwrap(), confirmed);
+        let at: Vec<u64> = old.events.iter().map(|r| r.at).collect();
+        assert_eq!(at, [0, 0]);
+
+        // A pending one is finished by its timeout, which writes the history out.
+        let old_pending = pending(800);
+        kv::put_json(&format!("order/{}", old_pending.id), &old_pending).unwrap();
+        payment_answers("pay_old2", "COMPLETED");
+        saga::finish_stale(&old_pending.id, 1).unwrap();
+        assert_eq!(kinds(&old_pending.id), ["created", "payment-requested", "confirmed"]);
+        assert!(kv::get(&format!("events/{}", old_pending.id)).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_corrupt_history_is_an_error_not_an_order() {
+        kv::set("events/ord_bad", b"[]").unwrap();
+        assert_eq!(respond(route(&Request::empty("GET", "/orders/ord_bad"))).status, 500);
+        kv::set("events/ord_worse", b"{").unwrap();
+        assert_eq!(respond(route(&Request::empty("GET", "/orders/ord_worse"))).status, 500);
+    }
+
+    #[test]
+    fn the_history_is_served_and_every_fact_has_its_topic() {
+        reset();
+        payment_answers("pay_7", "COMPLETED");
+        let order = pay(&begun(100));
+        let answer =
+            respond(route(&Request::empty("GET", &format!("/orders/{}/events", order.id))));
+        assert_eq!(answer.status, 200);
+        let body: Value = answer.parse().unwrap();
+        assert_eq!(body["id"], order.id.as_str());
+        let types: Vec<&str> = body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["created", "payment-requested", "confirmed"]);
+        let missing = respond(route(&Request::empty("GET", "/orders/ord_none/events")));
+        assert_eq!(missing.status, 404);
+        let wrong = respond(route(&Request::empty("POST", "/orders/ord_none/events")));
+        assert_eq!(wrong.status, 405);
+
+        // Each fact's type is the topic it is published on, and declared.
+        let facts = [
+            Fact::Created { user_id: "u".into(), items: vec![], amount: 1 },
+            Fact::PaymentRequested { amount: 1, attempt: 1 },
+            Fact::confirmed(&order, "p".into()),
+            Fact::failed(&order, "r".into(), None),
+            Fact::Compensated { payment_id: None, payment_status: "VOID".into() },
+        ];
+        let topics: Vec<String> = facts.iter().map(|f| format!("order.{}", f.kind())).collect();
+        assert_eq!(topics, OrderService::PUBLISHES[..5]);
+        for fact in &facts {
+            assert_eq!(serde_json::to_value(fact).unwrap()["type"], fact.kind());
+        }
     }
 
     #[test]

@@ -24,8 +24,11 @@ impl Handler for Recorder {
 impl Events for Recorder {
     const SUBSCRIBES: &'static [&'static str] = &[
         "user.created",
+        "order.created",
+        "order.payment-requested",
         "order.confirmed",
         "order.failed",
+        "order.compensated",
         "order.timeout",
         "payment.completed",
         "payment.refunded",
