@@ -97,6 +97,14 @@ async fn invalid_orders_are_400() {
         assert!(!answer.error().is_empty());
     }
     assert_eq!(server.send("POST", "/orders", "{oops").await.status, 400);
+    // Items too big for the order's history are refused before any charge.
+    let big =
+        json!({"user_id": user, "items": [{"sku": "x".repeat(70_000), "quantity": 1, "price": 1}]});
+    let answer = server.post("/orders", big).await;
+    assert_eq!(answer.status, 413, "{}", String::from_utf8_lossy(&answer.body));
+    assert!(answer.error().contains("65536"), "{}", answer.error());
+    let orders = server.get(&format!("/orders?user_id={user}")).await.json();
+    assert_eq!(orders["orders"], json!([]), "nothing was recorded");
 }
 
 #[tokio::test]

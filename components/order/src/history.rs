@@ -1,22 +1,26 @@
-//! An order kept as its event history, the one record of it: every change is
-//! a fact appended to the history, and the order `GET /orders/{id}` shows is
-//! derived by folding the facts in order ([`fold`]). The facts one
-//! invocation appends are published as they are recorded, topic
-//! `order.<type>`, in the same atomic commit as the append: the bus carries
-//! the history itself, never a second account of it.
+//! An order kept as its event history, the record it is derived from: every
+//! change is a fact appended to the history, and the order `GET /orders/{id}`
+//! shows is the facts folded in order ([`fold`]). The facts one invocation
+//! appends are published as they are recorded, topic `order.<type>`, in the
+//! same atomic commit as the append: the bus carries the history itself,
+//! never a second account of it.
 //!
-//! Order `<id>`'s history is one JSON array under `events/<id>`. An append is
-//! a compare-and-swap from the history as it was read (its expected
-//! version), checked again when the invocation commits: of two invocations
-//! appending to one history at once (the request and the saga timeout),
-//! exactly one lands and the other reads the history again. A history holds
-//! a handful of facts (five at most on the saga's longest path), so one key
-//! per order costs one read per order and keeps the append atomic without a
-//! second index.
+//! Order `<id>`'s history is one JSON array under `events/<id>`. Beside it,
+//! `order/<id>` holds the order as the history leaves it: the record older
+//! versions of this service read and write, kept so that a canary, a
+//! rollback or an in-flight request of an older version shares the orders
+//! with this one. That snapshot is the expected version of every append: an
+//! append is a compare-and-swap of the snapshot from what was read, then of
+//! the history, both checked again when the invocation commits. Of two
+//! invocations appending to one order at once (the request and the saga
+//! timeout, of any version), exactly one lands and the other reads the order
+//! again. A history holds at most five facts, so the two keys cost two
+//! reads per order.
 //!
-//! Orders stored before histories were kept (`order/<id>`, the order as it
-//! stood) are read as the history their last state implies, recorded at 0;
-//! the first append writes it out under `events/<id>`.
+//! An order an older version stored or moved (a snapshot the history does
+//! not account for) reads as the history its snapshot implies: its missing
+//! facts are recorded at 0 and written out by the next append, never
+//! published.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -80,8 +84,15 @@ pub enum Fact {
     /// Its payment was asked for, by the request placing it or by the saga
     /// timeout resuming it; `attempt` counts the ones recorded so far.
     PaymentRequested { amount: i64, attempt: u32 },
-    /// Its payment completed.
-    Confirmed { payment_id: String, user_id: String, items: Vec<Item>, amount: i64, status: Status },
+    /// Its payment completed. (`payment_id` is null only in the history of
+    /// an order an older version confirmed without one.)
+    Confirmed {
+        payment_id: Option<String>,
+        user_id: String,
+        items: Vec<Item>,
+        amount: i64,
+        status: Status,
+    },
     /// It ended unpaid; any payment was compensated first.
     Failed {
         failure_reason: String,
@@ -110,7 +121,7 @@ impl Fact {
     }
 
     /// `order` confirmed by payment `payment_id`.
-    pub fn confirmed(order: &Order, payment_id: String) -> Fact {
+    pub fn confirmed(order: &Order, payment_id: Option<String>) -> Fact {
         Fact::Confirmed {
             payment_id,
             user_id: order.user_id.clone(),
@@ -157,7 +168,7 @@ pub fn fold(history: &[Recorded]) -> Result<Order, ApiError> {
             Fact::PaymentRequested { .. } | Fact::Compensated { .. } => {}
             Fact::Confirmed { payment_id, .. } => {
                 order.status = Status::Confirmed;
-                order.payment_id = Some(payment_id.clone());
+                order.payment_id = payment_id.clone();
             }
             Fact::Failed { failure_reason, payment_id, .. } => {
                 order.status = Status::Failed;
@@ -169,10 +180,13 @@ pub fn fold(history: &[Recorded]) -> Result<Order, ApiError> {
     Ok(order)
 }
 
-/// An order's history as read, with the bytes it was read from: the
+/// An order's history as read, with the snapshot it was read beside: the
 /// version the next append expects to replace.
 pub struct History {
     pub events: Vec<Recorded>,
+    /// The bytes of `order/<id>` as read.
+    snapshot: Option<Vec<u8>>,
+    /// The bytes of `events/<id>` as read.
     read: Option<Vec<u8>>,
 }
 
@@ -180,33 +194,44 @@ fn key(id: &str) -> String {
     format!("events/{id}")
 }
 
-/// Where an order was stored, as it stood, before histories were kept.
-fn legacy_key(id: &str) -> String {
+/// The order as its history leaves it, for versions before histories.
+fn snapshot_key(id: &str) -> String {
     format!("order/{id}")
 }
 
 impl History {
     /// Order `id`'s history, if there is such an order.
     pub fn load(id: &str) -> Result<Option<History>, ApiError> {
-        if let Some(bytes) = kv::get(&key(id))? {
-            let events = serde_json::from_slice(&bytes).map_err(|e| {
+        let read = kv::get(&key(id))?;
+        let snapshot = kv::get(&snapshot_key(id))?;
+        let mut events: Vec<Recorded> = match &read {
+            Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
                 ApiError::internal(format!("the history of order {id} is corrupt: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        if let Some(bytes) = &snapshot {
+            let order: Order = serde_json::from_slice(bytes).map_err(|e| {
+                ApiError::internal(format!("the stored order {id} is corrupt: {e}"))
             })?;
-            return Ok(Some(History { events, read: Some(bytes) }));
+            implied_by(&mut events, order)?;
         }
-        let legacy = kv::get_json::<Order>(&legacy_key(id))?;
-        Ok(legacy.map(|order| History { events: implied_by(order), read: None }))
+        if events.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(History { events, snapshot, read }))
     }
 
     /// Starts the history of a new order with its `created` fact and
-    /// publishes it; `None` if the order has a history already.
+    /// publishes it; `None` if the order exists already.
     pub fn create(order: &Order) -> Result<Option<History>, ApiError> {
         let created = Fact::Created {
             user_id: order.user_id.clone(),
             items: order.items.clone(),
             amount: order.amount,
         };
-        History { events: Vec::new(), read: None }.append_for(&order.id, vec![created])
+        let empty = History { events: Vec::new(), snapshot: None, read: None };
+        empty.append_for(&order.id, vec![created])
     }
 
     /// The order as its history says it stands.
@@ -221,9 +246,9 @@ impl History {
         requests.count() as u32
     }
 
-    /// Appends `facts` and publishes each, unless the history changed since
-    /// it was read: then nothing is appended and `None` says so (read it
-    /// again to see what happened instead).
+    /// Appends `facts` and publishes each, unless the order changed since it
+    /// was read: then nothing is appended and `None` says so (read it again
+    /// to see what happened instead).
     pub fn append(self, facts: Vec<Fact>) -> Result<Option<History>, ApiError> {
         let id = match self.events.first() {
             Some(first) => first.id.clone(),
@@ -242,39 +267,66 @@ impl History {
             let seq = events.len() as u32 + 1;
             events.push(Recorded { id: id.to_string(), seq, at, fact });
         }
+        let snapshot = kv::to_json(&fold(&events)?);
+        // The snapshot first: every version of this service swaps it, so it
+        // decides races between them. Losing it writes nothing.
+        let snapshot_key = snapshot_key(id);
+        if !kv::compare_and_swap(&snapshot_key, self.snapshot.as_deref(), Some(&snapshot))? {
+            return Ok(None);
+        }
         let bytes = kv::to_json(&events);
         if !kv::compare_and_swap(&key(id), self.read.as_deref(), Some(&bytes))? {
-            return Ok(None);
+            // Only an append that swapped the snapshot too moves the history,
+            // so this cannot happen short of a broken store; failing the
+            // invocation discards the snapshot written above with it.
+            return Err(ApiError::internal(format!("the history of order {id} moved alone")));
         }
         for recorded in &events[first_new..] {
             publish_json(&format!("order.{}", recorded.fact.kind()), recorded)?;
         }
-        Ok(Some(History { events, read: Some(bytes) }))
+        Ok(Some(History { events, snapshot: Some(snapshot), read: Some(bytes) }))
     }
 }
 
-/// The history an order stored as it stood (before histories were kept)
-/// implies: created, then how it ended if it did.
-fn implied_by(order: Order) -> Vec<Recorded> {
-    let created = Fact::Created {
-        user_id: order.user_id.clone(),
-        items: order.items.clone(),
-        amount: order.amount,
-    };
-    let ended = match order.status {
-        Status::Pending => None,
-        Status::Confirmed => {
-            Some(Fact::confirmed(&order, order.payment_id.clone().unwrap_or_default()))
-        }
-        Status::Failed => Some(Fact::failed(
+/// Completes `events` with what `order`, the snapshot an older version may
+/// have stored or moved, says beyond them: `created` if the history is
+/// empty, its outcome if the history has none. A snapshot that contradicts
+/// the history is an error.
+fn implied_by(events: &mut Vec<Recorded>, order: Order) -> Result<(), ApiError> {
+    let mut implied = Vec::new();
+    if events.is_empty() {
+        implied.push(Fact::Created {
+            user_id: order.user_id.clone(),
+            items: order.items.clone(),
+            amount: order.amount,
+        });
+    }
+    let folded = if events.is_empty() { None } else { Some(fold(events)?) };
+    let pending = folded.as_ref().is_none_or(|f| f.status == Status::Pending);
+    match order.status {
+        Status::Pending => {}
+        _ if !pending => {}
+        Status::Confirmed => implied.push(Fact::confirmed(&order, order.payment_id.clone())),
+        Status::Failed => implied.push(Fact::failed(
             &order,
             order.failure_reason.clone().unwrap_or_default(),
             order.payment_id.clone(),
         )),
-    };
-    let facts = std::iter::once(created).chain(ended);
-    let record = |(i, fact)| Recorded { id: order.id.clone(), seq: i as u32 + 1, at: 0, fact };
-    facts.enumerate().map(record).collect()
+    }
+    if let Some(folded) = folded
+        && folded.status != Status::Pending
+        && folded.status != order.status
+    {
+        return Err(ApiError::internal(format!(
+            "order {} is {:?} in its history but {:?} in its snapshot",
+            order.id, folded.status, order.status
+        )));
+    }
+    for fact in implied {
+        let seq = events.len() as u32 + 1;
+        events.push(Recorded { id: order.id.clone(), seq, at: 0, fact });
+    }
+    Ok(())
 }
 
 fn now_ms() -> u64 {

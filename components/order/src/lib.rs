@@ -11,8 +11,9 @@
 //!   `PENDING` when the outcome is not known yet: the saga then finishes on
 //!   its own within [`SAGA_TIMEOUT_MS`] (and `GET` shows the outcome). 400 on
 //!   malformed JSON, no items, a non-positive quantity or price, or an amount
-//!   that overflows; 422 when the user does not exist; 503 when the user
-//!   service cannot answer and the user is not in the read model either.
+//!   that overflows; 413 when the items take more than [`MAX_ITEMS_BYTES`]
+//!   as JSON; 422 when the user does not exist; 503 when the user service
+//!   cannot answer and the user is not in the read model either.
 //! - `GET /orders/{id}` -> 200 the order as its history says it stands, or 404.
 //! - `GET /orders/{id}/events` -> 200 `{"id","events":[...]}`: the order's
 //!   history, oldest first, each fact as it was published; 404 for no order.
@@ -26,9 +27,10 @@
 //! `order.confirmed`, `order.failed`, `order.compensated`) as it is recorded.
 //!
 //! Keyspace layout: `events/<id>` holds an order's history ([`history`]);
-//! `by-user/<user>/<order>` indexes orders by user; `user/<id>` is the read
-//! model of users; `order/<id>` is an order stored before histories were
-//! kept (read as the history it implies).
+//! `order/<id>` the order as its history leaves it (the record versions
+//! before histories read and write, kept in step for canaries and
+//! rollbacks across them); `by-user/<user>/<order>` indexes orders by user;
+//! `user/<id>` is the read model of users.
 
 mod history;
 mod saga;
@@ -155,10 +157,23 @@ fn begin(request: &Request) -> Result<Response, ApiError> {
     Ok(Response::json(201, &history.order()?))
 }
 
+/// The most bytes an order's items may take as JSON. Its history stores
+/// them twice (in `created` and in the outcome) and its snapshot once, and
+/// a value may not exceed 1 MiB: an order far below that always fits, so
+/// no order can be charged and then fail to be recorded.
+pub const MAX_ITEMS_BYTES: usize = 64 * 1024;
+
 /// Checks the items and returns the total in cents.
 fn validate(input: &NewOrder) -> Result<i64, ApiError> {
     if input.items.is_empty() {
         return Err(ApiError::bad_request("an order needs at least one item"));
+    }
+    let size = kv::to_json(&input.items).len();
+    if size > MAX_ITEMS_BYTES {
+        return Err(ApiError::new(
+            413,
+            format!("the items take {size} bytes; an order's items may take {MAX_ITEMS_BYTES}"),
+        ));
     }
     let mut amount: i64 = 0;
     for (i, item) in input.items.iter().enumerate() {
@@ -494,7 +509,7 @@ mod tests {
         let order = begun(100);
         let (first, second) = (history(&order.id), history(&order.id));
         testing::clear_published();
-        let confirmed = Fact::confirmed(&order, "pay_a".into());
+        let confirmed = Fact::confirmed(&order, Some("pay_a".into()));
         assert!(first.append(vec![confirmed]).unwrap().is_some());
         let failed = Fact::failed(&order, "too late".into(), None);
         assert!(second.append(vec![failed]).unwrap().is_none(), "the history moved");
@@ -524,8 +539,71 @@ mod tests {
     }
 
     #[test]
+    fn the_snapshot_older_versions_read_follows_the_history() {
+        reset();
+        payment_answers("pay_s", "COMPLETED");
+        let order = pay(&begun(100));
+        let snapshot: Order = kv::get_json(&format!("order/{}", order.id)).unwrap().unwrap();
+        assert_eq!(snapshot, order);
+    }
+
+    #[test]
+    fn an_order_an_older_version_finished_reads_finished() {
+        reset();
+        let order = begun(100);
+        // An older version's timeout confirms it: it swaps the snapshot only.
+        let mut finished = order.clone();
+        finished.status = Status::Confirmed;
+        finished.payment_id = Some("pay_old".into());
+        let key = format!("order/{}", order.id);
+        let before = kv::get(&key).unwrap();
+        assert!(
+            kv::compare_and_swap(&key, before.as_deref(), Some(&kv::to_json(&finished))).unwrap()
+        );
+
+        assert_eq!(stored(&order.id), finished);
+        let implied = history(&order.id).events.pop().unwrap();
+        assert_eq!((implied.seq, implied.at, implied.fact.kind()), (2, 0, "confirmed"));
+        testing::clear_published();
+        saga::finish_stale(&order.id, 1).unwrap();
+        assert!(testing::published().is_empty(), "nothing more to do");
+        assert!(testing::calls_to("payment").is_empty(), "no second charge");
+    }
+
+    #[test]
+    fn an_append_loses_to_an_older_version_that_moved_the_order_first() {
+        reset();
+        let order = begun(100);
+        let ours = history(&order.id);
+        let key = format!("order/{}", order.id);
+        let mut failed = order.clone();
+        failed.status = Status::Failed;
+        failed.failure_reason = Some("saga timed out".into());
+        kv::put_json(&key, &failed).unwrap();
+        let confirmed = Fact::confirmed(&order, Some("pay_late".into()));
+        assert!(ours.append(vec![confirmed]).unwrap().is_none(), "the snapshot moved");
+        assert_eq!(stored(&order.id).status, Status::Failed);
+    }
+
+    #[test]
+    fn oversized_items_are_refused_before_anything_is_called() {
+        reset();
+        let sku = "x".repeat(MAX_ITEMS_BYTES);
+        let request = Request::with_json(
+            "POST",
+            "/orders",
+            &json!({"user_id": "usr_1", "items": [{"sku": sku, "quantity": 1, "price": 1}]}),
+        );
+        let answer = respond(route(&request));
+        assert_eq!(answer.status, 413);
+        assert!(testing::calls_to("user").is_empty());
+    }
+
+    #[test]
     fn a_corrupt_history_is_an_error_not_an_order() {
-        kv::set("events/ord_bad", b"[]").unwrap();
+        let headless = json!([{"id": "ord_bad", "seq": 1, "at": 0, "type": "confirmed",
+            "payment_id": "p", "user_id": "u", "items": [], "amount": 1, "status": "CONFIRMED"}]);
+        kv::put_json("events/ord_bad", &headless).unwrap();
         assert_eq!(respond(route(&Request::empty("GET", "/orders/ord_bad"))).status, 500);
         kv::set("events/ord_worse", b"{").unwrap();
         assert_eq!(respond(route(&Request::empty("GET", "/orders/ord_worse"))).status, 500);
@@ -557,7 +635,7 @@ mod tests {
         let facts = [
             Fact::Created { user_id: "u".into(), items: vec![], amount: 1 },
             Fact::PaymentRequested { amount: 1, attempt: 1 },
-            Fact::confirmed(&order, "p".into()),
+            Fact::confirmed(&order, Some("p".into())),
             Fact::failed(&order, "r".into(), None),
             Fact::Compensated { payment_id: None, payment_status: "VOID".into() },
         ];

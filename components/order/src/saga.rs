@@ -38,7 +38,7 @@ pub fn pay_or_compensate(history: History, compensate_only: bool) -> Result<Orde
         charge(&order)
     };
     match charged {
-        Charge::Completed(payment_id) => facts.push(Fact::confirmed(&order, payment_id)),
+        Charge::Completed(payment_id) => facts.push(Fact::confirmed(&order, Some(payment_id))),
         Charge::Answered(payment) => {
             let reason = format!("payment {}", payment.status.to_lowercase());
             facts.push(Fact::failed(&order, reason, payment.id));
