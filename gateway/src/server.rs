@@ -395,13 +395,19 @@ impl<B: Backend> Gateway<B> {
         json_response(StatusCode::OK, &crate::HealthReport::from_checks(checks))
     }
 
+    /// The readiness report `/ready` answers: the backend's checks of every
+    /// component the route table names (see [`Backend::ready`]).
+    pub async fn readiness(&self) -> crate::HealthReport {
+        let routed = self.inner.routes.load().components();
+        self.inner.backend.ready(&routed).await
+    }
+
     /// Readiness: whether requests can be served now (see [`Backend::ready`]).
     async fn ready(&self, method: &Method) -> Response<Full<Bytes>> {
         if method != Method::GET && method != Method::HEAD {
             return method_not_allowed();
         }
-        let routed = self.inner.routes.load().components();
-        let report = self.inner.backend.ready(&routed).await;
+        let report = self.readiness().await;
         let status =
             if report.is_healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
         json_response(status, &report)

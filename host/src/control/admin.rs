@@ -2,7 +2,8 @@
 //! traffic flows. It listens apart from the gateway (default
 //! 127.0.0.1:8081) and every call needs `Authorization: Bearer <token>`,
 //! except `GET /metrics` (Prometheus text format, no secrets in it), which a
-//! scraper reads without one.
+//! scraper reads without one, and the [console](super::console)'s page and
+//! assets (`GET /`, `/console/*`), which hold no data.
 //!
 //! | call | answer |
 //! |---|---|
@@ -11,6 +12,7 @@
 //! | `GET /admin/components/{name}/versions` | 200 `{"name","active","versions":[...]}` |
 //! | `POST /admin/components/{name}/rollback` | 200 `{"name","version"}` |
 //! | `DELETE /admin/components/{name}[?purge=true]` | 200 `{"name","purged"}` |
+//! | `GET /admin/ready` | 200, or 503 when a check fails: the gateway's `/ready` report `{"status","checks"}` |
 //! | `GET /admin/dead-letters[?subscriber=name]` | 200 `{"dead_letters":[...]}`, see [`DeadLetter`] |
 //! | `POST /admin/dead-letters/{subscriber}/{event_id}/replay` | 200 `{"subscriber","id","replayed":true}` |
 //! | `DELETE /admin/dead-letters/{subscriber}/{event_id}` | 200 `{"subscriber","id","discarded":true}` |
@@ -132,8 +134,13 @@ impl Admin {
 
     /// Answer one admin request.
     pub async fn handle(&self, request: http::Request<Incoming>) -> Response<Full<Bytes>> {
-        if request.uri().path() == "/metrics" && request.method() == Method::GET {
-            return self.metrics();
+        if request.method() == Method::GET {
+            if request.uri().path() == "/metrics" {
+                return self.metrics();
+            }
+            if let Some(page) = super::console::asset(request.uri().path()) {
+                return page;
+            }
         }
         let authorization =
             request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -244,6 +251,15 @@ impl Admin {
                     &serde_json::json!({"name": name, "purged": purge}),
                 ))
             }
+            (&Method::GET, ["admin", "ready"]) => {
+                let report = self.deployments.readiness().await;
+                let status = if report.is_healthy() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                Ok(json_response(status, &report))
+            }
             (&Method::GET, ["admin", "dead-letters"]) => {
                 let subscriber = query_values(&query, "subscriber").into_iter().next();
                 let letters: Vec<DeadLetter> = self.bus().dead_letters(subscriber.as_deref())?;
@@ -266,7 +282,7 @@ impl Admin {
             (_, ["admin", "components"])
             | (_, ["admin", "components", _])
             | (_, ["admin", "components", _, "versions" | "rollback" | "promote"])
-            | (_, ["admin", "dead-letters"])
+            | (_, ["admin", "ready" | "dead-letters"])
             | (_, ["admin", "dead-letters", _, _])
             | (_, ["admin", "dead-letters", _, _, "replay"]) => {
                 Err(AdminError::Status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into()))

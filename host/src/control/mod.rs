@@ -7,6 +7,7 @@ pub mod access;
 pub mod admin;
 pub mod builtin;
 pub mod client;
+pub mod console;
 pub mod deployments;
 pub mod table;
 pub mod watch;

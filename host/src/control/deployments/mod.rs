@@ -168,6 +168,11 @@ impl Deployments {
         &self.runtime
     }
 
+    /// The gateway's readiness report, as `/ready` answers it.
+    pub async fn readiness(&self) -> pitstop_gateway::HealthReport {
+        self.gateway.readiness().await
+    }
+
     /// Whether `name` was ever deployed (and not purged).
     pub fn is_known(&self, name: &str) -> Result<bool, DeployError> {
         Ok(self.record(name)?.is_some())

@@ -1,0 +1,690 @@
+// The pitstop console: plain JavaScript, no dependencies, no build step.
+//
+// Everything it shows comes from the token-protected admin API and from
+// /metrics, polled every POLL_MS. Data is only ever put into the page as
+// text (textContent, attributes), never parsed as markup: component names
+// and dead letters' payloads are other people's input.
+'use strict';
+
+const TOKEN_KEY = 'pitstop-admin-token';
+const POLL_MS = 2000;
+const WINDOW_MS = 5 * 60 * 1000;
+const PAGES = ['components', 'traffic', 'events', 'health'];
+
+const state = {
+  timer: null,
+  polling: false,
+  selected: null,
+  confirmUndeploy: false,
+  samples: [],      // [{t, traffic: {component: {requests, errors, buckets}}}]
+  metrics: null,    // the last parsed /metrics
+  components: [],
+  versions: null,
+  letters: [],
+  ready: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+/** An element with attributes and children (strings become text nodes). */
+function el(tag, attributes, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === 'class') node.className = value;
+    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function say(message) {
+  $('status').textContent = message;
+}
+
+// ---------------------------------------------------------------- the API
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** What an answer of `status` with `body` means, in plain words. */
+function plainError(status, body) {
+  const said = body && typeof body === 'object' && body.error ? body.error : String(body || '');
+  const what = {
+    400: 'The platform refused the request',
+    401: 'The admin token was refused',
+    404: 'Not found',
+    405: 'Not allowed',
+    409: 'Conflict',
+    413: 'Too large',
+    422: 'Not a component this platform can run',
+    503: 'Unavailable',
+  }[status] || (status >= 500 ? 'The platform failed' : `Answer ${status}`);
+  return said ? `${what}: ${said}` : `${what}.`;
+}
+
+/** One call; resolves to {status, body} whatever the status, except 401. */
+async function call(method, path, body) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body, cache: 'no-store' });
+  } catch (error) {
+    throw new ApiError(0, `The admin API cannot be reached (${error.message}).`);
+  }
+  const text = await response.text();
+  let parsed = text;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch (_) {
+    // Not JSON (/metrics): the text itself.
+  }
+  if (response.status === 401) {
+    signOut('The admin token was refused. Sign in again.');
+    throw new ApiError(401, plainError(401, parsed));
+  }
+  return { status: response.status, body: parsed };
+}
+
+/** One call that must succeed (2xx); throws an ApiError in plain words. */
+async function api(method, path, body) {
+  const answer = await call(method, path, body);
+  if (answer.status < 200 || answer.status > 299) {
+    throw new ApiError(answer.status, plainError(answer.status, answer.body));
+  }
+  return answer.body;
+}
+
+// ------------------------------------------------------------- /metrics
+
+/** Prometheus text as [{name, labels, value}]. */
+function parseMetrics(text) {
+  const samples = [];
+  for (const line of String(text).split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!match) continue;
+    const labels = {};
+    const pairs = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
+    let pair;
+    while ((pair = pairs.exec(match[3] || '')) !== null) {
+      labels[pair[1]] = pair[2].replace(/\\n/g, '\n').replace(/\\(.)/g, '$1');
+    }
+    samples.push({ name: match[1], labels, value: Number(match[4]) });
+  }
+  return samples;
+}
+
+/** Sum of `name`'s samples per value of label `by`. */
+function sumBy(metrics, name, by, keep = () => true) {
+  const sums = {};
+  for (const sample of metrics) {
+    if (sample.name !== name || !keep(sample.labels)) continue;
+    const key = sample.labels[by];
+    sums[key] = (sums[key] || 0) + sample.value;
+  }
+  return sums;
+}
+
+/** Per component: requests, 5xx answers and latency buckets, as counters. */
+function trafficOf(metrics) {
+  const traffic = {};
+  const of = (name) => (traffic[name] = traffic[name] || { requests: 0, errors: 0, buckets: {} });
+  for (const sample of metrics) {
+    const component = sample.labels.component;
+    if (!component) continue;
+    if (sample.name === 'pitstop_requests_total') {
+      of(component).requests += sample.value;
+      if (Number(sample.labels.status) >= 500) of(component).errors += sample.value;
+    } else if (sample.name === 'pitstop_request_duration_seconds_bucket') {
+      const buckets = of(component).buckets;
+      buckets[sample.labels.le] = (buckets[sample.labels.le] || 0) + sample.value;
+    }
+  }
+  return traffic;
+}
+
+/** The `q` quantile in ms of what the buckets counted between two samples. */
+function quantile(before, after, q) {
+  const bounds = Object.keys(after).sort((a, b) => Number(a) - Number(b));
+  const counts = bounds.map((le) => after[le] - ((before && before[le]) || 0));
+  const total = counts[counts.length - 1] || 0;
+  if (total <= 0) return null;
+  for (let i = 0; i < bounds.length; i++) {
+    if (counts[i] >= q * total) return bounds[i] === '+Inf' ? Infinity : Number(bounds[i]) * 1000;
+  }
+  return null;
+}
+
+/** Rates between the samples `span` apart, ending with the newest. */
+function rates(component, span) {
+  const samples = state.samples;
+  if (samples.length < 2) return null;
+  const last = samples[samples.length - 1];
+  const first = samples[Math.max(0, samples.length - 1 - span)];
+  const none = { requests: 0, errors: 0, buckets: {} };
+  const now = last.traffic[component] || none; // no request yet
+  const then = first.traffic[component] || none;
+  const seconds = (last.t - first.t) / 1000;
+  const requests = now.requests - then.requests;
+  return {
+    perSecond: seconds > 0 ? requests / seconds : 0,
+    errorRate: requests > 0 ? (now.errors - then.errors) / requests : 0,
+    p50: quantile(then.buckets, now.buckets, 0.5),
+    p99: quantile(then.buckets, now.buckets, 0.99),
+  };
+}
+
+// ------------------------------------------------------------- polling
+
+async function poll() {
+  if (state.polling || !sessionStorage.getItem(TOKEN_KEY)) return;
+  state.polling = true;
+  try {
+    const [components, metrics, ready, letters] = await Promise.all([
+      api('GET', '/admin/components'),
+      call('GET', '/metrics'),
+      call('GET', '/admin/ready'),
+      api('GET', '/admin/dead-letters'),
+    ]);
+    state.components = components;
+    state.metrics = parseMetrics(metrics.body);
+    state.ready = ready.body;
+    state.letters = letters.dead_letters;
+    const t = Date.now();
+    state.samples.push({ t, traffic: trafficOf(state.metrics) });
+    while (state.samples.length > 2 && t - state.samples[0].t > WINDOW_MS) state.samples.shift();
+    if (state.selected) await loadVersions(state.selected);
+    render();
+  } catch (error) {
+    if (error.status !== 401) say(error.message);
+  } finally {
+    state.polling = false;
+  }
+}
+
+async function loadVersions(name) {
+  try {
+    state.versions = await api('GET', `/admin/components/${encodeURIComponent(name)}/versions`);
+  } catch (error) {
+    state.versions = null;
+    if (error.status === 404) state.selected = null;
+    else throw error;
+  }
+}
+
+function startPolling() {
+  stopPolling();
+  poll();
+  state.timer = setInterval(poll, POLL_MS);
+}
+
+function stopPolling() {
+  if (state.timer) clearInterval(state.timer);
+  state.timer = null;
+}
+
+// ------------------------------------------------------------- rendering
+
+function render() {
+  renderBanner();
+  renderComponents();
+  renderDetail();
+  renderTraffic();
+  renderEvents();
+  renderHealth();
+}
+
+function failingChecks() {
+  const checks = (state.ready && state.ready.checks) || {};
+  return Object.entries(checks).filter(([, result]) => result !== 'ok');
+}
+
+function renderBanner() {
+  const banner = $('banner');
+  const failing = failingChecks();
+  banner.hidden = failing.length === 0;
+  banner.replaceChildren();
+  if (failing.length === 0) return;
+  banner.append(
+    el('strong', {}, 'Not ready. '),
+    failing.map(([check, result]) => `${check}: ${result}. `),
+    el('a', { href: '#health' }, 'See health'),
+  );
+}
+
+function stateCell(breaker) {
+  if (!breaker) return el('td', {}, 'none');
+  const word = breaker.state === 'open' ? 'OPEN' : breaker.state;
+  return el(
+    'td',
+    {},
+    el('span', { class: `state state-${breaker.state}` }, word),
+    el('br'),
+    el(
+      'span',
+      { class: 'quiet' },
+      `${breaker.consecutive_failures} failed in a row, ` +
+        `${breaker.window_failures}/${breaker.window_calls} in window, opened ${breaker.opened}×`,
+    ),
+  );
+}
+
+/** An RFC 3339 time as `YYYY-MM-DD HH:MM:SS UTC`. */
+function when(time) {
+  return `${String(time).replace('T', ' ').replace(/\.\d+/, '').replace(/Z$/, '')} UTC`;
+}
+
+function bytes(size) {
+  if (size >= 1 << 20) return `${(size / (1 << 20)).toFixed(1)} MiB`;
+  if (size >= 1 << 10) return `${(size / (1 << 10)).toFixed(1)} KiB`;
+  return `${size} B`;
+}
+
+/** Each body cell of `table` labelled with its column's header, which the
+ * narrow layout shows beside the value (rows become stacked blocks). */
+function labelCells(table) {
+  const headers = [...table.tHead.rows[0].cells].map((cell) => cell.textContent);
+  for (const row of table.tBodies[0].rows) {
+    [...row.cells].forEach((cell, i) => {
+      if (headers[i] && !cell.hasAttribute('colspan')) cell.setAttribute('data-label', headers[i]);
+    });
+  }
+}
+
+function renderComponents() {
+  const inFlight = sumBy(state.metrics || [], 'pitstop_in_flight_invocations', 'component');
+  const rows = state.components.map((c) => {
+    const topics = c.topics || { publishes: [], subscribes: [] };
+    const canary = c.canary
+      ? el('span', { class: 'quiet' }, ` (canary v${c.canary.version} at ${c.canary.percent}%)`)
+      : null;
+    return el(
+      'tr',
+      { 'data-component': c.name },
+      el(
+        'th',
+        { scope: 'row' },
+        el(
+          'button',
+          {
+            type: 'button',
+            class: 'link',
+            'aria-pressed': state.selected === c.name ? 'true' : 'false',
+            onclick: () => select(c.name),
+          },
+          c.name,
+        ),
+      ),
+      el('td', { class: 'num version' }, `v${c.version}`, canary),
+      el('td', {}, c.routes.length ? c.routes.join(', ') : 'none'),
+      el('td', { class: 'num' }, bytes(c.size)),
+      el('td', { class: 'nowrap' }, when(c.deployed_at)),
+      stateCell(c.breaker),
+      el('td', { class: 'num' }, String(inFlight[c.name] || 0)),
+      el(
+        'td',
+        {},
+        topics.publishes.length ? `publishes ${topics.publishes.join(', ')}` : null,
+        topics.publishes.length && topics.subscribes.length ? el('br') : null,
+        topics.subscribes.length ? `subscribes ${topics.subscribes.join(', ')}` : null,
+        !topics.publishes.length && !topics.subscribes.length ? 'none' : null,
+      ),
+    );
+  });
+  if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 8 }, 'No component is deployed.')));
+  $('components').tBodies[0].replaceChildren(...rows);
+  labelCells($('components'));
+}
+
+function renderDetail() {
+  const detail = $('detail');
+  detail.hidden = !state.selected || !state.versions;
+  if (detail.hidden) return;
+  const name = state.selected;
+  $('detail-title').textContent = `${name}: versions`;
+  $('undeploy-yes').textContent = `Yes, undeploy ${name}`;
+  $('undeploy-confirm').hidden = !state.confirmUndeploy;
+  $('undeploy').hidden = state.confirmUndeploy;
+  const versions = [...state.versions.versions].reverse();
+  $('versions').tBodies[0].replaceChildren(
+    ...versions.map((v) =>
+      el(
+        'tr',
+        { 'data-version': v.version },
+        el('th', { scope: 'row', class: 'num' }, `v${v.version}`),
+        el('td', {}, v.version === state.versions.active ? 'active' : v.withdrawn ? 'withdrawn' : ''),
+        el('td', { class: 'nowrap' }, when(v.deployed_at)),
+        el('td', { class: 'num' }, bytes(v.size)),
+        el('td', {}, el('code', { title: v.digest }, v.digest.slice(0, 12))),
+      ),
+    ),
+  );
+  labelCells($('versions'));
+}
+
+/** A small line chart of `series` ([[values...], class]) as an SVG image. */
+function chart(label, series) {
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('class', 'chart');
+  svg.setAttribute('viewBox', '0 0 100 40');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', label);
+  const axis = document.createElementNS('http://www.w3.org/2000/svg', 'line');
+  for (const [name, value] of [['x1', 0], ['y1', 38], ['x2', 100], ['y2', 38], ['class', 'axis']]) {
+    axis.setAttribute(name, value);
+  }
+  svg.append(axis);
+  for (const [values, kind] of series) {
+    let finite = values.map((v) => (Number.isFinite(v) ? v : 0));
+    if (finite.length === 1) finite = [finite[0], finite[0]];
+    const top = Math.max(...finite, 1e-9);
+    const step = finite.length > 1 ? 100 / (finite.length - 1) : 100;
+    const points = finite.map((v, i) => `${(i * step).toFixed(2)},${(38 - (v / top) * 36).toFixed(2)}`);
+    const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+    line.setAttribute('class', kind);
+    line.setAttribute('points', points.join(' '));
+    svg.append(line);
+  }
+  return svg;
+}
+
+function ms(value) {
+  if (value === null || value === undefined) return 'no requests';
+  if (value === Infinity) return 'over 26 s';
+  return value < 1 ? `${value.toFixed(2)} ms` : `${value.toFixed(1)} ms`;
+}
+
+function renderTraffic() {
+  const names = state.components.map((c) => c.name);
+  const cards = names.map((name) => {
+    const now = rates(name, 5); // the last ~10 s
+    const series = { rate: [], errors: [], p99: [] };
+    const none = { requests: 0, errors: 0, buckets: {} };
+    for (let i = 1; i < state.samples.length; i++) {
+      const [a, b] = [state.samples[i - 1], state.samples[i]];
+      const [before, y] = [a.traffic[name] || none, b.traffic[name] || none];
+      const seconds = (b.t - a.t) / 1000;
+      const requests = y.requests - before.requests;
+      series.rate.push(seconds > 0 ? requests / seconds : 0);
+      series.errors.push(seconds > 0 ? (y.errors - before.errors) / seconds : 0);
+      series.p99.push(quantile(before.buckets, y.buckets, 0.99) || 0);
+    }
+    const component = state.components.find((c) => c.name === name);
+    const breaker = component && component.breaker ? component.breaker.state : 'none';
+    const perSecond = now ? `${now.perSecond.toFixed(1)} req/s` : 'measuring…';
+    const errorRate = now ? `${(now.errorRate * 100).toFixed(1)}%` : 'measuring…';
+    return el(
+      'section',
+      { class: 'card', 'data-component': name, 'aria-label': `${name} traffic` },
+      el('h3', {}, name),
+      el(
+        'dl',
+        {},
+        el('dt', {}, 'Requests'), el('dd', { class: 'rate' }, perSecond),
+        el('dt', {}, 'Errors (5xx)'), el('dd', { class: 'error-rate' }, errorRate),
+        el('dt', {}, 'p50 / p99'),
+        el('dd', {}, !now ? 'measuring…' : now.p50 === null ? 'no requests' : `${ms(now.p50)} / ${ms(now.p99)}`),
+        el('dt', {}, 'Breaker'),
+        el('dd', { class: `state state-${breaker}` }, breaker === 'open' ? 'OPEN' : breaker),
+      ),
+      chart(`${name}: requests per second (solid) and errors per second (dashed), last 5 minutes`, [
+        [series.rate, 'rate'],
+        [series.errors, 'errors'],
+      ]),
+      chart(`${name}: p99 latency, last 5 minutes`, [[series.p99, 'p99']]),
+      el('p', { class: 'legend' }, 'Top: requests/s (solid), errors/s (dashed). Bottom: p99.'),
+    );
+  });
+  if (cards.length === 0) cards.push(el('p', {}, 'No component is deployed.'));
+  $('traffic').replaceChildren(...cards);
+}
+
+function renderEvents() {
+  const metrics = state.metrics || [];
+  const lag = sumBy(metrics, 'pitstop_bus_lag_events', 'subscriber');
+  const delivered = sumBy(metrics, 'pitstop_bus_delivered_total', 'subscriber');
+  const retried = sumBy(metrics, 'pitstop_bus_retried_total', 'subscriber');
+  const dead = sumBy(metrics, 'pitstop_bus_dead_lettered_total', 'subscriber');
+  const subscribers = new Set([lag, delivered, retried, dead].flatMap(Object.keys));
+  for (const c of state.components) if (c.topics && c.topics.subscribes.length) subscribers.add(c.name);
+  const rows = [...subscribers].sort().map((name) =>
+    el(
+      'tr',
+      { 'data-subscriber': name },
+      el('th', { scope: 'row' }, name),
+      el('td', { class: 'num lag' }, String(lag[name] || 0)),
+      el('td', { class: 'num delivered' }, String(delivered[name] || 0)),
+      el('td', { class: 'num retried' }, String(retried[name] || 0)),
+      el('td', { class: 'num dead' }, String(dead[name] || 0)),
+    ),
+  );
+  if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 5 }, 'No subscriber yet.')));
+  $('subscribers').tBodies[0].replaceChildren(...rows);
+  labelCells($('subscribers'));
+
+  const letters = state.letters.map((letter) => {
+    const payload = typeof letter.payload === 'string' ? letter.payload : JSON.stringify(letter.payload);
+    const preview = payload.length > 160 ? `${payload.slice(0, 160)}…` : payload;
+    const what = `${letter.topic} for ${letter.subscriber}`;
+    return el(
+      'tr',
+      { 'data-letter': letter.id },
+      el('th', { scope: 'row' }, letter.subscriber),
+      el('td', {}, letter.topic),
+      el('td', { class: 'nowrap' }, when(new Date(letter.published_at).toISOString())),
+      el('td', { class: 'num' }, String(letter.attempts)),
+      el('td', {}, letter.last_error || ''),
+      el('td', {}, el('code', { class: 'payload' }, preview)),
+      el(
+        'td',
+        {},
+        el('button', { type: 'button', class: 'replay', 'aria-label': `Replay ${what}`, onclick: () => letterAction(letter, 'replay') }, 'Replay'),
+        ' ',
+        el('button', { type: 'button', class: 'discard danger', 'aria-label': `Discard ${what}`, onclick: () => letterAction(letter, 'discard') }, 'Discard'),
+      ),
+    );
+  });
+  if (letters.length === 0) letters.push(el('tr', {}, el('td', { colspan: 7 }, 'No dead letters.')));
+  $('dead-letters').tBodies[0].replaceChildren(...letters);
+  labelCells($('dead-letters'));
+}
+
+function renderHealth() {
+  const report = state.ready || { status: 'unknown', checks: {} };
+  const failing = failingChecks();
+  $('health-summary').replaceChildren(
+    el(
+      'strong',
+      { class: `state state-${failing.length ? 'bad' : 'ok'}` },
+      failing.length ? `Not ready: ${failing.length} check(s) failing.` : `Ready (${report.status}).`,
+    ),
+  );
+  $('checks').tBodies[0].replaceChildren(
+    ...Object.entries(report.checks).map(([check, result]) =>
+      el(
+        'tr',
+        { 'data-check': check },
+        el('th', { scope: 'row' }, check),
+        el('td', { class: `state state-${result === 'ok' ? 'ok' : 'bad'}` }, result === 'ok' ? 'ok' : `failing: ${result}`),
+      ),
+    ),
+  );
+  labelCells($('checks'));
+}
+
+// ------------------------------------------------------------- actions
+
+async function select(name) {
+  state.selected = name;
+  state.confirmUndeploy = false;
+  $('deploy-name').value = name;
+  try {
+    await loadVersions(name);
+    render();
+    $('detail-title').focus();
+  } catch (error) {
+    say(error.message);
+  }
+}
+
+async function act(what, work) {
+  say(`${what}…`);
+  try {
+    const message = await work();
+    say(message);
+    await poll();
+    return true;
+  } catch (error) {
+    say(`${what} failed. ${error.message}`);
+    return false;
+  }
+}
+
+function rollback() {
+  const name = state.selected;
+  act(`Rolling back ${name}`, async () => {
+    const answer = await api('POST', `/admin/components/${encodeURIComponent(name)}/rollback`);
+    return `${name} rolled back: version ${answer.version} is active.`;
+  });
+}
+
+function undeploy() {
+  const name = state.selected;
+  state.confirmUndeploy = false;
+  act(`Undeploying ${name}`, async () => {
+    await api('DELETE', `/admin/components/${encodeURIComponent(name)}`);
+    state.selected = null;
+    return `${name} was undeployed. Its keyspace is kept; deploy it again to serve it.`;
+  });
+}
+
+async function deploy(event) {
+  event.preventDefault();
+  const name = $('deploy-name').value.trim();
+  const file = $('deploy-file').files[0];
+  const result = $('deploy-result');
+  result.className = 'result';
+  if (!name || !file) {
+    result.className = 'result error';
+    result.textContent = 'Give a component name and choose a .wasm file.';
+    return;
+  }
+  const query = new URLSearchParams();
+  for (const route of $('deploy-routes').value.split(',').map((r) => r.trim()).filter(Boolean)) {
+    query.append('route', route);
+  }
+  const path = `/admin/components/${encodeURIComponent(name)}${query.toString() ? `?${query}` : ''}`;
+  result.textContent = `Deploying ${file.name} as ${name}…`;
+  try {
+    const answer = await api('PUT', path, await file.arrayBuffer());
+    result.textContent = answer.created
+      ? `Deployed ${name}: a new component, version ${answer.version}.`
+      : `Deployed ${name} version ${answer.version}; it serves now.`;
+    $('deploy-file').value = '';
+    await poll();
+  } catch (error) {
+    result.className = 'result error';
+    result.textContent = `The deploy of ${name} failed. ${error.message}`;
+  }
+}
+
+function letterAction(letter, action) {
+  const path = `/admin/dead-letters/${encodeURIComponent(letter.subscriber)}/${encodeURIComponent(letter.id)}`;
+  if (action === 'replay') {
+    act('Replaying the dead letter', async () => {
+      await api('POST', `${path}/replay`);
+      return `Replayed ${letter.topic} to ${letter.subscriber}: queued again with fresh attempts.`;
+    });
+  } else {
+    act('Discarding the dead letter', async () => {
+      await api('DELETE', path);
+      return `Discarded ${letter.topic} for ${letter.subscriber}.`;
+    });
+  }
+}
+
+// ------------------------------------------------------------- pages
+
+function show(page, focus) {
+  const signedIn = Boolean(sessionStorage.getItem(TOKEN_KEY));
+  if (!signedIn) page = 'sign-in';
+  else if (!PAGES.includes(page)) page = 'components';
+  for (const section of document.querySelectorAll('main > section')) {
+    section.hidden = section.id !== `page-${page}`;
+  }
+  $('nav').hidden = !signedIn;
+  for (const link of document.querySelectorAll('nav a')) {
+    if (link.getAttribute('href') === `#${page}`) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  document.title = `${page === 'sign-in' ? 'Sign in' : page[0].toUpperCase() + page.slice(1)} · pitstop console`;
+  if (focus) {
+    const heading = document.querySelector(`#page-${page} h2`);
+    if (heading) heading.focus();
+  }
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const token = $('token').value.trim();
+  $('sign-in-error').textContent = '';
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  try {
+    const answer = await call('GET', '/admin/components');
+    if (answer.status !== 200) throw new ApiError(answer.status, plainError(answer.status, answer.body));
+  } catch (error) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $('sign-in-error').textContent = error.status === 401 ? 'That token was refused.' : error.message;
+    show('sign-in', false);
+    $('token').value = '';
+    $('token').focus();
+    return;
+  }
+  $('token').value = '';
+  say('Signed in.');
+  const page = location.hash.slice(1);
+  show(PAGES.includes(page) ? page : 'components', true);
+  startPolling();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  stopPolling();
+  state.samples = [];
+  state.selected = null;
+  show('sign-in', true);
+  if (typeof message === 'string') $('sign-in-error').textContent = message;
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('sign-in').addEventListener('submit', signIn);
+  $('sign-out').addEventListener('click', () => signOut('Signed out.'));
+  $('deploy').addEventListener('submit', deploy);
+  $('rollback').addEventListener('click', rollback);
+  $('undeploy').addEventListener('click', () => {
+    state.confirmUndeploy = true;
+    renderDetail();
+    $('undeploy-yes').focus();
+  });
+  $('undeploy-no').addEventListener('click', () => {
+    state.confirmUndeploy = false;
+    renderDetail();
+    $('undeploy').focus();
+  });
+  $('undeploy-yes').addEventListener('click', undeploy);
+  window.addEventListener('hashchange', () => show(location.hash.slice(1), true));
+  show(location.hash.slice(1), false);
+  if (sessionStorage.getItem(TOKEN_KEY)) startPolling();
+});

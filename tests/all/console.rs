@@ -1,0 +1,291 @@
+//! The operator console (`GET /` on the admin listener), driven in the
+//! installed Chromium through chromedriver (both from `scripts/setup
+//! --tests`), as an operator would use it: sign in, see the services,
+//! deploy by upload, roll back, watch a breaker open, replay and discard a
+//! dead letter. A screenshot of each page is written to
+//! `target/console-screenshots/` for review.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+use crate::support::{Server, eventually, faulty_payment, fresh_dir, repo_root, test_components};
+
+/// How long the page gets to show a change: it polls every 2 s.
+const SHOWN: Duration = Duration::from_secs(15);
+
+/// The built-ins, a component that traps on demand (its breaker opens after
+/// two failures) and one whose poison events are dead-lettered at once.
+fn config() -> String {
+    let mut config = format!(
+        r#"
+        [components.trap]
+        path = "{trap}"
+        breaker = {{ consecutive_failures = 2, open_ms = 600000 }}
+
+        [components.busprobe]
+        path = "{probe}"
+
+        [bus]
+        max_attempts = 1
+        "#,
+        trap = test_components().join("trap.wasm").display(),
+        probe = test_components().join("busprobe.wasm").display(),
+    );
+    for (prefix, component) in [
+        ("/users", "user"),
+        ("/orders", "order"),
+        ("/payments", "payment"),
+        ("/trap", "trap"),
+        ("/probe", "busprobe"),
+    ] {
+        config += &format!("[[routes]]\nprefix = \"{prefix}\"\ncomponent = \"{component}\"\n");
+    }
+    config
+}
+
+/// chromedriver on a free loopback port, and a headless Chromium session.
+struct Browser {
+    client: Client,
+    driver: Child,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is not installed: run scripts/setup --tests");
+        let mut options = json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", "--window-size=1280,1000"],
+        });
+        if Path::new("/usr/bin/chromium").exists() {
+            options["binary"] = json!("/usr/bin/chromium");
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), options);
+        let url = format!("http://127.0.0.1:{port}");
+        let client = eventually("chromedriver to start a session", SHOWN, || {
+            let (capabilities, url) = (capabilities.clone(), url.clone());
+            async move {
+                let mut builder = ClientBuilder::new(HttpConnector::new());
+                builder.capabilities(capabilities);
+                builder.connect(&url).await.ok()
+            }
+        })
+        .await;
+        Browser { client, driver }
+    }
+
+    /// The text of the first element `css` matches, once `shown` accepts it.
+    async fn text_when(&self, css: &str, shown: impl Fn(&str) -> bool) -> String {
+        eventually(&format!("{css} to show what was expected"), SHOWN, || async {
+            let text = self.client.find(Locator::Css(css)).await.ok()?.text().await.ok()?;
+            shown(&text).then_some(text)
+        })
+        .await
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.client.wait().at_most(SHOWN).for_element(Locator::Css(css)).await;
+        element.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let element = self.client.wait().at_most(SHOWN).for_element(Locator::Css(css)).await;
+        element.unwrap_or_else(|e| panic!("{css}: {e}")).send_keys(text).await.unwrap();
+    }
+
+    async fn script(&self, script: &str) -> serde_json::Value {
+        self.client.execute(script, vec![]).await.unwrap()
+    }
+
+    /// A PNG of the page as it stands, under `target/console-screenshots/`.
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::create_dir_all(screenshots()).unwrap();
+        std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn screenshots() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).join("console-screenshots")
+}
+
+#[tokio::test]
+async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
+    let server = Server::start_with(Some(&config()), fresh_dir()).await;
+    let token = std::fs::read_to_string(server.data_dir().join("admin.token")).unwrap();
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("{}/", server.admin_base)).await.unwrap();
+
+    // A wrong token is refused in words; the right one, submitted from the
+    // keyboard, signs in.
+    browser.type_into("#token", "not-the-token\n").await;
+    browser.text_when("#sign-in-error", |t| t.contains("refused")).await;
+    browser.screenshot("sign-in").await;
+    browser.type_into("#token", &format!("{}\n", token.trim())).await;
+    for name in ["user", "order", "payment", "trap", "busprobe"] {
+        let row = format!("#components tr[data-component={name}] .version");
+        browser.text_when(&row, |t| t.starts_with("v1")).await;
+    }
+    browser.text_when("#components tr[data-component=order]", |t| t.contains("/orders")).await;
+    browser.screenshot("components").await;
+
+    // A new version of payment, by upload: the table shows it serving.
+    browser.click("#components tr[data-component=payment] button").await;
+    browser.text_when("#detail-title", |t| t.starts_with("payment")).await;
+    let upload = faulty_payment().display().to_string();
+    browser.type_into("#deploy-file", &upload).await;
+    browser.click("#deploy button[type=submit]").await;
+    browser.text_when("#deploy-result", |t| t.contains("payment version 2")).await;
+    let version = "#components tr[data-component=payment] .version";
+    browser.text_when(version, |t| t.starts_with("v2")).await;
+    browser.text_when("#versions tr[data-version='2']", |t| t.contains("active")).await;
+    assert_eq!(
+        server.admin("GET", "/admin/components/payment/versions", "").await.json()["active"],
+        2
+    );
+
+    // Something that is not a component: the API's refusal, in words.
+    let not_wasm = repo_root().join("Cargo.toml").display().to_string();
+    browser.type_into("#deploy-file", &not_wasm).await;
+    browser.click("#deploy button[type=submit]").await;
+    let refused = browser.text_when("#deploy-result", |t| t.contains("failed")).await;
+    assert!(refused.contains("The deploy of payment failed"), "{refused}");
+    assert!(refused.contains("refused the request:"), "{refused}");
+
+    // Roll back: version 1 serves again.
+    browser.click("#rollback").await;
+    browser.text_when("#status", |t| t.contains("rolled back")).await;
+    browser.text_when(version, |t| t.starts_with("v1")).await;
+    assert_eq!(
+        server.admin("GET", "/admin/components/payment/versions", "").await.json()["active"],
+        1
+    );
+
+    // A component that traps until its breaker opens: the row says so, and
+    // the banner names the failing readiness check.
+    for _ in 0..3 {
+        let _ = server.get("/trap/panic").await;
+    }
+    browser.text_when("#components tr[data-component=trap] .state", |t| t == "OPEN").await;
+    let banner = browser.text_when("#banner", |t| t.contains("component:trap")).await;
+    assert!(banner.contains("circuit open"), "{banner}");
+    browser.script("window.scrollTo(0, 0)").await;
+    browser.screenshot("components-breaker-open").await;
+
+    browser.click("a[href='#traffic']").await;
+    let card = "#traffic section[data-component=trap]";
+    browser.text_when(card, |t| t.contains("OPEN") && t.contains("req/s")).await;
+    browser
+        .text_when("#traffic section[data-component=user] .rate", |t| t.ends_with("req/s"))
+        .await;
+    browser.screenshot("traffic").await;
+
+    browser.click("a[href='#health']").await;
+    let check = "#checks tr[data-check='component:trap']";
+    browser.text_when(check, |t| t.contains("failing: circuit open")).await;
+    browser.text_when("#health-summary", |t| t.contains("Not ready")).await;
+    browser.screenshot("health").await;
+
+    // A dead letter whose payload is markup: shown as text, never run.
+    let markup = r#"<img src=x onerror="document.title='pwned'">"#;
+    let published = server.send("POST", "/probe/publish/probe.poison", markup).await;
+    assert_eq!(published.status, 200);
+    browser.click("a[href='#events']").await;
+    let preview = browser.text_when("#dead-letters .payload", |t| !t.is_empty()).await;
+    assert_eq!(preview, markup, "the payload as text");
+    assert_ne!(browser.script("return document.title").await, json!("pwned"));
+    assert_eq!(
+        browser.script("return document.querySelectorAll('#dead-letters img').length").await,
+        json!(0)
+    );
+    let dead = "#subscribers tr[data-subscriber=busprobe] .dead";
+    browser.text_when(dead, |t| t == "1").await;
+    browser.screenshot("events").await;
+
+    // Replay: delivered again, it fails its one attempt again.
+    browser.click("#dead-letters button.replay").await;
+    browser.text_when("#status", |t| t.contains("Replayed")).await;
+    browser.text_when(dead, |t| t == "2").await;
+    browser.text_when("#dead-letters .payload", |t| t == markup).await;
+    // Discard: gone.
+    browser.click("#dead-letters button.discard").await;
+    browser.text_when("#dead-letters tbody", |t| t.contains("No dead letters")).await;
+    let letters = server.admin("GET", "/admin/dead-letters", "").await.json();
+    assert_eq!(letters["dead_letters"], json!([]));
+
+    // Undeploy takes a confirmation, then the component is gone.
+    browser.click("a[href='#components']").await;
+    browser.click("#components tr[data-component=trap] button").await;
+    browser.click("#undeploy").await;
+    browser.click("#undeploy-yes").await;
+    browser.text_when("#status", |t| t.contains("trap was undeployed")).await;
+    let rows = "#components tbody";
+    browser.text_when(rows, |t| !t.contains("trap") && t.contains("payment")).await;
+
+    // At a phone's width nothing runs off the side.
+    browser.client.set_window_size(380, 900).await.unwrap();
+    let overflow = browser
+        .script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        )
+        .await;
+    assert!(overflow.as_i64().unwrap() <= 0, "the page is wider than the window by {overflow}");
+    browser.screenshot("components-narrow").await;
+
+    // The token lives in this tab's session storage only: not in the URL,
+    // a cookie or storage that outlives the tab.
+    let url = browser.client.current_url().await.unwrap();
+    assert!(!url.as_str().contains(token.trim()), "{url}");
+    let kept = browser
+        .script("return [document.cookie, localStorage.length, sessionStorage.length]")
+        .await;
+    assert_eq!(kept, json!(["", 0, 1]));
+    browser.click("#sign-out").await;
+    browser.text_when("#sign-in-error", |t| t.contains("Signed out")).await;
+    assert_eq!(browser.script("return sessionStorage.length").await, json!(0));
+}
+
+/// The page and its assets are served without a token, with a policy that
+/// runs only the console's own script; the API behind it still needs one.
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy_and_the_api_stays_closed() {
+    let server = Server::start().await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console/console.js", "text/javascript"),
+        ("/console/console.css", "text/css"),
+    ] {
+        let answer = server.admin_with("GET", path, "", None).await;
+        assert_eq!(answer.status, 200, "{path}");
+        assert!(answer.headers["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        let policy = answer.headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    }
+    assert_eq!(server.admin_with("GET", "/admin/ready", "", None).await.status, 401);
+    let ready = server.admin("GET", "/admin/ready", "").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["checks"]["component:user"], "ok");
+    assert_eq!(server.admin("POST", "/admin/ready", "").await.status, 405);
+    assert_eq!(server.admin_with("GET", "/console/nope.js", "", None).await.status, 401);
+}
