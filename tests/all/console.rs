@@ -149,6 +149,21 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     browser.text_when("#components tr[data-component=order]", |t| t.contains("/orders")).await;
     browser.screenshot("components").await;
 
+    // The page's arithmetic on /metrics, in the page: a component named
+    // like an Object property is just a name, p50/p99 are bucket bounds,
+    // and a counter that went down (the host restarted) counts from zero.
+    let checks = browser
+        .script(
+            "const t = trafficOf(parseMetrics(\
+               'pitstop_requests_total{component=\"constructor\",route=\"/c\",status=\"503\"} 3'));\
+             const buckets = {'0.001': 5, '0.002': 9, '0.004': 10, '+Inf': 10};\
+             return [t['constructor'].requests, t['constructor'].errors,\
+                     quantile(null, buckets, 0.5), quantile(null, buckets, 0.99),\
+                     quantile(null, {'0.001': 0, '+Inf': 4}, 0.5), delta(2, 7), delta(7, 2)];",
+        )
+        .await;
+    assert_eq!(checks, json!([3, 3, 1, 4, null, 2, 5]));
+
     // A new version of payment, by upload: the table shows it serving.
     browser.click("#components tr[data-component=payment] button").await;
     browser.text_when("#detail-title", |t| t.starts_with("payment")).await;
@@ -195,6 +210,8 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     browser.click("a[href='#traffic']").await;
     let card = "#traffic section[data-component=trap]";
     browser.text_when(card, |t| t.contains("OPEN") && t.contains("req/s")).await;
+    // Every answer of the trap was a 5xx (two traps, then the open circuit).
+    browser.text_when(&format!("{card} .error-rate"), |t| t == "100.0%").await;
     browser
         .text_when("#traffic section[data-component=user] .rate", |t| t.ends_with("req/s"))
         .await;
@@ -222,8 +239,14 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     browser.text_when(dead, |t| t == "1").await;
     browser.screenshot("events").await;
 
-    // Replay: delivered again, it fails its one attempt again.
-    browser.click("#dead-letters button.replay").await;
+    // Replay from the keyboard: the focus stays on the button across polls
+    // (which rebuild the table), and Enter presses it.
+    browser.script("document.querySelector('#dead-letters button.replay').focus()").await;
+    tokio::time::sleep(Duration::from_millis(4500)).await; // two polls
+    let focused = browser.script("return document.activeElement.getAttribute('data-role')").await;
+    assert_eq!(focused, json!("replay"), "the focus survived the polls");
+    let replay = browser.client.find(Locator::Css("#dead-letters button.replay")).await.unwrap();
+    replay.send_keys("\u{E007}").await.unwrap(); // Enter
     browser.text_when("#status", |t| t.contains("Replayed")).await;
     browser.text_when(dead, |t| t == "2").await;
     browser.text_when("#dead-letters .payload", |t| t == markup).await;
@@ -242,14 +265,19 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     let rows = "#components tbody";
     browser.text_when(rows, |t| !t.contains("trap") && t.contains("payment")).await;
 
-    // At a phone's width nothing runs off the side.
+    // At a phone's width nothing runs off the side, not even inside the
+    // tables' scroll boxes: each row is a block of "label: value" lines.
     browser.client.set_window_size(380, 900).await.unwrap();
-    let overflow = browser
-        .script(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
-        )
-        .await;
-    assert!(overflow.as_i64().unwrap() <= 0, "the page is wider than the window by {overflow}");
+    let overflow = "return Math.max(document.documentElement.scrollWidth - \
+                    document.documentElement.clientWidth, ...[...document.querySelectorAll('.scroll')]\
+                    .filter((box) => box.offsetParent !== null)\
+                    .map((box) => box.scrollWidth - box.clientWidth))";
+    for page in ["components", "events", "health"] {
+        browser.click(&format!("a[href='#{page}']")).await;
+        let wider = browser.script(overflow).await;
+        assert!(wider.as_i64().unwrap() <= 0, "{page} is wider than the window by {wider}");
+    }
+    browser.click("a[href='#components']").await;
     browser.screenshot("components-narrow").await;
 
     // The token lives in this tab's session storage only: not in the URL,

@@ -3,7 +3,8 @@
 //! 127.0.0.1:8081) and every call needs `Authorization: Bearer <token>`,
 //! except `GET /metrics` (Prometheus text format, no secrets in it), which a
 //! scraper reads without one, and the [console](super::console)'s page and
-//! assets (`GET /`, `/console/*`), which hold no data.
+//! assets (`GET /`, `/index.html`, `/console/console.js`,
+//! `/console/console.css`), which hold no data.
 //!
 //! | call | answer |
 //! |---|---|

@@ -8,12 +8,16 @@
 
 const TOKEN_KEY = 'pitstop-admin-token';
 const POLL_MS = 2000;
+/** A poll's calls give up after this long, so a hung call cannot stop polling. */
+const CALL_TIMEOUT_MS = 10000;
 const WINDOW_MS = 5 * 60 * 1000;
 const PAGES = ['components', 'traffic', 'events', 'health'];
 
 const state = {
   timer: null,
   polling: false,
+  pollAgain: false, // an action asked for a poll while one ran
+  pollError: null, // the message the last failed poll showed
   selected: null,
   confirmUndeploy: false,
   samples: [],      // [{t, traffic: {component: {requests, errors, buckets}}}]
@@ -42,9 +46,23 @@ function el(tag, attributes, ...children) {
   return node;
 }
 
-function say(message) {
-  $('status').textContent = message;
+/** Set a live region's text only when it changes, so that screen readers
+ * hear a change once, not every poll. */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
+
+function say(message) {
+  setText($('status'), message);
+}
+
+/** An empty map: no inherited keys, so a component named `constructor` is
+ * just a name. */
+const map = () => Object.create(null);
+
+/** How much a counter grew between two samples; a counter lower than
+ * before was reset (the host restarted): it grew by its new value. */
+const delta = (now, then) => (now >= then ? now - then : now);
 
 // ---------------------------------------------------------------- the API
 
@@ -75,13 +93,19 @@ function plainError(status, body) {
 async function call(method, path, body) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), body ? 10 * CALL_TIMEOUT_MS : CALL_TIMEOUT_MS);
   let response;
+  let text;
   try {
-    response = await fetch(path, { method, headers, body, cache: 'no-store' });
+    response = await fetch(path, { method, headers, body, cache: 'no-store', signal: abort.signal });
+    text = await response.text();
   } catch (error) {
-    throw new ApiError(0, `The admin API cannot be reached (${error.message}).`);
+    const why = abort.signal.aborted ? 'no answer in time' : error.message;
+    throw new ApiError(0, `The admin API cannot be reached (${why}).`);
+  } finally {
+    clearTimeout(timer);
   }
-  const text = await response.text();
   let parsed = text;
   try {
     parsed = text ? JSON.parse(text) : null;
@@ -126,7 +150,7 @@ function parseMetrics(text) {
 
 /** Sum of `name`'s samples per value of label `by`. */
 function sumBy(metrics, name, by, keep = () => true) {
-  const sums = {};
+  const sums = map();
   for (const sample of metrics) {
     if (sample.name !== name || !keep(sample.labels)) continue;
     const key = sample.labels[by];
@@ -137,8 +161,8 @@ function sumBy(metrics, name, by, keep = () => true) {
 
 /** Per component: requests, 5xx answers and latency buckets, as counters. */
 function trafficOf(metrics) {
-  const traffic = {};
-  const of = (name) => (traffic[name] = traffic[name] || { requests: 0, errors: 0, buckets: {} });
+  const traffic = map();
+  const of = (name) => (traffic[name] = traffic[name] || { requests: 0, errors: 0, buckets: map() });
   for (const sample of metrics) {
     const component = sample.labels.component;
     if (!component) continue;
@@ -155,12 +179,13 @@ function trafficOf(metrics) {
 
 /** The `q` quantile in ms of what the buckets counted between two samples. */
 function quantile(before, after, q) {
-  const bounds = Object.keys(after).sort((a, b) => Number(a) - Number(b));
-  const counts = bounds.map((le) => after[le] - ((before && before[le]) || 0));
+  const bound = (le) => (le === '+Inf' ? Infinity : Number(le));
+  const bounds = Object.keys(after).sort((a, b) => bound(a) - bound(b));
+  const counts = bounds.map((le) => delta(after[le], (before && before[le]) || 0));
   const total = counts[counts.length - 1] || 0;
   if (total <= 0) return null;
   for (let i = 0; i < bounds.length; i++) {
-    if (counts[i] >= q * total) return bounds[i] === '+Inf' ? Infinity : Number(bounds[i]) * 1000;
+    if (counts[i] >= q * total) return bound(bounds[i]) * 1000;
   }
   return null;
 }
@@ -175,10 +200,10 @@ function rates(component, span) {
   const now = last.traffic[component] || none; // no request yet
   const then = first.traffic[component] || none;
   const seconds = (last.t - first.t) / 1000;
-  const requests = now.requests - then.requests;
+  const requests = delta(now.requests, then.requests);
   return {
     perSecond: seconds > 0 ? requests / seconds : 0,
-    errorRate: requests > 0 ? (now.errors - then.errors) / requests : 0,
+    errorRate: requests > 0 ? delta(now.errors, then.errors) / requests : 0,
     p50: quantile(then.buckets, now.buckets, 0.5),
     p99: quantile(then.buckets, now.buckets, 0.99),
   };
@@ -186,8 +211,14 @@ function rates(component, span) {
 
 // ------------------------------------------------------------- polling
 
+/** One round of calls, then render. A poll asked for while one runs (after
+ * an action) runs right after it, so the page shows the action's effect. */
 async function poll() {
-  if (state.polling || !sessionStorage.getItem(TOKEN_KEY)) return;
+  if (!sessionStorage.getItem(TOKEN_KEY)) return;
+  if (state.polling) {
+    state.pollAgain = true;
+    return;
+  }
   state.polling = true;
   try {
     const [components, metrics, ready, letters] = await Promise.all([
@@ -205,16 +236,27 @@ async function poll() {
     while (state.samples.length > 2 && t - state.samples[0].t > WINDOW_MS) state.samples.shift();
     if (state.selected) await loadVersions(state.selected);
     render();
+    if (state.pollError && $('status').textContent === state.pollError) say('');
+    state.pollError = null;
   } catch (error) {
-    if (error.status !== 401) say(error.message);
+    if (error.status !== 401) {
+      state.pollError = `${error.message} Showing what was last read.`;
+      say(state.pollError);
+    }
   } finally {
     state.polling = false;
+  }
+  if (state.pollAgain) {
+    state.pollAgain = false;
+    await poll();
   }
 }
 
 async function loadVersions(name) {
   try {
-    state.versions = await api('GET', `/admin/components/${encodeURIComponent(name)}/versions`);
+    const versions = await api('GET', `/admin/components/${encodeURIComponent(name)}/versions`);
+    // Another component may have been picked while this one loaded.
+    if (versions.name === state.selected) state.versions = versions;
   } catch (error) {
     state.versions = null;
     if (error.status === 404) state.selected = null;
@@ -253,6 +295,9 @@ function renderBanner() {
   const banner = $('banner');
   const failing = failingChecks();
   banner.hidden = failing.length === 0;
+  const text = failing.map(([check, result]) => `${check}: ${result}. `).join('');
+  if (banner.getAttribute('data-text') === text) return; // said already
+  banner.setAttribute('data-text', text);
   banner.replaceChildren();
   if (failing.length === 0) return;
   banner.append(
@@ -290,6 +335,23 @@ function bytes(size) {
   return `${size} B`;
 }
 
+/** Replace `parent`'s children with `children`, keeping keyboard focus: a
+ * focused control inside a keyed row (or card) is focused again in the new
+ * row with the same key, so a poll never throws the focus away. */
+function replaceKeeping(parent, children) {
+  const focused = document.activeElement;
+  const keyed = focused && parent.contains(focused) ? focused.closest('[data-key]') : null;
+  const key = keyed && keyed.getAttribute('data-key');
+  const role = focused && focused.getAttribute('data-role');
+  parent.replaceChildren(...children);
+  if (key === null || key === undefined) return;
+  for (const node of parent.querySelectorAll('[data-key]')) {
+    if (node.getAttribute('data-key') !== key) continue;
+    const again = role ? node.querySelector(`[data-role="${role}"]`) : null;
+    if (again) again.focus();
+  }
+}
+
 /** Each body cell of `table` labelled with its column's header, which the
  * narrow layout shows beside the value (rows become stacked blocks). */
 function labelCells(table) {
@@ -310,7 +372,7 @@ function renderComponents() {
       : null;
     return el(
       'tr',
-      { 'data-component': c.name },
+      { 'data-component': c.name, 'data-key': c.name },
       el(
         'th',
         { scope: 'row' },
@@ -319,6 +381,7 @@ function renderComponents() {
           {
             type: 'button',
             class: 'link',
+            'data-role': 'select',
             'aria-pressed': state.selected === c.name ? 'true' : 'false',
             onclick: () => select(c.name),
           },
@@ -342,7 +405,7 @@ function renderComponents() {
     );
   });
   if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 8 }, 'No component is deployed.')));
-  $('components').tBodies[0].replaceChildren(...rows);
+  replaceKeeping($('components').tBodies[0], rows);
   labelCells($('components'));
 }
 
@@ -356,8 +419,8 @@ function renderDetail() {
   $('undeploy-confirm').hidden = !state.confirmUndeploy;
   $('undeploy').hidden = state.confirmUndeploy;
   const versions = [...state.versions.versions].reverse();
-  $('versions').tBodies[0].replaceChildren(
-    ...versions.map((v) =>
+  replaceKeeping($('versions').tBodies[0], 
+    versions.map((v) =>
       el(
         'tr',
         { 'data-version': v.version },
@@ -386,7 +449,11 @@ function chart(label, series) {
   }
   svg.append(axis);
   for (const [values, kind] of series) {
-    let finite = values.map((v) => (Number.isFinite(v) ? v : 0));
+    // No requests (null) draws as 0; slower than the last bucket
+    // (Infinity) as the top of the chart, never as fast.
+    const known = values.filter(Number.isFinite);
+    const ceiling = Math.max(...known, 1e-9);
+    let finite = values.map((v) => (v === Infinity ? ceiling : Number.isFinite(v) ? v : 0));
     if (finite.length === 1) finite = [finite[0], finite[0]];
     const top = Math.max(...finite, 1e-9);
     const step = finite.length > 1 ? 100 / (finite.length - 1) : 100;
@@ -409,16 +476,17 @@ function renderTraffic() {
   const names = state.components.map((c) => c.name);
   const cards = names.map((name) => {
     const now = rates(name, 5); // the last ~10 s
-    const series = { rate: [], errors: [], p99: [] };
+    const series = { rate: [], errors: [], p50: [], p99: [] };
     const none = { requests: 0, errors: 0, buckets: {} };
     for (let i = 1; i < state.samples.length; i++) {
       const [a, b] = [state.samples[i - 1], state.samples[i]];
       const [before, y] = [a.traffic[name] || none, b.traffic[name] || none];
       const seconds = (b.t - a.t) / 1000;
-      const requests = y.requests - before.requests;
+      const requests = delta(y.requests, before.requests);
       series.rate.push(seconds > 0 ? requests / seconds : 0);
-      series.errors.push(seconds > 0 ? (y.errors - before.errors) / seconds : 0);
-      series.p99.push(quantile(before.buckets, y.buckets, 0.99) || 0);
+      series.errors.push(requests > 0 ? (100 * delta(y.errors, before.errors)) / requests : 0);
+      series.p50.push(quantile(before.buckets, y.buckets, 0.5));
+      series.p99.push(quantile(before.buckets, y.buckets, 0.99));
     }
     const component = state.components.find((c) => c.name === name);
     const breaker = component && component.breaker ? component.breaker.state : 'none';
@@ -426,7 +494,7 @@ function renderTraffic() {
     const errorRate = now ? `${(now.errorRate * 100).toFixed(1)}%` : 'measuring…';
     return el(
       'section',
-      { class: 'card', 'data-component': name, 'aria-label': `${name} traffic` },
+      { class: 'card', 'data-component': name, 'data-key': name, 'aria-label': `${name} traffic` },
       el('h3', {}, name),
       el(
         'dl',
@@ -438,16 +506,17 @@ function renderTraffic() {
         el('dt', {}, 'Breaker'),
         el('dd', { class: `state state-${breaker}` }, breaker === 'open' ? 'OPEN' : breaker),
       ),
-      chart(`${name}: requests per second (solid) and errors per second (dashed), last 5 minutes`, [
-        [series.rate, 'rate'],
-        [series.errors, 'errors'],
+      chart(`${name}: requests per second, last 5 minutes`, [[series.rate, 'rate']]),
+      chart(`${name}: error rate in percent, last 5 minutes`, [[series.errors, 'errors']]),
+      chart(`${name}: p50 (solid) and p99 (dashed) latency, last 5 minutes`, [
+        [series.p50, 'p50'],
+        [series.p99, 'p99'],
       ]),
-      chart(`${name}: p99 latency, last 5 minutes`, [[series.p99, 'p99']]),
-      el('p', { class: 'legend' }, 'Top: requests/s (solid), errors/s (dashed). Bottom: p99.'),
+      el('p', { class: 'legend' }, 'Charts: requests/s; error rate; latency p50 (solid) and p99 (dashed).'),
     );
   });
   if (cards.length === 0) cards.push(el('p', {}, 'No component is deployed.'));
-  $('traffic').replaceChildren(...cards);
+  replaceKeeping($('traffic'), cards);
 }
 
 function renderEvents() {
@@ -470,16 +539,16 @@ function renderEvents() {
     ),
   );
   if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 5 }, 'No subscriber yet.')));
-  $('subscribers').tBodies[0].replaceChildren(...rows);
+  replaceKeeping($('subscribers').tBodies[0], rows);
   labelCells($('subscribers'));
 
   const letters = state.letters.map((letter) => {
     const payload = typeof letter.payload === 'string' ? letter.payload : JSON.stringify(letter.payload);
     const preview = payload.length > 160 ? `${payload.slice(0, 160)}…` : payload;
-    const what = `${letter.topic} for ${letter.subscriber}`;
+    const what = `${letter.topic} for ${letter.subscriber} (${letter.id})`;
     return el(
       'tr',
-      { 'data-letter': letter.id },
+      { 'data-letter': letter.id, 'data-key': `${letter.subscriber}/${letter.id}` },
       el('th', { scope: 'row' }, letter.subscriber),
       el('td', {}, letter.topic),
       el('td', { class: 'nowrap' }, when(new Date(letter.published_at).toISOString())),
@@ -489,29 +558,29 @@ function renderEvents() {
       el(
         'td',
         {},
-        el('button', { type: 'button', class: 'replay', 'aria-label': `Replay ${what}`, onclick: () => letterAction(letter, 'replay') }, 'Replay'),
+        el('button', { type: 'button', class: 'replay', 'data-role': 'replay', 'aria-label': `Replay ${what}`, onclick: () => letterAction(letter, 'replay') }, 'Replay'),
         ' ',
-        el('button', { type: 'button', class: 'discard danger', 'aria-label': `Discard ${what}`, onclick: () => letterAction(letter, 'discard') }, 'Discard'),
+        el('button', { type: 'button', class: 'discard danger', 'data-role': 'discard', 'aria-label': `Discard ${what}`, onclick: () => letterAction(letter, 'discard') }, 'Discard'),
       ),
     );
   });
   if (letters.length === 0) letters.push(el('tr', {}, el('td', { colspan: 7 }, 'No dead letters.')));
-  $('dead-letters').tBodies[0].replaceChildren(...letters);
+  replaceKeeping($('dead-letters').tBodies[0], letters);
   labelCells($('dead-letters'));
 }
 
 function renderHealth() {
   const report = state.ready || { status: 'unknown', checks: {} };
   const failing = failingChecks();
-  $('health-summary').replaceChildren(
-    el(
-      'strong',
-      { class: `state state-${failing.length ? 'bad' : 'ok'}` },
-      failing.length ? `Not ready: ${failing.length} check(s) failing.` : `Ready (${report.status}).`,
-    ),
-  );
-  $('checks').tBodies[0].replaceChildren(
-    ...Object.entries(report.checks).map(([check, result]) =>
+  const summary = failing.length ? `Not ready: ${failing.length} check(s) failing.` : `Ready (${report.status}).`;
+  if ($('health-summary').textContent !== summary) {
+    $('health-summary').replaceChildren(
+      el('strong', { class: `state state-${failing.length ? 'bad' : 'ok'}` }, summary),
+    );
+  }
+  replaceKeeping(
+    $('checks').tBodies[0],
+    Object.entries(report.checks).map(([check, result]) =>
       el(
         'tr',
         { 'data-check': check },
@@ -565,6 +634,7 @@ function undeploy() {
   act(`Undeploying ${name}`, async () => {
     await api('DELETE', `/admin/components/${encodeURIComponent(name)}`);
     state.selected = null;
+    $('components-title').focus();
     return `${name} was undeployed. Its keyspace is kept; deploy it again to serve it.`;
   });
 }
@@ -595,7 +665,11 @@ async function deploy(event) {
     await poll();
   } catch (error) {
     result.className = 'result error';
-    result.textContent = `The deploy of ${name} failed. ${error.message}`;
+    const cut =
+      error.status === 0
+        ? ' The upload was cut off: a file over the admin API\'s upload limit ([admin] max_upload) is refused before it is read.'
+        : '';
+    result.textContent = `The deploy of ${name} failed. ${error.message}${cut}`;
   }
 }
 
@@ -664,6 +738,11 @@ function signOut(message) {
   stopPolling();
   state.samples = [];
   state.selected = null;
+  state.components = [];
+  state.letters = [];
+  state.metrics = null;
+  state.ready = null;
+  render();
   show('sign-in', true);
   if (typeof message === 'string') $('sign-in-error').textContent = message;
 }
@@ -684,6 +763,10 @@ document.addEventListener('DOMContentLoaded', () => {
     $('undeploy').focus();
   });
   $('undeploy-yes').addEventListener('click', undeploy);
+  document.querySelector('.skip').addEventListener('click', (event) => {
+    event.preventDefault(); // the hash names pages: stay on this one
+    $('main').focus();
+  });
   window.addEventListener('hashchange', () => show(location.hash.slice(1), true));
   show(location.hash.slice(1), false);
   if (sessionStorage.getItem(TOKEN_KEY)) startPolling();

@@ -5,8 +5,8 @@
 //! page asks for the token, keeps it in the tab's `sessionStorage` (never in
 //! a URL or a cookie, so no other site can make the browser send it), and
 //! makes every call through the token-protected admin API (`/admin/...`,
-//! `/metrics`). Every response carries a content security policy that
-//! allows only these same-origin assets: no inline script, no framing, so a
+//! `/metrics`). The page and its assets carry a content security policy
+//! that allows only these same-origin assets: no inline script, no framing, so a
 //! component name or a dead letter's payload, shown as text, cannot run as
 //! code even if a rendering bug let it into the markup.
 
@@ -58,6 +58,10 @@ mod tests {
         assert!(INDEX.contains(r#"src="/console/console.js""#));
         assert!(!INDEX.contains("<script>"), "no inline script");
         assert!(!INDEX.contains("http://") && !INDEX.contains("https://"), "nothing remote");
-        assert!(!SCRIPT.contains("innerHTML"), "data is shown as text, never parsed as markup");
+        for markup in
+            ["innerHTML", "outerHTML", "insertAdjacentHTML", "DOMParser", "document.write"]
+        {
+            assert!(!SCRIPT.contains(markup), "data is shown as text, never parsed: {markup}");
+        }
     }
 }

@@ -59,8 +59,12 @@ impl Deployments {
         let mut infos = Vec::new();
         for record in self.records()? {
             let Some(active) = record.active else { continue };
-            let Ok(version) = find_version(&record, active) else { continue };
             let deployment = self.runtime.registry().get(&record.name);
+            // The version serving now: a promote or rollback records the
+            // change before the registry makes it, and the listing must not
+            // say a version serves before it does.
+            let serving = deployment.as_ref().map_or(active, |d| d.version);
+            let Ok(version) = find_version(&record, serving) else { continue };
             infos.push(ComponentInfo {
                 routes: table
                     .routes()
