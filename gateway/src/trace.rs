@@ -59,17 +59,28 @@ impl TraceContext {
 
     /// The trace id as 32 lower-case hex digits.
     pub fn trace_id_hex(&self) -> String {
-        hex::encode(self.trace_id)
+        let mut hex = String::with_capacity(32);
+        push_hex(&mut hex, &self.trace_id);
+        hex
     }
 
     /// The span id as 16 lower-case hex digits.
     pub fn span_id_hex(&self) -> String {
-        hex::encode(self.span_id)
+        let mut hex = String::with_capacity(16);
+        push_hex(&mut hex, &self.span_id);
+        hex
     }
 
-    /// The `traceparent` header value.
+    /// The `traceparent` header value. Built in one allocation: it is
+    /// written twice per request (to the guest and to the client).
     pub fn header(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id_hex(), self.span_id_hex(), u8::from(self.sampled))
+        let mut header = String::with_capacity(55);
+        header.push_str("00-");
+        push_hex(&mut header, &self.trace_id);
+        header.push('-');
+        push_hex(&mut header, &self.span_id);
+        header.push_str(if self.sampled { "-01" } else { "-00" });
+        header
     }
 
     /// Make `span` a child of `parent` (a context from another process or
@@ -151,6 +162,15 @@ fn seed() -> u64 {
     nanos ^ thread.rotate_left(32)
 }
 
+/// Append `bytes` to `out` as lower-case hex digits.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+}
+
 fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     // Upper-case hex is invalid in a traceparent.
     if text.len() != N * 2 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -171,6 +191,10 @@ mod tests {
         let context = TraceContext::parse(header).unwrap();
         assert!(context.sampled);
         assert_eq!(context.header(), header);
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert_eq!(TraceContext::parse(unsampled).unwrap().header(), unsampled);
+        assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(context.span_id_hex(), "00f067aa0ba902b7");
         assert_eq!(context.child().trace_id, context.trace_id);
         assert_ne!(context.child().span_id, context.span_id);
     }
