@@ -44,6 +44,8 @@ fn request(path: &str) -> Request {
 
 fn invocations(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // The runtime registers with the tokio runtime it starts in.
+    let _entered = rt.enter();
     let dir = tempfile::TempDir::new().unwrap();
     let runtime = Runtime::new(sled::open(dir.path()).unwrap(), RuntimeOptions::default()).unwrap();
     let user = std::fs::read(concat!(env!("PITSTOP_BUILTIN_DIR"), "/user.wasm")).unwrap();
