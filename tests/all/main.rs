@@ -16,6 +16,7 @@ mod harness;
 mod isolation;
 mod keyvalue;
 mod observability;
+mod order_versions;
 mod orders;
 mod outbound;
 mod payments;

@@ -159,7 +159,14 @@ impl Admin {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
-        tracing::info!(%method, %path, status = response.status().as_u16(), "admin request");
+        let status = response.status().as_u16();
+        if method == Method::GET {
+            // Reads are what the console polls every 2 seconds: kept out of
+            // the INFO log, which records what changed.
+            tracing::debug!(%method, %path, status, "admin request");
+        } else {
+            tracing::info!(%method, %path, status, "admin request");
+        }
         response
     }
 
