@@ -9,25 +9,6 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, eventually, faulty_payment, fresh_dir, test_components};
 
-/// The built-ins, with payment from a file (so that it can be undeployed
-/// and deployed again) and a deadline well under the order's.
-fn config() -> String {
-    format!(
-        r#"
-        [components.payment]
-        path = "{payment}"
-        deadline_ms = 1000
-
-        [components.order]
-        deadline_ms = 5000
-
-        [bus]
-        backoff_base_ms = 100
-        "#,
-        payment = faulty_payment().display(),
-    )
-}
-
 fn order_of(user: &str, amount: i64) -> Value {
     json!({"user_id": user, "items": [{"sku": "thing", "quantity": 1, "price": amount}]})
 }
@@ -44,7 +25,9 @@ fn types(events: &[Value]) -> Vec<&str> {
 
 #[tokio::test]
 async fn orders_cross_a_swap_to_the_version_before_histories_and_back() {
-    let server = Server::start_with(Some(&config()), fresh_dir()).await;
+    // The saga tests' config: payment from a file (so that it can be
+    // undeployed and deployed again), with a deadline under the order's.
+    let server = Server::start_with(Some(&crate::saga::config()), fresh_dir()).await;
     let user = server.create_user("Vera", "vera@example.com").await;
 
     // Placed by the current version.

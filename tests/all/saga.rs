@@ -14,7 +14,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 /// The built-ins, with payment replaced by its fault-injecting build and
 /// given a deadline well under the order's, as the order README advises.
-fn config() -> String {
+pub(crate) fn config() -> String {
     format!(
         r#"
         [components.payment]
