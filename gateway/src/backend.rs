@@ -83,6 +83,10 @@ pub enum InvokeError {
     /// could read as another route's); the client's fault.
     #[error("{0}")]
     Refused(String),
+    /// The request came back to the gateway that forwarded it (an upstream
+    /// that points at this gateway, or at a gateway that points back).
+    #[error("{0}")]
+    Loop(String),
 }
 
 /// The answer to `GET /health`.

@@ -67,6 +67,7 @@ impl GatewayError {
                 }
                 InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 InvokeError::Refused(_) => StatusCode::BAD_REQUEST,
+                InvokeError::Loop(_) => StatusCode::LOOP_DETECTED,
             },
         }
     }

@@ -39,6 +39,9 @@ pub enum UpstreamError {
     /// Two routes to one server with different deadlines.
     #[error("routes to upstream {0} give different deadline_ms; give them the same")]
     ConflictingDeadlines(String),
+    /// The system gave no random bytes for the gateway's `via` token.
+    #[error("no randomness for the gateway's via token: {0}")]
+    NoRandomness(String),
 }
 
 /// One upstream server.
@@ -58,6 +61,8 @@ pub struct Upstreams {
     by_name: Arc<HashMap<String, Upstream>>,
     client: Option<Client<HttpConnector, Full<Bytes>>>,
     max_response_body: usize,
+    /// This gateway's `via` entry, random per process: `1.1 pitstop-<hex>`.
+    via: String,
 }
 
 /// What an upstream needs besides its address.
@@ -104,7 +109,10 @@ impl Upstreams {
             connector.set_connect_timeout(Some(Duration::from_secs(2)));
             Client::builder(TokioExecutor::new()).build(connector)
         });
-        Ok(Upstreams { by_name: Arc::new(by_name), client, max_response_body })
+        let mut token = [0u8; 8];
+        getrandom::fill(&mut token).map_err(|e| UpstreamError::NoRandomness(e.to_string()))?;
+        let via = format!("1.1 pitstop-{}", hex::encode(token));
+        Ok(Upstreams { by_name: Arc::new(by_name), client, max_response_body, via })
     }
 
     /// Whether `name` is an upstream's.
@@ -122,6 +130,15 @@ impl Upstreams {
         let (Some(upstream), Some(client)) = (self.by_name.get(name), self.client.as_ref()) else {
             return Err(InvokeError::NotDeployed(name.to_string()));
         };
+        // A request this gateway forwarded before is back: the upstream is
+        // this gateway (or forwards to it). Passing it on again would
+        // recurse until every slot is taken; refused before it takes one.
+        let via = request.headers.iter().filter(|(header, _)| header == "via");
+        if via.clone().any(|(_, value)| value.split(',').any(|hop| hop.trim() == self.via)) {
+            return Err(InvokeError::Loop(format!(
+                "upstream {name} sent the request back to this gateway: a forwarding loop"
+            )));
+        }
         let Ok(_slot) = upstream.in_flight.clone().try_acquire_owned() else {
             return Err(InvokeError::Unavailable {
                 component: name.to_string(),
@@ -203,6 +220,9 @@ impl Upstreams {
         }
         let outgoing = builder
             .header("x-forwarded-proto", "http")
+            // Added to any `via` the client sent (RFC 9110 7.6.3), so a
+            // request that comes back is known (see `forward`).
+            .header("via", &self.via)
             .body(Full::new(request.body))
             .map_err(|e| InvokeError::Internal(format!("building the upstream request: {e}")))?;
         let response =

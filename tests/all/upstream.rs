@@ -3,6 +3,8 @@
 //! deadline and breaker; then one of its sub-paths moved to a component
 //! without a restart, both serving.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -286,4 +288,57 @@ async fn a_client_that_goes_away_does_not_wedge_the_circuit() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let after = server.get("/legacy/things").await;
     assert_eq!(after.status, 200, "the next request is the probe: {:?}", after.body);
+}
+
+/// An upstream that sends requests back to the gateway (a proxy pointed at
+/// it, or the gateway's own address by mistake) gets 508 on the first
+/// return, instead of a recursion that takes every slot until deadlines
+/// stop it; the proxy in between saw the request once.
+#[tokio::test]
+async fn a_request_that_comes_back_is_a_loop_not_a_recursion() {
+    let gateway: Arc<OnceLock<String>> = Arc::default();
+    let hops = Arc::new(AtomicUsize::new(0));
+    let proxy = {
+        let (gateway, hops) = (gateway.clone(), hops.clone());
+        crate::support::loopback_server(move |parts: http::request::Parts, body: Bytes| {
+            let (gateway, hops) = (gateway.clone(), hops.clone());
+            async move {
+                hops.fetch_add(1, Ordering::SeqCst);
+                // Pass it back as a proxy would, `via` and all.
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http::<Full<Bytes>>();
+                let uri = format!("{}{}", gateway.get().unwrap(), parts.uri.path());
+                let mut request = http::Request::builder().method(parts.method).uri(uri);
+                for (name, value) in &parts.headers {
+                    if name != "host" {
+                        request = request.header(name, value);
+                    }
+                }
+                let answer = client.request(request.body(Full::new(body)).unwrap()).await.unwrap();
+                let (parts, body) = answer.into_parts();
+                let body = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+                http::Response::from_parts(parts, Full::new(body))
+            }
+        })
+        .await
+    };
+    let config = format!(
+        "[[routes]]\nprefix = \"/around\"\nupstream = \"{proxy}\"\nauth = \"public\"\n\
+         deadline_ms = 5000\n"
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    gateway.set(server.base.clone()).unwrap();
+
+    let started = Instant::now();
+    let answer = server.get("/around/and/around").await;
+    assert_eq!(answer.status, 508, "{}", String::from_utf8_lossy(&answer.body));
+    assert!(answer.error().contains("loop"), "{}", answer.error());
+    assert_eq!(hops.load(Ordering::SeqCst), 1, "the proxy saw the request once");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at once, not at a deadline");
+    // A client's own `via` (another proxy in front) is passed on, not a loop.
+    let through = server.send_with("GET", "/around/x", &[("via", "1.1 front-proxy")], "").await;
+    assert_eq!(through.status, 508, "still one loop, found on its return");
+    assert_eq!(hops.load(Ordering::SeqCst), 2);
 }
