@@ -133,8 +133,8 @@ impl Upstreams {
         // A request this gateway forwarded before is back: the upstream is
         // this gateway (or forwards to it). Passing it on again would
         // recurse until every slot is taken; refused before it takes one.
-        let via = request.headers.iter().filter(|(header, _)| header == "via");
-        if via.clone().any(|(_, value)| value.split(',').any(|hop| hop.trim() == self.via)) {
+        let mut via = request.headers.iter().filter(|(header, _)| header == "via");
+        if via.any(|(_, value)| value.split(',').any(|hop| hop.trim() == self.via)) {
             return Err(InvokeError::Loop(format!(
                 "upstream {name} sent the request back to this gateway: a forwarding loop"
             )));

@@ -264,8 +264,7 @@ impl History {
         let mut events = self.events;
         let first_new = events.len();
         for fact in facts {
-            let seq = events.len() as u32 + 1;
-            events.push(Recorded { id: id.to_string(), seq, at, fact });
+            record(&mut events, id, at, fact);
         }
         let snapshot = kv::to_json(&fold(&events)?);
         // The snapshot first: every version of this service swaps it, so it
@@ -294,39 +293,43 @@ impl History {
 /// the history is an error.
 fn implied_by(events: &mut Vec<Recorded>, order: Order) -> Result<(), ApiError> {
     let mut implied = Vec::new();
-    if events.is_empty() {
+    let recorded = if events.is_empty() {
         implied.push(Fact::Created {
             user_id: order.user_id.clone(),
             items: order.items.clone(),
             amount: order.amount,
         });
-    }
-    let folded = if events.is_empty() { None } else { Some(fold(events)?) };
-    let pending = folded.as_ref().is_none_or(|f| f.status == Status::Pending);
-    match order.status {
-        Status::Pending => {}
-        _ if !pending => {}
-        Status::Confirmed => implied.push(Fact::confirmed(&order, order.payment_id.clone())),
-        Status::Failed => implied.push(Fact::failed(
+        Status::Pending
+    } else {
+        fold(events)?.status
+    };
+    match (recorded, order.status) {
+        (recorded, stored) if recorded == stored => {}
+        (Status::Pending, Status::Confirmed) => {
+            implied.push(Fact::confirmed(&order, order.payment_id.clone()));
+        }
+        (Status::Pending, Status::Failed) => implied.push(Fact::failed(
             &order,
             order.failure_reason.clone().unwrap_or_default(),
             order.payment_id.clone(),
         )),
-    }
-    if let Some(folded) = folded
-        && folded.status != Status::Pending
-        && folded.status != order.status
-    {
-        return Err(ApiError::internal(format!(
-            "order {} is {:?} in its history but {:?} in its snapshot",
-            order.id, folded.status, order.status
-        )));
+        (recorded, stored) => {
+            return Err(ApiError::internal(format!(
+                "order {} is {recorded:?} in its history but {stored:?} in its snapshot",
+                order.id
+            )));
+        }
     }
     for fact in implied {
-        let seq = events.len() as u32 + 1;
-        events.push(Recorded { id: order.id.clone(), seq, at: 0, fact });
+        record(events, &order.id, 0, fact);
     }
     Ok(())
+}
+
+/// Append `fact` to order `id`'s `events` as the next in sequence.
+fn record(events: &mut Vec<Recorded>, id: &str, at: u64, fact: Fact) {
+    let seq = events.len() as u32 + 1;
+    events.push(Recorded { id: id.to_string(), seq, at, fact });
 }
 
 fn now_ms() -> u64 {

@@ -333,6 +333,11 @@ mod tests {
         );
     }
 
+    /// The payment service answers a void (the compensation) with `answer`.
+    fn void_answers(answer: Value) {
+        testing::stub_json("payment", "POST", "/payments/void", 200, &answer);
+    }
+
     #[test]
     fn beginning_records_created_and_schedules_the_timeout() {
         reset();
@@ -410,13 +415,7 @@ mod tests {
     fn a_payment_without_answer_is_voided_then_the_order_fails() {
         reset();
         testing::stub_failure("payment", "POST", "/payments", CallError::Trapped("boom".into()));
-        testing::stub_json(
-            "payment",
-            "POST",
-            "/payments/void",
-            200,
-            &json!({"order_id": "x", "status": "VOID"}),
-        );
+        void_answers(json!({"order_id": "x", "status": "VOID"}));
         let order = pay(&begun(100));
         assert_eq!(order.status, Status::Failed);
         assert!(order.failure_reason.unwrap().contains("trapped: boom"));
@@ -435,13 +434,7 @@ mod tests {
     fn a_completed_payment_without_an_id_is_compensated() {
         reset();
         testing::stub_json("payment", "POST", "/payments", 201, &json!({"status": "COMPLETED"}));
-        testing::stub_json(
-            "payment",
-            "POST",
-            "/payments/void",
-            200,
-            &json!({"id": "pay_5", "status": "REFUNDED"}),
-        );
+        void_answers(json!({"id": "pay_5", "status": "REFUNDED"}));
         let order = pay(&begun(100));
         assert_eq!(order.status, Status::Failed);
         assert_eq!(order.payment_id.as_deref(), Some("pay_5"));
@@ -473,13 +466,7 @@ mod tests {
     #[test]
     fn the_timeout_retries_only_compensate() {
         reset();
-        testing::stub_json(
-            "payment",
-            "POST",
-            "/payments/void",
-            200,
-            &json!({"id": "pay_9", "status": "REFUNDED"}),
-        );
+        void_answers(json!({"id": "pay_9", "status": "REFUNDED"}));
         let order = begun(100);
         saga::finish_stale(&order.id, 2).unwrap();
         let after = stored(&order.id);

@@ -194,9 +194,13 @@ function quantile(before, after, q) {
 function rates(component, span) {
   const samples = state.samples;
   if (samples.length < 2) return null;
-  const last = samples[samples.length - 1];
-  const first = samples[Math.max(0, samples.length - 1 - span)];
-  const none = { requests: 0, errors: 0, buckets: {} };
+  return between(samples[Math.max(0, samples.length - 1 - span)], samples[samples.length - 1], component);
+}
+
+/** What `component` did between samples `first` and `last`: requests per
+ * second, the share of them that were 5xx, p50 and p99 in ms. */
+function between(first, last, component) {
+  const none = { requests: 0, errors: 0, buckets: map() };
   const now = last.traffic[component] || none; // no request yet
   const then = first.traffic[component] || none;
   const seconds = (last.t - first.t) / 1000;
@@ -477,16 +481,12 @@ function renderTraffic() {
   const cards = names.map((name) => {
     const now = rates(name, 5); // the last ~10 s
     const series = { rate: [], errors: [], p50: [], p99: [] };
-    const none = { requests: 0, errors: 0, buckets: {} };
     for (let i = 1; i < state.samples.length; i++) {
-      const [a, b] = [state.samples[i - 1], state.samples[i]];
-      const [before, y] = [a.traffic[name] || none, b.traffic[name] || none];
-      const seconds = (b.t - a.t) / 1000;
-      const requests = delta(y.requests, before.requests);
-      series.rate.push(seconds > 0 ? requests / seconds : 0);
-      series.errors.push(requests > 0 ? (100 * delta(y.errors, before.errors)) / requests : 0);
-      series.p50.push(quantile(before.buckets, y.buckets, 0.5));
-      series.p99.push(quantile(before.buckets, y.buckets, 0.99));
+      const step = between(state.samples[i - 1], state.samples[i], name);
+      series.rate.push(step.perSecond);
+      series.errors.push(100 * step.errorRate);
+      series.p50.push(step.p50);
+      series.p99.push(step.p99);
     }
     const component = state.components.find((c) => c.name === name);
     const breaker = component && component.breaker ? component.breaker.state : 'none';
