@@ -27,6 +27,7 @@
 //!     data_dir: "./data".into(),
 //!     config: Config::default(),
 //!     watch: None,
+//!     cluster: None, // or Some("nats://127.0.0.1:4222".into())
 //! })
 //! .await?;
 //! println!("serving on http://{}", platform.addr());

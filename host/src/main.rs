@@ -46,6 +46,10 @@ enum Command {
         /// Deploy DIR/NAME.wasm as NAME whenever the file changes.
         #[arg(long, value_name = "DIR")]
         watch: Option<PathBuf>,
+        /// Join a cluster: keyspaces and events shared with the other hosts
+        /// on these NATS JetStream servers (overrides `[cluster] nats`).
+        #[arg(long, env = "PITSTOP_CLUSTER", value_name = "nats://HOST:PORT[,...]")]
+        cluster: Option<String>,
         /// How log lines on stdout look. Spans also go to an OpenTelemetry
         /// collector when OTEL_EXPORTER_OTLP_ENDPOINT is set.
         #[arg(long, env = "PITSTOP_LOG_FORMAT", value_enum, default_value = "pretty")]
@@ -283,13 +287,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", pitstop_host::control::access::mint(&config, &data_dir, request)?);
             Ok(())
         }
-        Command::Serve { listen, admin_listen, admin_token, data_dir, config, watch, .. } => {
+        Command::Serve {
+            listen,
+            admin_listen,
+            admin_token,
+            data_dir,
+            config,
+            watch,
+            cluster,
+            ..
+        } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
             };
-            serve(PlatformOptions { listen, admin_listen, admin_token, data_dir, config, watch })
-                .await
+            serve(PlatformOptions {
+                listen,
+                admin_listen,
+                admin_token,
+                data_dir,
+                config,
+                watch,
+                cluster,
+            })
+            .await
         }
         Command::Deploy { name, file, routes, canary, auto_rollback, admin } => {
             let bytes =

@@ -15,8 +15,10 @@ use crate::config::{Config, RouteTarget};
 use crate::control::admin::{Admin, AdminToken, DEFAULT_MAX_UPLOAD};
 use crate::control::builtin::BUILTINS;
 use crate::control::deployments::Deployments;
+use crate::events::cluster::ClusterQueue;
 use crate::runtime::backend::RuntimeBackend;
 use crate::runtime::{ComponentSettings, Runtime};
+use crate::storage::jetstream::{ClusterOptions, JetStreamStore};
 use crate::upstream::{self, UpstreamSettings, Upstreams};
 
 /// What to start.
@@ -34,6 +36,27 @@ pub struct PlatformOptions {
     pub config: Config,
     /// A directory whose `.wasm` files are deployed whenever they change.
     pub watch: Option<PathBuf>,
+    /// The cluster to join (`nats://HOST:PORT[,...]`), over the config's
+    /// `[cluster] nats`; neither runs alone on the embedded store.
+    pub cluster: Option<String>,
+}
+
+/// A runtime whose keyspaces and event queue are the cluster's, on NATS
+/// JetStream; sled keeps what is this host's own (deployment records,
+/// component bytes, compiled artifacts).
+async fn join(
+    db: sled::Db,
+    cluster: &ClusterOptions,
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<Runtime>> {
+    let store = Arc::new(JetStreamStore::connect(cluster).await?);
+    let options = config.runtime_options();
+    let host = format!("pid {} with data dir {}", std::process::id(), data_dir.display());
+    let queue = ClusterQueue::open(store.clone(), &host, options.bus)
+        .context("opening the cluster's event queue")?;
+    tracing::info!(nats = %cluster.servers.join(","), "joined the cluster");
+    Ok(Runtime::with_backends(db, store, Arc::new(queue), options)?)
 }
 
 /// A started platform. Dropping it without [`Platform::shutdown`] aborts the
@@ -59,7 +82,11 @@ impl Platform {
         let db = sled::Config::new().path(&db_path).open().with_context(|| {
             format!("opening storage at {} (is another pitstop using it?)", db_path.display())
         })?;
-        let runtime = Runtime::new(db, config.runtime_options())?;
+        let cluster = config.cluster.options(options.cluster.as_deref())?;
+        let runtime = match cluster {
+            None => Runtime::new(db, config.runtime_options())?,
+            Some(cluster) => join(db, &cluster, &config, &options.data_dir).await?,
+        };
 
         let mut gateway_options = gateway_options(&config);
         let (static_routes, upstreams) =

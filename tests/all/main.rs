@@ -6,6 +6,7 @@ mod auth;
 mod breaker;
 mod canary;
 mod cli;
+mod cluster;
 mod console;
 mod deploy;
 mod event_payloads;

@@ -40,7 +40,7 @@ async fn place(server: &Server, user: &str, amount: i64) -> u16 {
 }
 
 /// Wait until none of `user`'s orders is PENDING; returns them all.
-async fn settled_orders(server: &Server, user: &str) -> Vec<Value> {
+pub(crate) async fn settled_orders(server: &Server, user: &str) -> Vec<Value> {
     eventually("every order to leave PENDING", SETTLE, || async {
         let answer = server.get(&format!("/orders?user_id={user}")).await;
         assert_eq!(answer.status, 200);
@@ -51,7 +51,11 @@ async fn settled_orders(server: &Server, user: &str) -> Vec<Value> {
 }
 
 /// Check every order against every payment of `user`.
-async fn reconcile(server: &Server, user: &str, orders: &[Value]) -> HashMap<String, usize> {
+pub(crate) async fn reconcile(
+    server: &Server,
+    user: &str,
+    orders: &[Value],
+) -> HashMap<String, usize> {
     let answer = server.get(&format!("/payments?user_id={user}")).await;
     assert_eq!(answer.status, 200);
     let payments = answer.json()["payments"].as_array().unwrap().clone();

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use pitstop_gateway::auth::{Access, RoutePolicy};
 use pitstop_gateway::ratelimit::RateLimit;
 
+mod cluster;
 mod routes;
+pub use cluster::{BadClusterAddress, ClusterConfig};
 pub use routes::{RouteConfig, RouteTarget};
 
 use crate::capabilities::http::allowlist::AllowedHost;
@@ -53,6 +55,9 @@ pub struct Config {
     /// When auto-rollback canaries are dropped or promoted.
     #[serde(default)]
     pub canary: CanaryPolicy,
+    /// The cluster this host joins, if any.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// `[auth]`.
@@ -490,8 +495,11 @@ mod tests {
     fn the_example_config_sets_every_option() {
         let text = include_str!("../../../pitstop.example.toml");
         let config: Config = toml::from_str(text).expect("pitstop.example.toml parses");
-        let Config { components, routes, gateway, runtime, admin, bus, auth, canary } = config;
+        let Config { components, routes, gateway, runtime, admin, bus, auth, canary, cluster } =
+            config;
         assert!(canary.promote_after_requests.is_some() && canary.promote_after_ms.is_some());
+        let ClusterConfig { nats, replicas, timeout_ms } = cluster;
+        assert!(nats.is_some() && replicas.is_some() && timeout_ms.is_some());
         let ComponentConfig {
             path: _,
             deadline_ms,

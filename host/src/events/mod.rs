@@ -12,6 +12,7 @@
 //! in the runtime, because the runtime is one of those subscribers: the
 //! dependency points from the runtime to the events, never back.
 
+pub mod cluster;
 pub mod dispatch;
 pub mod embedded;
 pub mod queue;

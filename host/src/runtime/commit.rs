@@ -18,7 +18,7 @@ use crate::events::queue::{QueuedEvent, now_ms};
 use crate::metrics::Metrics;
 use crate::runtime::registry::Deployment;
 use crate::storage::reserved::{handled_key, outbox_key};
-use crate::storage::{Batch, StorageError};
+use crate::storage::{Batch, Keyspace, StorageError};
 
 /// What one invocation asks to commit.
 #[derive(Default)]
@@ -91,6 +91,43 @@ pub fn commit(
     }
 
     let _commit = deployment.usage.commit_lock();
+    // Built from the keyspace as it is now; on a keyspace shared with other
+    // hosts, built again if one of them committed first (`transact`).
+    let mut refused = None;
+    let mut sizes = (0, 0);
+    let mut prepare = || match batch(keyspace, deployment, &effects, &outbox) {
+        Ok((batch, old_bytes, new_bytes)) => {
+            sizes = (old_bytes, new_bytes);
+            Some(batch)
+        }
+        Err(error) => {
+            refused = Some(error);
+            None
+        }
+    };
+    if !keyspace.transact(&mut prepare)? {
+        return Err(refused.unwrap_or(CommitError::Storage(StorageError::Busy)));
+    }
+    let (old_bytes, new_bytes) = sizes;
+    deployment.usage.record(old_bytes, new_bytes);
+    for event in &effects.events {
+        metrics.published(&deployment.name, &event.topic);
+    }
+    if !outbox.is_empty() {
+        bus.note_outbox(&deployment.name, &deployment.keyspace);
+    }
+    Ok(true)
+}
+
+/// The batch committing `effects` (with the events numbered in `outbox`) to
+/// `keyspace` as it is now, and the bytes the written keys held and will
+/// hold; or why it cannot commit.
+fn batch(
+    keyspace: &dyn Keyspace,
+    deployment: &Deployment,
+    effects: &Effects,
+    outbox: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(Batch, u64, u64), CommitError> {
     if let Some(queue_key) = &effects.handled
         && keyspace.contains(&handled_key(queue_key))?
     {
@@ -126,23 +163,14 @@ pub fn commit(
             None => batch.remove(key.as_bytes()),
         }
     }
-    let published = !outbox.is_empty();
     for (key, value) in outbox {
-        batch.insert(key, value);
+        batch.insert(key.clone(), value.clone());
     }
     if let Some(queue_key) = &effects.handled {
         batch.insert(handled_key(queue_key), Vec::new());
     }
-    if let Some(why) = deployment.usage.refuse(old_bytes, new_bytes) {
+    if let Some(why) = deployment.usage.refuse(keyspace, old_bytes, new_bytes) {
         return Err(CommitError::QuotaExceeded(why));
     }
-    keyspace.apply(batch)?;
-    deployment.usage.record(old_bytes, new_bytes);
-    for event in &effects.events {
-        metrics.published(&deployment.name, &event.topic);
-    }
-    if published {
-        bus.note_outbox(&deployment.name, &deployment.keyspace);
-    }
-    Ok(true)
+    Ok((batch, old_bytes, new_bytes))
 }

@@ -83,6 +83,13 @@ impl KeyspaceStore for SledStore {
 /// One keyspace: a sled tree.
 pub struct SledKeyspace(sled::Tree);
 
+impl SledKeyspace {
+    /// The keyspace held by `tree`.
+    pub fn new(tree: sled::Tree) -> Self {
+        SledKeyspace(tree)
+    }
+}
+
 impl Keyspace for SledKeyspace {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.0.get(key)?.map(|v| v.to_vec()))

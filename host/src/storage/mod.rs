@@ -10,6 +10,7 @@
 
 pub mod embedded;
 pub mod flusher;
+pub mod jetstream;
 pub mod reserved;
 
 use std::future::Future;
@@ -23,6 +24,13 @@ pub enum StorageError {
     /// The keyspace was dropped (a purge) while it was in use.
     #[error("the component's keyspace was purged while this request ran")]
     Purged,
+    /// The backend cannot be reached now (a cluster's server is down or
+    /// did not answer in time): the same call may work later.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    /// Other writers kept committing first, every time this one tried.
+    #[error("the keyspace was too busy to commit; retry")]
+    Busy,
     /// The backend failed.
     #[error("storage failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -63,6 +71,37 @@ pub trait Keyspace: Send + Sync + 'static {
 
     /// Apply every write of `batch`, atomically.
     fn apply(&self, batch: Batch) -> Result<(), StorageError>;
+
+    /// Wait until this copy of the keyspace holds every write acknowledged
+    /// before the call, wherever it was made. A reader calls it once before
+    /// it starts reading, so a write acknowledged through another host is
+    /// read back here (an embedded keyspace has one copy: nothing to wait for).
+    fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// Apply the batch `prepare` builds from what it reads of this keyspace,
+    /// with no other writer's batch between those reads and the apply, and
+    /// say whether one was applied (`prepare` returns `None` to apply
+    /// nothing). The caller serialises its own commits to the keyspace (the
+    /// commit lock), which is all an embedded keyspace needs; a keyspace
+    /// shared with other hosts runs `prepare` again on the newer state when
+    /// another host committed in between, so `prepare` must be free of side
+    /// effects beyond its answer.
+    fn transact(&self, prepare: &mut dyn FnMut() -> Option<Batch>) -> Result<bool, StorageError> {
+        match prepare() {
+            Some(batch) => self.apply(batch).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Bytes of the guest's keys and values (not the platform's reserved
+    /// keys), when the keyspace counts them itself: one shared with other
+    /// hosts does, since their commits change it too. `None`: the caller's
+    /// own count ([`crate::capabilities::keyvalue::Usage`]) is exact.
+    fn guest_bytes(&self) -> Option<u64> {
+        None
+    }
 
     /// Whether `key` holds a value.
     fn contains(&self, key: &[u8]) -> Result<bool, StorageError> {

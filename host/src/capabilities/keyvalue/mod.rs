@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -37,6 +38,8 @@ pub const MAX_PAGE: u32 = 1000;
 /// sees anything before the commit.
 pub struct KeyvalueCtx {
     keyspace: Arc<dyn Keyspace>,
+    /// Whether the keyspace was synced for this invocation (see [`Self::committed_state`]).
+    synced: AtomicBool,
     usage: Arc<Usage>,
     writes: Writes,
     /// Per written key: what the pending write will make it hold (bytes
@@ -76,6 +79,7 @@ impl KeyvalueCtx {
     ) -> Self {
         KeyvalueCtx {
             keyspace,
+            synced: AtomicBool::new(false),
             usage,
             writes: Writes::default(),
             footprint: BTreeMap::new(),
@@ -94,8 +98,19 @@ impl KeyvalueCtx {
         std::mem::take(&mut self.writes)
     }
 
+    /// The committed keyspace, brought up to date on the invocation's first
+    /// read: a keyspace shared by a cluster then holds every write
+    /// acknowledged through any host before it (read-your-writes).
+    fn committed_state(&self) -> Result<&dyn Keyspace, Error> {
+        if !self.synced.load(Ordering::Relaxed) {
+            self.keyspace.sync().map_err(storage)?;
+            self.synced.store(true, Ordering::Relaxed);
+        }
+        Ok(&*self.keyspace)
+    }
+
     fn committed(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.keyspace.get(key.as_bytes()).map_err(storage)
+        self.committed_state()?.get(key.as_bytes()).map_err(storage)
     }
 
     /// The value as this invocation sees it: its own write, else the committed one.
@@ -151,7 +166,7 @@ impl KeyvalueCtx {
         let (before, joining) = match self.footprint.get(key) {
             Some(known) => (*known, 0),
             None => {
-                let old = self.keyspace.get(key.as_bytes()).map_err(storage)?;
+                let old = self.committed(key)?;
                 let committed = entry_size(key.as_bytes(), old.as_deref());
                 (Footprint { pending: committed, cost: 0 }, committed)
             }
@@ -168,7 +183,7 @@ impl KeyvalueCtx {
             )));
         }
         if new_bytes > new_before
-            && let Some(why) = self.usage.refuse(old_bytes, new_bytes)
+            && let Some(why) = self.usage.refuse(&*self.keyspace, old_bytes, new_bytes)
         {
             return Err(Error::QuotaExceeded(why));
         }
@@ -288,7 +303,7 @@ impl keyvalue::Host for KeyvalueCtx {
             _ => Bound::Included(prefix.clone()),
         };
         let mut committed = self
-            .keyspace
+            .committed_state()?
             .range_from(start.as_ref().map(|k| k.as_bytes()))
             .map(|entry| entry.map(|(key, _)| key))
             // The platform's own keys (the outbox) sort after every UTF-8 key.

@@ -49,8 +49,11 @@ impl Usage {
     /// Why replacing `old` bytes by `new` bytes does not fit, if it does
     /// not. A change that does not grow the keyspace always fits, so a full
     /// keyspace can still be cleaned up.
-    pub(crate) fn refuse(&self, old: u64, new: u64) -> Option<String> {
-        let projected = self.bytes().saturating_sub(old) + new;
+    /// The bytes held are those `keyspace` counts when it counts them (a
+    /// keyspace other hosts write too), else this count.
+    pub(crate) fn refuse(&self, keyspace: &dyn Keyspace, old: u64, new: u64) -> Option<String> {
+        let bytes = keyspace.guest_bytes().unwrap_or_else(|| self.bytes());
+        let projected = bytes.saturating_sub(old) + new;
         (new > old && projected > self.limit).then(|| {
             format!("the keyspace would hold {projected} bytes, its quota is {}", self.limit)
         })

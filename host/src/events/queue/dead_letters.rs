@@ -38,7 +38,7 @@ impl Bus {
     pub fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>, BusError> {
         let prefix = subscriber.map(|s| dead_key(s, "")).unwrap_or_default();
         let mut letters = Vec::new();
-        for entry in self.dead.scan_prefix(prefix) {
+        for entry in self.dead.scan_prefix(&prefix) {
             let (key, value) = entry?;
             let event = QueuedEvent::decode(&value)?;
             let payload = serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
@@ -71,7 +71,7 @@ impl Bus {
         let key = queue_key(subscriber, &event.topic, self.next_seq()?);
         // Queued first, then no longer dead: a crash in between leaves it in
         // both (a second replay queues it once more), never in neither.
-        self.queue.insert(key, event.encode())?;
+        self.queue.insert(&key, &event.encode())?;
         self.dead.remove(&dead)?;
         self.wake();
         Ok(())
@@ -79,9 +79,11 @@ impl Bus {
 
     /// Drop a dead letter for good.
     pub fn discard(&self, subscriber: &str, id: &str) -> Result<(), BusError> {
-        match self.dead.remove(dead_key(subscriber, id))? {
-            Some(_) => Ok(()),
-            None => Err(BusError::NotFound { subscriber: subscriber.into(), id: id.into() }),
+        let dead = dead_key(subscriber, id);
+        if !self.dead.contains(&dead)? {
+            return Err(BusError::NotFound { subscriber: subscriber.into(), id: id.into() });
         }
+        self.dead.remove(&dead)?;
+        Ok(())
     }
 }

@@ -15,8 +15,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sled::Tree;
-
 mod dead_letters;
 mod event;
 mod test_hooks;
@@ -26,8 +24,9 @@ use dead_letters::dead_key;
 pub use event::{QueuedEvent, now_ms};
 
 use crate::capabilities::bus::Topics;
+use crate::storage::embedded::SledKeyspace;
 use crate::storage::reserved::{OUTBOX_PREFIX, handled_key, outbox_seq};
-use crate::storage::{Keyspace, KeyspaceStore, StorageError};
+use crate::storage::{Batch, Keyspace, KeyspaceStore, StorageError};
 
 /// Retry and dead-letter rules.
 #[derive(Debug, Clone, Copy)]
@@ -58,11 +57,27 @@ impl BusOptions {
     }
 }
 
+/// Where event numbers come from: unique, and increasing across restarts.
+pub trait Sequencer: Send + Sync + 'static {
+    /// The next number.
+    fn next(&self) -> Result<u64, StorageError>;
+}
+
+/// The embedded database numbers events (sled's monotonic ids).
+impl Sequencer for sled::Db {
+    fn next(&self) -> Result<u64, StorageError> {
+        Ok(self.generate_id()?)
+    }
+}
+
 /// The durable queue and dead-letter store.
+///
+/// Both are keyspaces: trees of the embedded database, or on a cluster the
+/// platform keyspaces every host shares.
 pub struct Bus {
-    db: sled::Db,
-    queue: Tree,
-    dead: Tree,
+    sequencer: Arc<dyn Sequencer>,
+    queue: Arc<dyn Keyspace>,
+    dead: Arc<dyn Keyspace>,
     options: BusOptions,
     // Keyspaces that may hold outbox entries, by component name.
     outboxes: Mutex<HashMap<String, Arc<dyn Keyspace>>>,
@@ -140,17 +155,30 @@ impl From<sled::Error> for BusError {
 impl Bus {
     /// The bus stored in `db`.
     pub fn open(db: &sled::Db, options: BusOptions) -> sled::Result<Self> {
-        Ok(Bus {
-            db: db.clone(),
-            queue: db.open_tree("pitstop/bus/queue")?,
-            dead: db.open_tree("pitstop/bus/dead")?,
+        let queue = Arc::new(SledKeyspace::new(db.open_tree("pitstop/bus/queue")?));
+        let dead = Arc::new(SledKeyspace::new(db.open_tree("pitstop/bus/dead")?));
+        Ok(Bus::with_keyspaces(Arc::new(db.clone()), queue, dead, options))
+    }
+
+    /// The bus keeping its queue in `queue` and its dead letters in `dead`,
+    /// numbering events with `sequencer`.
+    pub fn with_keyspaces(
+        sequencer: Arc<dyn Sequencer>,
+        queue: Arc<dyn Keyspace>,
+        dead: Arc<dyn Keyspace>,
+        options: BusOptions,
+    ) -> Self {
+        Bus {
+            sequencer,
+            queue,
+            dead,
             options,
             outboxes: Mutex::default(),
             tap: Mutex::default(),
             paused: Default::default(),
             dispatching: Default::default(),
             wake: tokio::sync::Notify::new(),
-        })
+        }
     }
 
     /// Find the keyspaces whose outbox still holds events from before a restart.
@@ -201,11 +229,11 @@ impl Bus {
                 if let Some(tap) = self.tap.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                     tap.push(event);
                 }
-                let mut batch = sled::Batch::default();
+                let mut batch = Batch::default();
                 for (name, _) in subscribers.iter().filter(|(_, t)| t.subscribes.contains(&topic)) {
                     batch.insert(queue_key(name, &topic, seq), value.clone());
                 }
-                self.queue.apply_batch(batch)?;
+                self.queue.apply(batch)?;
                 keyspace.remove(&key)?;
             }
         }
@@ -229,7 +257,7 @@ impl Bus {
     /// waiting for a retry); subscribers with none are left out.
     pub fn lag(&self) -> Vec<(String, u64)> {
         let mut lags: Vec<(String, u64)> = Vec::new();
-        for key in self.queue.iter().keys().flatten() {
+        for (key, _) in self.queue.range_from(std::ops::Bound::Unbounded).flatten() {
             let subscriber = subscriber_of(&key);
             match lags.last_mut() {
                 // Keys sort by subscriber first, so each one's entries are together.
@@ -267,14 +295,21 @@ impl Bus {
         Ok(())
     }
 
-    /// The queue tree.
-    pub(crate) fn queue(&self) -> &Tree {
-        &self.queue
+    /// Bring the queue and the dead letters up to date with every write
+    /// acknowledged before the call (shared with other hosts, they may lag).
+    pub(crate) fn queue_synced(&self) -> Result<(), StorageError> {
+        self.queue.sync()?;
+        self.dead.sync()
+    }
+
+    /// The queue.
+    pub(crate) fn queue(&self) -> &dyn Keyspace {
+        &*self.queue
     }
 
     /// A new sequence number, unique and increasing across restarts.
     pub(crate) fn next_seq(&self) -> Result<u64, StorageError> {
-        Ok(self.db.generate_id()?)
+        self.sequencer.next()
     }
 
     /// Tell the dispatcher there may be work.
@@ -283,17 +318,18 @@ impl Bus {
     }
 
     /// The first entry of each lane, in key order.
-    pub(crate) fn lane_heads(&self) -> impl Iterator<Item = (Vec<u8>, sled::IVec)> + '_ {
+    pub(crate) fn lane_heads(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
         let mut from: Option<Vec<u8>> = Some(Vec::new());
         std::iter::from_fn(move || {
             let start = from.take()?;
-            let (key, value) = self.queue.range(start..).next()?.ok()?;
+            let (key, value) =
+                self.queue.range_from(std::ops::Bound::Included(&start)).next()?.ok()?;
             // The next lane starts after every key of this one: bump the
             // lane's trailing \0 to \x01 (names and topics never hold either).
             let mut next = lane_of(&key).to_vec();
             *next.last_mut()? = 1;
             from = Some(next);
-            Some((key.to_vec(), value))
+            Some((key, value))
         })
     }
 
@@ -308,13 +344,13 @@ impl Bus {
         event.last_error = Some(error);
         if event.attempts < self.options.max_attempts {
             event.not_before = now_ms() + self.options.backoff(event.attempts).as_millis() as u64;
-            self.queue.insert(key, event.encode())?;
+            self.queue.insert(key, &event.encode())?;
             return Ok(false);
         }
         let subscriber = subscriber_of(key).to_string();
         // Dead letter first, then out of the queue: a crash in between
         // leaves it in both, never in neither.
-        self.dead.insert(dead_key(&subscriber, &event.id), event.encode())?;
+        self.dead.insert(&dead_key(&subscriber, &event.id), &event.encode())?;
         self.queue.remove(key)?;
         tracing::warn!(
             subscriber,
@@ -336,7 +372,7 @@ impl Bus {
         wait: Duration,
     ) -> Result<(), BusError> {
         event.not_before = now_ms() + wait.as_millis() as u64;
-        self.queue.insert(key, event.encode())?;
+        self.queue.insert(key, &event.encode())?;
         Ok(())
     }
 
@@ -354,10 +390,12 @@ impl Bus {
     pub fn forget_subscriber(&self, subscriber: &str) -> Result<(), BusError> {
         self.outboxes.lock().unwrap_or_else(|p| p.into_inner()).remove(subscriber);
         let prefix = dead_key(subscriber, "");
-        for tree in [&self.queue, &self.dead] {
-            for key in tree.scan_prefix(&prefix).keys() {
-                tree.remove(key?)?;
+        for keyspace in [&self.queue, &self.dead] {
+            let mut batch = Batch::default();
+            for entry in keyspace.scan_prefix(&prefix) {
+                batch.remove(entry?.0);
             }
+            keyspace.apply(batch)?;
         }
         Ok(())
     }
@@ -394,7 +432,7 @@ mod tests {
             traceparent: None,
         };
         for (sub, topic, seq) in [("b", "x", 7), ("a", "y", 3), ("a", "x", 9), ("a", "x", 2)] {
-            bus.queue.insert(queue_key(sub, topic, seq), event(seq).encode()).unwrap();
+            bus.queue.insert(&queue_key(sub, topic, seq), &event(seq).encode()).unwrap();
         }
         let heads: Vec<(String, u64)> = bus
             .lane_heads()

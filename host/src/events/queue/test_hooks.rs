@@ -23,9 +23,9 @@ impl Bus {
     }
 
     /// Queue entries of the event `id`, with their keys.
-    fn entries_of(&self, id: &str) -> Result<Vec<(sled::IVec, QueuedEvent)>, BusError> {
+    fn entries_of(&self, id: &str) -> Result<Vec<(Vec<u8>, QueuedEvent)>, BusError> {
         let mut found = Vec::new();
-        for entry in self.queue.iter() {
+        for entry in self.queue.range_from(std::ops::Bound::Unbounded) {
             let (key, value) = entry?;
             let event = QueuedEvent::decode(&value)?;
             if event.id == id {
@@ -60,7 +60,7 @@ impl Bus {
         again.attempts = 0;
         again.not_before = 0;
         let key = queue_key(subscriber, &event.topic, self.next_seq()?);
-        self.queue.insert(key, again.encode())?;
+        self.queue.insert(&key, &again.encode())?;
         self.wake();
         Ok(())
     }

@@ -1,0 +1,272 @@
+//! Several hosts on one NATS JetStream (`pitstop serve --cluster`), against
+//! a real `nats-server` (installed by `scripts/setup --tests`, see
+//! scripts/install-nats): keyspaces shared with read-your-writes across
+//! hosts, compare-and-swap and counters that keep their meaning, and events
+//! handled once per subscriber for the whole cluster.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::support::{Server, eventually, fresh_dir, repo_root, single_component_config};
+
+/// Every host verifies the same tokens.
+const SECRET: &str = "cluster-test-secret-0123456789abcdef";
+
+/// A `nats-server -js` on a free loopback port, killed when dropped.
+pub struct Nats {
+    child: Child,
+    pub url: String,
+    _store: TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let binary = std::env::var_os("PITSTOP_NATS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".toolchains/nats/bin/nats-server"));
+        assert!(
+            binary.exists(),
+            "no nats-server at {}: run scripts/setup --tests (or set PITSTOP_NATS_SERVER)",
+            binary.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let store = TempDir::new().unwrap();
+        // A commit is one message: max_payload must hold the largest write
+        // set (16 MiB by default), as docs/cluster.md says.
+        let config = store.path().join("nats.conf");
+        let conf = format!(
+            "listen: \"127.0.0.1:{port}\"\nmax_payload: 32MB\njetstream {{ store_dir: \"{}\" }}\n",
+            store.path().join("js").display()
+        );
+        std::fs::write(&config, conf).unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        let url = format!("nats://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nats { child, url, _store: store }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` hosts on `nats`, each with its own data dir, with `config`.
+async fn hosts(nats: &Nats, n: usize, config: Option<&str>) -> Vec<Server> {
+    hosts_with(nats, n, config, &[]).await
+}
+
+/// [`hosts`] with extra environment variables.
+async fn hosts_with(
+    nats: &Nats,
+    n: usize,
+    config: Option<&str>,
+    env: &[(&str, &str)],
+) -> Vec<Server> {
+    let mut hosts = Vec::new();
+    for _ in 0..n {
+        let args = [std::ffi::OsStr::new("--cluster"), nats.url.as_ref()];
+        let mut env = env.to_vec();
+        env.push(("PITSTOP_JWT_SECRET", SECRET));
+        hosts.push(Server::start_with_env(config, fresh_dir(), &args, &env).await);
+    }
+    hosts
+}
+
+#[tokio::test]
+async fn a_user_created_through_one_host_is_read_through_the_others_right_after_the_201() {
+    let nats = Nats::start();
+    let hosts = hosts(&nats, 3, None).await;
+    for i in 0..30 {
+        let (writer, reader) = (&hosts[i % 3], &hosts[(i + 1) % 3]);
+        let created = writer
+            .post("/users", json!({"name": "Ann", "email": format!("ann{i}@example.com")}))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.error());
+        let id = created.json()["id"].as_str().unwrap().to_string();
+        let read = reader.get(&format!("/users/{id}")).await;
+        assert_eq!(read.status, 200, "user {i} created on host {} not read on the next", i % 3);
+        assert_eq!(read.json(), created.json());
+        // The email is taken for every host at once.
+        let again = hosts[(i + 2) % 3]
+            .post("/users", json!({"name": "Bob", "email": format!("ANN{i}@example.com")}))
+            .await;
+        assert_eq!(again.status, 409, "{}", String::from_utf8_lossy(&again.body));
+    }
+}
+
+#[tokio::test]
+async fn a_value_written_through_one_host_is_what_the_next_read_anywhere_returns() {
+    let nats = Nats::start();
+    let config = single_component_config("kvprobe", "kvprobe", "", "/kv");
+    // Each host applies the others' commits 20 ms late (a fail point), so
+    // a read that did not wait for the log's last commit sees the old value.
+    let lagging = [("FAILPOINTS", "cluster-follow=sleep(20)")];
+    let hosts = hosts_with(&nats, 3, Some(&config), &lagging).await;
+    // One key rewritten 60 times, each value read back through another
+    // host as soon as the write is acknowledged: never the one before.
+    for i in 0..60 {
+        let value = format!("v{i}");
+        let put = hosts[i % 3].send("PUT", "/kv/kv/hot", value.clone()).await;
+        assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+        let read = hosts[(i + 1) % 3].get("/kv/kv/hot").await;
+        assert_eq!(String::from_utf8_lossy(&read.body), value, "write {i}");
+    }
+}
+
+#[tokio::test]
+async fn one_email_registered_ten_times_at_once_through_three_hosts_gets_one_201() {
+    let nats = Nats::start();
+    let hosts = hosts(&nats, 3, None).await;
+    for round in 0..3 {
+        let email = format!("race{round}@example.com");
+        let tries = (0..10).map(|i| {
+            hosts[i % 3].post("/users", json!({"name": format!("racer {i}"), "email": email}))
+        });
+        let statuses: Vec<u16> = join_all(tries).await.iter().map(|a| a.status).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+        assert!(statuses.iter().all(|s| *s == 201 || *s == 409), "{statuses:?}");
+    }
+}
+
+#[tokio::test]
+async fn increments_and_compare_and_swaps_from_three_hosts_lose_nothing() {
+    let nats = Nats::start();
+    let config = single_component_config("kvprobe", "kvprobe", "", "/kv");
+    let hosts = hosts(&nats, 3, Some(&config)).await;
+    // 3 hosts x 4 clients x 15 increments, all at once.
+    let clients = (0..12).map(|client| {
+        let host = &hosts[client % 3];
+        async move {
+            let mut ok = 0;
+            for _ in 0..15 {
+                let answer = host.send("POST", "/kv/incr/hits", "").await;
+                assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+                ok += 1;
+            }
+            ok
+        }
+    });
+    let done: usize = join_all(clients).await.iter().sum();
+    assert_eq!(done, 180);
+    for host in &hosts {
+        let value = host.get("/kv/kv/hits").await;
+        assert_eq!(value.status, 200);
+        assert_eq!(String::from_utf8_lossy(&value.body), "180", "on {}", host.base);
+    }
+
+    // Compare-and-swap: read n, swap to n + 1. A swap whose expectation
+    // another host broke is rerun or answered 409; every success counts once.
+    let swappers = (0..12).map(|client| {
+        let host = &hosts[client % 3];
+        async move {
+            let mut swapped = 0;
+            for _ in 0..10 {
+                let answer = host.send("POST", "/kv/cas/swaps/0", "").await;
+                match answer.status {
+                    200 if answer.json()["swapped"] == json!(true) => swapped += 1,
+                    200 | 409 => {}
+                    other => panic!("{other}: {}", String::from_utf8_lossy(&answer.body)),
+                }
+            }
+            swapped
+        }
+    });
+    let swapped: usize = join_all(swappers).await.iter().sum();
+    assert!(swapped > 0);
+    for host in &hosts {
+        let value = host.get("/kv/kv/swaps").await;
+        assert_eq!(String::from_utf8_lossy(&value.body), swapped.to_string(), "on {}", host.base);
+    }
+}
+
+#[tokio::test]
+async fn writes_through_several_hosts_cannot_take_a_keyspace_past_its_quota() {
+    let nats = Nats::start();
+    let limits = "max_keyspace_bytes = 10485760\nmax_write_set_bytes = 8388608";
+    let config = single_component_config("kvprobe", "kvprobe", limits, "/kv");
+    let hosts = hosts(&nats, 2, Some(&config)).await;
+    // ~4 MiB through each host fits: 8,380,440 of 10,485,760 bytes.
+    for (host, tag) in hosts.iter().zip(["a", "b"]) {
+        let fill = host.send("POST", &format!("/kv/fill/{tag}/4/1023"), "").await;
+        assert_eq!(fill.status, 200, "{}", String::from_utf8_lossy(&fill.body));
+    }
+    // A third, through either host, would not fit beside what the other
+    // host wrote (each host alone has seen only its own 4 MiB commit).
+    for host in &hosts {
+        let over = host.send("POST", "/kv/fill/c/4/1023", "").await;
+        assert_eq!(over.status, 507, "{}", String::from_utf8_lossy(&over.body));
+        assert!(over.error().contains("its quota is 10485760"), "{}", over.error());
+    }
+    assert_eq!(hosts[1].get("/kv/kv/c-0").await.status, 404, "nothing was written");
+}
+
+/// `series` summed over every host.
+async fn cluster_metric(hosts: &[Server], series: &str) -> f64 {
+    let mut total = 0.0;
+    for host in hosts {
+        total += host.metric(series).await;
+    }
+    total
+}
+
+#[tokio::test]
+async fn orders_through_every_host_settle_and_each_event_is_handled_once_for_the_cluster() {
+    let nats = Nats::start();
+    let hosts = hosts(&nats, 3, None).await;
+    let emails: Vec<String> = (0..6).map(|i| format!("buyer{i}@example.com")).collect();
+    let users: Vec<String> = join_all(
+        emails.iter().enumerate().map(|(i, email)| hosts[i % 3].create_user("Ann", email)),
+    )
+    .await;
+    // order subscribes to user.created: six events, six deliveries in all,
+    // whichever host dispatches.
+    let delivered = r#"pitstop_bus_delivered_total{subscriber="order"}"#;
+    eventually("six user.created deliveries", Duration::from_secs(10), || async {
+        (cluster_metric(&hosts, delivered).await >= 6.0).then_some(())
+    })
+    .await;
+
+    let mut placed = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let items = json!([{ "sku": "thing", "quantity": 1, "price": 100 + i }]);
+        let answer = hosts[i % 3].post("/orders", json!({ "user_id": user, "items": items })).await;
+        assert_eq!(answer.status, 201, "{}", String::from_utf8_lossy(&answer.body));
+        placed.push(answer.json());
+    }
+    for (i, (order, user)) in placed.iter().zip(&users).enumerate() {
+        // Read through another host than the one that placed it.
+        let reader = &hosts[(i + 1) % 3];
+        let orders: Vec<Value> = crate::saga::settled_orders(reader, user).await;
+        assert_eq!(orders.len(), 1);
+        assert_eq!(orders[0]["id"], order["id"]);
+        let outcomes = crate::saga::reconcile(reader, user, &orders).await;
+        assert_eq!(outcomes.get("confirmed"), Some(&1), "{outcomes:?}");
+    }
+    // Each order also scheduled its order.timeout (8 s, delayed delivery):
+    // six more deliveries for the cluster, not six per host.
+    eventually("six order.timeout deliveries", Duration::from_secs(20), || async {
+        (cluster_metric(&hosts, delivered).await >= 12.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster_metric(&hosts, delivered).await, 12.0, "an event was handled twice");
+}
