@@ -18,23 +18,18 @@ use crate::support::{Server, eventually, fresh_dir, repo_root, single_component_
 /// Every host verifies the same tokens.
 const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 
-/// A `nats-server -js` on a free loopback port, killed when dropped.
+/// A `nats-server -js` on a free loopback port, killed when dropped; it can
+/// be stopped and started again on the same port and store.
 pub struct Nats {
-    child: Child,
+    child: Option<Child>,
     pub url: String,
+    port: u16,
+    config: PathBuf,
     _store: TempDir,
 }
 
 impl Nats {
     pub fn start() -> Nats {
-        let binary = std::env::var_os("PITSTOP_NATS_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join(".toolchains/nats/bin/nats-server"));
-        assert!(
-            binary.exists(),
-            "no nats-server at {}: run scripts/setup --tests (or set PITSTOP_NATS_SERVER)",
-            binary.display()
-        );
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let store = TempDir::new().unwrap();
         // A commit is one message: max_payload must hold the largest write
@@ -45,27 +40,49 @@ impl Nats {
             store.path().join("js").display()
         );
         std::fs::write(&config, conf).unwrap();
+        let url = format!("nats://127.0.0.1:{port}");
+        let mut nats = Nats { child: None, url, port, config, _store: store };
+        nats.resume();
+        nats
+    }
+
+    /// Kill the server (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the server again, on its port and store.
+    pub fn resume(&mut self) {
+        let binary = std::env::var_os("PITSTOP_NATS_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".toolchains/nats/bin/nats-server"));
+        assert!(
+            binary.exists(),
+            "no nats-server at {}: run scripts/setup --tests (or set PITSTOP_NATS_SERVER)",
+            binary.display()
+        );
         let child = Command::new(binary)
             .arg("-c")
-            .arg(&config)
+            .arg(&self.config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting nats-server");
-        let url = format!("nats://127.0.0.1:{port}");
+        self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(std::time::Instant::now() < deadline, "nats-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Nats { child, url, _store: store }
     }
 }
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -269,4 +286,90 @@ async fn orders_through_every_host_settle_and_each_event_is_handled_once_for_the
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(cluster_metric(&hosts, delivered).await, 12.0, "an event was handled twice");
+}
+
+/// One client's registrations: (status, how long it took, the id on a 201).
+type Outcomes = Vec<(u16, Duration, Option<String>)>;
+
+#[tokio::test]
+async fn nats_stopped_for_five_seconds_under_load_costs_503s_not_hangs_and_loses_nothing() {
+    let mut nats = Nats::start();
+    let hosts = std::sync::Arc::new(hosts(&nats, 2, None).await);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (hosts, stop) = (hosts.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut outcomes: Outcomes = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let email = format!("load{client}-{n}@example.com");
+                    let started = std::time::Instant::now();
+                    let answer = hosts[client % 2]
+                        .post("/users", json!({"name": "L", "email": email}))
+                        .await;
+                    let id = (answer.status == 201)
+                        .then(|| answer.json()["id"].as_str().unwrap().to_string());
+                    outcomes.push((answer.status, started.elapsed(), id));
+                    if answer.status != 201 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nats.stop();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // While it is down, /ready says why.
+    let ready = hosts[0].get("/ready").await;
+    assert_eq!(ready.status, 503, "{}", String::from_utf8_lossy(&ready.body));
+    let storage = ready.json()["checks"]["storage"].as_str().unwrap_or_default().to_string();
+    assert!(storage.contains("NATS"), "{storage}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    nats.resume();
+    // The hosts recover on their own: each registers users again.
+    for host in hosts.iter() {
+        eventually("a 201 after NATS came back", Duration::from_secs(20), || async {
+            let email = format!("after-{}@example.com", rand_word());
+            let answer = host.post("/users", json!({"name": "A", "email": email})).await;
+            (answer.status == 201).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut outcomes: Outcomes = Vec::new();
+    for client in clients {
+        outcomes.extend(client.await.unwrap());
+    }
+    let unavailable = outcomes.iter().filter(|(status, ..)| *status == 503).count();
+    assert!(unavailable > 0, "no request met the outage");
+    for (status, took, _) in &outcomes {
+        assert!(*status == 201 || *status == 503, "answered {status}");
+        // Failing fast: well within the 5 s deadline (2 s NATS timeout).
+        assert!(*took < Duration::from_millis(4000), "a request took {took:?}");
+    }
+    // Every acknowledged user is there, through both hosts.
+    let created: Vec<&String> = outcomes.iter().filter_map(|(.., id)| id.as_ref()).collect();
+    assert!(created.len() > 10, "only {} users were created", created.len());
+    for id in &created {
+        for host in hosts.iter() {
+            assert_eq!(host.get(&format!("/users/{id}")).await.status, 200, "user {id} lost");
+        }
+    }
+    // And each one's user.created reached order, at least once.
+    let delivered = r#"pitstop_bus_delivered_total{subscriber="order"}"#;
+    eventually("every user.created delivered", Duration::from_secs(20), || async {
+        (cluster_metric(&hosts, delivered).await >= created.len() as f64).then_some(())
+    })
+    .await;
+}
+
+fn rand_word() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -27,6 +27,7 @@ use crate::events::queue::{Bus, BusError, BusOptions, DeadLetter, Sequencer, now
 use crate::events::{Dispatching, EventQueue};
 use crate::storage::jetstream::JetStreamStore;
 use crate::storage::jetstream::lease::LEASE_TTL;
+use crate::storage::reserved::HANDLED_PREFIX;
 use crate::storage::{Batch, Keyspace, KeyspaceStore, StorageError};
 
 /// The shared queue, and whether this host is dispatching or standing by.
@@ -51,7 +52,8 @@ impl ClusterQueue {
             store.open_platform("QUEUE")?,
             store.open_platform("DEAD")?,
             options,
-        );
+        )
+        .keeping_marks();
         Ok(ClusterQueue {
             bus: Arc::new(bus),
             store,
@@ -72,22 +74,96 @@ impl ClusterQueue {
                 }
             }
         };
+        let lease = Arc::new(lease);
         loop {
             self.standing_by.store(true, Ordering::Relaxed);
             let revision = lease.acquire().await;
             tracing::info!(host = %self.host, "this host dispatches the cluster's events");
-            // Outboxes written while no host dispatched.
-            if let Err(error) = self.bus.restore_outboxes(&*deliveries.keyspaces) {
-                tracing::warn!(%error, "restoring the cluster's outboxes failed");
+            // Renewed on a task of its own, so no blocking call here can
+            // make it late.
+            let holding = Holding(tokio::spawn({
+                let lease = lease.clone();
+                async move { lease.hold(revision).await }
+            }));
+            // Start from what the last dispatcher left: this host's copies
+            // may lag, and outboxes may have been written while no host
+            // dispatched.
+            if let Err(error) = self.catch_up(&*deliveries.keyspaces) {
+                tracing::warn!(%error, "catching up with the cluster's queue failed");
             }
             self.standing_by.store(false, Ordering::Relaxed);
             tokio::select! {
                 () = crate::events::dispatch::run(self.bus.clone(), deliveries.clone()) => {}
                 () = relay_outboxes(&self.store, &self.bus, &*deliveries.keyspaces) => {}
-                () = lease.hold(revision) => {
+                () = sweep_marks(&*deliveries.keyspaces) => {}
+                _ = holding.lost() => {
                     tracing::warn!(host = %self.host, "stopped dispatching: the lease was lost");
                 }
             }
+        }
+    }
+
+    /// Bring the queue and every keyspace up to date, and note their outboxes.
+    fn catch_up(&self, keyspaces: &dyn KeyspaceStore) -> Result<(), StorageError> {
+        self.bus.queue_synced()?;
+        for component in keyspaces.names()? {
+            keyspaces.open(&component)?.sync()?;
+        }
+        self.bus.restore_outboxes(keyspaces)
+    }
+}
+
+/// The task renewing the lease; aborted when dropped (the dispatcher
+/// stopped), so a host never renews a lease it no longer acts on.
+struct Holding(tokio::task::JoinHandle<()>);
+
+impl Holding {
+    /// Wait until the renewals stop.
+    async fn lost(&self) {
+        while !self.0.is_finished() {
+            tokio::time::sleep(LEASE_TTL / 30).await;
+        }
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long a handled mark is kept after its entry was finished: far
+/// longer than any delivery can outlive the lease of the host running it.
+const MARK_RETENTION_MS: u64 = 10 * 60 * 1000;
+
+/// Every minute, drop the handled marks older than [`MARK_RETENTION_MS`]
+/// from every keyspace (the cluster's bus keeps them, see
+/// [`Bus::keeping_marks`]).
+async fn sweep_marks(keyspaces: &dyn KeyspaceStore) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        let swept = (|| -> Result<usize, StorageError> {
+            let before = now_ms().saturating_sub(MARK_RETENTION_MS);
+            let mut swept = 0;
+            for component in keyspaces.names()? {
+                let keyspace = keyspaces.open(&component)?;
+                let mut batch = Batch::default();
+                for entry in keyspace.scan_prefix(HANDLED_PREFIX) {
+                    let (key, at) = entry?;
+                    let at = u64::from_be_bytes(at.try_into().unwrap_or_default());
+                    if at < before {
+                        batch.remove(key);
+                    }
+                }
+                swept += batch.writes.len();
+                keyspace.apply(batch)?;
+            }
+            Ok(swept)
+        })();
+        match swept {
+            Ok(0) => {}
+            Ok(swept) => tracing::debug!(swept, "handled marks swept"),
+            Err(error) => tracing::warn!(%error, "sweeping handled marks failed"),
         }
     }
 }

@@ -167,7 +167,8 @@ fn batch(
         batch.insert(key.clone(), value.clone());
     }
     if let Some(queue_key) = &effects.handled {
-        batch.insert(handled_key(queue_key), Vec::new());
+        // When: a cluster sweeps marks older than a while (`events::cluster`).
+        batch.insert(handled_key(queue_key), now_ms().to_be_bytes());
     }
     if let Some(why) = deployment.usage.refuse(keyspace, old_bytes, new_bytes) {
         return Err(CommitError::QuotaExceeded(why));

@@ -29,6 +29,7 @@ use crate::runtime::scheduling::time_slice;
 use crate::runtime::state::ComponentState;
 use crate::runtime::{ComponentSettings, Runtime};
 use crate::storage::Keyspace;
+use crate::storage::StorageError;
 
 /// What an invocation runs: a request, or an event delivery.
 pub(super) enum Call<'a> {
@@ -251,6 +252,11 @@ impl Runtime {
         // holding it would keep the component's next instance waiting on
         // the disk (and defeat the group commit).
         state.services.end_turn();
+        // Its keyspace could not be read (a cluster's NATS is down): not
+        // the guest's fault, whatever it answered; try again later.
+        if let Some(why) = state.kv.unreachable() {
+            return Err(Rerun::Failed(InvokeFailure::Unavailable(why.to_string())));
+        }
         if !answer.succeeded() {
             // A failed invocation leaves no trace: its writes and events go.
             return Ok(answer);
@@ -290,6 +296,9 @@ impl Runtime {
             Err(CommitError::AlreadyHandled) => {}
             Err(error @ (CommitError::Conflict(_) | CommitError::QuotaExceeded(_))) => {
                 return Err(Rerun::Conflict { error: error.to_string(), retryable });
+            }
+            Err(CommitError::Storage(StorageError::Unavailable(why))) => {
+                return Err(Rerun::Failed(InvokeFailure::Unavailable(why)));
             }
             Err(error) => return Err(Rerun::Failed(InvokeFailure::Internal(error.to_string()))),
         }

@@ -312,7 +312,14 @@ impl Runtime {
             Ok(Answer::Event(_) | Answer::Conflict(_)) => true,
             Err(_) => false,
         };
-        deployment.breaker.record(permit, healthy);
+        if matches!(outcome, Err(InvokeFailure::Unavailable(_))) {
+            // The platform's store unreachable (a cluster's NATS down) is
+            // not the component failing: the breaker does not count it, so
+            // every breaker is not open when the store comes back.
+            deployment.breaker.release(permit);
+        } else {
+            deployment.breaker.record(permit, healthy);
+        }
         if matches!(call, Call::Http(_)) {
             deployment.traffic.record(healthy, started.elapsed());
         }

@@ -8,7 +8,7 @@
 /// Where a keyspace keeps events published but not yet relayed.
 pub const OUTBOX_PREFIX: &[u8] = b"\xffoutbox\0";
 /// Where a subscriber's keyspace marks the queue entries it has handled.
-const HANDLED_PREFIX: &[u8] = b"\xffhandled\0";
+pub const HANDLED_PREFIX: &[u8] = b"\xffhandled\0";
 
 /// The outbox key of event number `seq`.
 pub fn outbox_key(seq: u64) -> Vec<u8> {

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -40,6 +40,9 @@ pub struct KeyvalueCtx {
     keyspace: Arc<dyn Keyspace>,
     /// Whether the keyspace was synced for this invocation (see [`Self::committed_state`]).
     synced: AtomicBool,
+    /// Why the store could not be reached, if it could not: the invocation
+    /// then answers 503 whatever the guest made of the error.
+    unreachable: OnceLock<String>,
     usage: Arc<Usage>,
     writes: Writes,
     /// Per written key: what the pending write will make it hold (bytes
@@ -80,6 +83,7 @@ impl KeyvalueCtx {
         KeyvalueCtx {
             keyspace,
             synced: AtomicBool::new(false),
+            unreachable: OnceLock::new(),
             usage,
             writes: Writes::default(),
             footprint: BTreeMap::new(),
@@ -103,14 +107,27 @@ impl KeyvalueCtx {
     /// acknowledged through any host before it (read-your-writes).
     fn committed_state(&self) -> Result<&dyn Keyspace, Error> {
         if !self.synced.load(Ordering::Relaxed) {
-            self.keyspace.sync().map_err(storage)?;
+            self.keyspace.sync().map_err(|e| self.failed(e))?;
             self.synced.store(true, Ordering::Relaxed);
         }
         Ok(&*self.keyspace)
     }
 
     fn committed(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.committed_state()?.get(key.as_bytes()).map_err(storage)
+        self.committed_state()?.get(key.as_bytes()).map_err(|e| self.failed(e))
+    }
+
+    /// `error` as the guest sees it, noting an unreachable store.
+    fn failed(&self, error: StorageError) -> Error {
+        if let StorageError::Unavailable(why) = &error {
+            let _ = self.unreachable.set(why.clone());
+        }
+        storage(error)
+    }
+
+    /// Why the store was unreachable during this invocation, if it was.
+    pub fn unreachable(&self) -> Option<&str> {
+        self.unreachable.get().map(String::as_str)
     }
 
     /// The value as this invocation sees it: its own write, else the committed one.
@@ -326,7 +343,7 @@ impl keyvalue::Host for KeyvalueCtx {
         loop {
             let next_committed = match committed.peek() {
                 Some(Ok(k)) => Some(k.to_vec()),
-                Some(Err(_)) => return Err(storage(committed.next().unwrap().unwrap_err())),
+                Some(Err(_)) => return Err(self.failed(committed.next().unwrap().unwrap_err())),
                 None => None,
             };
             let next_own = own.peek().map(|(k, w)| (k.as_bytes().to_vec(), (*w).clone()));

@@ -79,6 +79,8 @@ pub struct Bus {
     queue: Arc<dyn Keyspace>,
     dead: Arc<dyn Keyspace>,
     options: BusOptions,
+    // Whether `finish` leaves handled marks (see `keeping_marks`).
+    keep_marks: bool,
     // Keyspaces that may hold outbox entries, by component name.
     outboxes: Mutex<HashMap<String, Arc<dyn Keyspace>>>,
     // Every relayed event, when the test harness asked for a record.
@@ -173,6 +175,7 @@ impl Bus {
             queue,
             dead,
             options,
+            keep_marks: false,
             outboxes: Mutex::default(),
             tap: Mutex::default(),
             paused: Default::default(),
@@ -284,15 +287,27 @@ impl Bus {
         subscriber.contains(&handled_key(queue_key)).unwrap_or(false)
     }
 
-    /// Drop the handled entry at `queue_key`, then its mark.
+    /// Drop the handled entry at `queue_key`, then its mark (unless marks
+    /// are kept, see [`Bus::keeping_marks`]).
     pub(crate) fn finish(
         &self,
         subscriber: &dyn Keyspace,
         queue_key: &[u8],
     ) -> Result<(), BusError> {
         self.queue.remove(queue_key)?;
-        subscriber.remove(&handled_key(queue_key))?;
+        if !self.keep_marks {
+            subscriber.remove(&handled_key(queue_key))?;
+        }
         Ok(())
+    }
+
+    /// Leave handled marks in place when an entry is finished, for whoever
+    /// sweeps them later: where a delivery may still run after another
+    /// dispatcher took over (a cluster), its mark is what stops a second
+    /// handling of the same entry.
+    pub fn keeping_marks(mut self) -> Self {
+        self.keep_marks = true;
+        self
     }
 
     /// Bring the queue and the dead letters up to date with every write

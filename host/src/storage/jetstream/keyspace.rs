@@ -54,6 +54,21 @@ impl JetStreamKeyspace {
         JetStreamKeyspace { link, stream, subject, view, follower }
     }
 
+    /// Wait, at most `timeout`, until the view has applied every commit the
+    /// stream holds now.
+    pub(super) fn catch_up(&self, timeout: std::time::Duration) -> Result<(), StorageError> {
+        let stream = self.stream.clone();
+        let view = self.view.clone();
+        self.link.block_within(timeout, "reading the keyspace's last commit", async move {
+            let info = stream.get_info().await.map_err(|e| {
+                StorageError::Unavailable(format!("reading the keyspace's last commit: {e}"))
+            })?;
+            view.check_incarnation(format!("{:?}", info.created));
+            view.applied_up_to(info.state.last_sequence).await;
+            Ok(())
+        })
+    }
+
     /// Append `batch`, expecting the stream's last sequence to be
     /// `expected` when given; `Ok(None)` when it was not.
     fn append(&self, batch: &Batch, expected: Option<u64>) -> Result<Option<u64>, StorageError> {
@@ -75,14 +90,16 @@ impl JetStreamKeyspace {
         let subject = self.subject.clone();
         let context = self.link.context.clone();
         self.link.block("committing", async move {
-            let ack = context
-                .send_publish(subject, message)
-                .await
-                .map_err(|e| StorageError::Backend(Box::new(e)))?;
+            // Anything but a refused expectation is NATS not storing the
+            // commit now (down, reconnecting, no stream leader): unavailable.
+            let unavailable = |e: async_nats::jetstream::context::PublishError| {
+                StorageError::Unavailable(format!("committing: {e}"))
+            };
+            let ack = context.send_publish(subject, message).await.map_err(unavailable)?;
             match ack.await {
                 Ok(ack) => Ok(Some(ack.sequence)),
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-                Err(error) => Err(StorageError::Backend(Box::new(error))),
+                Err(error) => Err(unavailable(error)),
             }
         })
     }
@@ -150,13 +167,7 @@ impl Keyspace for JetStreamKeyspace {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        let stream = self.stream.clone();
-        let view = self.view.clone();
-        self.link.block("reading the keyspace's last commit", async move {
-            let info = stream.get_info().await.map_err(|e| StorageError::Backend(Box::new(e)))?;
-            view.applied_up_to(info.state.last_sequence).await;
-            Ok(())
-        })
+        self.catch_up(self.link.timeout)
     }
 
     fn transact(&self, prepare: &mut dyn FnMut() -> Option<Batch>) -> Result<bool, StorageError> {

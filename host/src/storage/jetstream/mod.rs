@@ -66,7 +66,24 @@ impl Link {
         doing: &'static str,
         call: impl Future<Output = Result<T, StorageError>> + Send,
     ) -> Result<T, StorageError> {
-        let timeout = self.timeout;
+        self.block_within(self.timeout, doing, call)
+    }
+
+    /// [`Self::block`], giving up after `timeout`.
+    fn block_within<T: Send>(
+        &self,
+        timeout: Duration,
+        doing: &'static str,
+        call: impl Future<Output = Result<T, StorageError>> + Send,
+    ) -> Result<T, StorageError> {
+        // Disconnected, the client would queue the call until it reconnects:
+        // fail now instead (fast, and no commit lands long after its
+        // request was answered).
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(StorageError::Unavailable(format!(
+                "{doing}: not connected to NATS (reconnecting)"
+            )));
+        }
         let bounded = async move {
             tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
                 Err(StorageError::Unavailable(format!(
@@ -120,6 +137,19 @@ impl JetStreamStore {
                 ))
             })?;
         let context = jetstream::new(client.clone());
+        // A server that just started answers before JetStream is ready.
+        let ready = async {
+            while let Err(error) = context.query_account().await {
+                tracing::info!(%error, "waiting for JetStream");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), ready).await.map_err(|_| {
+            StorageError::Unavailable(format!(
+                "NATS at {} has no JetStream (start it with -js)",
+                options.servers.join(",")
+            ))
+        })?;
         let link = Link { client, context, handle: Handle::current(), timeout: options.timeout };
         Ok(JetStreamStore {
             link: Arc::new(link),
@@ -146,15 +176,16 @@ impl JetStreamStore {
     }
 
     /// The keyspace on stream `name`, created if it is not there yet,
-    /// opened and caught up once per host.
+    /// opened and caught up once per host. The map's lock is not held while
+    /// NATS answers: two first opens of one keyspace may race, and the
+    /// second to finish takes the first one's copy.
     fn open_stream(
         &self,
         name: String,
         subject: String,
         label: &str,
     ) -> Result<Arc<JetStreamKeyspace>, StorageError> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(keyspace) = open.get(&name) {
+        if let Some(keyspace) = self.open.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
             return Ok(keyspace.clone());
         }
         let config = stream::Config {
@@ -176,11 +207,16 @@ impl JetStreamStore {
         let follower = self.link.handle.spawn(view::follow(stream.clone(), view.clone()));
         let keyspace =
             Arc::new(JetStreamKeyspace::new(self.link.clone(), stream, subject, view, follower));
-        keyspace.sync()?;
-        open.insert(name, keyspace.clone());
-        Ok(keyspace)
+        // A keyspace's whole log is read on first open: more than one call's
+        // worth of time (there is no compaction yet, docs/cluster.md).
+        keyspace.catch_up(CATCH_UP)?;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(open.entry(name).or_insert(keyspace).clone())
     }
 }
+
+/// How long the first open of a keyspace may take to read its log.
+const CATCH_UP: Duration = Duration::from_secs(120);
 
 impl KeyspaceStore for JetStreamStore {
     fn open(&self, component: &str) -> Result<Arc<dyn Keyspace>, StorageError> {

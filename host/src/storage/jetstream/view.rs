@@ -65,6 +65,11 @@ pub struct View {
     state: RwLock<State>,
     applied: watch::Sender<u64>,
     outboxes: Arc<OutboxSignal>,
+    /// When the stream this is a copy of was created: a stream deleted and
+    /// made again (a purge through another host) is another keyspace.
+    incarnation: Mutex<Option<String>>,
+    /// Tells the follower to start again from the first commit.
+    restart: Notify,
 }
 
 impl View {
@@ -75,7 +80,23 @@ impl View {
             state: RwLock::default(),
             applied: watch::Sender::new(0),
             outboxes,
+            incarnation: Mutex::default(),
+            restart: Notify::new(),
         }
+    }
+
+    /// Note the creation time of the stream as the server reports it now;
+    /// if it is not the one this copy was made from, drop the copy and
+    /// follow the new stream from its first commit.
+    pub fn check_incarnation(&self, created: String) {
+        let mut incarnation = self.incarnation.lock().unwrap_or_else(|p| p.into_inner());
+        if incarnation.as_ref().is_some_and(|known| *known != created) {
+            tracing::info!(keyspace = %self.component, "the keyspace was purged and made again; reloading it");
+            *self.state.write().unwrap_or_else(|p| p.into_inner()) = State::default();
+            self.applied.send_replace(0);
+            self.restart.notify_one();
+        }
+        *incarnation = Some(created);
     }
 
     /// The state as applied so far.
@@ -166,7 +187,12 @@ pub async fn follow(stream: Stream, view: Arc<View>) {
         };
         match messages {
             Ok(mut messages) => {
-                while let Some(message) = messages.next().await {
+                loop {
+                    let message = tokio::select! {
+                        message = messages.next() => message,
+                        () = view.restart.notified() => break,
+                    };
+                    let Some(message) = message else { break };
                     let message = match message {
                         Ok(message) => message,
                         Err(error) => {
