@@ -42,21 +42,22 @@ pub struct PlatformOptions {
 }
 
 /// A runtime whose keyspaces and event queue are the cluster's, on NATS
-/// JetStream; sled keeps what is this host's own (deployment records,
-/// component bytes, compiled artifacts).
+/// JetStream (the deployment records and component bytes are shared too,
+/// by the control plane); sled keeps what is this host's own.
 async fn join(
     db: sled::Db,
     cluster: &ClusterOptions,
     config: &Config,
     data_dir: &std::path::Path,
-) -> anyhow::Result<Arc<Runtime>> {
+) -> anyhow::Result<(Arc<Runtime>, Arc<JetStreamStore>)> {
     let store = Arc::new(JetStreamStore::connect(cluster).await?);
     let options = config.runtime_options();
     let host = format!("pid {} with data dir {}", std::process::id(), data_dir.display());
     let queue = ClusterQueue::open(store.clone(), &host, options.bus)
         .context("opening the cluster's event queue")?;
     tracing::info!(nats = %cluster.servers.join(","), "joined the cluster");
-    Ok(Runtime::with_backends(db, store, Arc::new(queue), options)?)
+    let runtime = Runtime::with_backends(db, store.clone(), Arc::new(queue), options)?;
+    Ok((runtime, store))
 }
 
 /// A started platform. Dropping it without [`Platform::shutdown`] aborts the
@@ -83,9 +84,12 @@ impl Platform {
             format!("opening storage at {} (is another pitstop using it?)", db_path.display())
         })?;
         let cluster = config.cluster.options(options.cluster.as_deref())?;
-        let runtime = match cluster {
-            None => Runtime::new(db, config.runtime_options())?,
-            Some(cluster) => join(db, &cluster, &config, &options.data_dir).await?,
+        let (runtime, cluster) = match cluster {
+            None => (Runtime::new(db, config.runtime_options())?, None),
+            Some(cluster) => {
+                let (runtime, store) = join(db, &cluster, &config, &options.data_dir).await?;
+                (runtime, Some(store))
+            }
         };
 
         let mut gateway_options = gateway_options(&config);
@@ -99,10 +103,21 @@ impl Platform {
         let gateway = Gateway::new(backend, RouteTable::default(), gateway_options.clone())
             .map_err(|e| anyhow::anyhow!("in the [auth] section or a route's policy: {e}"))?;
         let deployments = Arc::new(
-            Deployments::new(runtime.clone(), &options.data_dir, static_routes, gateway.clone())
-                .context("in the route table")?,
+            Deployments::new(
+                runtime.clone(),
+                &options.data_dir,
+                static_routes,
+                gateway.clone(),
+                cluster,
+            )
+            .context("in the route table")?,
         );
         deployments.restore().await.context("restoring the deployed components")?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        // On a cluster, serve what other hosts deploy (from now on, seeding
+        // included: hosts starting together seed the same names).
+        tasks.push(tokio::spawn(deployments.clone().follow(wait_for(stopped.clone()))));
         // Events committed before a crash but not yet relayed.
         runtime
             .bus()
@@ -126,8 +141,6 @@ impl Platform {
         let addr = listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = Vec::new();
         tasks.push(tokio::spawn(gateway.serve(listener, wait_for(stopped.clone()))));
         tasks.push(tokio::spawn(
             deployments.clone().watch_canaries(config.canary, wait_for(stopped.clone())),
@@ -206,9 +219,8 @@ async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> 
     let replaced = |name: &str| config.components.get(name).is_some_and(|c| c.path.is_some());
     for builtin in BUILTINS.iter().filter(|b| !replaced(b.name)) {
         if !deployments.is_known(builtin.name)? {
-            deployments
-                .deploy(builtin.name, builtin.wasm.to_vec(), None)
-                .await
+            let deployed = deployments.deploy(builtin.name, builtin.wasm.to_vec(), None).await;
+            unless_seeded_elsewhere(deployed.map(|_| ()))
                 .with_context(|| format!("deploying the built-in {}", builtin.name))?;
         }
     }
@@ -216,12 +228,24 @@ async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> 
         let Some(path) = &component.path else { continue };
         let bytes = std::fs::read(path)
             .with_context(|| format!("reading component {name} from {}", path.display()))?;
-        deployments
-            .ensure(name, bytes)
-            .await
+        unless_seeded_elsewhere(deployments.ensure(name, bytes).await.map(|_| ()))
             .with_context(|| format!("deploying {name} from {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Hosts of a cluster starting together seed the same names: the one that
+/// lost the race serves what the other deployed (`Deployments::follow`).
+fn unless_seeded_elsewhere(
+    seeded: Result<(), crate::runtime::DeployError>,
+) -> Result<(), crate::runtime::DeployError> {
+    match seeded {
+        Err(crate::runtime::DeployError::Concurrent(name)) => {
+            tracing::info!(component = name, "seeded through another host meanwhile");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The configured route table as (prefix, component or upstream name),

@@ -373,3 +373,184 @@ fn rand_word() -> String {
     getrandom::fill(&mut bytes).unwrap();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// How long until every one of `hosts` answers `path` with `version`
+/// (`None`: with 404), polling every 5 ms for at most 10 s.
+async fn propagated(hosts: &[Server], path: &str, version: Option<u64>) -> Duration {
+    let started = std::time::Instant::now();
+    for host in hosts {
+        loop {
+            let answer = host.get(path).await;
+            let serving = (answer.status == 200)
+                .then(|| answer.header("pitstop-version").and_then(|v| v.parse::<u64>().ok()))
+                .flatten();
+            let done = match version {
+                Some(version) => serving == Some(version),
+                None => answer.status == 404,
+            };
+            if done {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{} never served {version:?}",
+                host.base
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn deploys_rollbacks_and_undeploys_through_any_host_are_served_by_every_host_within_a_second()
+{
+    let nats = Nats::start();
+    let hosts = std::sync::Arc::new(hosts(&nats, 3, None).await);
+    let hello = std::fs::read(crate::support::test_components().join("hello.wasm")).unwrap();
+    let first = hosts[0].admin("PUT", "/admin/components/hello?route=/hello", hello.clone()).await;
+    assert_eq!(first.status, 201, "{}", String::from_utf8_lossy(&first.body));
+    propagated(&hosts, "/hello", Some(1)).await;
+
+    // Requests to every host all along: not one may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..3)
+        .map(|i| {
+            let (hosts, stop) = (hosts.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    statuses.push(hosts[i].get("/hello").await.status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for n in 0..20 {
+        let through = &hosts[n % 3];
+        let deployed = through.admin("PUT", "/admin/components/hello", hello.clone()).await;
+        assert_eq!(deployed.status, 200, "{}", String::from_utf8_lossy(&deployed.body));
+        let version = deployed.json()["version"].as_u64().unwrap();
+        times.push(propagated(&hosts, "/hello", Some(version)).await);
+    }
+    let rolled = hosts[1].admin("POST", "/admin/components/hello/rollback", "").await;
+    assert_eq!(rolled.status, 200, "{}", String::from_utf8_lossy(&rolled.body));
+    times
+        .push(propagated(&hosts, "/hello", Some(rolled.json()["version"].as_u64().unwrap())).await);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        let statuses = task.await.unwrap();
+        assert!(statuses.len() > 20);
+        assert!(statuses.iter().all(|s| *s == 200), "a request failed during the deploys");
+    }
+    times.sort();
+    let slowest = *times.last().unwrap();
+    println!(
+        "deploy propagation to 3 hosts: median {:?}, slowest {slowest:?}",
+        times[times.len() / 2]
+    );
+    assert!(slowest < Duration::from_secs(1), "{times:?}");
+
+    // A host that starts later serves the current state.
+    let late = hosts_with(&nats, 1, None, &[]).await;
+    let version = rolled.json()["version"].as_u64().unwrap();
+    assert_eq!(late[0].get("/hello").await.header("pitstop-version"), Some(&*version.to_string()));
+
+    let gone = hosts[2].admin("DELETE", "/admin/components/hello", "").await;
+    assert_eq!(gone.status, 200, "{}", String::from_utf8_lossy(&gone.body));
+    let undeployed = propagated(&hosts, "/hello", None).await;
+    assert!(undeployed < Duration::from_secs(1), "{undeployed:?}");
+    propagated(&late, "/hello", None).await;
+}
+
+#[tokio::test]
+async fn two_hosts_deploying_one_name_at_once_keep_one_history() {
+    let nats = Nats::start();
+    let hosts = hosts(&nats, 2, None).await;
+    let hello = std::fs::read(crate::support::test_components().join("hello.wasm")).unwrap();
+    let deploys = (0..6)
+        .map(|i| hosts[i % 2].admin("PUT", "/admin/components/hello?route=/hello", hello.clone()));
+    let answers = join_all(deploys).await;
+    let mut versions: Vec<u64> = Vec::new();
+    for answer in &answers {
+        match answer.status {
+            200 | 201 => versions.push(answer.json()["version"].as_u64().unwrap()),
+            409 => assert!(answer.error().contains("another host"), "{}", answer.error()),
+            other => panic!("{other}: {}", String::from_utf8_lossy(&answer.body)),
+        }
+    }
+    // Every acknowledged deploy has a version number of its own.
+    let mut unique = versions.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), versions.len(), "{versions:?}");
+    let history = hosts[1].admin("GET", "/admin/components/hello/versions", "").await;
+    assert_eq!(history.status, 200, "{}", String::from_utf8_lossy(&history.body));
+    let listed = history.json()["versions"].as_array().unwrap().len();
+    assert_eq!(listed, versions.len(), "{}", String::from_utf8_lossy(&history.body));
+}
+
+#[tokio::test]
+async fn killing_the_dispatching_host_under_order_load_loses_no_acknowledged_order() {
+    let nats = Nats::start();
+    let hosts = std::sync::Arc::new(hosts(&nats, 3, None).await);
+    // The first host took the dispatcher lease; it is the one killed.
+    assert!(hosts[0].log().contains("this host dispatches"), "{}", hosts[0].log());
+    let emails: Vec<String> = (0..6).map(|i| format!("kill{i}@example.com")).collect();
+    let users: Vec<String> = join_all(
+        emails.iter().enumerate().map(|(i, email)| hosts[1 + i % 2].create_user("K", email)),
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Six clients, two per host, each placing orders for its own user.
+    let clients: Vec<_> = (0..6)
+        .map(|client| {
+            let (hosts, stop, user) = (hosts.clone(), stop.clone(), users[client].clone());
+            tokio::spawn(async move {
+                let host = client % 3;
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let items = json!([{ "sku": "thing", "quantity": 1, "price": 100 }]);
+                    let order = json!({ "user_id": user, "items": items });
+                    let body = serde_json::to_vec(&order).unwrap();
+                    // try_send: the killed host's clients get connection errors.
+                    match hosts[host].try_send("POST", "/orders", body).await {
+                        Some(answer) => statuses.push(answer.status),
+                        None => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                (host, user, statuses)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = Command::new("kill").args(["-9", &hosts[0].pid().to_string()]).status().unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut placed = 0;
+    for client in clients {
+        let (host, user, statuses) = client.await.unwrap();
+        if host != 0 {
+            // The other hosts kept serving.
+            assert!(statuses.iter().all(|s| *s == 201), "host {host}: {statuses:?}");
+        }
+        placed += statuses.iter().filter(|s| **s == 201).count();
+        // Every acknowledged order settles, through a host still up, with
+        // exactly one completed payment or none (saga::reconcile).
+        let reader = &hosts[1 + host % 2];
+        let orders = crate::saga::settled_orders(reader, &user).await;
+        let acknowledged = statuses.iter().filter(|s| **s == 201).count();
+        assert!(
+            orders.len() >= acknowledged,
+            "{} orders, {acknowledged} acknowledged",
+            orders.len()
+        );
+        crate::saga::reconcile(reader, &user, &orders).await;
+    }
+    assert!(placed > 20, "only {placed} orders placed");
+    // Another host took over dispatching.
+    let took_over = hosts[1..].iter().any(|h| h.log().contains("this host dispatches"));
+    assert!(took_over, "no host took the dispatcher lease over");
+}

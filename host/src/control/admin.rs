@@ -382,7 +382,8 @@ impl AdminError {
                     DeployError::Unknown(_) => StatusCode::NOT_FOUND,
                     DeployError::NoEarlierVersion(_)
                     | DeployError::Route(_)
-                    | DeployError::Canary(_) => StatusCode::CONFLICT,
+                    | DeployError::Canary(_)
+                    | DeployError::Concurrent(_) => StatusCode::CONFLICT,
                     DeployError::Db(_) | DeployError::Keyspace(_) | DeployError::Storage(_) => {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }

@@ -61,6 +61,10 @@ pub enum DeployError {
     /// version, no canary).
     #[error("{0}")]
     Canary(String),
+    /// Another host of the cluster changed the component at the same time;
+    /// nothing of this change was saved.
+    #[error("component {0:?} was changed through another host meanwhile; retry")]
+    Concurrent(String),
     /// The store failed.
     #[error("storage failed: {0}")]
     Db(#[from] sled::Error),

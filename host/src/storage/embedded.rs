@@ -118,4 +118,9 @@ impl Keyspace for SledKeyspace {
     fn contains(&self, key: &[u8]) -> Result<bool, StorageError> {
         Ok(self.0.contains_key(key)?)
     }
+
+    fn durable(&self) -> Result<(), StorageError> {
+        self.0.flush()?;
+        Ok(())
+    }
 }

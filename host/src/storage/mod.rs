@@ -95,6 +95,19 @@ pub trait Keyspace: Send + Sync + 'static {
         }
     }
 
+    /// Make everything applied so far survive a crash (an embedded keyspace
+    /// flushes; a cluster's was stored when its commit was acknowledged).
+    fn durable(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// A receiver that changes whenever a commit is applied to this copy,
+    /// whichever host made it; `None` where only this host writes (the
+    /// embedded store), so there is nothing to watch for.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Bytes of the guest's keys and values (not the platform's reserved
     /// keys), when the keyspace counts them itself: one shared with other
     /// hosts does, since their commits change it too. `None`: the caller's

@@ -16,13 +16,16 @@
 //! component on disk.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use pitstop_gateway::{Gateway, RouteTable};
 
+mod blobs;
 mod canary;
+mod follow;
 mod listing;
+mod names;
 mod records;
 mod routes;
 
@@ -32,15 +35,16 @@ pub use records::{CanaryEnd, CanaryRecord, ComponentRecord, VersionRecord};
 use records::{active_digest, find_version};
 
 use crate::naming::is_valid_name;
-use crate::runtime::artifacts::{
-    ArtifactCache, CompileError, Origin, hex_sha256, write_atomically,
-};
+use crate::runtime::artifacts::{ArtifactCache, CompileError, Origin, hex_sha256};
 use crate::runtime::backend::RuntimeBackend;
 use crate::runtime::registry::Deployment;
 use crate::runtime::world::WorldError;
 use crate::runtime::world::looks_like_component;
 use crate::runtime::{DeployError, Runtime};
 use crate::storage::Keyspace;
+use crate::storage::embedded::SledKeyspace;
+use crate::storage::jetstream::JetStreamStore;
+use blobs::Blobs;
 
 /// The result of a deploy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +58,11 @@ pub struct Deployed {
 /// Deploys and tracks components; shared by the admin API, the watcher and start-up.
 pub struct Deployments {
     runtime: Arc<Runtime>,
-    records: sled::Tree,
-    blobs: PathBuf,
+    // One record per name: a tree of the embedded store, or on a cluster
+    // the keyspace every host shares (`PITSTOP_DEPLOYMENTS`), which each
+    // host follows (follow.rs).
+    records: Arc<dyn Keyspace>,
+    blobs: Blobs,
     artifacts: ArtifactCache,
     static_routes: Vec<(String, String)>,
     gateway: Gateway<RuntimeBackend>,
@@ -73,14 +80,16 @@ pub struct Deployments {
 }
 
 impl Deployments {
-    /// The control plane over `runtime`, storing under `data_dir`, feeding
-    /// routes to `gateway`. `static_routes` are the configured (or built-in)
-    /// `(prefix, component)` pairs.
+    /// The control plane over `runtime`, storing under `data_dir` (and in
+    /// `cluster`'s shared store when given), feeding routes to `gateway`.
+    /// `static_routes` are the configured (or built-in) `(prefix,
+    /// component)` pairs.
     pub fn new(
         runtime: Arc<Runtime>,
         data_dir: &Path,
         static_routes: Vec<(String, String)>,
         gateway: Gateway<RuntimeBackend>,
+        cluster: Option<Arc<JetStreamStore>>,
     ) -> Result<Self, DeployError> {
         let files = |dir: &Path| {
             let dir = dir.to_path_buf();
@@ -91,7 +100,11 @@ impl Deployments {
         let cache = data_dir.join("cache");
         let artifacts =
             ArtifactCache::new(cache.clone(), runtime.engines().clone()).map_err(files(&cache))?;
-        let records = runtime.db().open_tree("pitstop/components")?;
+        let records: Arc<dyn Keyspace> = match &cluster {
+            Some(cluster) => cluster.open_platform("DEPLOYMENTS")?,
+            None => Arc::new(SledKeyspace::new(runtime.db().open_tree("pitstop/components")?)),
+        };
+        let blobs = Blobs::new(blobs, cluster);
         // Fail now, not at the first request, if the configured table is invalid.
         RouteTable::new(static_routes.clone()).map_err(|e| DeployError::Route(e.to_string()))?;
         Ok(Deployments {
@@ -104,27 +117,6 @@ impl Deployments {
             names: Default::default(),
             changes: tokio::sync::Mutex::new(()),
         })
-    }
-
-    /// Wait for the lock of changes to `name` (see the struct's fields).
-    async fn lock_name(&self, name: &str) -> NameLock<'_> {
-        let lock = {
-            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            names.entry(name.to_string()).or_default().clone()
-        };
-        NameLock { names: &self.names, name: name.to_string(), held: Some(lock.lock_owned().await) }
-    }
-
-    /// The lock of changes to `name` if no one holds it now.
-    fn try_lock_name(&self, name: &str) -> Option<NameLock<'_>> {
-        let lock = {
-            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            names.entry(name.to_string()).or_default().clone()
-        };
-        // On failure the clone is dropped here and the entry stays for
-        // whoever holds it; their NameLock removes it.
-        let held = lock.try_lock_owned().ok()?;
-        Some(NameLock { names: &self.names, name: name.to_string(), held: Some(held) })
     }
 
     /// Activate every persisted active version, from the artifact cache. A
@@ -213,9 +205,15 @@ impl Deployments {
         }
         let digest = hex_sha256(&bytes);
         let _name = self.lock_name(name).await;
-        // Stable until the end: every change to this name holds its lock.
+        // Stable until the end: every change to this name holds its lock
+        // (on a cluster, the save finds out if another host changed it).
         let existing = self.record(name)?;
-        if skip_unchanged && existing.as_ref().is_some_and(|r| active_digest(r) == Some(&digest)) {
+        if skip_unchanged
+            && let Some(record) = existing.as_ref().filter(|r| active_digest(r) == Some(&digest))
+        {
+            // Deployed already, maybe by another host of the cluster
+            // moments ago: serve it here too.
+            self.follow_record(record).await?;
             return Ok(None);
         }
         let created = existing.is_none();
@@ -227,6 +225,7 @@ impl Deployments {
             versions: Vec::new(),
             canary: None,
             last_canary: None,
+            read_from: None,
         });
         if canary.is_some() && record.active.is_none() {
             return Err(DeployError::Canary(format!(
@@ -257,10 +256,7 @@ impl Deployments {
         self.check_routes(&record)?;
         // Only components that passed every check are kept: their bytes
         // now, their compiled artifact once they serve.
-        let blob = self.blob_path(&digest);
-        if !blob.exists() {
-            write_atomically(&blob, &bytes).map_err(|e| DeployError::Storage(e.to_string()))?;
-        }
+        self.blobs.keep(&digest, &bytes).await?;
         let version = record.next_version;
         record.next_version += 1;
         // A canary running beside the old active version ends either way.
@@ -353,7 +349,7 @@ impl Deployments {
         self.runtime.registry().remove(name);
         self.refresh_routes();
         if purge {
-            self.records.remove(name)?;
+            self.records.remove(name.as_bytes())?;
             self.runtime.keyspaces().purge(name)?;
             self.runtime.forget_usage(name);
             self.runtime
@@ -383,7 +379,8 @@ impl Deployments {
         name: &str,
         version: &VersionRecord,
     ) -> Result<Arc<Deployment>, DeployError> {
-        let blob = self.blob_path(&version.digest);
+        self.blobs.fetch(&version.digest).await?;
+        let blob = self.blobs.path(&version.digest);
         let (component, origin) = self
             .artifacts
             .load(&version.digest, move || std::fs::read(blob))
@@ -407,31 +404,6 @@ impl Deployments {
 
     fn keyspace(&self, name: &str) -> Result<Arc<dyn Keyspace>, DeployError> {
         Ok(self.runtime.keyspaces().open(name)?)
-    }
-
-    fn blob_path(&self, digest: &str) -> PathBuf {
-        self.blobs.join(format!("{digest}.wasm"))
-    }
-}
-
-/// Changes to one name, held: on release the name's entry is dropped from
-/// the map unless someone else waits for it, so the map holds only names
-/// being changed (not every name ever tried).
-struct NameLock<'a> {
-    names: &'a std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    name: String,
-    held: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for NameLock<'_> {
-    fn drop(&mut self) {
-        self.held = None;
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        // Clones are made under this map lock: a count of one means no
-        // one holds or waits for this name.
-        if names.get(&self.name).is_some_and(|lock| Arc::strong_count(lock) == 1) {
-            names.remove(&self.name);
-        }
     }
 }
 

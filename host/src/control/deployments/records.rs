@@ -1,5 +1,6 @@
 //! What is persisted about each component name: one JSON record per name in
-//! the sled tree `pitstop/components`, read and written only here.
+//! the records keyspace (the sled tree `pitstop/components`, or a cluster's
+//! `PITSTOP_DEPLOYMENTS`), read and written only here.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,11 @@ pub struct ComponentRecord {
     /// How the last canary ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_canary: Option<CanaryEnd>,
+    /// The stored bytes this record was read from (`None`: new): saving it
+    /// expects them unchanged, so two hosts changing one name at once do
+    /// not overwrite each other.
+    #[serde(skip)]
+    pub(super) read_from: Option<Vec<u8>>,
 }
 
 /// A canary, as persisted: a restart serves it again.
@@ -71,9 +77,11 @@ pub struct VersionRecord {
 
 impl Deployments {
     pub(super) fn record(&self, name: &str) -> Result<Option<ComponentRecord>, DeployError> {
-        match self.records.get(name)? {
+        // Up to date with every host's changes (a cluster's records).
+        self.records.sync()?;
+        match self.records.get(name.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
+            Some(bytes) => parse(&bytes)
                 .map(Some)
                 .map_err(|e| DeployError::Storage(format!("record of {name} is corrupt: {e}"))),
         }
@@ -88,22 +96,43 @@ impl Deployments {
 
     pub(super) fn records(&self) -> Result<Vec<ComponentRecord>, DeployError> {
         let mut records = Vec::new();
-        for entry in self.records.iter() {
+        for entry in self.records.range_from(std::ops::Bound::Unbounded) {
             let (_, bytes) = entry?;
             records.push(
-                serde_json::from_slice(&bytes)
+                parse(&bytes)
                     .map_err(|e| DeployError::Storage(format!("corrupt component record: {e}")))?,
             );
         }
         Ok(records)
     }
 
+    /// Store `record`, unless the stored one is no longer the one it was
+    /// read from (another host of the cluster changed the name meanwhile).
     pub(super) fn save(&self, record: &ComponentRecord) -> Result<(), DeployError> {
         let json = serde_json::to_vec(record).expect("serialising a record cannot fail");
-        self.records.insert(record.name.as_str(), json)?;
+        let key = record.name.as_bytes();
+        let mut changed = false;
+        let saved = self.records.transact(&mut || {
+            if self.records.get(key).ok()? != record.read_from {
+                changed = true;
+                return None;
+            }
+            let mut batch = crate::storage::Batch::default();
+            batch.insert(key, json.clone());
+            Some(batch)
+        })?;
+        if changed {
+            return Err(DeployError::Concurrent(record.name.clone()));
+        }
+        if !saved {
+            return Err(DeployError::Storage(format!(
+                "the record of {} could not be read",
+                record.name
+            )));
+        }
         // The swap that follows is announced to the client as done: it must
         // survive a crash.
-        self.records.flush()?;
+        self.records.durable()?;
         Ok(())
     }
 }
@@ -123,4 +152,11 @@ pub(super) fn find_version(
             record.name
         ))
     })
+}
+
+/// A stored record, remembering the bytes it was read from.
+fn parse(bytes: &[u8]) -> Result<ComponentRecord, serde_json::Error> {
+    let mut record: ComponentRecord = serde_json::from_slice(bytes)?;
+    record.read_from = Some(bytes.to_vec());
+    Ok(record)
 }

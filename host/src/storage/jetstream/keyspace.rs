@@ -162,6 +162,10 @@ impl Keyspace for JetStreamKeyspace {
         self.settle(seq, batch)
     }
 
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.view.changes())
+    }
+
     fn guest_bytes(&self) -> Option<u64> {
         Some(self.view.read().guest_bytes)
     }

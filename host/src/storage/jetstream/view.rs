@@ -104,6 +104,11 @@ impl View {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A receiver of the last sequence applied, as it changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     /// The last sequence applied.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()

@@ -1,0 +1,109 @@
+//! On a cluster, the changes other hosts make: every host watches the
+//! shared records and brings what it serves in line with them, so a deploy,
+//! rollback or undeploy through any host's admin API is served by all.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::records::find_version;
+use super::{ComponentRecord, Deployments};
+use crate::runtime::DeployError;
+
+/// How often the records are compared with what serves even when no change
+/// was seen: catches a change skipped while this host was changing the
+/// same name itself.
+const RECHECK: Duration = Duration::from_secs(5);
+
+impl Deployments {
+    /// Follow the records as other hosts change them, until `stop`
+    /// resolves. Returns at once where only this host writes them.
+    pub async fn follow(self: std::sync::Arc<Self>, stop: impl Future<Output = ()>) {
+        let Some(mut changes) = self.records.changes() else { return };
+        tokio::pin!(stop);
+        loop {
+            self.reconcile().await;
+            tokio::select! {
+                () = &mut stop => return,
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(RECHECK) => {}
+            }
+        }
+    }
+
+    /// Serve what every record says, for the names no change of this
+    /// host's own is under way for.
+    async fn reconcile(&self) {
+        let records = match self.records() {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the cluster's deployments");
+                return;
+            }
+        };
+        let mut changed = false;
+        for record in &records {
+            let Some(_name) = self.try_lock_name(&record.name) else { continue };
+            match self.follow_record(record).await {
+                Ok(followed) => changed |= followed,
+                Err(error) => {
+                    tracing::error!(component = record.name, %error, "cannot follow a deploy")
+                }
+            }
+        }
+        // Purged through another host: no record left.
+        let registry = self.runtime.registry();
+        let serving: Vec<String> = registry.active().keys().cloned().collect();
+        for name in serving.iter().filter(|n| !records.iter().any(|r| &r.name == *n)) {
+            let Some(_name) = self.try_lock_name(name) else { continue };
+            registry.take_canary(name);
+            registry.remove(name);
+            self.runtime.forget_usage(name);
+            tracing::info!(component = name, "followed a purge");
+            changed = true;
+        }
+        if changed {
+            let _change = self.changes.lock().await;
+            self.refresh_routes();
+        }
+    }
+
+    /// Make this host serve what `record` says (its active version and its
+    /// canary); the caller holds the name's lock. Returns whether anything
+    /// changed.
+    pub(super) async fn follow_record(
+        &self,
+        record: &ComponentRecord,
+    ) -> Result<bool, DeployError> {
+        let registry = self.runtime.registry();
+        let name = &record.name;
+        let Some(active) = record.active else {
+            let removed = registry.remove(name).is_some();
+            registry.take_canary(name);
+            if removed {
+                tracing::info!(component = name, "followed an undeploy");
+            }
+            return Ok(removed);
+        };
+        let mut changed = false;
+        if registry.get(name).map(|d| d.version) != Some(active) {
+            let deployment = self.load(name, find_version(record, active)?).await?;
+            let _change = self.changes.lock().await;
+            registry.activate(deployment);
+            tracing::info!(component = name, version = active, "followed a deploy");
+            changed = true;
+        }
+        let canary = registry.canary(name).map(|c| c.deployment.version);
+        match (&record.canary, canary) {
+            (Some(wanted), serving) if serving != Some(wanted.version) => {
+                self.restore_canary(record).await;
+                changed = true;
+            }
+            (None, Some(_)) => {
+                registry.take_canary(name);
+                changed = true;
+            }
+            _ => {}
+        }
+        Ok(changed)
+    }
+}
