@@ -132,6 +132,26 @@ impl Drop for Holding {
     }
 }
 
+/// Remove `keyspace`'s handled marks made before `before` (ms), a few
+/// hundred per commit so that no commit outgrows a NATS message.
+fn sweep(keyspace: &dyn Keyspace, before: u64) -> Result<usize, StorageError> {
+    let mut old = Vec::new();
+    for entry in keyspace.scan_prefix(HANDLED_PREFIX) {
+        let (key, at) = entry?;
+        if u64::from_be_bytes(at.try_into().unwrap_or_default()) < before {
+            old.push(key);
+        }
+    }
+    for chunk in old.chunks(256) {
+        let mut batch = Batch::default();
+        for key in chunk {
+            batch.remove(key.clone());
+        }
+        keyspace.apply(batch)?;
+    }
+    Ok(old.len())
+}
+
 /// How long a handled mark is kept after its entry was finished: far
 /// longer than any delivery can outlive the lease of the host running it.
 const MARK_RETENTION_MS: u64 = 10 * 60 * 1000;
@@ -146,17 +166,13 @@ async fn sweep_marks(keyspaces: &dyn KeyspaceStore) {
             let before = now_ms().saturating_sub(MARK_RETENTION_MS);
             let mut swept = 0;
             for component in keyspaces.names()? {
-                let keyspace = keyspaces.open(&component)?;
-                let mut batch = Batch::default();
-                for entry in keyspace.scan_prefix(HANDLED_PREFIX) {
-                    let (key, at) = entry?;
-                    let at = u64::from_be_bytes(at.try_into().unwrap_or_default());
-                    if at < before {
-                        batch.remove(key);
+                // One keyspace failing does not stop the others' sweep.
+                match sweep(&*keyspaces.open(&component)?, before) {
+                    Ok(n) => swept += n,
+                    Err(error) => {
+                        tracing::warn!(%component, %error, "sweeping handled marks failed")
                     }
                 }
-                swept += batch.writes.len();
-                keyspace.apply(batch)?;
             }
             Ok(swept)
         })();

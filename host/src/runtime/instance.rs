@@ -243,7 +243,14 @@ impl Runtime {
                 .map_err(|error| guest_failure(name, error, deadline_ms, settings.max_memory))?;
             Ok((answer, instance))
         };
-        let (answer, instance) = match tokio::time::timeout_at(deadline, run).await {
+        let outcome = tokio::time::timeout_at(deadline, run).await;
+        // Its keyspace could not be read (a cluster's NATS is down): not
+        // the guest's fault, whatever it made of the error (an answer, a
+        // trap, waiting out its deadline); try again later.
+        if let Some(why) = store.data().kv.unreachable() {
+            return Err(Rerun::Failed(InvokeFailure::Unavailable(why.to_string())));
+        }
+        let (answer, instance) = match outcome {
             Err(_) => return Err(Rerun::Failed(InvokeFailure::Timeout { deadline_ms })),
             Ok(result) => result.map_err(Rerun::Failed)?,
         };
@@ -252,11 +259,6 @@ impl Runtime {
         // holding it would keep the component's next instance waiting on
         // the disk (and defeat the group commit).
         state.services.end_turn();
-        // Its keyspace could not be read (a cluster's NATS is down): not
-        // the guest's fault, whatever it answered; try again later.
-        if let Some(why) = state.kv.unreachable() {
-            return Err(Rerun::Failed(InvokeFailure::Unavailable(why.to_string())));
-        }
         if !answer.succeeded() {
             // A failed invocation leaves no trace: its writes and events go.
             return Ok(answer);

@@ -312,15 +312,17 @@ impl Runtime {
             Ok(Answer::Event(_) | Answer::Conflict(_)) => true,
             Err(_) => false,
         };
-        if matches!(outcome, Err(InvokeFailure::Unavailable(_))) {
-            // The platform's store unreachable (a cluster's NATS down) is
-            // not the component failing: the breaker does not count it, so
-            // every breaker is not open when the store comes back.
+        // The platform's store unreachable (a cluster's NATS down) is not
+        // the component failing: neither the breaker nor a canary's judge
+        // counts it, so no breaker is open and no canary rolled back when
+        // the store comes back.
+        let unavailable = matches!(outcome, Err(InvokeFailure::Unavailable(_)));
+        if unavailable {
             deployment.breaker.release(permit);
         } else {
             deployment.breaker.record(permit, healthy);
         }
-        if matches!(call, Call::Http(_)) {
+        if matches!(call, Call::Http(_)) && !unavailable {
             deployment.traffic.record(healthy, started.elapsed());
         }
         outcome.map(|answer| (answer, deployment))

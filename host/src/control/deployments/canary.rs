@@ -115,6 +115,11 @@ impl Deployments {
             return Err(DeployError::Canary(format!("{name} has no canary to promote")));
         };
         let version = canary.deployment.version;
+        // On a cluster the record may have moved on (another host ended
+        // this canary or started another): never act on a stale one.
+        if record.canary.as_ref().map(|c| c.version) != Some(version) {
+            return Err(DeployError::Concurrent(name.to_string()));
+        }
         let _change = self.changes.lock().await;
         self.end_canary(&mut record, "promoted", reason);
         record.active = Some(version);
@@ -130,10 +135,17 @@ impl Deployments {
     /// name's lock and has checked that the canary is still the one judged.
     async fn roll_back_locked(&self, name: &str, version: u64, reason: &str) {
         let Ok(mut record) = self.active_record(name) else { return };
+        if record.canary.as_ref().map(|c| c.version) != Some(version) {
+            // Another host of the cluster ended it (or started another);
+            // following the record will bring this host in line.
+            return;
+        }
         let _change = self.changes.lock().await;
         self.end_canary(&mut record, "rolled back", reason);
         if let Err(error) = self.save(&record) {
+            // Still serving, as the record says: judged again next time.
             tracing::error!(component = name, %error, "cannot record the canary's rollback");
+            return;
         }
         self.runtime.registry().take_canary(name);
         self.runtime.metrics().rolled_back(name);
@@ -177,6 +189,13 @@ impl Deployments {
     /// that cannot be loaded ends (`lost at restart`), so that the record
     /// and what serves agree.
     pub(super) async fn restore_canary(&self, record: &ComponentRecord) {
+        self.serve_canary(record, true).await;
+    }
+
+    /// [`Self::restore_canary`]; a canary that cannot be loaded ends only
+    /// when `end_if_lost` (a host following a cluster's change only logs:
+    /// one host's trouble must not end the canary for all).
+    pub(super) async fn serve_canary(&self, record: &ComponentRecord, end_if_lost: bool) {
         let Some(canary) = &record.canary else { return };
         let loaded = match find_version(record, canary.version) {
             Ok(version) => self.load(&record.name, version).await,
@@ -190,6 +209,9 @@ impl Deployments {
             }
             Err(error) => {
                 tracing::error!(component = record.name, version = canary.version, %error, "cannot restore the canary");
+                if !end_if_lost {
+                    return;
+                }
                 let mut record = record.clone();
                 self.end_canary(&mut record, "lost at restart", &error.to_string());
                 if let Err(error) = self.save(&record) {

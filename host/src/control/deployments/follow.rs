@@ -85,8 +85,12 @@ impl Deployments {
             return Ok(removed);
         };
         let mut changed = false;
-        if registry.get(name).map(|d| d.version) != Some(active) {
-            let deployment = self.load(name, find_version(record, active)?).await?;
+        let wanted = find_version(record, active)?;
+        // Version and bytes: a purge and a new deploy number from 1 again.
+        let serving = registry.get(name).map(|d| (d.version, d.digest.clone()));
+        if serving.as_ref().map(|(v, d)| (*v, d.as_str())) != Some((active, wanted.digest.as_str()))
+        {
+            let deployment = self.load(name, wanted).await?;
             let _change = self.changes.lock().await;
             registry.activate(deployment);
             tracing::info!(component = name, version = active, "followed a deploy");
@@ -95,7 +99,7 @@ impl Deployments {
         let canary = registry.canary(name).map(|c| c.deployment.version);
         match (&record.canary, canary) {
             (Some(wanted), serving) if serving != Some(wanted.version) => {
-                self.restore_canary(record).await;
+                self.serve_canary(record, false).await;
                 changed = true;
             }
             (None, Some(_)) => {

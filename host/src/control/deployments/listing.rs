@@ -74,7 +74,11 @@ impl Deployments {
                     .collect(),
                 name: record.name.clone(),
                 version: version.version,
-                digest: version.digest.clone(),
+                // What serves, not what the record says: on a cluster
+                // they differ until this host has followed a change.
+                digest: deployment
+                    .as_ref()
+                    .map_or_else(|| version.digest.clone(), |d| d.digest.clone()),
                 size: version.size,
                 deployed_at: version.deployed_at.clone(),
                 state: "active",

@@ -213,7 +213,10 @@ impl Deployments {
         {
             // Deployed already, maybe by another host of the cluster
             // moments ago: serve it here too.
-            self.follow_record(record).await?;
+            if self.follow_record(record).await? {
+                let _change = self.changes.lock().await;
+                self.refresh_routes();
+            }
             return Ok(None);
         }
         let created = existing.is_none();
@@ -251,12 +254,15 @@ impl Deployments {
         let keyspace = self.keyspace(name)?;
         let prepared = self.runtime.prepare(name, &component, &keyspace).await?;
 
+        // Kept before the record names them (on a cluster, in the object
+        // store: slow, so outside the lock every name shares).
+        self.blobs.keep(&digest, &bytes).await?;
         let change = self.changes.lock().await;
         // Another name may have claimed one of the routes meanwhile.
         self.check_routes(&record)?;
         // Only components that passed every check are kept: their bytes
         // now, their compiled artifact once they serve.
-        self.blobs.keep(&digest, &bytes).await?;
+
         let version = record.next_version;
         record.next_version += 1;
         // A canary running beside the old active version ends either way.
@@ -346,20 +352,24 @@ impl Deployments {
         let _name = self.lock_name(name).await;
         let _change = self.changes.lock().await;
         let mut record = self.active_record(name)?;
+        // The record first: refused (another host changed the name), this
+        // host keeps serving what the record still says.
+        if purge {
+            self.forget(&record)?;
+        } else {
+            self.end_canary(&mut record, "rolled back", "the component was undeployed");
+            record.active = None;
+            self.save(&record)?;
+        }
         self.runtime.registry().remove(name);
         self.refresh_routes();
         if purge {
-            self.records.remove(name.as_bytes())?;
             self.runtime.keyspaces().purge(name)?;
             self.runtime.forget_usage(name);
             self.runtime
                 .bus()
                 .forget_subscriber(name)
                 .map_err(|e| DeployError::Storage(e.to_string()))?;
-        } else {
-            self.end_canary(&mut record, "rolled back", "the component was undeployed");
-            record.active = None;
-            self.save(&record)?;
         }
         self.runtime.flush().await?;
         tracing::info!(component = name, purge, "undeployed");

@@ -110,6 +110,15 @@ impl Deployments {
     /// read from (another host of the cluster changed the name meanwhile).
     pub(super) fn save(&self, record: &ComponentRecord) -> Result<(), DeployError> {
         let json = serde_json::to_vec(record).expect("serialising a record cannot fail");
+        self.replace(record, Some(json))
+    }
+
+    /// Remove `record` (a purge), under the same condition as [`Self::save`].
+    pub(super) fn forget(&self, record: &ComponentRecord) -> Result<(), DeployError> {
+        self.replace(record, None)
+    }
+
+    fn replace(&self, record: &ComponentRecord, json: Option<Vec<u8>>) -> Result<(), DeployError> {
         let key = record.name.as_bytes();
         let mut changed = false;
         let saved = self.records.transact(&mut || {
@@ -118,7 +127,10 @@ impl Deployments {
                 return None;
             }
             let mut batch = crate::storage::Batch::default();
-            batch.insert(key, json.clone());
+            match &json {
+                Some(json) => batch.insert(key, json.clone()),
+                None => batch.remove(key),
+            }
             Some(batch)
         })?;
         if changed {

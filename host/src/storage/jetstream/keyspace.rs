@@ -89,17 +89,32 @@ impl JetStreamKeyspace {
         }
         let subject = self.subject.clone();
         let context = self.link.context.clone();
-        self.link.block("committing", async move {
+        let timeout = self.link.timeout;
+        // The outer bound a little later than the acknowledgement's own, so
+        // a publish that was sent ends as "may have been stored".
+        let bound = timeout + std::time::Duration::from_millis(500);
+        self.link.block_within(bound, "committing", async move {
             // Anything but a refused expectation is NATS not storing the
             // commit now (down, reconnecting, no stream leader): unavailable.
             let unavailable = |e: async_nats::jetstream::context::PublishError| {
                 StorageError::Unavailable(format!("committing: {e}"))
             };
             let ack = context.send_publish(subject, message).await.map_err(unavailable)?;
-            match ack.await {
+            // Sent, and no answer (NATS went away, or is too slow): it may
+            // have been stored. Unavailable all the same (503: the request
+            // could not be served now), with the doubt in the message.
+            let in_doubt = |why: String| {
+                StorageError::Unavailable(format!(
+                    "committing: {why}; the commit may have been stored"
+                ))
+            };
+            let Ok(ack) = tokio::time::timeout(timeout, ack).await else {
+                return Err(in_doubt(format!("no answer within {timeout:?}")));
+            };
+            match ack {
                 Ok(ack) => Ok(Some(ack.sequence)),
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-                Err(error) => Err(unavailable(error)),
+                Err(error) => Err(in_doubt(error.to_string())),
             }
         })
     }

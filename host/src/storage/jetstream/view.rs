@@ -70,6 +70,9 @@ pub struct View {
     incarnation: Mutex<Option<String>>,
     /// Tells the follower to start again from the first commit.
     restart: Notify,
+    /// Counts those restarts: a follower applies only what it read in the
+    /// epoch it started in, never a message of the stream that is gone.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl View {
@@ -82,7 +85,13 @@ impl View {
             outboxes,
             incarnation: Mutex::default(),
             restart: Notify::new(),
+            epoch: Default::default(),
         }
+    }
+
+    /// The follower's epoch now (see the field).
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Note the creation time of the stream as the server reports it now;
@@ -92,7 +101,10 @@ impl View {
         let mut incarnation = self.incarnation.lock().unwrap_or_else(|p| p.into_inner());
         if incarnation.as_ref().is_some_and(|known| *known != created) {
             tracing::info!(keyspace = %self.component, "the keyspace was purged and made again; reloading it");
-            *self.state.write().unwrap_or_else(|p| p.into_inner()) = State::default();
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            *state = State::default();
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(state);
             self.applied.send_replace(0);
             self.restart.notify_one();
         }
@@ -132,12 +144,13 @@ impl View {
         true
     }
 
-    /// Apply the commit the stream holds at `seq`, unless it is applied
-    /// already (this host applies its own commits as soon as they are
-    /// acknowledged, and the follower sees them again).
-    pub fn apply(&self, seq: u64, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+    /// Apply the commit the stream holds at `seq`, read by a follower that
+    /// started in `epoch`, unless it is applied already (this host applies
+    /// its own commits as soon as they are acknowledged, and the follower
+    /// sees them again) or the stream was made again since.
+    fn apply(&self, epoch: u64, seq: u64, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
         let state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        if seq <= state.applied {
+        if seq <= state.applied || self.epoch() != epoch {
             return;
         }
         self.apply_locked(state, seq, writes);
@@ -181,7 +194,11 @@ const REFOLLOW: Duration = Duration::from_millis(200);
 /// breaks (the server restarted, the connection dropped).
 pub async fn follow(stream: Stream, view: Arc<View>) {
     loop {
-        let start_sequence = view.applied() + 1;
+        // Read together, under the state's lock (a restart changes both).
+        let (epoch, start_sequence) = {
+            let state = view.read();
+            (view.epoch(), state.applied + 1)
+        };
         let config = pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
             ..Default::default()
@@ -212,12 +229,12 @@ pub async fn follow(stream: Stream, view: Arc<View>) {
                     let Ok(info) = message.info() else { continue };
                     let seq = info.stream_sequence;
                     match record::decode(&message.payload) {
-                        Ok(writes) => view.apply(seq, writes),
+                        Ok(writes) => view.apply(epoch, seq, writes),
                         Err(error) => {
                             // Only pitstop writes this stream; a record it
                             // cannot read is skipped, loudly, not retried for ever.
                             tracing::error!(keyspace = %view.component, seq, %error, "unreadable commit record skipped");
-                            view.apply(seq, Vec::new());
+                            view.apply(epoch, seq, Vec::new());
                         }
                     }
                 }
