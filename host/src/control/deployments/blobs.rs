@@ -26,12 +26,17 @@ impl Blobs {
         self.dir.join(format!("{digest}.wasm"))
     }
 
-    /// Keep `bytes` (whose digest is `digest`), for the cluster too.
-    pub(super) async fn keep(&self, digest: &str, bytes: &[u8]) -> Result<(), DeployError> {
+    /// Keep `bytes` (whose digest is `digest`) on this host.
+    pub(super) fn keep(&self, digest: &str, bytes: &[u8]) -> Result<(), DeployError> {
         let path = self.path(digest);
         if !path.exists() {
             write_atomically(&path, bytes).map_err(|e| DeployError::Storage(e.to_string()))?;
         }
+        Ok(())
+    }
+
+    /// On a cluster, put `bytes` where every host finds them.
+    pub(super) async fn share(&self, digest: &str, bytes: &[u8]) -> Result<(), DeployError> {
         if let Some(cluster) = &self.cluster {
             cluster.put_blob(digest, bytes).await?;
         }

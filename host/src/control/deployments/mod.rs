@@ -254,15 +254,16 @@ impl Deployments {
         let keyspace = self.keyspace(name)?;
         let prepared = self.runtime.prepare(name, &component, &keyspace).await?;
 
-        // Kept before the record names them (on a cluster, in the object
-        // store: slow, so outside the lock every name shares).
-        self.blobs.keep(&digest, &bytes).await?;
+        // On a cluster, in the object store before the record names them:
+        // slow, so outside the lock every name shares (a component refused
+        // below leaves its bytes there, by digest, to no one's harm).
+        self.blobs.share(&digest, &bytes).await?;
         let change = self.changes.lock().await;
         // Another name may have claimed one of the routes meanwhile.
         self.check_routes(&record)?;
-        // Only components that passed every check are kept: their bytes
-        // now, their compiled artifact once they serve.
-
+        // Only components that passed every check are kept here: their
+        // bytes now, their compiled artifact once they serve.
+        self.blobs.keep(&digest, &bytes)?;
         let version = record.next_version;
         record.next_version += 1;
         // A canary running beside the old active version ends either way.

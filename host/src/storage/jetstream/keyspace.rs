@@ -21,6 +21,7 @@ use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
+use super::barrier::Barrier;
 use super::view::View;
 use super::{Link, record};
 use crate::storage::{Batch, Entries, Keyspace, StorageError};
@@ -39,6 +40,7 @@ pub struct JetStreamKeyspace {
     subject: String,
     view: Arc<View>,
     follower: JoinHandle<()>,
+    barrier: Arc<Barrier>,
 }
 
 impl JetStreamKeyspace {
@@ -51,20 +53,18 @@ impl JetStreamKeyspace {
         view: Arc<View>,
         follower: JoinHandle<()>,
     ) -> Self {
-        JetStreamKeyspace { link, stream, subject, view, follower }
+        JetStreamKeyspace { link, stream, subject, view, follower, barrier: Arc::default() }
     }
 
     /// Wait, at most `timeout`, until the view has applied every commit the
     /// stream holds now.
     pub(super) fn catch_up(&self, timeout: std::time::Duration) -> Result<(), StorageError> {
-        let stream = self.stream.clone();
-        let view = self.view.clone();
+        let (stream, view, barrier) =
+            (self.stream.clone(), self.view.clone(), self.barrier.clone());
         self.link.block_within(timeout, "reading the keyspace's last commit", async move {
-            let info = stream.get_info().await.map_err(|e| {
-                StorageError::Unavailable(format!("reading the keyspace's last commit: {e}"))
-            })?;
-            view.check_incarnation(format!("{:?}", info.created));
-            view.applied_up_to(info.state.last_sequence).await;
+            let end = barrier.log_end(&stream).await?;
+            view.check_incarnation(end.created);
+            view.applied_up_to(end.last).await;
             Ok(())
         })
     }

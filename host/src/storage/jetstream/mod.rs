@@ -13,6 +13,7 @@
 //! place ([`Link::block`]), never a runtime's scheduler, and give up after
 //! the cluster's timeout with [`StorageError::Unavailable`].
 
+mod barrier;
 mod blobs;
 pub mod keyspace;
 pub mod lease;
