@@ -53,6 +53,8 @@ pub struct Link {
     context: jetstream::Context,
     handle: Handle,
     timeout: Duration,
+    /// Counts the connection's (re)connections.
+    reconnects: tokio::sync::watch::Sender<u64>,
 }
 
 impl Link {
@@ -126,8 +128,21 @@ impl JetStreamStore {
             .map(|url| url.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StorageError::Unavailable(format!("a cluster URL is not valid: {e}")))?;
+        // Every reconnection: the followers' consumers may be gone with the
+        // server, and waiting for their heartbeats to tell costs seconds.
+        let reconnects = tokio::sync::watch::Sender::new(0u64);
+        let on_event = reconnects.clone();
         let client = async_nats::ConnectOptions::new()
             .name("pitstop")
+            .event_callback(move |event| {
+                let on_event = on_event.clone();
+                async move {
+                    tracing::info!(%event, "NATS connection");
+                    if matches!(event, async_nats::Event::Connected) {
+                        on_event.send_modify(|n| *n += 1);
+                    }
+                }
+            })
             .connection_timeout(options.timeout)
             .request_timeout(Some(options.timeout))
             .connect(servers)
@@ -152,7 +167,13 @@ impl JetStreamStore {
                 options.servers.join(",")
             ))
         })?;
-        let link = Link { client, context, handle: Handle::current(), timeout: options.timeout };
+        let link = Link {
+            client,
+            context,
+            handle: Handle::current(),
+            timeout: options.timeout,
+            reconnects,
+        };
         Ok(JetStreamStore {
             link: Arc::new(link),
             replicas: options.replicas.max(1),
@@ -206,7 +227,9 @@ impl JetStreamStore {
                 .map_err(|e| StorageError::Backend(Box::new(e)))
         })?;
         let view = Arc::new(View::new(label, self.outboxes.clone()));
-        let follower = self.link.handle.spawn(view::follow(stream.clone(), view.clone()));
+        let reconnected = self.link.reconnects.subscribe();
+        let follower =
+            self.link.handle.spawn(view::follow(stream.clone(), view.clone(), reconnected));
         let keyspace =
             Arc::new(JetStreamKeyspace::new(self.link.clone(), stream, subject, view, follower));
         // A keyspace's whole log is read on first open: more than one call's

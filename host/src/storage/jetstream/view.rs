@@ -191,9 +191,11 @@ const REFOLLOW: Duration = Duration::from_millis(200);
 
 /// Apply the stream's commits to `view` as they come, for as long as the
 /// task runs, resuming after the last one applied whenever the consumer
-/// breaks (the server restarted, the connection dropped).
-pub async fn follow(stream: Stream, view: Arc<View>) {
+/// breaks (the server restarted, the connection dropped) or the client
+/// reconnects (`reconnected` changes).
+pub async fn follow(stream: Stream, view: Arc<View>, mut reconnected: watch::Receiver<u64>) {
     loop {
+        reconnected.borrow_and_update();
         // Read together, under the state's lock (a restart changes both).
         let (epoch, start_sequence) = {
             let state = view.read();
@@ -213,6 +215,7 @@ pub async fn follow(stream: Stream, view: Arc<View>) {
                     let message = tokio::select! {
                         message = messages.next() => message,
                         () = view.restart.notified() => break,
+                        _ = reconnected.changed() => break,
                     };
                     let Some(message) = message else { break };
                     let message = match message {
