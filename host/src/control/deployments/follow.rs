@@ -55,6 +55,11 @@ impl Deployments {
         let serving: Vec<String> = registry.active().keys().cloned().collect();
         for name in serving.iter().filter(|n| !records.iter().any(|r| &r.name == *n)) {
             let Some(_name) = self.try_lock_name(name) else { continue };
+            // Read again under the name's lock: a first deploy of this
+            // name may have finished since the records above were read.
+            if !matches!(self.record(name), Ok(None)) {
+                continue;
+            }
             registry.take_canary(name);
             registry.remove(name);
             self.runtime.forget_usage(name);
