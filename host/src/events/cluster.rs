@@ -81,7 +81,7 @@ impl ClusterQueue {
             tracing::info!(host = %self.host, "this host dispatches the cluster's events");
             // Renewed on a task of its own, so no blocking call here can
             // make it late.
-            let holding = Holding(tokio::spawn({
+            let mut holding = Holding(tokio::spawn({
                 let lease = lease.clone();
                 async move { lease.hold(revision).await }
             }));
@@ -118,11 +118,9 @@ impl ClusterQueue {
 struct Holding(tokio::task::JoinHandle<()>);
 
 impl Holding {
-    /// Wait until the renewals stop.
-    async fn lost(&self) {
-        while !self.0.is_finished() {
-            tokio::time::sleep(LEASE_TTL / 30).await;
-        }
+    /// Wait until the renewals stop (the renewing task ends when one fails).
+    async fn lost(&mut self) {
+        let _ = (&mut self.0).await;
     }
 }
 

@@ -28,8 +28,7 @@ use crate::runtime::reuse::{Warm, WarmPool};
 use crate::runtime::scheduling::time_slice;
 use crate::runtime::state::ComponentState;
 use crate::runtime::{ComponentSettings, Runtime};
-use crate::storage::Keyspace;
-use crate::storage::StorageError;
+use crate::storage::{Keyspace, StorageError};
 
 /// What an invocation runs: a request, or an event delivery.
 pub(super) enum Call<'a> {
