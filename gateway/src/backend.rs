@@ -79,6 +79,10 @@ pub enum InvokeError {
     /// The platform itself failed (storage, instantiation, ...).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The platform's disk is too full to keep what the request wrote;
+    /// nothing of it was kept, and reads still work.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
     /// The request cannot be passed on as sent (a path an HTTP upstream
     /// could read as another route's); the client's fault.
     #[error("{0}")]

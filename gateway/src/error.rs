@@ -68,6 +68,7 @@ impl GatewayError {
                 InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 InvokeError::Refused(_) => StatusCode::BAD_REQUEST,
                 InvokeError::Loop(_) => StatusCode::LOOP_DETECTED,
+                InvokeError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             },
         }
     }

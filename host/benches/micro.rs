@@ -20,9 +20,10 @@ use pitstop_gateway::TraceContext;
 use pitstop_gateway::auth::{Access, AuthSettings, Authenticator, JwtSettings};
 use pitstop_host::bindings::keyvalue::Host as _;
 use pitstop_host::bindings::types::Request;
-use pitstop_host::capabilities::keyvalue::{KeyvalueCtx, Usage};
+use pitstop_host::capabilities::keyvalue::{KeyvalueCtx, Usage, WriteLimits};
 use pitstop_host::metrics::ComponentMetrics;
 use pitstop_host::resilience::breaker::{Breaker, BreakerConfig, SystemClock};
+use pitstop_host::resilience::memory::HostMemory;
 use pitstop_host::runtime::{Runtime, RuntimeOptions};
 use pitstop_host::storage::KeyspaceStore;
 use pitstop_host::storage::embedded::SledStore;
@@ -79,14 +80,18 @@ fn keyvalue(c: &mut Criterion) {
     tree.insert(b"key", &[7u8; 100]).unwrap();
     let usage = Arc::new(Usage::scan(&*tree, u64::MAX));
     let metrics = ComponentMetrics::detached();
+    let memory = HostMemory::new(u64::MAX).component("bench", u64::MAX);
+    let limits = WriteLimits { max_write_set: u64::MAX, max_result: u64::MAX };
+    let ctx =
+        || KeyvalueCtx::new(tree.clone(), usage.clone(), limits, memory.clone(), metrics.clone());
     let mut group = c.benchmark_group("keyvalue through the host");
     group.bench_function("get (100-byte value)", |b| {
-        let mut ctx = KeyvalueCtx::new(tree.clone(), usage.clone(), u64::MAX, metrics.clone());
+        let mut ctx = ctx();
         // The host functions never wait: one poll completes them.
         b.iter(|| ctx.get("key".into()).now_or_never().unwrap().unwrap().unwrap())
     });
     group.bench_function("set (100-byte value, buffered until commit)", |b| {
-        let mut ctx = KeyvalueCtx::new(tree.clone(), usage.clone(), u64::MAX, metrics.clone());
+        let mut ctx = ctx();
         b.iter(|| ctx.set("key".into(), vec![1u8; 100]).now_or_never().unwrap().unwrap())
     });
     group.finish();

@@ -71,4 +71,9 @@ pub enum InvokeFailure {
     /// The platform failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The platform's disk is below its watermark: what the invocation
+    /// did was not kept ([`crate::storage::disk`]). Not the component's
+    /// fault.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
 }

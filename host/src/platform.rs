@@ -79,6 +79,13 @@ impl Platform {
         let config = options.config;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
+        let min_free = config.runtime.min_free_disk_bytes;
+        let watermark = crate::storage::disk::watch(&options.data_dir, min_free)
+            .with_context(|| format!("reading the free space of {}", options.data_dir.display()))?;
+        tracing::debug!(
+            watermark,
+            "writes are refused below this many free bytes on the data dir's disk"
+        );
         let db_path = options.data_dir.join("db");
         let db = sled::Config::new().path(&db_path).open().with_context(|| {
             format!("opening storage at {} (is another pitstop using it?)", db_path.display())

@@ -610,3 +610,108 @@ async fn events_for_a_topic_the_new_version_dropped_go_to_the_dead_letters() {
     assert_eq!(letter["payload"], "orphan");
     assert!(letter["last_error"].as_str().unwrap().contains("no longer subscribes"), "{letter}");
 }
+
+/// The dead-letter listing is paged and bounded whatever the letters hold:
+/// 25 letters come 10 at a time, each once, in order, with `next` naming
+/// where the following page starts; a 200 KiB payload is cut to 4 KiB in
+/// the listing and whole when its letter is asked for alone. (One unpaged
+/// 125 MB body before, polled by the console every 2 s.)
+#[tokio::test]
+async fn dead_letters_are_listed_a_page_at_a_time() {
+    let server = Server::start_with(Some(&config("max_attempts = 1")), fresh_dir()).await;
+    let big = "x".repeat(200 << 10);
+    assert_eq!(server.send("POST", "/probe/publish/probe.poison", big.clone()).await.status, 200);
+    for n in 0..24 {
+        let published = server.send("POST", "/probe/publish/probe.poison", format!("p{n}")).await;
+        assert_eq!(published.status, 200);
+    }
+    eventually("25 dead letters", Duration::from_secs(20), || async {
+        let all = server.admin("GET", "/admin/dead-letters?limit=1000", "").await.json();
+        (all["dead_letters"].as_array().unwrap().len() == 25).then_some(())
+    })
+    .await;
+
+    let mut ids = Vec::new();
+    let mut path = "/admin/dead-letters?subscriber=busprobe&limit=10".to_string();
+    let mut pages = 0;
+    loop {
+        let page = server.admin("GET", &path, "").await;
+        assert_eq!(page.status, 200);
+        let page = page.json();
+        let letters = page["dead_letters"].as_array().unwrap();
+        pages += 1;
+        ids.extend(letters.iter().map(|l| l["id"].as_str().unwrap().to_string()));
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(letters.len(), 10);
+                path = format!("/admin/dead-letters?subscriber=busprobe&limit=10&after={next}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!((pages, ids.len()), (3, 25));
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, ids, "each letter once, in order");
+
+    let all = server.admin("GET", "/admin/dead-letters?limit=1000", "").await.json();
+    let letters = all["dead_letters"].as_array().unwrap();
+    let cut = letters.iter().find(|l| l["payload_bytes"] == 200 << 10).expect("the big letter");
+    assert_eq!(
+        (cut["truncated"].as_bool(), cut["payload"].as_str().map(str::len)),
+        (Some(true), Some(4096))
+    );
+    let whole = server
+        .admin("GET", &format!("/admin/dead-letters/busprobe/{}", cut["id"].as_str().unwrap()), "")
+        .await;
+    assert_eq!(whole.status, 200);
+    let whole = whole.json();
+    assert_eq!(
+        (whole["truncated"].as_bool(), whole["payload"].as_str()),
+        (Some(false), Some(big.as_str()))
+    );
+    let refused = server.admin("GET", "/admin/dead-letters?limit=many", "").await;
+    assert_eq!(refused.status, 400, "{}", refused.error());
+}
+
+/// Events waiting for delivery and dead letters count against their
+/// publisher's keyspace quota: a component with 1 MiB of quota publishing
+/// 100 KiB poison events is refused (the bus error names the quota) before
+/// its dead letters pass 1 MiB; discarding them makes room again. (A
+/// component with a 1 MiB quota made 125 MiB of dead letters in 20
+/// requests before.)
+#[tokio::test]
+async fn dead_letters_count_against_the_publishers_quota() {
+    let config = config("max_attempts = 1")
+        .replace("deadline_ms = 2500", "deadline_ms = 2500\nmax_keyspace_bytes = 1048576");
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let payload = "p".repeat(100 << 10);
+    let mut accepted = 0;
+    let refusal = loop {
+        assert!(accepted < 20, "20 x 100 KiB accepted under a 1 MiB quota");
+        let answer = server.send("POST", "/probe/publish/probe.poison", payload.clone()).await;
+        if answer.status != 200 {
+            break answer;
+        }
+        accepted += 1;
+        // Dead before the next: the backlog is all dead letters.
+        eventually("the letter", Duration::from_secs(10), || async {
+            let page = server.admin("GET", "/admin/dead-letters?limit=1000", "").await.json();
+            (page["dead_letters"].as_array().unwrap().len() == accepted).then_some(())
+        })
+        .await;
+    };
+    assert_eq!(refusal.status, 422, "{}", refusal.error());
+    assert!(refusal.error().contains("max_keyspace_bytes"), "{}", refusal.error());
+    // 100 KiB and a topic each, beside the keyspace's own few bytes.
+    assert!((9..=10).contains(&accepted), "{accepted} letters of 100 KiB under 1 MiB");
+
+    let page = server.admin("GET", "/admin/dead-letters?limit=1000", "").await.json();
+    for letter in page["dead_letters"].as_array().unwrap() {
+        let path = format!("/admin/dead-letters/busprobe/{}", letter["id"].as_str().unwrap());
+        assert_eq!(server.admin("DELETE", &path, "").await.status, 200);
+    }
+    let again = server.send("POST", "/probe/publish/probe.poison", payload).await;
+    assert_eq!(again.status, 200, "{}", again.error());
+}

@@ -2,6 +2,8 @@
 //! a component's `allowed_outbound_hosts` lists are reached, within its
 //! deadline, and a guest waiting on one does not hold its turn at the CPU.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -135,4 +137,62 @@ fn a_bad_entry_is_refused_at_start() {
         "{stderr}"
     );
     assert!(stderr.contains("path or query"), "{stderr}");
+}
+
+/// A host that accepts connections and never answers, counting those open
+/// now and those ever accepted.
+async fn silent_host() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (open, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counts = (open.clone(), accepted.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (open, accepted) = (counts.0.clone(), counts.1.clone());
+            open.fetch_add(1, Ordering::SeqCst);
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // Read until the other side hangs up; never answer.
+                let mut buffer = [0u8; 1024];
+                while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (address, open, accepted)
+}
+
+/// A guest fanning out 100 requests to a host that never answers gets 20
+/// connections (its `max_outbound_connections`) and 80 at once refused
+/// with `connection-limit-reached`; the host sees 20, and they close with
+/// the invocation, a reused instance's too (which kept the requests it
+/// made: 2,000 connections stayed open for over a minute before, and 5
+/// invocations of 6,000 held 16,901 file descriptors).
+#[tokio::test]
+async fn outgoing_connections_are_capped_and_close_with_their_invocation() {
+    let (up, open, accepted) = silent_host().await;
+    for reuse in ["", "reuse = { max_requests = 100 }"] {
+        let config = config(&format!("\"{up}\"")).replace(
+            "deadline_ms = 1000",
+            &format!("deadline_ms = 3000\nmax_outbound_connections = 20\n{reuse}"),
+        );
+        let server = Server::start_with(Some(&config), fresh_dir()).await;
+        let before = accepted.load(Ordering::SeqCst);
+        let answer = server.get(&format!("/h/fan-keep/100/{up}/x")).await;
+        assert_eq!(
+            (answer.status, text(&answer.body)),
+            (200, "pending 20 refused 80 answered 0 other 0".to_string()),
+            "{reuse}"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst) - before, 20, "{reuse}");
+        let what = format!("the connections closed ({reuse:?})");
+        crate::support::eventually(&what, Duration::from_secs(2), || async {
+            (open.load(Ordering::SeqCst) == 0).then_some(())
+        })
+        .await;
+        // And the permits came back: the next invocation gets its 20.
+        let again = server.get(&format!("/h/fan/30/{up}/x")).await;
+        assert_eq!(text(&again.body), "pending 20 refused 10 answered 0 other 0", "{reuse}");
+    }
 }

@@ -497,7 +497,13 @@ pub fn serve_refuses(config: &str) -> String {
 /// beside other servers' compiles.
 pub fn fresh_dir() -> std::sync::Arc<TempDir> {
     let dir = cold_dir();
-    let cache = dir.path().join("data").join("cache");
+    warm_up(&dir.path().join("data"));
+    dir
+}
+
+/// Fill the artifact cache of the data dir `data` (see [`fresh_dir`]).
+pub fn warm_up(data: &Path) {
+    let cache = data.join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     // Copied, not linked: a test that corrupts an entry in place must not
     // corrupt every other test's.
@@ -505,7 +511,6 @@ pub fn fresh_dir() -> std::sync::Arc<TempDir> {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), cache.join(entry.file_name())).unwrap();
     }
-    dir
 }
 
 /// A new temporary directory for a server's data with nothing in it: for

@@ -34,3 +34,47 @@ async fn guests_that_touch_much_memory_do_not_pile_it_up_in_the_host() {
         peak / 1024
     );
 }
+
+/// 300 requests at once, each touching 60 MB of guest memory, against a
+/// component allowed 1 GiB of host memory: the instances that would take it
+/// past that trap at their grow with the limit named, the host's RSS grows
+/// by about that and no more (4.3 GB for three such components before),
+/// and the gateway and the user service keep answering fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_large_guests_stop_at_the_component_memory_limit() {
+    let _alone = alone().await;
+    let settings = "max_component_memory = 1073741824\nmax_concurrency = 300";
+    let (server, user) = start(&config(settings, ""), &[]).await;
+    let idle = rss_kib(server.pid());
+    let peak = std::sync::atomic::AtomicU64::new(idle);
+    let flood = crate::probing(&server, &user, async {
+        let touches = crate::probe::concurrently(300, || async {
+            let answer = server.get(&format!("/busy/touch/{TOUCH_MB}")).await;
+            peak.fetch_max(rss_kib(server.pid()), std::sync::atomic::Ordering::Relaxed);
+            answer
+        });
+        touches.await
+    })
+    .await;
+    let peak = peak.into_inner();
+    println!(
+        "300 x GET /busy/touch/{TOUCH_MB} at once, max_component_memory 1 GiB: {}; host RSS {} MiB \
+         idle, at most {} MiB",
+        crate::tally(&flood),
+        idle / 1024,
+        peak / 1024
+    );
+    let mut refused = 0;
+    for (answer, _) in &flood {
+        match answer.status {
+            200 => {}
+            500 => {
+                assert!(answer.error().contains("max_component_memory"), "{}", answer.error());
+                refused += 1;
+            }
+            other => panic!("{other}: {}", answer.error()),
+        }
+    }
+    assert!(refused > 0, "no instance was refused memory");
+    assert!(peak < idle + 1280 * 1024, "host RSS grew from {} to {} MiB", idle / 1024, peak / 1024);
+}

@@ -18,6 +18,7 @@ use wasmtime::component::{HasSelf, Linker};
 use pitstop_gateway::TraceContext;
 
 use crate::bindings::bus::{self, Error};
+use crate::resilience::memory::{Charge, ComponentMemory};
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 128;
@@ -85,13 +86,43 @@ pub struct BusCtx {
     topics: Arc<Topics>,
     outgoing: Vec<Outgoing>,
     trace: TraceContext,
+    /// The component's host memory, charged in `held` for the events
+    /// waiting for the commit.
+    memory: Arc<ComponentMemory>,
+    held: Charge,
+    /// Bytes of events (topic and payload) the component's keyspace quota
+    /// has room for, beside its keyspace and its events queued or
+    /// dead-lettered; and what this invocation published of it.
+    room: u64,
+    published: u64,
 }
 
 impl BusCtx {
     /// A context allowing the topics `topics` declares, for an invocation
     /// whose span is `trace`.
-    pub fn new(topics: Arc<Topics>, trace: TraceContext) -> Self {
-        BusCtx { topics, outgoing: Vec::new(), trace }
+    pub fn new(topics: Arc<Topics>, trace: TraceContext, memory: Arc<ComponentMemory>) -> Self {
+        BusCtx {
+            topics,
+            outgoing: Vec::new(),
+            trace,
+            held: memory.empty(),
+            memory,
+            room: u64::MAX,
+            published: 0,
+        }
+    }
+
+    /// Publish at most `bytes` of events (topics and payloads): what the
+    /// keyspace quota has room for.
+    pub fn with_room(mut self, bytes: u64) -> Self {
+        self.room = bytes;
+        self
+    }
+
+    /// The host memory charged for the events, leaving none charged: the
+    /// commit holds it until it is done with them.
+    pub fn take_charge(&mut self) -> Charge {
+        std::mem::replace(&mut self.held, self.memory.empty())
     }
 
     /// The buffered events.
@@ -122,6 +153,18 @@ impl BusCtx {
                 "one invocation may publish at most {MAX_EVENTS_PER_INVOCATION} events"
             )));
         }
+        let bytes = (topic.len() + payload.len()) as u64;
+        if self.published + bytes > self.room {
+            return Err(Error::TooLarge(format!(
+                "{bytes} more bytes of events do not fit the component's keyspace quota \
+                 (max_keyspace_bytes), which also holds its events waiting for delivery or \
+                 dead-lettered: {} bytes of room were left; replay or discard its dead letters",
+                self.room - self.published.min(self.room)
+            )));
+        }
+        let held = self.held.grow("an event waiting for the commit", bytes);
+        held.map_err(|refused| Error::TooLarge(refused.to_string()))?;
+        self.published += bytes;
         self.outgoing.push(Outgoing { topic, payload, delay, trace: self.trace });
         Ok(())
     }

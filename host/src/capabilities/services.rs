@@ -17,6 +17,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings::services::{self, CallError};
 use crate::bindings::types::{Header, Request, Response};
 use crate::invoke::{CallContext, Invoke};
+use crate::resilience::memory::{Charge, ComponentMemory, MemoryRefused};
 use crate::resilience::turns::{NoTurn, Turn};
 
 /// The header naming the calling component on every `services` call.
@@ -53,6 +54,8 @@ struct CallerState {
     // makes one host call at a time, so nobody waits for this lock.
     turn: tokio::sync::Mutex<Turn>,
     identity: Mutex<Vec<Header>>,
+    /// The caller's host memory: answers it has not read yet are charged.
+    memory: Arc<ComponentMemory>,
 }
 
 impl ServicesCtx {
@@ -63,8 +66,15 @@ impl ServicesCtx {
     }
 
     /// Calls made by `caller`, itself running at `call` and holding `turn`,
-    /// which it gives up while it waits for a callee.
-    pub fn new(invoke: Arc<dyn Invoke>, caller: Arc<str>, call: CallContext, turn: Turn) -> Self {
+    /// which it gives up while it waits for a callee; what it holds of their
+    /// answers is charged to `memory`.
+    pub fn new(
+        invoke: Arc<dyn Invoke>,
+        caller: Arc<str>,
+        call: CallContext,
+        turn: Turn,
+        memory: Arc<ComponentMemory>,
+    ) -> Self {
         ServicesCtx {
             caller: Caller(Arc::new(CallerState {
                 invoke,
@@ -73,6 +83,7 @@ impl ServicesCtx {
                 made_calls: AtomicBool::new(false),
                 turn: tokio::sync::Mutex::new(turn),
                 identity: Mutex::default(),
+                memory,
             })),
         }
     }
@@ -84,7 +95,8 @@ impl ServicesCtx {
     pub fn parked(&self) -> Self {
         let this = &self.caller.0;
         let call = CallContext { deadline: Instant::now(), ..this.call };
-        ServicesCtx::new(Arc::new(Parked), this.name.clone(), call, Turn::unlimited())
+        let memory = this.memory.clone();
+        ServicesCtx::new(Arc::new(Parked), this.name.clone(), call, Turn::unlimited(), memory)
     }
 
     /// The invocation as a caller, for outgoing `wasi:http` requests.
@@ -197,6 +209,11 @@ impl Caller {
         let done = work.await;
         turn.resume(this.call.deadline).await?;
         Ok(done)
+    }
+
+    /// `bytes` of the caller's host memory for `what`, until dropped.
+    pub fn charge(&self, what: &'static str, bytes: u64) -> Result<Charge, MemoryRefused> {
+        self.0.memory.charge(what, bytes)
     }
 
     /// When the whole call chain must have answered.

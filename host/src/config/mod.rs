@@ -7,7 +7,7 @@
 //! this module. `docs/configuration.md` explains them.
 
 use std::collections::BTreeMap;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -18,14 +18,14 @@ use pitstop_gateway::ratelimit::RateLimit;
 
 mod cluster;
 mod routes;
+mod runtime;
 pub use cluster::{BadClusterAddress, ClusterConfig};
 pub use routes::{RouteConfig, RouteTarget};
+pub use runtime::RuntimeConfig;
 
 use crate::capabilities::http::allowlist::AllowedHost;
 use crate::resilience::breaker::BreakerConfig;
 use crate::runtime::canary::CanaryPolicy;
-use crate::runtime::reuse::ReusePolicy;
-use crate::runtime::{ComponentSettings, RuntimeOptions};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -223,6 +223,12 @@ pub struct ComponentConfig {
     pub max_keyspace_bytes: Option<u64>,
     /// Bytes (keys plus values) one invocation may write.
     pub max_write_set_bytes: Option<u64>,
+    /// Host memory all its instances together may hold: their linear
+    /// memories and what host calls hold for them (default: a quarter of
+    /// `[runtime] max_host_memory`).
+    pub max_component_memory: Option<u64>,
+    /// Outgoing connections its instances may hold open at once (default 128).
+    pub max_outbound_connections: Option<usize>,
     /// Hosts its outgoing `wasi:http` requests may reach, as
     /// `[http[s]://]HOST[:PORT]` (`*.example.com` for every name below
     /// it); everything else is refused. `NAME.svc` needs no entry.
@@ -263,40 +269,6 @@ pub struct GatewayConfig {
     pub access_log: Option<bool>,
 }
 
-/// `[runtime]`: host-wide limits and the defaults of every component.
-///
-/// The limit fields repeat those of [`ComponentConfig`] rather than sharing a
-/// flattened struct: serde cannot combine `flatten` with `deny_unknown_fields`,
-/// and rejecting typos matters more here.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// Deadline of one request in milliseconds.
-    pub deadline_ms: Option<u64>,
-    /// Deepest chain of `services` calls.
-    pub max_call_depth: Option<u32>,
-    /// Linear memory limit per instance, in bytes.
-    pub max_memory: Option<usize>,
-    /// Instances alive at once across the host.
-    pub max_instances: Option<u32>,
-    /// Instances of one component running at once.
-    pub max_concurrency: Option<u32>,
-    /// Instances of one component executing guest code at once.
-    pub max_parallel: Option<NonZeroU32>,
-    /// Lines of output one invocation may write.
-    pub max_log_lines: Option<u64>,
-    /// Bytes of output one invocation may write.
-    pub max_log_bytes: Option<u64>,
-    /// Threads guest code runs on (default: one per CPU).
-    pub guest_threads: Option<NonZeroUsize>,
-    /// Circuit breaker thresholds.
-    pub breaker: Option<BreakerConfig>,
-    /// Bytes (keys plus values) one keyspace may hold.
-    pub max_keyspace_bytes: Option<u64>,
-    /// Bytes (keys plus values) one invocation may write.
-    pub max_write_set_bytes: Option<u64>,
-}
-
 impl Config {
     /// Read and check `path`; relative component paths are resolved against
     /// the file's directory.
@@ -323,127 +295,6 @@ impl Config {
             }
         }
         Ok(config)
-    }
-
-    /// The runtime's options: `[runtime]` over the built-in defaults, and
-    /// each `[components.NAME]` over those.
-    pub fn runtime_options(&self) -> RuntimeOptions {
-        let runtime = &self.runtime;
-        let mut options = RuntimeOptions::default();
-        if let Some(depth) = runtime.max_call_depth {
-            options.max_call_depth = depth;
-        }
-        if let Some(count) = runtime.max_instances {
-            options.engine.max_instances = count;
-        }
-        if let Some(threads) = runtime.guest_threads {
-            options.guest_threads = threads.get();
-        }
-        if let Some(bytes) = self.gateway.max_response_body {
-            options.max_response_body = bytes;
-        }
-        let bus = &self.bus;
-        if let Some(attempts) = bus.max_attempts {
-            options.bus.max_attempts = attempts.max(1);
-        }
-        if let Some(ms) = bus.backoff_base_ms {
-            options.bus.backoff_base = std::time::Duration::from_millis(ms);
-        }
-        if let Some(ms) = bus.backoff_max_ms {
-            options.bus.backoff_max = std::time::Duration::from_millis(ms);
-        }
-        let defaults = &mut options.defaults;
-        apply(
-            defaults,
-            Limits {
-                deadline_ms: runtime.deadline_ms,
-                max_memory: runtime.max_memory,
-                max_concurrency: runtime.max_concurrency,
-                max_parallel: runtime.max_parallel,
-                max_log_lines: runtime.max_log_lines,
-                max_log_bytes: runtime.max_log_bytes,
-                breaker: runtime.breaker,
-                max_keyspace_bytes: runtime.max_keyspace_bytes,
-                max_write_set_bytes: runtime.max_write_set_bytes,
-            },
-        );
-        for (name, component) in &self.components {
-            let mut settings = options.defaults.clone();
-            apply(
-                &mut settings,
-                Limits {
-                    deadline_ms: component.deadline_ms,
-                    max_memory: component.max_memory,
-                    max_concurrency: component.max_concurrency,
-                    max_parallel: component.max_parallel,
-                    max_log_lines: component.max_log_lines,
-                    max_log_bytes: component.max_log_bytes,
-                    breaker: component.breaker,
-                    max_keyspace_bytes: component.max_keyspace_bytes,
-                    max_write_set_bytes: component.max_write_set_bytes,
-                },
-            );
-            if let Some(hosts) = &component.allowed_outbound_hosts {
-                settings.allowed_outbound_hosts = hosts.as_slice().into();
-            }
-            settings.reuse = component.reuse.map(|reuse| ReusePolicy {
-                max_requests: reuse.max_requests.map_or(DEFAULT_REUSE_REQUESTS, NonZeroU32::get),
-                max_memory: reuse.max_memory.unwrap_or(settings.max_memory / 2),
-            });
-            options.components.insert(name.clone(), settings);
-        }
-        // The pool reserves room for the largest memory any component may use.
-        options.engine.max_memory_bytes = options
-            .components
-            .values()
-            .map(|s| s.max_memory)
-            .chain([options.defaults.max_memory])
-            .max()
-            .unwrap_or(options.defaults.max_memory);
-        options
-    }
-}
-
-/// The limits a `[runtime]` or `[components.NAME]` section may set.
-struct Limits {
-    deadline_ms: Option<u64>,
-    max_memory: Option<usize>,
-    max_concurrency: Option<u32>,
-    max_parallel: Option<NonZeroU32>,
-    max_log_lines: Option<u64>,
-    max_log_bytes: Option<u64>,
-    breaker: Option<BreakerConfig>,
-    max_keyspace_bytes: Option<u64>,
-    max_write_set_bytes: Option<u64>,
-}
-
-fn apply(settings: &mut ComponentSettings, limits: Limits) {
-    if let Some(ms) = limits.deadline_ms {
-        settings.deadline = std::time::Duration::from_millis(ms);
-    }
-    if let Some(bytes) = limits.max_memory {
-        settings.max_memory = bytes;
-    }
-    if let Some(count) = limits.max_concurrency {
-        settings.max_concurrency = count;
-    }
-    if let Some(count) = limits.max_parallel {
-        settings.max_parallel = Some(count.get());
-    }
-    if let Some(lines) = limits.max_log_lines {
-        settings.output.max_lines = lines;
-    }
-    if let Some(bytes) = limits.max_log_bytes {
-        settings.output.max_bytes = bytes;
-    }
-    if let Some(breaker) = limits.breaker {
-        settings.breaker = breaker;
-    }
-    if let Some(bytes) = limits.max_keyspace_bytes {
-        settings.max_keyspace_bytes = bytes;
-    }
-    if let Some(bytes) = limits.max_write_set_bytes {
-        settings.max_write_set_bytes = bytes;
     }
 }
 
@@ -511,6 +362,8 @@ mod tests {
             breaker,
             max_keyspace_bytes,
             max_write_set_bytes,
+            max_component_memory,
+            max_outbound_connections,
             allowed_outbound_hosts,
             reuse: _,
         } = &components["payment"];
@@ -523,7 +376,8 @@ mod tests {
         assert!(deadline_ms.is_some() && max_memory.is_some() && max_concurrency.is_some());
         assert!(max_parallel.is_some() && max_log_lines.is_some() && max_log_bytes.is_some());
         assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());
-        assert!(allowed_outbound_hosts.is_some());
+        assert!(allowed_outbound_hosts.is_some() && max_component_memory.is_some());
+        assert!(max_outbound_connections.is_some());
         let routes = routes.expect("a route table");
         let RouteConfig {
             prefix: _,
@@ -558,11 +412,19 @@ mod tests {
             breaker,
             max_keyspace_bytes,
             max_write_set_bytes,
+            max_component_memory,
+            max_host_memory,
+            min_free_disk_bytes,
+            max_outbound_connections: runtime_connections,
+            max_host_connections,
         } = runtime;
         assert!(deadline_ms.is_some() && max_call_depth.is_some() && max_memory.is_some());
         assert!(max_instances.is_some() && max_concurrency.is_some() && max_parallel.is_some());
         assert!(max_log_lines.is_some() && max_log_bytes.is_some() && guest_threads.is_some());
         assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());
+        assert!(max_component_memory.is_some() && max_host_memory.is_some());
+        assert!(min_free_disk_bytes.is_some() && runtime_connections.is_some());
+        assert!(max_host_connections.is_some());
         let AdminConfig { max_upload } = admin;
         assert!(max_upload.is_some());
         let BusConfig { max_attempts, backoff_base_ms, backoff_max_ms } = bus;

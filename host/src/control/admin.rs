@@ -14,7 +14,8 @@
 //! | `POST /admin/components/{name}/rollback` | 200 `{"name","version"}` |
 //! | `DELETE /admin/components/{name}[?purge=true]` | 200 `{"name","purged"}` |
 //! | `GET /admin/ready` | 200, or 503 when a check fails: the gateway's `/ready` report `{"status","checks"}` |
-//! | `GET /admin/dead-letters[?subscriber=name]` | 200 `{"dead_letters":[...]}`, see [`DeadLetter`] |
+//! | `GET /admin/dead-letters[?subscriber=name][&after=sub/id][&limit=N]` | 200 `{"dead_letters":[...],"next"}`: a page (100 by default, at most 1000), payloads cut to 4 KiB; see [`DeadLetter`] |
+//! | `GET /admin/dead-letters/{subscriber}/{event_id}` | 200 one [`DeadLetter`], its payload whole |
 //! | `POST /admin/dead-letters/{subscriber}/{event_id}/replay` | 200 `{"subscriber","id","replayed":true}` |
 //! | `DELETE /admin/dead-letters/{subscriber}/{event_id}` | 200 `{"subscriber","id","discarded":true}` |
 //!
@@ -37,11 +38,15 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::control::deployments::{CanaryPlan, ComponentInfo, Deployments};
-use crate::events::queue::{BusError, DeadLetter};
+use crate::events::queue::{BusError, DeadLetter, MAX_PAGE};
 use crate::runtime::DeployError;
+use crate::storage::StorageError;
 
 /// Name of the token file in the data dir.
 pub const TOKEN_FILE: &str = "admin.token";
+
+/// Dead letters a listing returns unless `limit` says otherwise.
+pub const DEFAULT_DEAD_LETTER_PAGE: usize = 100;
 
 /// Default upload limit: 50 MiB.
 pub const DEFAULT_MAX_UPLOAD: usize = 50 << 20;
@@ -270,8 +275,21 @@ impl Admin {
             }
             (&Method::GET, ["admin", "dead-letters"]) => {
                 let subscriber = query_values(&query, "subscriber").into_iter().next();
-                let letters: Vec<DeadLetter> = self.bus().dead_letters(subscriber.as_deref())?;
-                Ok(json_response(StatusCode::OK, &serde_json::json!({ "dead_letters": letters })))
+                let after = query_values(&query, "after").into_iter().next();
+                let limit = match query_values(&query, "limit").into_iter().next() {
+                    None => DEFAULT_DEAD_LETTER_PAGE,
+                    Some(limit) => limit.parse().map_err(|_| {
+                        let why = format!("limit must be a number from 1 to {MAX_PAGE}");
+                        AdminError::Status(StatusCode::BAD_REQUEST, why)
+                    })?,
+                };
+                let page =
+                    self.bus().dead_letters(subscriber.as_deref(), after.as_deref(), limit)?;
+                Ok(json_response(StatusCode::OK, &page))
+            }
+            (&Method::GET, ["admin", "dead-letters", subscriber, id]) => {
+                let letter: DeadLetter = self.bus().dead_letter(subscriber, id)?;
+                Ok(json_response(StatusCode::OK, &letter))
             }
             (&Method::POST, ["admin", "dead-letters", subscriber, id, "replay"]) => {
                 self.bus().replay(subscriber, id)?;
@@ -384,6 +402,9 @@ impl AdminError {
                     | DeployError::Route(_)
                     | DeployError::Canary(_)
                     | DeployError::Concurrent(_) => StatusCode::CONFLICT,
+                    DeployError::Keyspace(StorageError::NoSpace(_)) => {
+                        StatusCode::INSUFFICIENT_STORAGE
+                    }
                     DeployError::Db(_) | DeployError::Keyspace(_) | DeployError::Storage(_) => {
                         StatusCode::INTERNAL_SERVER_ERROR
                     }

@@ -23,7 +23,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::events::dispatch::Deliveries;
-use crate::events::queue::{Bus, BusError, BusOptions, DeadLetter, Sequencer, now_ms};
+use crate::events::queue::{
+    Bus, BusError, BusOptions, DeadLetter, DeadLetterPage, Sequencer, now_ms,
+};
 use crate::events::{Dispatching, EventQueue};
 use crate::storage::jetstream::JetStreamStore;
 use crate::storage::jetstream::lease::LEASE_TTL;
@@ -218,13 +220,27 @@ impl EventQueue for ClusterQueue {
         self.standing_by.load(Ordering::Relaxed) || self.bus.is_dispatching()
     }
 
+    fn backlog(&self, publisher: &str) -> u64 {
+        self.bus.backlog(publisher)
+    }
+
     fn lag(&self) -> Vec<(String, u64)> {
         self.bus.lag()
     }
 
-    fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>, BusError> {
+    fn dead_letters(
+        &self,
+        subscriber: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BusError> {
         self.bus.queue_synced()?;
-        self.bus.dead_letters(subscriber)
+        self.bus.dead_letters(subscriber, after, limit)
+    }
+
+    fn dead_letter(&self, subscriber: &str, id: &str) -> Result<DeadLetter, BusError> {
+        self.bus.queue_synced()?;
+        self.bus.dead_letter(subscriber, id)
     }
 
     fn replay(&self, subscriber: &str, id: &str) -> Result<(), BusError> {

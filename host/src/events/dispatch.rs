@@ -94,11 +94,21 @@ pub async fn run(bus: Arc<Bus>, deliveries: Deliveries) {
     let in_flight: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
     let _running = dispatcher.bus.dispatching_guard();
     loop {
-        if let Err(error) = dispatcher.bus.relay(&dispatcher.deliveries.subscribers.active()) {
-            tracing::error!(%error, "relaying published events failed; retrying");
-        }
+        let more = match dispatcher.bus.relay(&dispatcher.deliveries.subscribers.active()) {
+            Ok(more) => more,
+            Err(error) => {
+                tracing::error!(%error, "relaying published events failed; retrying");
+                false
+            }
+        };
         let next_due =
             if dispatcher.bus.is_paused() { None } else { start_due(&dispatcher, &in_flight) };
+        if more {
+            // Outboxes still hold events: relay the next share at once,
+            // letting the deliveries just started run first.
+            tokio::task::yield_now().await;
+            continue;
+        }
         let wait = next_due
             .map_or(IDLE_POLL, |due| Duration::from_millis(due.saturating_sub(now_ms())))
             .min(IDLE_POLL);

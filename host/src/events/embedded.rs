@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::events::dispatch::Deliveries;
-use crate::events::queue::{Bus, BusError, DeadLetter};
+use crate::events::queue::{Bus, BusError, DeadLetter, DeadLetterPage};
 use crate::events::{Dispatching, EventQueue};
 use crate::storage::{Keyspace, KeyspaceStore, StorageError};
 
@@ -29,12 +29,25 @@ impl EventQueue for Bus {
         Bus::is_dispatching(self)
     }
 
+    fn backlog(&self, publisher: &str) -> u64 {
+        Bus::backlog(self, publisher)
+    }
+
     fn lag(&self) -> Vec<(String, u64)> {
         Bus::lag(self)
     }
 
-    fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>, BusError> {
-        Bus::dead_letters(self, subscriber)
+    fn dead_letters(
+        &self,
+        subscriber: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BusError> {
+        Bus::dead_letters(self, subscriber, after, limit)
+    }
+
+    fn dead_letter(&self, subscriber: &str, id: &str) -> Result<DeadLetter, BusError> {
+        Bus::dead_letter(self, subscriber, id)
     }
 
     fn replay(&self, subscriber: &str, id: &str) -> Result<(), BusError> {

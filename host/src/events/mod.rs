@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::events::dispatch::Deliveries;
-use crate::events::queue::{BusError, DeadLetter};
+use crate::events::queue::{BusError, DeadLetter, DeadLetterPage};
 use crate::storage::{Keyspace, KeyspaceStore, StorageError};
 
 /// The dispatcher's work, until it is dropped.
@@ -50,8 +50,22 @@ pub trait EventQueue: Send + Sync + 'static {
     /// Events queued and not yet handled, per subscriber that has any.
     fn lag(&self) -> Vec<(String, u64)>;
 
-    /// Every dead letter, for `subscriber` only when given.
-    fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>, BusError>;
+    /// Bytes of `publisher`'s events queued or dead-lettered, which count
+    /// against its keyspace quota. (On a cluster: those this host relayed
+    /// or handled, and those stored when it started.)
+    fn backlog(&self, publisher: &str) -> u64;
+
+    /// A page of dead letters, for `subscriber` only when given, after the
+    /// letter `after` (`subscriber/id`) when given (see [`Bus::dead_letters`]).
+    fn dead_letters(
+        &self,
+        subscriber: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BusError>;
+
+    /// One dead letter, its payload whole.
+    fn dead_letter(&self, subscriber: &str, id: &str) -> Result<DeadLetter, BusError>;
 
     /// Queue a dead letter again, with a fresh count of attempts.
     fn replay(&self, subscriber: &str, id: &str) -> Result<(), BusError>;

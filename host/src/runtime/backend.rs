@@ -128,5 +128,6 @@ fn invoke_error(component: &str, failure: InvokeFailure) -> InvokeError {
             InvokeError::Unavailable { component, reason: "circuit open".into(), retry_after }
         }
         InvokeFailure::Internal(message) => InvokeError::Internal(message),
+        InvokeFailure::InsufficientStorage(why) => InvokeError::InsufficientStorage(why),
     }
 }

@@ -12,16 +12,16 @@
 //! applied with no other commit in between.
 
 use crate::capabilities::bus::Outgoing;
-use crate::capabilities::keyvalue::{PendingWrite, Writes, entry_size, parse_counter};
+use crate::capabilities::keyvalue::{Held, PendingWrite, Writes, entry_size, parse_counter};
 use crate::events::EventQueue;
 use crate::events::queue::{QueuedEvent, now_ms};
 use crate::metrics::Metrics;
+use crate::resilience::memory::Charge;
 use crate::runtime::registry::Deployment;
 use crate::storage::reserved::{handled_key, outbox_key};
 use crate::storage::{Batch, Keyspace, StorageError};
 
 /// What one invocation asks to commit.
-#[derive(Default)]
 pub struct Effects {
     /// Its keyvalue writes.
     pub writes: Writes,
@@ -29,6 +29,9 @@ pub struct Effects {
     pub events: Vec<Outgoing>,
     /// The queue key of the event it handled, marked handled by this commit.
     pub handled: Option<Vec<u8>>,
+    /// What the writes and events hold (host memory, counter locks), let go
+    /// once the commit is done with them.
+    pub held: (Held, Charge),
 }
 
 impl Effects {
@@ -95,7 +98,11 @@ pub fn commit(
     // hosts, built again if one of them committed first (`transact`).
     let mut refused = None;
     let mut sizes = (0, 0);
-    let mut prepare = || match batch(keyspace, deployment, &effects, &outbox) {
+    // The publisher's queued and dead-lettered events count against its
+    // quota too, and so do the events this commit publishes.
+    let backlog = bus.backlog(&deployment.name)
+        + effects.events.iter().map(|e| (e.topic.len() + e.payload.len()) as u64).sum::<u64>();
+    let mut prepare = || match batch(keyspace, deployment, &effects, &outbox, backlog) {
         Ok((batch, old_bytes, new_bytes)) => {
             sizes = (old_bytes, new_bytes);
             Some(batch)
@@ -127,6 +134,7 @@ fn batch(
     deployment: &Deployment,
     effects: &Effects,
     outbox: &[(Vec<u8>, Vec<u8>)],
+    backlog: u64,
 ) -> Result<(Batch, u64, u64), CommitError> {
     if let Some(queue_key) = &effects.handled
         && keyspace.contains(&handled_key(queue_key))?
@@ -171,6 +179,13 @@ fn batch(
         batch.insert(handled_key(queue_key), now_ms().to_be_bytes());
     }
     if let Some(why) = deployment.usage.refuse(keyspace, old_bytes, new_bytes) {
+        return Err(CommitError::QuotaExceeded(why));
+    }
+    // Events only ever add to the backlog: a commit publishing none is
+    // never refused for it, so a full backlog can still be cleaned up.
+    if !outbox.is_empty()
+        && let Some(why) = deployment.usage.refuse_backlog(keyspace, old_bytes, new_bytes, backlog)
+    {
         return Err(CommitError::QuotaExceeded(why));
     }
     Ok((batch, old_bytes, new_bytes))

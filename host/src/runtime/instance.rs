@@ -14,11 +14,13 @@ use crate::capabilities::http::Network;
 use crate::bindings::events;
 use crate::bindings::types::{Request, Response};
 use crate::capabilities::bus::{BusCtx, Topics};
-use crate::capabilities::keyvalue::{KeyvalueCtx, Usage};
+use crate::capabilities::keyvalue::{KeyvalueCtx, Usage, WriteLimits};
 use crate::capabilities::log::OutputBudget;
 use crate::capabilities::services::ServicesCtx;
 use crate::invoke::{CallContext, InvokeFailure};
 use crate::metrics::ComponentMetrics;
+use crate::resilience::connections::ComponentConnections;
+use crate::resilience::memory::ComponentMemory;
 use crate::resilience::turns::Turn;
 use crate::runtime::commit::{CommitError, Effects, commit};
 use crate::runtime::engine::EPOCH_TICK;
@@ -62,6 +64,8 @@ pub(super) struct Owner<'a> {
     pub(super) component: Arc<str>,
     pub(super) keyspace: &'a Arc<dyn Keyspace>,
     pub(super) usage: Arc<Usage>,
+    pub(super) memory: Arc<ComponentMemory>,
+    pub(super) connections: Arc<ComponentConnections>,
     pub(super) topics: Arc<Topics>,
     pub(super) metrics: Arc<ComponentMetrics>,
     pub(super) settings: &'a ComponentSettings,
@@ -74,6 +78,8 @@ impl<'a> Owner<'a> {
             component: deployment.name.clone(),
             keyspace: &deployment.keyspace,
             usage: deployment.usage.clone(),
+            memory: deployment.memory.clone(),
+            connections: deployment.connections.clone(),
             topics: deployment.topics.clone(),
             metrics: deployment.metrics.clone(),
             settings,
@@ -123,12 +129,15 @@ impl Runtime {
             settings.output,
             owner.metrics.log_dropped.clone(),
         );
+        let linear = owner.memory.empty();
+        let network = Network {
+            allowed: settings.allowed_outbound_hosts.clone(),
+            io: self.outbound.handle(),
+            connections: owner.connections.clone(),
+        };
         let Contexts { kv, services, bus } = self.contexts(owner, call, turn);
         let state =
-            ComponentState::new(output, kv, services, bus, limits).allow_outbound(Network {
-                allowed: settings.allowed_outbound_hosts.clone(),
-                io: self.io.clone(),
-            });
+            ComponentState::new(output, kv, services, bus, limits, linear).allow_outbound(network);
         let mut store = Store::new(engine, state);
         if self.options.store_limits {
             store.limiter(|state| &mut state.limits);
@@ -141,11 +150,18 @@ impl Runtime {
 
     /// What belongs to one invocation, whichever instance runs it.
     fn contexts(self: &Arc<Self>, owner: Owner<'_>, call: CallContext, turn: Turn) -> Contexts {
-        let Owner { component, keyspace, usage, topics, metrics, settings } = owner;
+        let Owner { component, keyspace, usage, memory, topics, metrics, settings, .. } = owner;
+        let limits = WriteLimits {
+            max_write_set: settings.max_write_set_bytes,
+            max_result: settings.max_memory as u64,
+        };
+        let room = usage.room_for_events(&**keyspace, self.bus.backlog(&component));
+        let services = ServicesCtx::new(self.clone(), component, call, turn, memory.clone());
         Contexts {
-            kv: KeyvalueCtx::new(keyspace.clone(), usage, settings.max_write_set_bytes, metrics),
-            services: ServicesCtx::new(self.clone(), component, call, turn),
-            bus: BusCtx::new(topics, call.trace),
+            kv: KeyvalueCtx::new(keyspace.clone(), usage, limits, memory.clone(), metrics)
+                .waiting_as(services.caller()),
+            services,
+            bus: BusCtx::new(topics, call.trace, memory).with_room(room),
         }
     }
 
@@ -258,11 +274,14 @@ impl Runtime {
         // holding it would keep the component's next instance waiting on
         // the disk (and defeat the group commit).
         state.services.end_turn();
+        // Its outgoing connections close with it, a reused instance's too.
+        state.close_connections();
         if !answer.succeeded() {
             // A failed invocation leaves no trace: its writes and events go.
             return Ok(answer);
         }
         let effects = Effects {
+            held: (state.kv.take_held(), state.bus.take_charge()),
             writes: state.kv.take_writes(),
             events: state.bus.take_outgoing(),
             handled: match call {
@@ -300,6 +319,9 @@ impl Runtime {
             }
             Err(CommitError::Storage(StorageError::Unavailable(why))) => {
                 return Err(Rerun::Failed(InvokeFailure::Unavailable(why)));
+            }
+            Err(CommitError::Storage(StorageError::NoSpace(why))) => {
+                return Err(Rerun::Failed(InvokeFailure::InsufficientStorage(why)));
             }
             Err(error) => return Err(Rerun::Failed(InvokeFailure::Internal(error.to_string()))),
         }

@@ -20,6 +20,7 @@ pub mod commit;
 pub mod engine;
 pub mod instance;
 pub mod options;
+mod outbound;
 pub mod pipeline;
 pub mod prepare;
 pub mod proxy;
@@ -44,8 +45,11 @@ use crate::events::dispatch::Deliveries;
 use crate::events::queue::Bus;
 use crate::events::{Dispatching, EventQueue};
 use crate::metrics::Metrics;
+use crate::resilience::connections::{ComponentConnections, HostConnections};
 use crate::resilience::fault::Fault;
+use crate::resilience::memory::{ComponentMemory, HostMemory};
 use crate::runtime::engine::{Engines, EpochTicker, MemoryInit};
+use crate::runtime::outbound::OutboundIo;
 use crate::runtime::registry::Registry;
 use crate::runtime::scheduling::GuestPool;
 use crate::runtime::state::{ComponentState, HasComponentState};
@@ -66,10 +70,16 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
     // Per component name, so the count survives swaps.
     usage: std::sync::Mutex<HashMap<String, Arc<Usage>>>,
+    /// What the host holds for guests, and per component name (so the
+    /// count survives swaps).
+    host_memory: Arc<HostMemory>,
+    memory: std::sync::Mutex<HashMap<String, Arc<ComponentMemory>>>,
     guests: GuestPool,
-    /// The runtime that created this one (the gateway's): outgoing
-    /// connections register with its IO driver.
-    io: tokio::runtime::Handle,
+    /// Where guests' outgoing connections run, apart from the gateway.
+    outbound: OutboundIo,
+    /// The caps on them, the host's and per component name.
+    host_connections: Arc<HostConnections>,
+    connections: std::sync::Mutex<HashMap<String, Arc<ComponentConnections>>>,
     _ticker: EpochTicker,
 }
 
@@ -140,9 +150,9 @@ impl Runtime {
         ];
         let ticker = EpochTicker::start(engines.clone());
         let guests = GuestPool::start(options.guest_threads)?;
-        let io = tokio::runtime::Handle::try_current().map_err(|e| {
-            StartError::Engine(wasmtime::format_err!("a runtime starts inside tokio: {e}"))
-        })?;
+        let host_memory = HostMemory::new(options.max_host_memory);
+        let outbound = OutboundIo::start()?;
+        let host_connections = HostConnections::new(options.max_host_connections);
         Ok(Arc::new(Runtime {
             engines,
             linkers,
@@ -154,8 +164,12 @@ impl Runtime {
             options,
             metrics: Arc::default(),
             usage: Default::default(),
+            host_memory,
+            memory: Default::default(),
             guests,
-            io,
+            outbound,
+            host_connections,
+            connections: Default::default(),
             _ticker: ticker,
         }))
     }

@@ -8,6 +8,8 @@ use crate::capabilities::http::allowlist::AllowedHost;
 use crate::capabilities::log::OutputLimits;
 use crate::events::queue::BusOptions;
 use crate::resilience::breaker::BreakerConfig;
+use crate::resilience::connections::HostConnections;
+use crate::resilience::memory::HostMemory;
 use crate::runtime::engine::EngineLimits;
 use crate::runtime::reuse::ReusePolicy;
 
@@ -32,6 +34,13 @@ pub struct RuntimeOptions {
     /// The gateway's limit on a response body: a `wasi:http` component's
     /// body is read up to one byte past it, and no further.
     pub max_response_body: usize,
+    /// Bytes the host may hold for all guests together: their linear
+    /// memories and what host calls hold for them
+    /// ([`crate::resilience::memory`]).
+    pub max_host_memory: u64,
+    /// Outgoing connections open at once on this host
+    /// ([`crate::resilience::connections`]).
+    pub max_host_connections: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -45,6 +54,8 @@ impl Default for RuntimeOptions {
             bus: BusOptions::default(),
             guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_response_body: 1 << 20,
+            max_host_memory: HostMemory::default_limit(),
+            max_host_connections: HostConnections::default_limit(),
         }
     }
 }
@@ -75,6 +86,12 @@ pub struct ComponentSettings {
     /// Serve invocations on warm instances ([`crate::runtime::reuse`]);
     /// `None`, the default: a fresh instance for each.
     pub reuse: Option<ReusePolicy>,
+    /// Host memory all its instances together may hold (linear memories
+    /// and what host calls hold for them); `None`: a quarter of
+    /// [`RuntimeOptions::max_host_memory`].
+    pub max_component_memory: Option<u64>,
+    /// Outgoing connections its instances may hold open at once.
+    pub max_outbound_connections: usize,
 }
 
 impl Default for ComponentSettings {
@@ -90,6 +107,8 @@ impl Default for ComponentSettings {
             max_write_set_bytes: 16 << 20,
             allowed_outbound_hosts: Arc::from([]),
             reuse: None,
+            max_component_memory: None,
+            max_outbound_connections: 128,
         }
     }
 }
@@ -98,5 +117,11 @@ impl RuntimeOptions {
     /// The settings of `component`.
     pub fn settings(&self, component: &str) -> &ComponentSettings {
         self.components.get(component).unwrap_or(&self.defaults)
+    }
+
+    /// The host memory `component` may hold.
+    pub fn component_memory(&self, component: &str) -> u64 {
+        let share = self.max_host_memory / 4;
+        self.settings(component).max_component_memory.unwrap_or(share)
     }
 }

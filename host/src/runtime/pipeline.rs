@@ -26,9 +26,10 @@ use crate::runtime::registry::Deployment;
 use crate::runtime::scheduling::ANSWER_GRACE;
 use crate::runtime::{ComponentSettings, Runtime};
 
-/// How often an invocation that lost a compare-and-swap race at commit is
-/// run again from scratch, when it made no calls that could not be undone.
-const CONFLICT_RETRIES: u32 = 3;
+/// Reruns after which an invocation that keeps losing its commit race
+/// pauses a little before the next: writers on several hosts of a cluster
+/// would otherwise collide in step.
+const RERUNS_WITHOUT_PAUSE: u32 = 2;
 
 /// A response and the deployment that produced it.
 pub struct Invoked {
@@ -67,7 +68,9 @@ fn call_error(callee: String, failure: InvokeFailure) -> CallError {
         InvokeFailure::Trapped(message) => CallError::Trapped(message),
         InvokeFailure::Unavailable(reason) => CallError::Unavailable(reason),
         open @ InvokeFailure::CircuitOpen { .. } => CallError::Unavailable(open.to_string()),
-        InvokeFailure::Internal(message) => CallError::Unavailable(message),
+        InvokeFailure::Internal(message) | InvokeFailure::InsufficientStorage(message) => {
+            CallError::Unavailable(message)
+        }
     }
 }
 
@@ -175,9 +178,13 @@ impl Runtime {
                 Delivery::Failed(format!("answered HTTP {} to an event", response.status))
             }
             Err(InvokeFailure::CircuitOpen { retry_after }) => Delivery::NotNow(retry_after),
-            Err(InvokeFailure::NotDeployed | InvokeFailure::Unavailable(_)) => {
-                Delivery::NotNow(Duration::from_millis(500))
-            }
+            // Also a disk below its watermark: the event waits, unspent,
+            // until space returns.
+            Err(
+                InvokeFailure::NotDeployed
+                | InvokeFailure::Unavailable(_)
+                | InvokeFailure::InsufficientStorage(_),
+            ) => Delivery::NotNow(Duration::from_millis(500)),
             Err(failure) => Delivery::Failed(failure.to_string()),
         }
     }
@@ -290,11 +297,16 @@ impl Runtime {
         };
         let mut retries = 0;
         while let Err(Rerun::Conflict { error, retryable }) = &outcome {
-            if !retryable || retries == CONFLICT_RETRIES || Instant::now() >= context.deadline {
+            // Run again from scratch (it reads what the winner wrote) until
+            // the deadline, when it made no calls that could not be undone.
+            if !retryable || Instant::now() >= context.deadline {
                 outcome = Ok(Answer::Conflict(error.clone()));
                 break;
             }
             retries += 1;
+            if retries > RERUNS_WITHOUT_PAUSE {
+                tokio::time::sleep(pause(retries)).await;
+            }
             tracing::debug!(component = name, retries, %error, "commit conflict; running again");
             outcome = self.run(&deployment, settings, &call, context).await;
         }
@@ -316,7 +328,11 @@ impl Runtime {
         // the component failing: neither the breaker nor a canary's judge
         // counts it, so no breaker is open and no canary rolled back when
         // the store comes back.
-        let unavailable = matches!(outcome, Err(InvokeFailure::Unavailable(_)));
+        // Nor is a disk below its watermark.
+        let unavailable = matches!(
+            outcome,
+            Err(InvokeFailure::Unavailable(_) | InvokeFailure::InsufficientStorage(_))
+        );
         if unavailable {
             deployment.breaker.release(permit);
         } else {
@@ -380,6 +396,12 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.dec();
     }
+}
+
+/// A random pause of up to 2^`reruns` ms (at most 64 ms) before a rerun.
+fn pause(reruns: u32) -> Duration {
+    let ceiling = 1u32 << reruns.min(6);
+    Duration::from_millis(u64::from(getrandom::u32().unwrap_or(0) % ceiling))
 }
 
 /// The answer to a request whose commit kept conflicting: 409, nothing saved.

@@ -15,6 +15,8 @@ use crate::capabilities::keyvalue::Usage;
 use crate::invoke::CallContext;
 use crate::resilience::breaker::{Breaker, SystemClock};
 use crate::resilience::bulkhead::Bulkhead;
+use crate::resilience::connections::ComponentConnections;
+use crate::resilience::memory::ComponentMemory;
 use crate::resilience::turns::{Turn, Turns};
 use crate::runtime::Runtime;
 use crate::runtime::canary::Traffic;
@@ -156,6 +158,8 @@ impl Runtime {
             component: name.into(),
             keyspace,
             usage,
+            memory: self.component_memory(name),
+            connections: self.component_connections(name),
             topics: Arc::default(),
             metrics,
             settings,
@@ -216,6 +220,8 @@ impl Runtime {
     ) -> Arc<Deployment> {
         let settings = self.options.settings(name);
         let usage = self.usage(name, &keyspace);
+        let memory = self.component_memory(name);
+        let connections = self.component_connections(name);
         let metrics = Arc::new(self.metrics.component(name));
         self.metrics.breaker_reset(name);
         let observer = {
@@ -228,6 +234,8 @@ impl Runtime {
         let parallel = settings.max_parallel.unwrap_or(self.guests.threads() as u32);
         Arc::new(Deployment {
             usage,
+            memory,
+            connections,
             metrics,
             breaker: Breaker::new(name.clone(), settings.breaker, Arc::new(SystemClock))
                 .on_transition(observer),
@@ -247,6 +255,24 @@ impl Runtime {
             topics: prepared.topics,
             keyspace,
         })
+    }
+
+    /// The host memory `name` holds, made on first use.
+    fn component_memory(&self, name: &str) -> Arc<ComponentMemory> {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = self.options.component_memory(name);
+        memory
+            .entry(name.to_string())
+            .or_insert_with(|| self.host_memory.component(name, limit))
+            .clone()
+    }
+
+    /// The outgoing connections `name` holds, made on first use.
+    pub(super) fn component_connections(&self, name: &str) -> Arc<ComponentConnections> {
+        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = self.options.settings(name).max_outbound_connections;
+        let make = || self.host_connections.component(name, limit);
+        connections.entry(name.to_string()).or_insert_with(make).clone()
     }
 
     /// The keyspace usage of `name`, counted on first use.

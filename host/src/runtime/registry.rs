@@ -47,6 +47,11 @@ pub struct Deployment {
     pub turns: Turns,
     /// The keyspace's size against its quota; shared by every version.
     pub usage: Arc<crate::capabilities::keyvalue::Usage>,
+    /// The host memory it holds, against its limit and the host's; shared
+    /// by every version.
+    pub memory: Arc<crate::resilience::memory::ComponentMemory>,
+    /// The outgoing connections it holds open; shared by every version.
+    pub connections: Arc<crate::resilience::connections::ComponentConnections>,
     /// Its metric handles.
     pub metrics: Arc<crate::metrics::ComponentMetrics>,
     /// Its idle instances, when the component reuses them.

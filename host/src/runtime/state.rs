@@ -15,6 +15,7 @@ use crate::capabilities::log::{GuestOutput, LogCtx, OutputBudget, Stream};
 use crate::capabilities::poll::PollView;
 use crate::capabilities::services::ServicesCtx;
 use crate::capabilities::wasi_keyvalue::{CasTable, WasiKeyvalue};
+use crate::resilience::memory::Charge;
 
 /// The store data of one invocation: WASI, one resource table, and one
 /// context per capability, each scoped to the invoked component.
@@ -39,13 +40,16 @@ impl ComponentState {
         services: ServicesCtx,
         bus: BusCtx,
         limits: StoreLimits,
+        linear: Charge,
     ) -> Self {
         let wasi = wasi_ctx(&output);
-        Self::with_wasi(output, wasi, kv, services, bus, limits)
+        Self::with_wasi(output, wasi, kv, services, bus, limits, linear)
     }
 
     /// State with a WASI context of the caller's making (the test runner's
-    /// passes arguments and the terminal through).
+    /// passes arguments and the terminal through). `linear` is charged for
+    /// its linear memories as they grow.
+    #[allow(clippy::too_many_arguments)]
     pub fn with_wasi(
         output: Arc<OutputBudget>,
         wasi: WasiCtx,
@@ -53,6 +57,7 @@ impl ComponentState {
         services: ServicesCtx,
         bus: BusCtx,
         limits: StoreLimits,
+        linear: Charge,
     ) -> Self {
         ComponentState {
             wasi,
@@ -60,11 +65,11 @@ impl ComponentState {
             http: WasiHttpCtx::new(),
             outbound: OutboundHttp::new(services.caller(), None),
             kv,
-            cas: CasTable::default(),
+            cas: CasTable::new(),
             services,
             bus,
             log: LogCtx::new(output),
-            limits: MemoryWatch { limits, peak: 0 },
+            limits: MemoryWatch { limits, peak: 0, linear },
         }
     }
 }
@@ -86,7 +91,8 @@ impl ComponentState {
         self.kv = kv;
         self.services = services;
         self.bus = bus;
-        self.cas = CasTable::default();
+        // A handle of the last invocation names nothing in this one's table.
+        self.cas = CasTable::new();
         self.log.renew();
     }
 
@@ -95,6 +101,11 @@ impl ComponentState {
     pub(crate) fn park(&mut self) {
         self.services = self.services.parked();
         self.outbound.serve(self.services.caller());
+    }
+
+    /// The invocation is done: close the outgoing connections it opened.
+    pub(crate) fn close_connections(&mut self) {
+        self.outbound.close_connections();
     }
 
     /// The size of the largest linear memory of the store, in bytes, as
@@ -116,11 +127,15 @@ impl ComponentState {
     }
 }
 
-/// The store's limits, watching how far its linear memories grew.
+/// The store's limits, watching how far its linear memories grew and
+/// charging their growth to the component's host memory.
 pub(crate) struct MemoryWatch {
     limits: StoreLimits,
     /// The largest size any linear memory was allowed to grow to.
     peak: usize,
+    /// What its linear memories hold, charged to the component and the
+    /// host: given back when the store is dropped.
+    linear: Charge,
 }
 
 impl ResourceLimiter for MemoryWatch {
@@ -132,6 +147,10 @@ impl ResourceLimiter for MemoryWatch {
     ) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if allowed {
+            // Refused: the guest traps with the limit named (a guest whose
+            // allocation fails traps anyway, and this says why).
+            let more = desired.saturating_sub(current) as u64;
+            self.linear.grow("growing linear memory", more)?;
             self.peak = self.peak.max(desired);
         }
         Ok(allowed)

@@ -4,6 +4,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
+use super::disk;
 use super::flusher::Flusher;
 use super::{Batch, Entries, Flushing, Keyspace, KeyspaceStore, StorageError};
 
@@ -66,6 +67,11 @@ impl KeyspaceStore for SledStore {
     }
 
     fn check(&self) -> Result<(), StorageError> {
+        // Ready means writes are taken: not below the disk's watermark
+        // (and the probe would be a write).
+        if let Some(why) = disk::refusal() {
+            return Err(StorageError::NoSpace(why));
+        }
         let tree = self.db.open_tree("pitstop/health")?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -105,6 +111,15 @@ impl Keyspace for SledKeyspace {
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        // Below the disk's watermark only removals go through: they let a
+        // component free space, and need little of it.
+        if batch.writes.iter().any(|(_, value)| value.is_some())
+            && let Some(why) = disk::refusal()
+        {
+            return Err(StorageError::NoSpace(why));
+        }
+        let size = batch.writes.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len));
+        disk::note_written(size.sum::<usize>() as u64);
         let mut sled_batch = sled::Batch::default();
         for (key, value) in batch.writes {
             match value {

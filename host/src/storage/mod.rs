@@ -8,6 +8,7 @@
 //! store is a second implementation of these two traits, and neither the
 //! capabilities nor the gateway change for it.
 
+pub mod disk;
 pub mod embedded;
 pub mod flusher;
 pub mod jetstream;
@@ -31,6 +32,9 @@ pub enum StorageError {
     /// Other writers kept committing first, every time this one tried.
     #[error("the keyspace was too busy to commit; retry")]
     Busy,
+    /// The disk is too full to write ([`disk`]): reads still work.
+    #[error("{0}")]
+    NoSpace(String),
     /// The backend failed.
     #[error("storage failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -39,10 +39,11 @@ use crate::bindings::services::CallError;
 use crate::bindings::testing::{self, PublishedEvent};
 use crate::bindings::types::{Request, Response};
 use crate::capabilities::bus::{BusCtx, Topics};
-use crate::capabilities::keyvalue::{KeyvalueCtx, Usage};
+use crate::capabilities::keyvalue::{KeyvalueCtx, Usage, WriteLimits};
 use crate::capabilities::log::{OutputBudget, OutputLimits};
 use crate::capabilities::services::ServicesCtx;
 use crate::invoke::CallContext;
+use crate::resilience::memory::HostMemory;
 use crate::resilience::turns::Turn;
 use crate::runtime::instance::ticks;
 use crate::runtime::state::{ComponentState, HasComponentState};
@@ -110,13 +111,17 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
     let unlimited = OutputLimits { max_lines: u64::MAX, max_bytes: u64::MAX };
     let output = OutputBudget::new(name.clone(), unlimited, metrics.log_dropped.clone());
     let services = Arc::new(StubbedServices::new(runtime.clone()));
+    // Tests run one at a time, on a developer's machine: no share to keep.
+    let memory = HostMemory::new(u64::MAX).component(&name, u64::MAX);
+    let unbounded = WriteLimits { max_write_set: u64::MAX, max_result: u64::MAX };
     let state = ComponentState::with_wasi(
         output,
         wasi.build(),
-        KeyvalueCtx::new(keyspace, usage, u64::MAX, metrics),
-        ServicesCtx::new(services.clone(), name, call, Turn::unlimited()),
-        BusCtx::new(Arc::default(), trace),
+        KeyvalueCtx::new(keyspace, usage, unbounded, memory.clone(), metrics),
+        ServicesCtx::new(services.clone(), name, call, Turn::unlimited(), memory.clone()),
+        BusCtx::new(Arc::default(), trace, memory.clone()),
         StoreLimitsBuilder::new().build(),
+        memory.empty(),
     );
     let state = TestState { component: state, services };
     let mut store = Store::new(runtime.engine(), state);
@@ -134,7 +139,7 @@ pub async fn run(test: TestRun) -> anyhow::Result<i32> {
         )?;
         let topics = Topics::declared(declared.publishes, declared.subscribes)
             .map_err(|e| anyhow::anyhow!("the crate's events.declare: {e}"))?;
-        store.data_mut().component.bus = BusCtx::new(Arc::new(topics), trace);
+        store.data_mut().component.bus = BusCtx::new(Arc::new(topics), trace, memory);
     }
     let command =
         explain(Command::new(&mut store, &instance), "the test binary is not a wasi:cli command")?;

@@ -28,6 +28,9 @@
 //! ([`crate::capabilities::poll`]).
 
 pub mod allowlist;
+mod open;
+
+pub use open::OpenConnections;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +47,8 @@ use crate::bindings::types::{Header, Request, Response};
 use crate::capabilities::http::allowlist::AllowedHost;
 use crate::capabilities::services::Caller;
 use crate::naming::is_valid_name;
+use crate::resilience::connections::{ComponentConnections, ConnectionPermit};
+use crate::resilience::memory::Charge;
 
 /// What an outgoing request to a component may carry, in bytes.
 pub const MAX_OUTGOING_BODY: usize = 1 << 20;
@@ -55,30 +60,48 @@ pub const SERVICE_DOMAIN: &str = ".svc";
 pub struct OutboundHttp {
     caller: Caller,
     network: Option<Network>,
+    /// The connections this invocation opened, closed when it ends.
+    open: OpenConnections,
 }
 
-/// Where requests to allowed hosts may go, and the tokio runtime whose IO
-/// driver their connections register with: the gateway's, so the guest
-/// pool runs guests only (no IO driver polled between time slices).
+impl Drop for OutboundHttp {
+    fn drop(&mut self) {
+        self.open.close_all();
+    }
+}
+
+/// Where requests to allowed hosts may go, the tokio runtime whose IO
+/// driver their connections register with (one of their own, apart from
+/// the gateway's, so neither the gateway nor the guest pool polls guests'
+/// sockets), and the caps on how many may be open.
 #[derive(Clone)]
 pub struct Network {
     /// The component's `allowed_outbound_hosts`.
     pub allowed: Arc<[AllowedHost]>,
     /// A runtime with IO enabled.
     pub io: tokio::runtime::Handle,
+    /// The component's and the host's caps on open connections.
+    pub connections: Arc<ComponentConnections>,
 }
 
 impl OutboundHttp {
     /// Requests to `NAME.svc` go out as calls of `caller`, and those to
     /// hosts `network` allows over the network; without it, none.
     pub fn new(caller: Caller, network: Option<Network>) -> Self {
-        OutboundHttp { caller, network }
+        OutboundHttp { caller, network, open: OpenConnections::default() }
     }
 
     /// Send the requests of the invocation `caller` from now on (an
-    /// instance reused for another invocation).
+    /// instance reused for another invocation, or parked until the next):
+    /// the connections the last invocation left open close.
     pub(crate) fn serve(&mut self, caller: Caller) {
+        self.open.close_all();
         self.caller = caller;
+    }
+
+    /// Close the connections the invocation opened that are still open.
+    pub(crate) fn close_connections(&mut self) {
+        self.open.close_all();
     }
 }
 
@@ -102,14 +125,26 @@ impl WasiHttpHooks for OutboundHttp {
             return Box::new(async move {
                 let request = service_request(request).await?;
                 let response = caller.send(callee, request).await.map_err(error_code)?;
+                // Held until the guest has read it, or drops it.
+                let charge = caller.charge("an answer not read yet", response.body.len() as u64);
+                let charge =
+                    charge.map_err(|refused| Error::InternalError(Some(refused.to_string())))?;
                 let done: BodyDone = Box::new(async { Ok(()) });
-                Ok((http_response(response)?, done))
+                Ok((http_response(response, charge)?, done))
             });
         }
         if let Some(network) = &self.network
             && network.allowed.iter().any(|entry| entry.allows(request.uri()))
         {
-            return send_out(&self.caller, &network.io, request, options);
+            let permit = match network.connections.open() {
+                Ok(permit) => permit,
+                Err(why) => {
+                    tracing::debug!(uri = %request.uri(), why, "outgoing HTTP request refused");
+                    return Box::new(async { Err(Error::ConnectionLimitReached) });
+                }
+            };
+            let open = self.open.share();
+            return send_out(&self.caller, &network.io, request, options, (permit, open));
         }
         tracing::debug!(uri = %request.uri(), "outgoing HTTP request refused");
         Box::new(async { Err(Error::HttpRequestDenied) })
@@ -124,6 +159,7 @@ fn send_out(
     io: &tokio::runtime::Handle,
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
+    (permit, open): (ConnectionPermit, OpenConnections),
 ) -> Sent {
     caller.note_side_effect();
     let left = caller.deadline().saturating_duration_since(Instant::now());
@@ -137,12 +173,16 @@ fn send_out(
     tracing::debug!(uri = %request.uri(), "outgoing HTTP request");
     // Connect (and so register the socket) on the IO runtime; the response
     // and the connection are then polled wherever the guest's futures are.
+    let held = open.share();
     let connecting = AbortOnDrop(io.spawn(async move {
         let (response, done) =
             wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
         let done: BodyDone = Box::new(done);
-        Ok((response.map(BodyExt::boxed_unsync), done))
+        // The permit stays with the body: the connection is open until
+        // the body is read, dropped, or closed with the invocation.
+        Ok((response.map(|body| held.hold(body.boxed_unsync(), permit)), done))
     }));
+    open.connecting(connecting.0.abort_handle());
     // Dropping the guest's future (the store, at the deadline) ends the
     // connection attempt too.
     Box::new(connecting)
@@ -202,12 +242,17 @@ pub fn platform_headers(headers: &http::HeaderMap) -> Vec<Header> {
 }
 
 /// The callee's answer as the guest's `wasi:http` response.
-fn http_response(response: Response) -> Result<http::Response<WasiBody>, Error> {
+fn http_response(response: Response, charge: Charge) -> Result<http::Response<WasiBody>, Error> {
     let mut builder = http::Response::builder().status(response.status);
     for header in &response.headers {
         builder = builder.header(&header.name, &header.value);
     }
-    let body = Full::new(Bytes::from(response.body)).map_err(|never| match never {});
+    let body = Full::new(Bytes::from(response.body))
+        .map_frame(move |frame| {
+            let _held = &charge;
+            frame
+        })
+        .map_err(|never| match never {});
     builder.body(body.boxed_unsync()).map_err(|_| Error::HttpResponseIncomplete)
 }
 

@@ -1,4 +1,5 @@
-//! The `keyvalue` capability: a component's own keyspace.
+//! The `keyvalue` capability: a component's own keyspace (this file: an
+//! invocation's context; `host.rs`: the functions a guest calls).
 //!
 //! The context holds only the component's [`Keyspace`], never the store of
 //! them all, so there is no name a guest could pass to reach another
@@ -6,22 +7,25 @@
 //! buffered per invocation and committed all at once by [`crate::runtime::commit`].
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use wasmtime::component::{HasSelf, Linker};
 
+mod counters;
+mod host;
 mod usage;
 mod writes;
 
 pub use usage::Usage;
 pub use writes::{PendingWrite, Writes, entry_size};
 
-use crate::bindings::keyvalue::{self, Error, KeyPage};
+use crate::bindings::keyvalue::{self, Error};
+use crate::capabilities::services::Caller;
 use crate::metrics::ComponentMetrics;
-use crate::storage::reserved::is_reserved_key;
+use crate::resilience::memory::{Charge, ComponentMemory};
 use crate::storage::{Keyspace, StorageError};
+use counters::CounterLock;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -53,9 +57,33 @@ pub struct KeyvalueCtx {
     old_bytes: u64,
     new_bytes: u64,
     write_set: u64,
-    /// Most bytes the write set of one invocation may reach.
-    max_write_set: u64,
+    limits: WriteLimits,
+    /// The component's host memory, charged for values on their way to the
+    /// guest and, in `held`, for the write set.
+    memory: Arc<ComponentMemory>,
+    held: Charge,
+    /// The counter keys it incremented, locked until its commit is done.
+    counters: Vec<CounterLock>,
+    /// Whose turn at the CPU to give up while waiting for a counter's lock.
+    caller: Option<Caller>,
     metrics: Arc<ComponentMetrics>,
+}
+
+/// What an invocation's writes hold until their commit is done: the host
+/// memory of the write set and the locks of the counters it incremented.
+pub struct Held {
+    _charge: Charge,
+    _counters: Vec<CounterLock>,
+}
+
+/// How much one invocation may hold through the capability.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    /// Most bytes the write set of one invocation may reach.
+    pub max_write_set: u64,
+    /// Most bytes one call may return (the guest's `max_memory`: more could
+    /// never be copied into it).
+    pub max_result: u64,
 }
 
 /// What one pending write costs against the write set beyond its key and
@@ -72,12 +100,13 @@ struct Footprint {
 }
 
 impl KeyvalueCtx {
-    /// A context over one component's keyspace and its usage, buffering at
-    /// most `max_write_set` bytes of writes, counting into `metrics`.
+    /// A context over one component's keyspace and its usage, within
+    /// `limits`, charging what it holds to `memory`, counting into `metrics`.
     pub fn new(
         keyspace: Arc<dyn Keyspace>,
         usage: Arc<Usage>,
-        max_write_set: u64,
+        limits: WriteLimits,
+        memory: Arc<ComponentMemory>,
         metrics: Arc<ComponentMetrics>,
     ) -> Self {
         KeyvalueCtx {
@@ -90,9 +119,55 @@ impl KeyvalueCtx {
             old_bytes: 0,
             new_bytes: 0,
             write_set: 0,
-            max_write_set,
+            limits,
+            held: memory.empty(),
+            memory,
+            counters: Vec::new(),
+            caller: None,
             metrics,
         }
+    }
+
+    /// Give `caller`'s turn at the CPU up while waiting for a counter's
+    /// lock: the holder may need a turn to finish.
+    pub fn waiting_as(mut self, caller: Caller) -> Self {
+        self.caller = Some(caller);
+        self
+    }
+
+    /// The host memory charged for the write set and the counter locks,
+    /// leaving none held: the commit holds them until it is done.
+    pub fn take_held(&mut self) -> Held {
+        Held {
+            _charge: std::mem::replace(&mut self.held, self.memory.empty()),
+            _counters: std::mem::take(&mut self.counters),
+        }
+    }
+
+    /// Hold `key`'s counter lock for the rest of the invocation.
+    async fn lock_counter(&mut self, key: &str) -> Result<(), Error> {
+        if self.counters.iter().any(|held| held.key() == key) {
+            return Ok(());
+        }
+        let locks = self.usage.counters().clone();
+        let lock = match &self.caller {
+            Some(caller) => caller.while_blocked(locks.lock(key)).await.map_err(|_| {
+                Error::Storage("the deadline passed while waiting for the counter".into())
+            })?,
+            None => locks.lock(key).await,
+        };
+        self.counters.push(lock);
+        Ok(())
+    }
+
+    /// `bytes` of host memory for `what`, held until the charge is dropped.
+    pub fn charge(&self, what: &'static str, bytes: u64) -> Result<Charge, Error> {
+        self.memory.charge(what, bytes).map_err(|refused| Error::QuotaExceeded(refused.to_string()))
+    }
+
+    /// Most bytes one call may return to the guest.
+    pub fn max_result(&self) -> u64 {
+        self.limits.max_result
     }
 
     /// The buffered writes, leaving none behind.
@@ -192,11 +267,11 @@ impl KeyvalueCtx {
         let new_before = self.new_bytes + joining;
         let new_bytes = new_before - before.pending + size;
         let write_set = self.write_set - before.cost + cost;
-        if write_set > self.write_set && write_set > self.max_write_set {
+        if write_set > self.write_set && write_set > self.limits.max_write_set {
             return Err(Error::QuotaExceeded(format!(
                 "this invocation would write {write_set} bytes; one invocation may write at most \
                  {} (max_write_set_bytes)",
-                self.max_write_set
+                self.limits.max_write_set
             )));
         }
         if new_bytes > new_before
@@ -204,6 +279,9 @@ impl KeyvalueCtx {
         {
             return Err(Error::QuotaExceeded(why));
         }
+        // The write set is held in host memory until the commit.
+        let held = self.held.resize("the write set", write_set);
+        held.map_err(|refused| Error::QuotaExceeded(refused.to_string()))?;
         self.footprint.insert(key.to_string(), Footprint { pending: size, cost });
         (self.old_bytes, self.new_bytes, self.write_set) = (old_bytes, new_bytes, write_set);
         self.writes.pending.insert(key.to_string(), write);
@@ -211,7 +289,7 @@ impl KeyvalueCtx {
     }
 }
 
-fn counter(bytes: Option<&[u8]>) -> Result<i64, Error> {
+pub(self) fn counter(bytes: Option<&[u8]>) -> Result<i64, Error> {
     bytes.map_or(Ok(0), parse_counter)
 }
 
@@ -264,183 +342,4 @@ pub(crate) fn parse_counter(bytes: &[u8]) -> Result<i64, Error> {
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| Error::InvalidKey("the value is not a decimal integer".into()))
-}
-
-impl keyvalue::Host for KeyvalueCtx {
-    #[tracing::instrument(level = "debug", name = "keyvalue.get", skip_all)]
-    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
-        self.metrics.kv_get.inc();
-        check_key(&key)?;
-        let value = self.read(&key)?;
-        let read = key.len() + value.as_ref().map_or(0, Vec::len);
-        self.metrics.kv_bytes_read.inc_by(read as u64);
-        Ok(value)
-    }
-
-    #[tracing::instrument(level = "debug", name = "keyvalue.set", skip_all)]
-    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), Error> {
-        self.metrics.kv_set.inc();
-        check_key(&key)?;
-        check_value(&value)?;
-        self.metrics.kv_bytes_written.inc_by((key.len() + value.len()) as u64);
-        self.buffer(&key, PendingWrite::Put(value))
-    }
-
-    #[tracing::instrument(level = "debug", name = "keyvalue.delete", skip_all)]
-    async fn delete(&mut self, key: String) -> Result<bool, Error> {
-        self.metrics.kv_delete.inc();
-        check_key(&key)?;
-        let existed = self.read(&key)?.is_some();
-        if existed {
-            self.buffer(&key, PendingWrite::Delete)?;
-        }
-        Ok(existed)
-    }
-
-    #[tracing::instrument(level = "debug", name = "keyvalue.exists", skip_all)]
-    async fn exists(&mut self, key: String) -> Result<bool, Error> {
-        self.metrics.kv_get.inc();
-        check_key(&key)?;
-        Ok(self.read(&key)?.is_some())
-    }
-
-    #[tracing::instrument(level = "debug", name = "keyvalue.list-keys", skip_all)]
-    async fn list_keys(
-        &mut self,
-        prefix: String,
-        cursor: Option<String>,
-        limit: u32,
-    ) -> Result<KeyPage, Error> {
-        self.metrics.kv_list.inc();
-        let limit = limit.clamp(1, MAX_PAGE) as usize;
-        let start = match &cursor {
-            // A cursor outside the prefix would list someone else's range of
-            // this keyspace; start at the prefix instead.
-            Some(c) if c.starts_with(&prefix) => Bound::Excluded(c.clone()),
-            _ => Bound::Included(prefix.clone()),
-        };
-        let mut committed = self
-            .committed_state()?
-            .range_from(start.as_ref().map(|k| k.as_bytes()))
-            .map(|entry| entry.map(|(key, _)| key))
-            // The platform's own keys (the outbox) sort after every UTF-8 key.
-            .take_while(|entry| {
-                entry
-                    .as_ref()
-                    .map_or(true, |k| k.starts_with(prefix.as_bytes()) && !is_reserved_key(k))
-            })
-            .peekable();
-        let mut own = self
-            .writes
-            .pending
-            .range::<String, _>((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .peekable();
-        // Merge the committed keys with this invocation's writes, in byte
-        // order; where both have a key, the invocation's write decides.
-        let mut keys = Vec::with_capacity(limit.min(64));
-        let mut more = false;
-        loop {
-            let next_committed = match committed.peek() {
-                Some(Ok(k)) => Some(k.to_vec()),
-                Some(Err(_)) => return Err(self.failed(committed.next().unwrap().unwrap_err())),
-                None => None,
-            };
-            let next_own = own.peek().map(|(k, w)| (k.as_bytes().to_vec(), (*w).clone()));
-            let (key, present) = match (next_committed, next_own) {
-                (None, None) => break,
-                (Some(c), None) => {
-                    committed.next();
-                    (c, true)
-                }
-                (Some(c), Some((o, write))) if o <= c => {
-                    own.next();
-                    if o == c {
-                        committed.next();
-                    }
-                    (o, !matches!(write, PendingWrite::Delete))
-                }
-                (Some(c), Some(_)) => {
-                    committed.next();
-                    (c, true)
-                }
-                (None, Some((o, write))) => {
-                    own.next();
-                    (o, !matches!(write, PendingWrite::Delete))
-                }
-            };
-            if !present {
-                continue;
-            }
-            if keys.len() == limit {
-                more = true;
-                break;
-            }
-            keys.push(String::from_utf8_lossy(&key).into_owned());
-        }
-        let cursor = if more { keys.last().cloned() } else { None };
-        Ok(KeyPage { keys, cursor })
-    }
-
-    #[tracing::instrument(level = "debug", name = "keyvalue.increment", skip_all)]
-    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
-        self.metrics.kv_add.inc();
-        check_key(&key)?;
-        match self.writes.pending.get(&key) {
-            // The invocation set or deleted the key itself: count from that.
-            Some(PendingWrite::Put(_) | PendingWrite::Delete) => {
-                let next = add(counter(self.read(&key)?.as_deref())?, delta)?;
-                self.buffer(&key, PendingWrite::Put(next.to_string().into_bytes()))?;
-                Ok(next)
-            }
-            // Otherwise keep a delta, applied to whatever value is committed
-            // when this invocation commits.
-            Some(PendingWrite::Add(earlier)) => {
-                let total = add(*earlier, delta)?;
-                let next = add(counter(self.committed(&key)?.as_deref())?, total)?;
-                self.buffer_counter(&key, total, next)?;
-                Ok(next)
-            }
-            None => {
-                let next = add(counter(self.committed(&key)?.as_deref())?, delta)?;
-                self.buffer_counter(&key, delta, next)?;
-                Ok(next)
-            }
-        }
-    }
-
-    #[tracing::instrument(level = "debug", name = "keyvalue.compare-and-swap", skip_all)]
-    async fn compare_and_swap(
-        &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Option<Vec<u8>>,
-    ) -> Result<bool, Error> {
-        self.metrics.kv_set.inc();
-        check_key(&key)?;
-        if let Some(value) = &new {
-            check_value(value)?;
-        }
-        if self.read(&key)? != expected {
-            return Ok(false);
-        }
-        match self.writes.pending.get(&key) {
-            // The swap depends on the committed value: the commit checks it
-            // is still the same, so of two concurrent swaps only one lands.
-            None => {
-                self.writes.expectations.entry(key.clone()).or_insert(expected);
-            }
-            Some(PendingWrite::Add(_)) => {
-                let base = self.committed(&key)?;
-                self.writes.expectations.entry(key.clone()).or_insert(base);
-            }
-            Some(PendingWrite::Put(_) | PendingWrite::Delete) => {}
-        }
-        let write = match new {
-            Some(value) => PendingWrite::Put(value),
-            None => PendingWrite::Delete,
-        };
-        self.buffer(&key, write)?;
-        Ok(true)
-    }
 }

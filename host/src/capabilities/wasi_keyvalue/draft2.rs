@@ -5,7 +5,7 @@
 
 use wasmtime::component::Resource;
 
-use super::{Bucket, Cas, CasEntry, WasiKeyvalue, describe, is_default_bucket};
+use super::{Bucket, Cas, WasiKeyvalue, describe, is_default_bucket};
 use crate::bindings::keyvalue::Host as _;
 use crate::capabilities::keyvalue::MAX_PAGE;
 
@@ -89,8 +89,8 @@ impl atomics::Host for WasiKeyvalue<'_> {
             Ok(false) => {
                 let seen = self.kv.get(entry.key.clone()).await;
                 let seen = seen.map_err(|e| CasError::StoreError(other(e)))?;
-                let rep = self.cas.insert(CasEntry { key: entry.key, seen });
-                let rep = rep.map_err(|why| CasError::StoreError(Error::Other(why)))?;
+                let rep = self.new_cas(entry.key, seen);
+                let rep = rep.map_err(|e| CasError::StoreError(other(e)))?;
                 Err(CasError::CasFailed(Resource::new_own(rep)))
             }
             Err(error) => Err(CasError::StoreError(other(error))),
@@ -101,7 +101,7 @@ impl atomics::Host for WasiKeyvalue<'_> {
 impl atomics::HostCas for WasiKeyvalue<'_> {
     async fn new(&mut self, _: Resource<Bucket>, key: String) -> Result<Resource<Cas>, Error> {
         let seen = self.kv.get(key.clone()).await.map_err(other)?;
-        let rep = self.cas.insert(CasEntry { key, seen }).map_err(Error::Other)?;
+        let rep = self.new_cas(key, seen).map_err(other)?;
         Ok(Resource::new_own(rep))
     }
 

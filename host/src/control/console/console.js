@@ -25,6 +25,7 @@ const state = {
   components: [],
   versions: null,
   letters: [],
+  moreLetters: null,
   ready: null,
 };
 
@@ -235,6 +236,7 @@ async function poll() {
     state.metrics = parseMetrics(metrics.body);
     state.ready = ready.body;
     state.letters = letters.dead_letters;
+    state.moreLetters = letters.next;
     const t = Date.now();
     state.samples.push({ t, traffic: trafficOf(state.metrics) });
     while (state.samples.length > 2 && t - state.samples[0].t > WINDOW_MS) state.samples.shift();
@@ -565,6 +567,10 @@ function renderEvents() {
     );
   });
   if (letters.length === 0) letters.push(el('tr', {}, el('td', { colspan: 7 }, 'No dead letters.')));
+  // The listing is paged: the console shows the first page.
+  if (state.moreLetters) {
+    letters.push(el('tr', {}, el('td', { colspan: 7 }, `More dead letters than shown: page through GET /admin/dead-letters?after=${state.moreLetters}`)));
+  }
   replaceKeeping($('dead-letters').tBodies[0], letters);
   labelCells($('dead-letters'));
 }

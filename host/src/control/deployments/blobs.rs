@@ -30,6 +30,9 @@ impl Blobs {
     pub(super) fn keep(&self, digest: &str, bytes: &[u8]) -> Result<(), DeployError> {
         let path = self.path(digest);
         if !path.exists() {
+            if let Some(why) = crate::storage::disk::refusal() {
+                return Err(DeployError::Keyspace(crate::storage::StorageError::NoSpace(why)));
+            }
             write_atomically(&path, bytes).map_err(|e| DeployError::Storage(e.to_string()))?;
         }
         Ok(())

@@ -16,8 +16,14 @@ pub struct DeadLetter {
     pub topic: String,
     /// Who published it.
     pub source: String,
-    /// The payload: its JSON when it is JSON, else its text, lossily.
+    /// The payload: its JSON when it is JSON, else its text, lossily. In a
+    /// listing, a payload over [`PREVIEW_BYTES`] is cut to that many bytes
+    /// of text (`truncated`); the letter itself has all of it.
     pub payload: serde_json::Value,
+    /// The payload's size in bytes.
+    pub payload_bytes: usize,
+    /// Whether `payload` is cut short.
+    pub truncated: bool,
     /// When it was published, ms since the Unix epoch.
     pub published_at: u64,
     /// How many deliveries failed.
@@ -33,29 +39,91 @@ pub(super) fn dead_key(subscriber: &str, id: &str) -> Vec<u8> {
     key
 }
 
-impl Bus {
-    /// Every dead letter, for `subscriber` only when given.
-    pub fn dead_letters(&self, subscriber: Option<&str>) -> Result<Vec<DeadLetter>, BusError> {
-        let prefix = subscriber.map(|s| dead_key(s, "")).unwrap_or_default();
-        let mut letters = Vec::new();
-        for entry in self.dead.scan_prefix(&prefix) {
-            let (key, value) = entry?;
-            let event = QueuedEvent::decode(&value)?;
-            let payload = serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&event.payload).into_owned())
-            });
-            letters.push(DeadLetter {
-                subscriber: subscriber_of(&key).to_string(),
-                id: event.id,
-                topic: event.topic,
-                source: event.source,
-                payload,
-                published_at: event.published_at,
-                attempts: event.attempts,
-                last_error: event.last_error,
-            });
+/// Most bytes of a payload a listing shows.
+pub const PREVIEW_BYTES: usize = 4096;
+
+/// Most dead letters one page of a listing holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// One page of dead letters, and where the next starts.
+#[derive(Debug, Serialize)]
+pub struct DeadLetterPage {
+    /// The letters, by subscriber, then event id.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The `after` of the next page (`subscriber/id` of this page's last
+    /// letter); `None` on the last page.
+    pub next: Option<String>,
+}
+
+fn letter(key: &[u8], event: QueuedEvent, preview: Option<usize>) -> DeadLetter {
+    let size = event.payload.len();
+    let cut = preview.filter(|limit| size > *limit);
+    let payload = match cut {
+        Some(limit) => {
+            serde_json::Value::String(String::from_utf8_lossy(&event.payload[..limit]).into_owned())
         }
-        Ok(letters)
+        None => serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&event.payload).into_owned())
+        }),
+    };
+    DeadLetter {
+        subscriber: subscriber_of(key).to_string(),
+        id: event.id,
+        topic: event.topic,
+        source: event.source,
+        payload,
+        payload_bytes: size,
+        truncated: cut.is_some(),
+        published_at: event.published_at,
+        attempts: event.attempts,
+        last_error: event.last_error,
+    }
+}
+
+impl Bus {
+    /// Up to `limit` dead letters (at most [`MAX_PAGE`]), for `subscriber`
+    /// only when given, after the letter `after` (`subscriber/id`) when
+    /// given; payloads cut to [`PREVIEW_BYTES`]. A page is bounded whatever
+    /// the letters hold: the console polls it every 2 s.
+    pub fn dead_letters(
+        &self,
+        subscriber: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, BusError> {
+        let prefix = subscriber.map(|s| dead_key(s, "")).unwrap_or_default();
+        let limit = limit.clamp(1, MAX_PAGE);
+        let start = match after.and_then(|a| a.split_once('/')) {
+            Some((subscriber, id)) => dead_key(subscriber, id),
+            None => prefix.clone(),
+        };
+        let entries = self.dead.range_from(std::ops::Bound::Included(&start));
+        let mut letters = Vec::new();
+        let mut next = None;
+        for entry in entries {
+            let (key, value) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if key == start && after.is_some() {
+                continue;
+            }
+            if letters.len() == limit {
+                let last: &DeadLetter = letters.last().expect("limit is at least 1");
+                next = Some(format!("{}/{}", last.subscriber, last.id));
+                break;
+            }
+            letters.push(letter(&key, QueuedEvent::decode(&value)?, Some(PREVIEW_BYTES)));
+        }
+        Ok(DeadLetterPage { dead_letters: letters, next })
+    }
+
+    /// One dead letter, its payload whole.
+    pub fn dead_letter(&self, subscriber: &str, id: &str) -> Result<DeadLetter, BusError> {
+        let key = dead_key(subscriber, id);
+        let not_found = || BusError::NotFound { subscriber: subscriber.into(), id: id.into() };
+        let value = self.dead.get(&key)?.ok_or_else(not_found)?;
+        Ok(letter(&key, QueuedEvent::decode(&value)?, None))
     }
 
     /// Queue a dead letter again, at the end of its lane, with a fresh
@@ -80,10 +148,11 @@ impl Bus {
     /// Drop a dead letter for good.
     pub fn discard(&self, subscriber: &str, id: &str) -> Result<(), BusError> {
         let dead = dead_key(subscriber, id);
-        if !self.dead.contains(&dead)? {
+        let Some(value) = self.dead.get(&dead)? else {
             return Err(BusError::NotFound { subscriber: subscriber.into(), id: id.into() });
-        }
+        };
         self.dead.remove(&dead)?;
+        self.backlog.removed(&value);
         Ok(())
     }
 }

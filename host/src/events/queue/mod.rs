@@ -15,17 +15,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod backlog;
 mod dead_letters;
 mod event;
+mod relay;
 mod test_hooks;
 
-pub use dead_letters::DeadLetter;
 use dead_letters::dead_key;
+pub use dead_letters::{DeadLetter, DeadLetterPage, MAX_PAGE, PREVIEW_BYTES};
 pub use event::{QueuedEvent, now_ms};
+pub use relay::RELAY_SHARE;
 
-use crate::capabilities::bus::Topics;
+use backlog::Backlog;
+
 use crate::storage::embedded::SledKeyspace;
-use crate::storage::reserved::{OUTBOX_PREFIX, handled_key, outbox_seq};
+use crate::storage::reserved::{OUTBOX_PREFIX, handled_key};
 use crate::storage::{Batch, Keyspace, KeyspaceStore, StorageError};
 
 /// Retry and dead-letter rules.
@@ -81,6 +85,8 @@ pub struct Bus {
     options: BusOptions,
     // Whether `finish` leaves handled marks (see `keeping_marks`).
     keep_marks: bool,
+    // What each publisher's events hold in the queue and the dead letters.
+    backlog: Backlog,
     // Keyspaces that may hold outbox entries, by component name.
     outboxes: Mutex<HashMap<String, Arc<dyn Keyspace>>>,
     // Every relayed event, when the test harness asked for a record.
@@ -171,6 +177,7 @@ impl Bus {
         options: BusOptions,
     ) -> Self {
         Bus {
+            backlog: Backlog::count(&*queue, &*dead),
             sequencer,
             queue,
             dead,
@@ -205,42 +212,10 @@ impl Bus {
         self.wake();
     }
 
-    /// Move every outbox entry to one queue entry per component subscribed
-    /// to its topic now: `subscribers` are the active components' names and
-    /// declared topics. The queue key carries the event's sequence number,
-    /// so relaying an entry twice (a crash between the two steps) writes the
-    /// same queue entry twice, not two entries.
-    pub(crate) fn relay(&self, subscribers: &[(Arc<str>, Arc<Topics>)]) -> Result<(), BusError> {
-        let outboxes: Vec<Arc<dyn Keyspace>> = {
-            let outboxes = self.outboxes.lock().unwrap_or_else(|p| p.into_inner());
-            outboxes.values().cloned().collect()
-        };
-        for keyspace in outboxes {
-            for entry in keyspace.scan_prefix(OUTBOX_PREFIX) {
-                let (key, _) = entry?;
-                // Read again, by key: an entry relayed (and removed) a
-                // moment ago must not be relayed twice, or a copy could be
-                // queued after the first was handled and finished, and be
-                // handled again. A point read sees the removal; an iterator
-                // over a tree that commits change under it need not (one
-                // event was handled twice in a full test run, not seen
-                // again in three; this closes the only path found to it).
-                let Some(value) = keyspace.get(&key)? else { continue };
-                let seq = outbox_seq(&key);
-                let event = QueuedEvent::decode(&value)?;
-                let topic = event.topic.clone();
-                if let Some(tap) = self.tap.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                    tap.push(event);
-                }
-                let mut batch = Batch::default();
-                for (name, _) in subscribers.iter().filter(|(_, t)| t.subscribes.contains(&topic)) {
-                    batch.insert(queue_key(name, &topic, seq), value.clone());
-                }
-                self.queue.apply(batch)?;
-                keyspace.remove(&key)?;
-            }
-        }
-        Ok(())
+    /// Bytes of `publisher`'s events queued or dead-lettered now, which
+    /// count against its keyspace quota (see [`backlog`]).
+    pub fn backlog(&self, publisher: &str) -> u64 {
+        self.backlog.of(publisher)
     }
 
     /// Whether deliveries are held back.
@@ -294,7 +269,11 @@ impl Bus {
         subscriber: &dyn Keyspace,
         queue_key: &[u8],
     ) -> Result<(), BusError> {
+        let entry = self.queue.get(queue_key)?;
         self.queue.remove(queue_key)?;
+        if let Some(value) = entry {
+            self.backlog.removed(&value);
+        }
         if !self.keep_marks {
             subscriber.remove(&handled_key(queue_key))?;
         }
@@ -407,10 +386,14 @@ impl Bus {
         let prefix = dead_key(subscriber, "");
         for keyspace in [&self.queue, &self.dead] {
             let mut batch = Batch::default();
+            let mut gone = Vec::new();
             for entry in keyspace.scan_prefix(&prefix) {
-                batch.remove(entry?.0);
+                let (key, value) = entry?;
+                batch.remove(key);
+                gone.push(value);
             }
             keyspace.apply(batch)?;
+            gone.iter().for_each(|value| self.backlog.removed(value));
         }
         Ok(())
     }

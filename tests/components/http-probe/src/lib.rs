@@ -9,11 +9,16 @@
 //! - `/h/noset`: returns without answering.
 //! - `/h/fetch/{authority}/{path...}`: a GET to `http://authority/path`;
 //!   answers `200` with `status S` and the body, or `502` with the error.
+//! - `/h/fan/{n}/{authority}/{path...}`: starts `n` GETs to
+//!   `http://authority/path` at once, waits 500 ms, and answers how many
+//!   are `pending N`, `refused N` (`connection-limit-reached`), `answered
+//!   N`, `other N`; `/h/fan-keep/...` the same, keeping the requests in the
+//!   instance after it answers (for a reused instance).
 
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    ErrorCode, Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest,
-    OutgoingResponse, ResponseOutparam, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingRequest, Method, OutgoingBody,
+    OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme,
 };
 
 struct Probe;
@@ -55,6 +60,31 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
                 }
             }
             ["noset"] => drop(out),
+            [fan @ ("fan" | "fan-keep"), n, authority, rest @ ..] => {
+                let target = format!("/{}", rest.join("/"));
+                let pending: Vec<_> = (0..n.parse().unwrap_or(0))
+                    .filter_map(|_| start(authority, &target).ok())
+                    .collect();
+                wasip2::clocks::monotonic_clock::subscribe_duration(500_000_000).block();
+                let (mut waiting, mut refused, mut answered, mut other) = (0, 0, 0, 0);
+                for request in &pending {
+                    // `get` sees an answer only once its pollable was polled.
+                    request.subscribe().ready();
+                    match request.get() {
+                        None => waiting += 1,
+                        Some(Ok(Err(ErrorCode::ConnectionLimitReached))) => refused += 1,
+                        Some(Ok(Ok(_))) => answered += 1,
+                        Some(_) => other += 1,
+                    }
+                }
+                let text = format!(
+                    "pending {waiting} refused {refused} answered {answered} other {other}"
+                );
+                if *fan == "fan-keep" {
+                    KEPT.with(|kept| kept.borrow_mut().extend(pending));
+                }
+                respond(out, 200, text.as_bytes());
+            }
             ["fetch", authority, rest @ ..] => {
                 let target = format!("/{}", rest.join("/"));
                 match fetch(authority, &target) {
@@ -110,6 +140,22 @@ fn respond(out: ResponseOutparam, status: u16, body: &[u8]) {
     }
     drop(stream);
     OutgoingBody::finish(outgoing, None).expect("finishing the body");
+}
+
+thread_local! {
+    /// Requests `fan-keep` left running.
+    static KEPT: std::cell::RefCell<Vec<FutureIncomingResponse>> = Default::default();
+}
+
+/// Start a GET to `http://authority/path`.
+fn start(authority: &str, path: &str) -> Result<FutureIncomingResponse, ErrorCode> {
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_scheme(Some(&Scheme::Http)).expect("a scheme");
+    request.set_authority(Some(authority)).map_err(|()| ErrorCode::HttpRequestUriInvalid)?;
+    request.set_path_with_query(Some(path)).map_err(|()| ErrorCode::HttpRequestUriInvalid)?;
+    let body = request.body().expect("the body is taken once");
+    OutgoingBody::finish(body, None).expect("an empty body");
+    outgoing_handler::handle(request, None)
 }
 
 fn fetch(authority: &str, path: &str) -> Result<(u16, Vec<u8>), ErrorCode> {

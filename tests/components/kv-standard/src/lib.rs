@@ -15,7 +15,12 @@
 //!   with the handle it got back (succeeds) to `current + "!"`;
 //! - `PUT /k/v2/then-fail/{key}`: sets the key, then answers 500;
 //! - `PUT /k/v2/then-trap/{key}`: sets the key, then traps;
-//! - `GET /k/platform/{key}`: reads the key through `pitstop:platform/keyvalue`.
+//! - `GET /k/platform/{key}`: reads the key through `pitstop:platform/keyvalue`;
+//! - `POST /k/platform/incr/{key}`: `increment` by 1 through it;
+//! - `POST /k/v2/get-many/{key}/{n}`, `POST /k/v1/get-many/{key}/{n}`:
+//!   `get-many` of `key` asked `n` times, answering the bytes returned;
+//! - `POST /k/v2/cas-hold/{key}/{n}`: takes `n` `cas` handles on `key` and
+//!   holds them all for 500 ms, then answers how many it got.
 
 mod draft {
     wit_bindgen::generate!({
@@ -135,6 +140,47 @@ fn route_request(method: &Method, segments: &[&str], body: Vec<u8>) -> (u16, Str
                 (0..n).map(|i| (format!("m{i:04}"), b"x".to_vec())).collect();
             match batch2::set_many(&bucket2(), &pairs) {
                 Ok(()) => (200, format!("set {n}")),
+                Err(error) => (500, format!("{error:?}")),
+            }
+        }
+        (Method::Post, ["v2", "get-many", key, n]) => {
+            let keys = vec![key.to_string(); n.parse().unwrap_or(0)];
+            match batch2::get_many(&bucket2(), &keys) {
+                Ok(found) => {
+                    let bytes: usize =
+                        found.iter().filter_map(|(_, v)| v.as_ref()).map(Vec::len).sum();
+                    (200, format!("got {bytes} bytes"))
+                }
+                Err(error) => (500, format!("{error:?}")),
+            }
+        }
+        (Method::Post, ["v1", "get-many", key, n]) => {
+            let keys = vec![key.to_string(); n.parse().unwrap_or(0)];
+            let bucket = draft::wasi::keyvalue::store::open("default").expect("the default bucket");
+            match draft::wasi::keyvalue::batch::get_many(&bucket, &keys) {
+                Ok(found) => {
+                    let bytes: usize = found.iter().flatten().map(|(_, v)| v.len()).sum();
+                    (200, format!("got {bytes} bytes"))
+                }
+                Err(error) => (500, format!("{error:?}")),
+            }
+        }
+        (Method::Post, ["v2", "cas-hold", key, n]) => {
+            let bucket = bucket2();
+            let mut held = Vec::new();
+            for _ in 0..n.parse().unwrap_or(0) {
+                match atomics2::Cas::new(&bucket, key) {
+                    Ok(cas) => held.push(cas),
+                    Err(error) => return (500, format!("after {} handles: {error:?}", held.len())),
+                }
+            }
+            // Held a while, so that invocations at once hold them together.
+            wasip2::clocks::monotonic_clock::subscribe_duration(500_000_000).block();
+            (200, format!("holding {}", held.len()))
+        }
+        (Method::Post, ["platform", "incr", key]) => {
+            match platform::pitstop::platform::keyvalue::increment(key, 1) {
+                Ok(value) => (200, value.to_string()),
                 Err(error) => (500, format!("{error:?}")),
             }
         }
