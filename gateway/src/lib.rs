@@ -31,6 +31,7 @@
 pub mod auth;
 mod backend;
 mod error;
+pub mod paths;
 pub mod ratelimit;
 mod routes;
 mod server;

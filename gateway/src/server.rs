@@ -317,22 +317,46 @@ impl<B: Backend> Gateway<B> {
         In: Body<Data = Bytes>,
         In::Error: std::error::Error + Send + Sync + 'static,
     {
-        let path = request.uri().path();
-        match path {
+        // Routed, and handed on, as the target will read it (crate::paths).
+        let path = match crate::paths::normalise(request.uri().path()) {
+            Ok(path) => path.into_owned(),
+            Err(refused) => {
+                discard_body(request.into_body(), DRAIN_LIMIT).await;
+                return Err(GatewayError::UnclearPath(refused.to_string()).into());
+            }
+        };
+        match path.as_str() {
             "/health" => return Err(DispatchOutcome::Local(self.health(request.method()))),
             "/ready" => return Err(DispatchOutcome::Local(self.ready(request.method()).await)),
             _ => {}
         }
         let routes = self.inner.routes.load();
-        let Some(route) = routes.route_for(path) else {
-            let path = path.to_string();
+        let Some(route) = routes.route_for(&path) else {
             discard_body(request.into_body(), DRAIN_LIMIT).await;
             return Err(GatewayError::NoRoute(path).into());
         };
         let (prefix, component) = (route.prefix.clone(), route.component.clone());
-        drop(routes);
         *matched = Some((prefix.clone(), component.clone()));
         let guard = self.guard_for(&prefix);
+        // A server that ignores case, `;` parameters or a `.json` suffix
+        // would serve this path from a more specific route's handler: if
+        // that route has other rules (policy, rate limit, target), which
+        // ones the request passed depends on the server. Refused instead.
+        let rival = routes.rivals(&path, route).find(|rival| {
+            rival.component != component || !std::ptr::eq(self.guard_for(&rival.prefix), guard)
+        });
+        if let Some(rival) = rival {
+            let message = format!(
+                "path {path:?} is ambiguous: it lies in route {prefix}, but a server that ignores \
+                 letter case, ';' parameters or a '.format' suffix would read it as lying in \
+                 route {}, which has other rules; send the path as that route spells it",
+                rival.prefix
+            );
+            drop(routes);
+            discard_body(request.into_body(), DRAIN_LIMIT).await;
+            return Err(GatewayError::UnclearPath(message).into());
+        }
+        drop(routes);
         let identity = match self.admit(guard, &request) {
             Ok(identity) => identity,
             Err(error) => {
@@ -340,10 +364,9 @@ impl<B: Backend> Gateway<B> {
                 return Err(error.into());
             }
         };
-        let pass_authorization = guard.policy.pass_authorization;
-        let request = self
-            .read_request(request, identity, pass_authorization, trace, received, request_id)
-            .await?;
+        let admitted =
+            Admitted { path, identity, pass_authorization: guard.policy.pass_authorization };
+        let request = self.read_request(request, admitted, trace, received, request_id).await?;
         let reply =
             self.inner.backend.invoke(&component, request).await.map_err(GatewayError::from)?;
         Ok(reply)
@@ -416,8 +439,7 @@ impl<B: Backend> Gateway<B> {
     async fn read_request<In>(
         &self,
         request: http::Request<In>,
-        identity: Option<Identity>,
-        pass_authorization: bool,
+        admitted: Admitted,
         trace: TraceContext,
         received: Instant,
         request_id: &str,
@@ -426,6 +448,7 @@ impl<B: Backend> Gateway<B> {
         In: Body<Data = Bytes>,
         In::Error: std::error::Error + Send + Sync + 'static,
     {
+        let Admitted { path, identity, pass_authorization } = admitted;
         let (parts, body) = request.into_parts();
         let body = read_body(&parts.headers, body, self.inner.options.max_request_body).await?;
         // A verified API key is long-lived: the component gets the key's
@@ -461,7 +484,7 @@ impl<B: Backend> Gateway<B> {
         }
         Ok(Request {
             method: parts.method.as_str().to_string(),
-            path: parts.uri.path().to_string(),
+            path,
             query: parts.uri.query().unwrap_or_default().to_string(),
             headers,
             body,
@@ -614,6 +637,14 @@ fn request_id(headers: &http::HeaderMap) -> String {
         Some(id) => id.to_string(),
         None => TraceContext::new_root().span_id_hex(),
     }
+}
+
+/// A request that passed the route's policy: its path as routed, who
+/// sent it, and what of its credentials goes on.
+struct Admitted {
+    path: String,
+    identity: Option<Identity>,
+    pass_authorization: bool,
 }
 
 /// What the access log line needs of the request, taken before it is

@@ -148,8 +148,8 @@ impl Upstreams {
         };
         if !is_plain(&request.path) {
             return Err(InvokeError::Refused(format!(
-                "path {:?} has '.' or '..' segments, empty segments, an encoded '.', '/' or \
-                 '\\', or a backslash: an upstream could read it as another route's path",
+                "path {:?} has an empty segment, an encoded '/' or '\\', or a backslash: \
+                 an upstream could read it as another route's path",
                 request.path
             )));
         }
@@ -304,8 +304,11 @@ impl Drop for PermitGuard<'_> {
 
 /// Whether `path` reads the same to any server: no `.` or `..` segments,
 /// no empty segment but a trailing one, no percent-encoded `.`, `/` or
-/// `\`, no backslash. Routes match the path as written; a server that
-/// normalises `/legacy/x/../admin` would serve another route's path.
+/// `\`, no backslash. The gateway has decoded escaped unreserved
+/// characters and refused dot segments already (`pitstop_gateway::paths`);
+/// what is left here is what a component reads as data (`%2F` in a key)
+/// but a server may read as a separator: `/legacy/x%2F..%2Fadmin` would be
+/// another route's path to a server that decodes it.
 fn is_plain(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     let encoded = ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e));

@@ -342,3 +342,70 @@ async fn a_request_that_comes_back_is_a_loop_not_a_recursion() {
     assert_eq!(through.status, 508, "still one loop, found on its return");
     assert_eq!(hops.load(Ordering::SeqCst), 2);
 }
+
+/// A `/legacy/admin` route that needs a JWT inside a public `/legacy`, both
+/// to one upstream: a path the upstream may read as lying in
+/// `/legacy/admin` (an escaped letter, another letter case, a `;`
+/// parameter, a `.json` suffix) is never forwarded without the token. An
+/// escaped unreserved letter is decoded, and the path the upstream gets is
+/// the one the gateway matched; the readings that only some servers share
+/// are refused with 400 even with a token, as ambiguous.
+#[tokio::test]
+async fn paths_a_server_may_read_as_a_guarded_route_are_guarded_or_refused() {
+    let legacy = legacy_server().await;
+    let config = format!(
+        r#"
+        [[routes]]
+        prefix = "/legacy/admin"
+        upstream = "{legacy}"
+        auth = "jwt"
+
+        [[routes]]
+        prefix = "/legacy"
+        upstream = "{legacy}"
+        auth = "public"
+        "#
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let anonymous =
+        |path: &'static str| server.send_with("GET", path, &[("authorization", "")], "");
+
+    assert_eq!(anonymous("/legacy/admin/x").await.status, 401, "the route itself");
+    let public = anonymous("/legacy/administrators").await;
+    assert_eq!(public.status, 200, "another segment is /legacy's");
+    assert_eq!(public.json()["path"], "/legacy/administrators");
+
+    // Escaped unreserved characters are the same path: the guarded route.
+    for escaped in ["/legacy/%61dmin/x", "/legacy/adm%69n/x", "/legacy/%61%64%6D%69%6E"] {
+        let refused = anonymous(escaped).await;
+        assert_eq!(refused.status, 401, "{escaped}: {:?}", refused.body);
+        let with_token = server.get(escaped).await;
+        assert_eq!(with_token.status, 200, "{escaped}: {:?}", with_token.body);
+        let seen = with_token.json()["path"].as_str().unwrap().to_string();
+        assert!(seen.starts_with("/legacy/admin"), "forwarded as matched, not {seen}");
+    }
+
+    // Readings some servers share (case-insensitive routing, `;`
+    // parameters, format suffixes): refused whatever the credentials.
+    for ambiguous in [
+        "/legacy/Admin/x",
+        "/legacy/ADMIN",
+        "/legacy/admin;x/y",
+        "/legacy/admin;jsessionid=1",
+        "/legacy/admin%3Bx/y",
+        "/legacy/admin.json",
+        "/legacy/%41dmin.json",
+        "/legacy/admin./x",
+    ] {
+        for answer in [anonymous(ambiguous).await, server.get(ambiguous).await] {
+            assert_eq!(answer.status, 400, "{ambiguous}: {:?}", answer.body);
+            assert!(answer.error().contains("ambiguous"), "{ambiguous}: {}", answer.error());
+        }
+    }
+
+    // Dot segments, escaped or not, are refused rather than resolved.
+    for dots in ["/legacy/x/../admin", "/legacy/%2e%2e/admin", "/legacy/.%2E/admin/x"] {
+        let refused = anonymous(dots).await;
+        assert_eq!(refused.status, 400, "{dots}: {:?}", refused.body);
+    }
+}
