@@ -461,7 +461,11 @@ impl<B: Backend> Gateway<B> {
             // service call, the verified subject): a client must not be able
             // to forge them. The trace and request id are replaced by ours.
             .filter(|(name, _)| {
-                let name = name.as_str();
+                // Judged as spelled with '-' for '_': servers that read
+                // headers as CGI variables (WSGI, Rack, PHP) cannot tell
+                // `pitstop_subject` from `pitstop-subject`.
+                let name = dashed(name.as_str());
+                let name = name.as_ref();
                 !name.starts_with(RESERVED_HEADER_PREFIX)
                     && name != TRACEPARENT
                     && name != REQUEST_ID_HEADER
@@ -726,6 +730,18 @@ fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>
         headers.insert(VERSION_HEADER, HeaderValue::from(reply.version));
     }
     Ok(response)
+}
+
+/// `name` with every `_` read as `-`: how a server that maps headers to
+/// CGI-style variables (`HTTP_X_FORWARDED_FOR`) sees it. A header whose
+/// dashed name is one the gateway sets or strips must be judged by that
+/// name, or `x_forwarded_for` passes for `x-forwarded-for`.
+pub fn dashed(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') {
+        std::borrow::Cow::Owned(name.replace('_', "-"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 /// Headers that describe the connection, which belongs to the gateway

@@ -204,7 +204,9 @@ impl Upstreams {
             .map_err(|e| InvokeError::Internal(format!("building the upstream URL: {e}")))?;
         let mut builder = http::Request::builder().method(request.method.as_str()).uri(uri);
         for (header, value) in &request.headers {
-            match header.as_str() {
+            // `x_real_ip` is `x-real-ip` to a server that reads headers as
+            // CGI variables (the gateway already dropped `pitstop_*`).
+            match pitstop_gateway::dashed(header).as_ref() {
                 // The client's host names the gateway; the upstream's is
                 // set from the URL, and the client's is passed as
                 // x-forwarded-host (replacing any the client sent, so the

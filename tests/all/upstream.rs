@@ -409,3 +409,34 @@ async fn paths_a_server_may_read_as_a_guarded_route_are_guarded_or_refused() {
         assert_eq!(refused.status, 400, "{dots}: {:?}", refused.body);
     }
 }
+
+/// Underscore spellings of the headers the gateway sets or strips
+/// (`pitstop_subject`, `x_forwarded_for`, `x_real_ip`, ...) are dropped:
+/// servers that read headers as CGI variables (WSGI, Rack, PHP) cannot tell
+/// them from the real ones. Other underscore headers pass.
+#[tokio::test]
+async fn underscore_spellings_of_platform_and_forwarding_headers_are_dropped() {
+    let legacy = legacy_server().await;
+    let server = Server::start_with(Some(&config(&legacy, "")), fresh_dir()).await;
+    let forged = [
+        ("pitstop_subject", "forged"),
+        ("pitstop_auth", "jwt"),
+        ("x_forwarded_for", "10.6.6.6"),
+        ("x_forwarded_host", "forged.example"),
+        ("x_forwarded_proto", "https"),
+        ("x_real_ip", "10.6.6.6"),
+        ("x_request_id", "forged"),
+        ("proxy_authorization", "Basic Zm9yZ2Vk"),
+    ];
+    let mut headers = forged.to_vec();
+    headers.push(("x_custom_thing", "kept"));
+    // A write, so the gateway verifies the token and sets the real subject.
+    let answer = server.send_with("POST", "/legacy/things", &headers, "").await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let seen = &answer.json()["headers"];
+    for (name, _) in forged {
+        assert!(seen.get(name).is_none(), "{name} reached the upstream: {seen}");
+    }
+    assert_eq!(seen["x_custom_thing"], "kept", "{seen}");
+    assert_eq!(seen["pitstop-subject"], "tester");
+}
