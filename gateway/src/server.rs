@@ -238,6 +238,7 @@ impl<B: Backend> Gateway<B> {
             .and_then(TraceContext::parse);
         let trace = TraceContext::attach(&span, parent);
         let mut route = None;
+        let head = request.method() == Method::HEAD;
         let outcome = self
             .dispatch(request, trace, started, &request_id, &mut route)
             .instrument(span.clone())
@@ -245,7 +246,7 @@ impl<B: Backend> Gateway<B> {
         let (mut response, answered_by) = match outcome {
             Ok(reply) => {
                 let who = Some((reply.component.clone(), reply.version));
-                match reply_response(reply, self.inner.options.max_response_body) {
+                match reply_response(reply, self.inner.options.max_response_body, head) {
                     Ok(response) => (response, who),
                     Err(error) => {
                         span.in_scope(|| tracing::warn!(%error, "request failed"));
@@ -680,7 +681,14 @@ pub const MAX_RESPONSE_HEADERS: usize = 100;
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 << 10;
 
 /// The component's answer as HTTP, or why it cannot be sent (a 502).
-fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>, GatewayError> {
+/// `head`: it answers a HEAD request, so an empty answer keeps its
+/// `content-length` (the size of the GET answer: what an upstream's HEAD
+/// answer carries); hyper sets the length of any other body itself.
+fn reply_response(
+    reply: Reply,
+    max_body: usize,
+    head: bool,
+) -> Result<Response<Full<Bytes>>, GatewayError> {
     if reply.body.len() > max_body {
         return Err(GatewayError::InvalidReply {
             component: reply.component,
@@ -710,10 +718,19 @@ fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>
             ),
         });
     }
+    let response_body_empty = reply.body.is_empty();
     let mut response = Response::new(Full::new(reply.body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     for (name, value) in reply.headers {
+        if head && response_body_empty && name.eq_ignore_ascii_case("content-length") {
+            if let Ok(length) = value.trim().parse::<u64>()
+                && !headers.contains_key(header::CONTENT_LENGTH)
+            {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            continue;
+        }
         match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
             (Ok(name), Ok(value)) if !is_hop_by_hop(name.as_str()) => {
                 headers.append(name, value);

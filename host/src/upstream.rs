@@ -245,10 +245,13 @@ impl Upstreams {
         let headers = parts
             .headers
             .iter()
-            // `pitstop-*` answer headers are the gateway's to set.
+            // `pitstop-*` answer headers are the gateway's to set. The
+            // length goes along: the gateway sends it only on an answer to
+            // HEAD, where it is the size of the GET answer.
             .filter(|(header, _)| {
-                !is_hop_by_hop(header.as_str())
-                    && !header.as_str().starts_with(pitstop_gateway::RESERVED_HEADER_PREFIX)
+                let header = header.as_str();
+                (!is_hop_by_hop(header) || header == "content-length")
+                    && !header.starts_with(pitstop_gateway::RESERVED_HEADER_PREFIX)
             })
             .filter_map(|(header, value)| {
                 value.to_str().ok().map(|v| (header.as_str().to_string(), v.to_string()))

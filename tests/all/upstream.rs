@@ -25,6 +25,7 @@ async fn legacy_server() -> String {
             }
             "/legacy/fail" => (500, Bytes::from_static(b"{\"error\":\"legacy broke\"}")),
             "/legacy/big" => (200, Bytes::from(vec![b'x'; 2 << 20])),
+            "/legacy/sized" => (200, Bytes::from_static(b"0123456789")),
             path => {
                 let headers: serde_json::Map<String, Value> = parts
                     .headers
@@ -44,6 +45,11 @@ async fn legacy_server() -> String {
         let mut response = http::Response::new(Full::new(answer));
         *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
         response.headers_mut().insert("x-legacy", "yes".parse().unwrap());
+        // Said outright, so a HEAD answer carries it too (hyper leaves it
+        // out of a HEAD answer unless the handler sets it).
+        if parts.uri.path() == "/legacy/sized" {
+            response.headers_mut().insert("content-length", "10".parse().unwrap());
+        }
         // The gateway's to set: never passed on.
         response.headers_mut().insert("pitstop-version", "99".parse().unwrap());
         response
@@ -439,4 +445,18 @@ async fn underscore_spellings_of_platform_and_forwarding_headers_are_dropped() {
     }
     assert_eq!(seen["x_custom_thing"], "kept", "{seen}");
     assert_eq!(seen["pitstop-subject"], "tester");
+}
+
+/// A HEAD answer keeps the upstream's `content-length`: it says how large
+/// the GET answer would be.
+#[tokio::test]
+async fn a_head_answer_keeps_its_content_length() {
+    let legacy = legacy_server().await;
+    let server = Server::start_with(Some(&config(&legacy, "")), fresh_dir()).await;
+    let get = server.get("/legacy/sized").await;
+    assert_eq!((get.status, get.header("content-length")), (200, Some("10")));
+    let head = server.send("HEAD", "/legacy/sized", "").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("10"), "{:?}", head.headers);
+    assert!(head.body.is_empty());
 }
