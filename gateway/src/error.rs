@@ -23,6 +23,10 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The path could be read as another route's than the one it matches,
+    /// or has dot segments ([`crate::paths`]).
+    #[error("{0}")]
+    UnclearPath(String),
     /// The request could not be read.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -54,7 +58,7 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute(_) => StatusCode::NOT_FOUND,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_) | GatewayError::UnclearPath(_) => StatusCode::BAD_REQUEST,
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::InvalidReply { .. } => StatusCode::BAD_GATEWAY,

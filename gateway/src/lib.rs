@@ -31,6 +31,7 @@
 pub mod auth;
 mod backend;
 mod error;
+pub mod paths;
 pub mod ratelimit;
 mod routes;
 mod server;
@@ -41,6 +42,6 @@ pub use error::{GatewayError, error_response, json_response};
 pub use routes::{Route, RouteError, RouteTable, prefix_matches};
 pub use server::{
     AccessOptions, ClientAddr, DRAIN_LIMIT, Gateway, GatewayOptions, REQUEST_ID_HEADER,
-    RESERVED_HEADER_PREFIX, discard_body, is_hop_by_hop, read_body, serve_http,
+    RESERVED_HEADER_PREFIX, dashed, discard_body, is_hop_by_hop, read_body, serve_http,
 };
 pub use trace::TraceContext;

@@ -19,7 +19,9 @@ pub enum RouteError {
     )]
     InvalidPrefix(String),
     /// The prefix has `.` or `..` segments or percent-encoding: the gateway
-    /// matches paths as written, so it would never match what it seems to say.
+    /// matches paths with escaped unreserved characters decoded and dot
+    /// segments refused ([`crate::paths`]), so it would never match what it
+    /// seems to say.
     #[error(
         "route prefix {0:?} is not normalised: no '.' or '..' segments, no percent-encoding, no backslash"
     )]
@@ -67,6 +69,20 @@ impl RouteTable {
     /// The route that answers `path`, if any.
     pub fn route_for(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| prefix_matches(&r.prefix, path))
+    }
+
+    /// The routes other than `exact` (the one that answers `path`) that a
+    /// lenient server could read `path` as lying in, and that are at least
+    /// as specific: same or more segments ([`crate::paths`]). `/legacy/Admin/x`
+    /// answered by `/legacy` has the rival `/legacy/admin`.
+    pub fn rivals<'a>(&'a self, path: &str, exact: &'a Route) -> impl Iterator<Item = &'a Route> {
+        let loose = crate::paths::loose_segments(path);
+        let depth = exact.prefix.matches('/').count();
+        self.routes.iter().filter(move |route| {
+            route.prefix != exact.prefix
+                && route.prefix.matches('/').count() >= depth
+                && crate::paths::loosely_matches(&route.prefix, &loose)
+        })
     }
 
     /// Every route, longest prefix first.
@@ -122,6 +138,24 @@ mod tests {
         assert_eq!(table.resolve("/users/admin/x"), Some("admin"));
         assert_eq!(table.resolve("/usersx"), None);
         assert_eq!(table.resolve("/"), None);
+    }
+
+    #[test]
+    fn rivals_are_routes_as_specific_or_more_that_a_lenient_server_could_mean() {
+        let table =
+            RouteTable::new([("/legacy", "old"), ("/legacy/admin", "old"), ("/legacy/a/b", "x")])
+                .unwrap();
+        let rivals = |path: &str| -> Vec<&str> {
+            let exact = table.route_for(path).unwrap();
+            table.rivals(path, exact).map(|r| r.prefix.as_str()).collect()
+        };
+        assert_eq!(rivals("/legacy/Admin/x"), ["/legacy/admin"]);
+        assert_eq!(rivals("/legacy/admin.json"), ["/legacy/admin"]);
+        assert_eq!(rivals("/legacy/admin;x/y"), ["/legacy/admin"]);
+        assert_eq!(rivals("/legacy/A/b.html"), ["/legacy/a/b"]);
+        assert!(rivals("/legacy/admin/x").is_empty(), "the shorter /legacy is no rival");
+        assert!(rivals("/legacy/administrator").is_empty());
+        assert!(rivals("/legacy/other").is_empty());
     }
 
     #[test]

@@ -238,6 +238,7 @@ impl<B: Backend> Gateway<B> {
             .and_then(TraceContext::parse);
         let trace = TraceContext::attach(&span, parent);
         let mut route = None;
+        let head = request.method() == Method::HEAD;
         let outcome = self
             .dispatch(request, trace, started, &request_id, &mut route)
             .instrument(span.clone())
@@ -245,7 +246,7 @@ impl<B: Backend> Gateway<B> {
         let (mut response, answered_by) = match outcome {
             Ok(reply) => {
                 let who = Some((reply.component.clone(), reply.version));
-                match reply_response(reply, self.inner.options.max_response_body) {
+                match reply_response(reply, self.inner.options.max_response_body, head) {
                     Ok(response) => (response, who),
                     Err(error) => {
                         span.in_scope(|| tracing::warn!(%error, "request failed"));
@@ -317,22 +318,46 @@ impl<B: Backend> Gateway<B> {
         In: Body<Data = Bytes>,
         In::Error: std::error::Error + Send + Sync + 'static,
     {
-        let path = request.uri().path();
-        match path {
+        // Routed, and handed on, as the target will read it (crate::paths).
+        let path = match crate::paths::normalise(request.uri().path()) {
+            Ok(path) => path.into_owned(),
+            Err(refused) => {
+                discard_body(request.into_body(), DRAIN_LIMIT).await;
+                return Err(GatewayError::UnclearPath(refused.to_string()).into());
+            }
+        };
+        match path.as_str() {
             "/health" => return Err(DispatchOutcome::Local(self.health(request.method()))),
             "/ready" => return Err(DispatchOutcome::Local(self.ready(request.method()).await)),
             _ => {}
         }
         let routes = self.inner.routes.load();
-        let Some(route) = routes.route_for(path) else {
-            let path = path.to_string();
+        let Some(route) = routes.route_for(&path) else {
             discard_body(request.into_body(), DRAIN_LIMIT).await;
             return Err(GatewayError::NoRoute(path).into());
         };
         let (prefix, component) = (route.prefix.clone(), route.component.clone());
-        drop(routes);
         *matched = Some((prefix.clone(), component.clone()));
         let guard = self.guard_for(&prefix);
+        // A server that ignores case, `;` parameters or a `.json` suffix
+        // would serve this path from a more specific route's handler: if
+        // that route has other rules (policy, rate limit, target), which
+        // ones the request passed depends on the server. Refused instead.
+        let rival = routes.rivals(&path, route).find(|rival| {
+            rival.component != component || !std::ptr::eq(self.guard_for(&rival.prefix), guard)
+        });
+        if let Some(rival) = rival {
+            let message = format!(
+                "path {path:?} is ambiguous: it lies in route {prefix}, but a server that ignores \
+                 letter case, ';' parameters or a '.format' suffix would read it as lying in \
+                 route {}, which has other rules; send the path as that route spells it",
+                rival.prefix
+            );
+            drop(routes);
+            discard_body(request.into_body(), DRAIN_LIMIT).await;
+            return Err(GatewayError::UnclearPath(message).into());
+        }
+        drop(routes);
         let identity = match self.admit(guard, &request) {
             Ok(identity) => identity,
             Err(error) => {
@@ -340,10 +365,9 @@ impl<B: Backend> Gateway<B> {
                 return Err(error.into());
             }
         };
-        let pass_authorization = guard.policy.pass_authorization;
-        let request = self
-            .read_request(request, identity, pass_authorization, trace, received, request_id)
-            .await?;
+        let admitted =
+            Admitted { path, identity, pass_authorization: guard.policy.pass_authorization };
+        let request = self.read_request(request, admitted, trace, received, request_id).await?;
         let reply =
             self.inner.backend.invoke(&component, request).await.map_err(GatewayError::from)?;
         Ok(reply)
@@ -416,8 +440,7 @@ impl<B: Backend> Gateway<B> {
     async fn read_request<In>(
         &self,
         request: http::Request<In>,
-        identity: Option<Identity>,
-        pass_authorization: bool,
+        admitted: Admitted,
         trace: TraceContext,
         received: Instant,
         request_id: &str,
@@ -426,6 +449,7 @@ impl<B: Backend> Gateway<B> {
         In: Body<Data = Bytes>,
         In::Error: std::error::Error + Send + Sync + 'static,
     {
+        let Admitted { path, identity, pass_authorization } = admitted;
         let (parts, body) = request.into_parts();
         let body = read_body(&parts.headers, body, self.inner.options.max_request_body).await?;
         // A verified API key is long-lived: the component gets the key's
@@ -438,7 +462,11 @@ impl<B: Backend> Gateway<B> {
             // service call, the verified subject): a client must not be able
             // to forge them. The trace and request id are replaced by ours.
             .filter(|(name, _)| {
-                let name = name.as_str();
+                // Judged as spelled with '-' for '_': servers that read
+                // headers as CGI variables (WSGI, Rack, PHP) cannot tell
+                // `pitstop_subject` from `pitstop-subject`.
+                let name = dashed(name.as_str());
+                let name = name.as_ref();
                 !name.starts_with(RESERVED_HEADER_PREFIX)
                     && name != TRACEPARENT
                     && name != REQUEST_ID_HEADER
@@ -461,7 +489,7 @@ impl<B: Backend> Gateway<B> {
         }
         Ok(Request {
             method: parts.method.as_str().to_string(),
-            path: parts.uri.path().to_string(),
+            path,
             query: parts.uri.query().unwrap_or_default().to_string(),
             headers,
             body,
@@ -616,6 +644,14 @@ fn request_id(headers: &http::HeaderMap) -> String {
     }
 }
 
+/// A request that passed the route's policy: its path as routed, who
+/// sent it, and what of its credentials goes on.
+struct Admitted {
+    path: String,
+    identity: Option<Identity>,
+    pass_authorization: bool,
+}
+
 /// What the access log line needs of the request, taken before it is
 /// handed on.
 struct Access {
@@ -645,7 +681,14 @@ pub const MAX_RESPONSE_HEADERS: usize = 100;
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 << 10;
 
 /// The component's answer as HTTP, or why it cannot be sent (a 502).
-fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>, GatewayError> {
+/// `head`: it answers a HEAD request, so an empty answer keeps its
+/// `content-length` (the size of the GET answer: what an upstream's HEAD
+/// answer carries); hyper sets the length of any other body itself.
+fn reply_response(
+    reply: Reply,
+    max_body: usize,
+    head: bool,
+) -> Result<Response<Full<Bytes>>, GatewayError> {
     if reply.body.len() > max_body {
         return Err(GatewayError::InvalidReply {
             component: reply.component,
@@ -675,10 +718,19 @@ fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>
             ),
         });
     }
+    let response_body_empty = reply.body.is_empty();
     let mut response = Response::new(Full::new(reply.body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     for (name, value) in reply.headers {
+        if head && response_body_empty && name.eq_ignore_ascii_case("content-length") {
+            if let Ok(length) = value.trim().parse::<u64>()
+                && !headers.contains_key(header::CONTENT_LENGTH)
+            {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            continue;
+        }
         match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
             (Ok(name), Ok(value)) if !is_hop_by_hop(name.as_str()) => {
                 headers.append(name, value);
@@ -695,6 +747,18 @@ fn reply_response(reply: Reply, max_body: usize) -> Result<Response<Full<Bytes>>
         headers.insert(VERSION_HEADER, HeaderValue::from(reply.version));
     }
     Ok(response)
+}
+
+/// `name` with every `_` read as `-`: how a server that maps headers to
+/// CGI-style variables (`HTTP_X_FORWARDED_FOR`) sees it. A header whose
+/// dashed name is one the gateway sets or strips must be judged by that
+/// name, or `x_forwarded_for` passes for `x-forwarded-for`.
+pub fn dashed(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') {
+        std::borrow::Cow::Owned(name.replace('_', "-"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 /// Headers that describe the connection, which belongs to the gateway

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, RouteTarget};
 use crate::control::admin::{Admin, AdminToken, DEFAULT_MAX_UPLOAD};
+use crate::control::admin_hosts::AdminHosts;
 use crate::control::builtin::BUILTINS;
 use crate::control::deployments::Deployments;
 use crate::events::cluster::ClusterQueue;
@@ -77,6 +78,7 @@ impl Platform {
     /// configured components, and start serving.
     pub async fn start(options: PlatformOptions) -> anyhow::Result<Platform> {
         let config = options.config;
+        let hosts = AdminHosts::new(&config.admin.allowed_hosts)?;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
         let min_free = config.runtime.min_free_disk_bytes;
@@ -134,7 +136,7 @@ impl Platform {
 
         let token = AdminToken::resolve(options.admin_token, &options.data_dir)?;
         let max_upload = config.admin.max_upload.unwrap_or(DEFAULT_MAX_UPLOAD);
-        let admin = Admin::new(deployments.clone(), token, max_upload);
+        let admin = Admin::new(deployments.clone(), token, max_upload, hosts);
         // Deliveries start once everything that was deployed is back, so no
         // lane waits on a subscriber that is only slow to restore.
         let dispatcher = tokio::spawn(runtime.dispatch());

@@ -148,8 +148,8 @@ impl Upstreams {
         };
         if !is_plain(&request.path) {
             return Err(InvokeError::Refused(format!(
-                "path {:?} has '.' or '..' segments, empty segments, an encoded '.', '/' or \
-                 '\\', or a backslash: an upstream could read it as another route's path",
+                "path {:?} has an empty segment, an encoded '/' or '\\', or a backslash: \
+                 an upstream could read it as another route's path",
                 request.path
             )));
         }
@@ -204,7 +204,9 @@ impl Upstreams {
             .map_err(|e| InvokeError::Internal(format!("building the upstream URL: {e}")))?;
         let mut builder = http::Request::builder().method(request.method.as_str()).uri(uri);
         for (header, value) in &request.headers {
-            match header.as_str() {
+            // `x_real_ip` is `x-real-ip` to a server that reads headers as
+            // CGI variables (the gateway already dropped `pitstop_*`).
+            match pitstop_gateway::dashed(header).as_ref() {
                 // The client's host names the gateway; the upstream's is
                 // set from the URL, and the client's is passed as
                 // x-forwarded-host (replacing any the client sent, so the
@@ -243,10 +245,13 @@ impl Upstreams {
         let headers = parts
             .headers
             .iter()
-            // `pitstop-*` answer headers are the gateway's to set.
+            // `pitstop-*` answer headers are the gateway's to set. The
+            // length goes along: the gateway sends it only on an answer to
+            // HEAD, where it is the size of the GET answer.
             .filter(|(header, _)| {
-                !is_hop_by_hop(header.as_str())
-                    && !header.as_str().starts_with(pitstop_gateway::RESERVED_HEADER_PREFIX)
+                let header = header.as_str();
+                (!is_hop_by_hop(header) || header == "content-length")
+                    && !header.starts_with(pitstop_gateway::RESERVED_HEADER_PREFIX)
             })
             .filter_map(|(header, value)| {
                 value.to_str().ok().map(|v| (header.as_str().to_string(), v.to_string()))
@@ -304,8 +309,11 @@ impl Drop for PermitGuard<'_> {
 
 /// Whether `path` reads the same to any server: no `.` or `..` segments,
 /// no empty segment but a trailing one, no percent-encoded `.`, `/` or
-/// `\`, no backslash. Routes match the path as written; a server that
-/// normalises `/legacy/x/../admin` would serve another route's path.
+/// `\`, no backslash. The gateway has decoded escaped unreserved
+/// characters and refused dot segments already (`pitstop_gateway::paths`);
+/// what is left here is what a component reads as data (`%2F` in a key)
+/// but a server may read as a separator: `/legacy/x%2F..%2Fadmin` would be
+/// another route's path to a server that decodes it.
 fn is_plain(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     let encoded = ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e));

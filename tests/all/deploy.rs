@@ -298,6 +298,72 @@ async fn every_admin_call_needs_the_token() {
     );
 }
 
+/// `GET path` on the admin listener with exactly the `Host` header given
+/// (none for `None`), over a raw socket: the status and the body.
+async fn admin_with_host(server: &Server, path: &str, host: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.admin_base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let host = host.map(|h| format!("host: {h}\r\n")).unwrap_or_default();
+    let head = format!("GET {path} HTTP/1.1\r\n{host}connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// A page on any name the attacker controls, rebound to 127.0.0.1 (DNS
+/// rebinding), would reach the admin listener as that name: only its own
+/// names are served, everything else is 421 before the token is even
+/// looked at. Loopback names and IP addresses (which no rebinding can
+/// produce) are its own.
+#[tokio::test]
+async fn the_admin_listener_serves_only_its_own_host_names() {
+    let server = Server::start().await;
+    let port = server.admin_base.rsplit(':').next().unwrap().to_string();
+    for foreign in [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+    ] {
+        for path in ["/metrics", "/", "/admin/components"] {
+            let (status, body) = admin_with_host(&server, path, Some(&foreign)).await;
+            assert_eq!(status, 421, "{foreign} {path}: {body}");
+            let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert!(error["error"].as_str().unwrap().contains("allowed_hosts"), "{body}");
+        }
+    }
+    for own in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LocalHost".to_string(),
+        format!("[::1]:{port}"),
+        "10.1.2.3:8081".to_string(),
+    ] {
+        assert_eq!(admin_with_host(&server, "/metrics", Some(&own)).await.0, 200, "{own}");
+        let (status, _) = admin_with_host(&server, "/admin/components", Some(&own)).await;
+        assert_eq!(status, 401, "{own}: served, and the token is still needed");
+    }
+    assert_eq!(admin_with_host(&server, "/metrics", None).await.0, 200, "no host: no browser");
+    assert_eq!(server.admin("GET", "/admin/components", "").await.status, 200);
+}
+
+/// A name the admin listener is reached by besides its addresses
+/// (`[admin] allowed_hosts`) is served, in any letter case and on any port.
+#[tokio::test]
+async fn an_admin_host_name_can_be_allowed() {
+    let config = "[admin]\nallowed_hosts = [\"pitstop-admin.internal\"]\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    for allowed in ["pitstop-admin.internal", "PITSTOP-Admin.internal:8081"] {
+        assert_eq!(admin_with_host(&server, "/metrics", Some(allowed)).await.0, 200, "{allowed}");
+    }
+    let (status, _) = admin_with_host(&server, "/metrics", Some("other.internal")).await;
+    assert_eq!(status, 421);
+}
+
 /// Eight clients loop while the component is swapped and rolled back: no
 /// request fails, and once a swap call has returned every new request is
 /// answered by the version it made active.

@@ -25,6 +25,7 @@ async fn legacy_server() -> String {
             }
             "/legacy/fail" => (500, Bytes::from_static(b"{\"error\":\"legacy broke\"}")),
             "/legacy/big" => (200, Bytes::from(vec![b'x'; 2 << 20])),
+            "/legacy/sized" => (200, Bytes::from_static(b"0123456789")),
             path => {
                 let headers: serde_json::Map<String, Value> = parts
                     .headers
@@ -44,6 +45,11 @@ async fn legacy_server() -> String {
         let mut response = http::Response::new(Full::new(answer));
         *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
         response.headers_mut().insert("x-legacy", "yes".parse().unwrap());
+        // Said outright, so a HEAD answer carries it too (hyper leaves it
+        // out of a HEAD answer unless the handler sets it).
+        if parts.uri.path() == "/legacy/sized" {
+            response.headers_mut().insert("content-length", "10".parse().unwrap());
+        }
         // The gateway's to set: never passed on.
         response.headers_mut().insert("pitstop-version", "99".parse().unwrap());
         response
@@ -341,4 +347,116 @@ async fn a_request_that_comes_back_is_a_loop_not_a_recursion() {
     let through = server.send_with("GET", "/around/x", &[("via", "1.1 front-proxy")], "").await;
     assert_eq!(through.status, 508, "still one loop, found on its return");
     assert_eq!(hops.load(Ordering::SeqCst), 2);
+}
+
+/// A `/legacy/admin` route that needs a JWT inside a public `/legacy`, both
+/// to one upstream: a path the upstream may read as lying in
+/// `/legacy/admin` (an escaped letter, another letter case, a `;`
+/// parameter, a `.json` suffix) is never forwarded without the token. An
+/// escaped unreserved letter is decoded, and the path the upstream gets is
+/// the one the gateway matched; the readings that only some servers share
+/// are refused with 400 even with a token, as ambiguous.
+#[tokio::test]
+async fn paths_a_server_may_read_as_a_guarded_route_are_guarded_or_refused() {
+    let legacy = legacy_server().await;
+    let config = format!(
+        r#"
+        [[routes]]
+        prefix = "/legacy/admin"
+        upstream = "{legacy}"
+        auth = "jwt"
+
+        [[routes]]
+        prefix = "/legacy"
+        upstream = "{legacy}"
+        auth = "public"
+        "#
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let anonymous =
+        |path: &'static str| server.send_with("GET", path, &[("authorization", "")], "");
+
+    assert_eq!(anonymous("/legacy/admin/x").await.status, 401, "the route itself");
+    let public = anonymous("/legacy/administrators").await;
+    assert_eq!(public.status, 200, "another segment is /legacy's");
+    assert_eq!(public.json()["path"], "/legacy/administrators");
+
+    // Escaped unreserved characters are the same path: the guarded route.
+    for escaped in ["/legacy/%61dmin/x", "/legacy/adm%69n/x", "/legacy/%61%64%6D%69%6E"] {
+        let refused = anonymous(escaped).await;
+        assert_eq!(refused.status, 401, "{escaped}: {:?}", refused.body);
+        let with_token = server.get(escaped).await;
+        assert_eq!(with_token.status, 200, "{escaped}: {:?}", with_token.body);
+        let seen = with_token.json()["path"].as_str().unwrap().to_string();
+        assert!(seen.starts_with("/legacy/admin"), "forwarded as matched, not {seen}");
+    }
+
+    // Readings some servers share (case-insensitive routing, `;`
+    // parameters, format suffixes): refused whatever the credentials.
+    for ambiguous in [
+        "/legacy/Admin/x",
+        "/legacy/ADMIN",
+        "/legacy/admin;x/y",
+        "/legacy/admin;jsessionid=1",
+        "/legacy/admin%3Bx/y",
+        "/legacy/admin.json",
+        "/legacy/%41dmin.json",
+        "/legacy/admin./x",
+    ] {
+        for answer in [anonymous(ambiguous).await, server.get(ambiguous).await] {
+            assert_eq!(answer.status, 400, "{ambiguous}: {:?}", answer.body);
+            assert!(answer.error().contains("ambiguous"), "{ambiguous}: {}", answer.error());
+        }
+    }
+
+    // Dot segments, escaped or not, are refused rather than resolved.
+    for dots in ["/legacy/x/../admin", "/legacy/%2e%2e/admin", "/legacy/.%2E/admin/x"] {
+        let refused = anonymous(dots).await;
+        assert_eq!(refused.status, 400, "{dots}: {:?}", refused.body);
+    }
+}
+
+/// Underscore spellings of the headers the gateway sets or strips
+/// (`pitstop_subject`, `x_forwarded_for`, `x_real_ip`, ...) are dropped:
+/// servers that read headers as CGI variables (WSGI, Rack, PHP) cannot tell
+/// them from the real ones. Other underscore headers pass.
+#[tokio::test]
+async fn underscore_spellings_of_platform_and_forwarding_headers_are_dropped() {
+    let legacy = legacy_server().await;
+    let server = Server::start_with(Some(&config(&legacy, "")), fresh_dir()).await;
+    let forged = [
+        ("pitstop_subject", "forged"),
+        ("pitstop_auth", "jwt"),
+        ("x_forwarded_for", "10.6.6.6"),
+        ("x_forwarded_host", "forged.example"),
+        ("x_forwarded_proto", "https"),
+        ("x_real_ip", "10.6.6.6"),
+        ("x_request_id", "forged"),
+        ("proxy_authorization", "Basic Zm9yZ2Vk"),
+    ];
+    let mut headers = forged.to_vec();
+    headers.push(("x_custom_thing", "kept"));
+    // A write, so the gateway verifies the token and sets the real subject.
+    let answer = server.send_with("POST", "/legacy/things", &headers, "").await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let seen = &answer.json()["headers"];
+    for (name, _) in forged {
+        assert!(seen.get(name).is_none(), "{name} reached the upstream: {seen}");
+    }
+    assert_eq!(seen["x_custom_thing"], "kept", "{seen}");
+    assert_eq!(seen["pitstop-subject"], "tester");
+}
+
+/// A HEAD answer keeps the upstream's `content-length`: it says how large
+/// the GET answer would be.
+#[tokio::test]
+async fn a_head_answer_keeps_its_content_length() {
+    let legacy = legacy_server().await;
+    let server = Server::start_with(Some(&config(&legacy, "")), fresh_dir()).await;
+    let get = server.get("/legacy/sized").await;
+    assert_eq!((get.status, get.header("content-length")), (200, Some("10")));
+    let head = server.send("HEAD", "/legacy/sized", "").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("10"), "{:?}", head.headers);
+    assert!(head.body.is_empty());
 }

@@ -16,9 +16,11 @@ use serde::Deserialize;
 use pitstop_gateway::auth::{Access, RoutePolicy};
 use pitstop_gateway::ratelimit::RateLimit;
 
+mod admin;
 mod cluster;
 mod routes;
 mod runtime;
+pub use admin::AdminConfig;
 pub use cluster::{BadClusterAddress, ClusterConfig};
 pub use routes::{RouteConfig, RouteTarget};
 pub use runtime::RuntimeConfig;
@@ -187,14 +189,6 @@ pub struct BusConfig {
     pub backoff_base_ms: Option<u64>,
     /// The longest wait between two attempts in milliseconds (default 30000).
     pub backoff_max_ms: Option<u64>,
-}
-
-/// `[admin]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Largest component upload in bytes (default 50 MiB).
-    pub max_upload: Option<usize>,
 }
 
 /// A component: where to load it from (optional) and its limits.
@@ -425,8 +419,8 @@ mod tests {
         assert!(max_component_memory.is_some() && max_host_memory.is_some());
         assert!(min_free_disk_bytes.is_some() && runtime_connections.is_some());
         assert!(max_host_connections.is_some());
-        let AdminConfig { max_upload } = admin;
-        assert!(max_upload.is_some());
+        let AdminConfig { max_upload, allowed_hosts } = admin;
+        assert!(max_upload.is_some() && !allowed_hosts.is_empty());
         let BusConfig { max_attempts, backoff_base_ms, backoff_max_ms } = bus;
         assert!(max_attempts.is_some() && backoff_base_ms.is_some() && backoff_max_ms.is_some());
         let AuthConfig { default, jwt, api_keys } = auth;

@@ -19,6 +19,9 @@
 //! | `POST /admin/dead-letters/{subscriber}/{event_id}/replay` | 200 `{"subscriber","id","replayed":true}` |
 //! | `DELETE /admin/dead-letters/{subscriber}/{event_id}` | 200 `{"subscriber","id","discarded":true}` |
 //!
+//! Only requests whose `Host` names the listener are served, else 421
+//! ([`super::admin_hosts`]: DNS rebinding).
+//!
 //! Errors are `{"error": ...}`: 401 bad token, 400 bad name or not a
 //! component, 404 unknown component or dead letter, 409 route taken or nothing to roll back
 //! to, 413 upload over the limit, 422 a component that does not fit the
@@ -130,16 +133,30 @@ pub struct Admin {
     deployments: Arc<Deployments>,
     token: AdminToken,
     max_upload: usize,
+    hosts: super::admin_hosts::AdminHosts,
 }
 
 impl Admin {
     /// An admin API over `deployments`.
-    pub fn new(deployments: Arc<Deployments>, token: AdminToken, max_upload: usize) -> Self {
-        Admin { deployments, token, max_upload }
+    /// Only requests naming `hosts` (or an IP address, or localhost) are
+    /// served.
+    pub fn new(
+        deployments: Arc<Deployments>,
+        token: AdminToken,
+        max_upload: usize,
+        hosts: super::admin_hosts::AdminHosts,
+    ) -> Self {
+        Admin { deployments, token, max_upload, hosts }
     }
 
     /// Answer one admin request.
     pub async fn handle(&self, request: http::Request<Incoming>) -> Response<Full<Bytes>> {
+        let host = request.headers().get(header::HOST);
+        if !self.hosts.admits(host) {
+            let refusal = self.hosts.refusal(host);
+            discard_body(request.into_body(), DRAIN_LIMIT).await;
+            return error_response(StatusCode::MISDIRECTED_REQUEST, refusal);
+        }
         if request.method() == Method::GET {
             if request.uri().path() == "/metrics" {
                 return self.metrics();

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admin_hosts;
 pub mod builtin;
 pub mod client;
 pub mod console;
