@@ -154,9 +154,8 @@ impl Upstreams {
             )));
         }
         let permit =
-            upstream.breaker.try_acquire().map_err(|refused| InvokeError::Unavailable {
+            upstream.breaker.try_acquire().map_err(|refused| InvokeError::CircuitOpen {
                 component: name.to_string(),
-                reason: "circuit open".into(),
                 retry_after: refused.retry_after,
             })?;
         // Given back if the client goes away mid-exchange (this future is

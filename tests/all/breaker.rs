@@ -142,3 +142,55 @@ async fn server_errors_and_deadlines_count_and_client_errors_do_not() {
     }
     assert_eq!(server.get("/trap/ok").await.status, 503, "two deadlines in a row open it");
 }
+
+/// An open breaker refuses every request, and a flood of them must not
+/// flood the log: the refusals are logged once, with their count, when the
+/// breaker leaves the open state (here, when its open period is over and a
+/// probe goes through), and stay counted in the metrics.
+#[tokio::test]
+async fn an_open_breaker_logs_its_refusals_once_with_their_count() {
+    let breaker = "breaker = { consecutive_failures = 3, open_ms = 1500 }";
+    let server = Server::start_with(Some(&config(breaker)), fresh_dir()).await;
+    for _ in 0..3 {
+        assert_eq!(server.get("/trap/panic").await.status, 500);
+    }
+    let opened = Instant::now();
+    for _ in 0..200 {
+        let refused = server.get("/trap/ok").await;
+        assert_eq!(refused.status, 503, "refused while open");
+    }
+    assert!(opened.elapsed() < Duration::from_millis(1500), "all 200 refused while open");
+    eventually("the breaker lets a probe through", Duration::from_secs(10), || async {
+        (server.get("/trap/ok").await.status == 200).then_some(())
+    })
+    .await;
+    // The log reaches its file through a pipe: wait for the closing line.
+    eventually("the breaker's closing is logged", Duration::from_secs(5), || async {
+        server.log().contains("to=Closed").then_some(())
+    })
+    .await;
+    let log = server.log();
+    let about_refusals: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("circuit open") || line.contains("refused"))
+        .collect();
+    assert!(about_refusals.len() <= 2, "{} lines about refusals:\n{}", about_refusals.len(), {
+        about_refusals.iter().take(5).copied().collect::<Vec<_>>().join("\n")
+    });
+    // The probes that found it still open (eventually's polling) are
+    // refusals too: 200 or a few more, counted in one line.
+    let counted: Vec<&str> =
+        about_refusals.iter().copied().filter(|l| l.contains("requests while open")).collect();
+    assert_eq!(counted.len(), 1, "{about_refusals:?}");
+    let count: u64 = counted[0]
+        .split("refused ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {:?}", counted[0]));
+    let refused_503 = server
+        .metric(r#"pitstop_requests_total{component="trap",route="/trap",status="503"}"#)
+        .await;
+    assert!(count >= 200, "{}", counted[0]);
+    assert_eq!(count as f64, refused_503, "the line counts every refusal the metrics count");
+}
