@@ -194,3 +194,38 @@ async fn an_open_breaker_logs_its_refusals_once_with_their_count() {
     assert!(count >= 200, "{}", counted[0]);
     assert_eq!(count as f64, refused_503, "the line counts every refusal the metrics count");
 }
+
+/// A client that sends its body slowly spends the request's deadline (it
+/// counts from the request head): the 504 it gets is its own doing, and
+/// counts neither toward the breaker nor as a failure of the version, or
+/// any client could open a breaker (and switch a component off for
+/// everyone) with a few slow uploads.
+#[tokio::test]
+async fn a_deadline_spent_by_the_clients_slow_upload_does_not_count() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let breaker = "breaker = { consecutive_failures = 2, open_ms = 60000 }";
+    let server = Server::start_with(Some(&config(breaker)), fresh_dir()).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    let slow = |address: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        // An answer that takes the guest 100 ms ...
+        let head = "GET /trap/sleep/100 HTTP/1.1\r\nhost: pitstop\r\ncontent-length: 2\r\n\
+                    connection: close\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // ... and a body that comes after 950 ms of the 1 s deadline.
+        tokio::time::sleep(Duration::from_millis(950)).await;
+        stream.write_all(b"{}").await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.lines().next().unwrap_or_default().to_string()
+    };
+    for _ in 0..2 {
+        let statuses = futures::future::join_all((0..2).map(|_| slow(address.clone()))).await;
+        for status in statuses {
+            assert!(status.contains(" 504 "), "{status}");
+        }
+    }
+    assert_eq!(server.get("/trap/ok").await.status, 200, "the breaker stayed closed");
+    let errors = r#"pitstop_version_requests_total{component="trap",version="1",outcome="error"}"#;
+    assert_eq!(server.metric(errors).await, 0.0, "not the version's failures");
+}
