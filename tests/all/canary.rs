@@ -307,7 +307,15 @@ async fn opening_the_active_versions_breaker_does_not_get_a_bad_canary_promoted(
     let (mut refused, mut canary_failed) = (0, 0);
     let (started, mut request) = (Instant::now(), 0);
     while !listing(&server, "trap").await["canary"].is_null() {
-        assert!(started.elapsed() < Duration::from_secs(20), "no verdict on the canary");
+        if started.elapsed() > Duration::from_secs(20) {
+            let log = server.log();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("request failed")).collect();
+            panic!(
+                "no verdict on the canary: {}\n{}",
+                listing(&server, "trap").await,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
         for _ in 0..10 {
             request += 1;
             let answer = as_client(&server, "/trap/count", &format!("user-{request}")).await;
@@ -327,4 +335,32 @@ async fn opening_the_active_versions_breaker_does_not_get_a_bad_canary_promoted(
     let refusals =
         r#"pitstop_version_requests_total{component="trap",version="1",outcome="refused"}"#;
     assert!(server.metric(refusals).await > 0.0, "refusals are still counted, apart");
+}
+
+/// A canary that fails every request opens its breaker after a few; its
+/// share then goes to the active version, and its refusals are not its
+/// failures. It is still rolled back at once on the few requests it
+/// served, instead of waiting for `min_requests` one probe per open period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_breaker_opens_is_judged_on_the_requests_it_served() {
+    let config = "[canary]\nmin_requests = 20\nmax_error_rate = 0.1\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    succeeded(server.cli(&["deploy", "trap", &wasm("hello"), "--route", "/trap"]));
+    let canary = ["deploy", "trap", &wasm("trap"), "--canary", "50", "--auto-rollback"];
+    succeeded(server.cli(&canary));
+    let (started, mut request) = (Instant::now(), 0);
+    while !listing(&server, "trap").await["canary"].is_null() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the canary was not rolled back: {}",
+            listing(&server, "trap").await
+        );
+        for _ in 0..10 {
+            request += 1;
+            let answer = as_client(&server, "/trap/panic", &format!("user-{request}")).await;
+            assert!(matches!(answer.status, 200 | 500), "{}", answer.status);
+        }
+    }
+    let last = &listing(&server, "trap").await["last_canary"];
+    assert_eq!(last["outcome"], "rolled back", "{last}");
 }
