@@ -76,6 +76,16 @@ pub enum InvokeError {
         /// whole seconds there).
         retry_after: std::time::Duration,
     },
+    /// The component's (or upstream's) circuit breaker is open and refused
+    /// the request without running it. Not logged per request: the breaker
+    /// logs how many it refused, once per state change.
+    #[error("component {component} is unavailable: circuit open")]
+    CircuitOpen {
+        /// The component.
+        component: String,
+        /// When it may let a call through again, for `Retry-After`.
+        retry_after: std::time::Duration,
+    },
     /// The platform itself failed (storage, instantiation, ...).
     #[error("internal error: {0}")]
     Internal(String),

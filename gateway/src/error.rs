@@ -63,9 +63,9 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::InvalidReply { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Invoke(e) => match e {
-                InvokeError::NotDeployed(_) | InvokeError::Unavailable { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                InvokeError::NotDeployed(_)
+                | InvokeError::Unavailable { .. }
+                | InvokeError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 InvokeError::Trapped { .. } | InvokeError::Internal(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -82,7 +82,10 @@ impl GatewayError {
         let status = self.status();
         // How long a client should wait before retrying a 503.
         let retry_after = match &self {
-            GatewayError::Invoke(InvokeError::Unavailable { retry_after, .. })
+            GatewayError::Invoke(
+                InvokeError::Unavailable { retry_after, .. }
+                | InvokeError::CircuitOpen { retry_after, .. },
+            )
             | GatewayError::RateLimited { retry_after } => Some(whole_seconds_up(*retry_after)),
             _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
             _ => None,

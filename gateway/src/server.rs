@@ -23,7 +23,7 @@ use crate::auth::{AuthSettings, Authenticator, Identity, RoutePolicy};
 use crate::error::json_response;
 use crate::ratelimit::Limiter;
 use crate::trace::{TRACEPARENT, TraceContext};
-use crate::{Backend, GatewayError, Reply, Request, RequestRecord, RouteTable};
+use crate::{Backend, GatewayError, InvokeError, Reply, Request, RequestRecord, RouteTable};
 
 /// Limits and timeouts of the gateway.
 #[derive(Debug, Clone)]
@@ -256,7 +256,12 @@ impl<B: Backend> Gateway<B> {
             }
             Err(DispatchOutcome::Local(response)) => (response, None),
             Err(DispatchOutcome::Failed(error)) => {
-                if error.status().is_server_error() {
+                // An open circuit's refusals are counted and logged by the
+                // breaker, once per state change: one line each would be
+                // tens of thousands of lines a second in front of a busy route.
+                let refused =
+                    matches!(error, GatewayError::Invoke(InvokeError::CircuitOpen { .. }));
+                if error.status().is_server_error() && !refused {
                     span.in_scope(|| tracing::warn!(%error, "request failed"));
                 }
                 (error.into_response(), None)

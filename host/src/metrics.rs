@@ -209,7 +209,8 @@ impl Metrics {
                 r,
                 "version_requests",
                 "Requests a version answered (HTTP and services calls), by component, version \
-                 and outcome: ok, or error (a trap, a missed deadline, a 5xx but 507)",
+                 and outcome: ok, error (a trap, a missed deadline, a 5xx but 507), or refused \
+                 (by its open circuit breaker, without running)",
                 Family::default(),
             ),
             version_seconds: register(
@@ -247,6 +248,7 @@ impl Metrics {
         VersionMetrics {
             ok: outcome("ok"),
             error: outcome("error"),
+            refused: outcome("refused"),
             seconds: self.version_seconds.get_or_create_owned(&labels),
         }
     }
@@ -344,6 +346,8 @@ pub struct VersionMetrics {
     pub ok: Counter,
     /// Requests that failed: a trap, a missed deadline, a 5xx but 507.
     pub error: Counter,
+    /// Requests its open circuit breaker refused without running them.
+    pub refused: Counter,
     /// How long each took.
     pub seconds: Histogram,
 }

@@ -8,7 +8,8 @@
 //! identity, trace context and request id set, body limits. Here the
 //! request is forwarded with a deadline and through a circuit breaker of
 //! the upstream's own; a connection refused, a timeout or a 5xx counts as a
-//! failure, as a trap or 5xx does for a component.
+//! failure, as a trap or 5xx does for a component (not a timeout after the
+//! client took more than half the deadline to send its body).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -154,9 +155,8 @@ impl Upstreams {
             )));
         }
         let permit =
-            upstream.breaker.try_acquire().map_err(|refused| InvokeError::Unavailable {
+            upstream.breaker.try_acquire().map_err(|refused| InvokeError::CircuitOpen {
                 component: name.to_string(),
-                reason: "circuit open".into(),
                 retry_after: refused.retry_after,
             })?;
         // Given back if the client goes away mid-exchange (this future is
@@ -164,6 +164,9 @@ impl Upstreams {
         // circuit half-open, refusing everything, for good.
         let mut permit = PermitGuard { breaker: &upstream.breaker, permit: Some(permit) };
         let deadline = tokio::time::Instant::from_std(request.received) + upstream.deadline;
+        // What the client's upload of the body (the deadline counts from
+        // the request head) left of the deadline.
+        let given = deadline.saturating_duration_since(tokio::time::Instant::now());
         let exchange = self.exchange(client, upstream, name, request);
         let result = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(result) => result,
@@ -173,8 +176,17 @@ impl Upstreams {
             }),
         };
         let success = matches!(&result, Ok(reply) if reply.status < 500);
+        // A deadline missed with less than half of it left when the request
+        // was passed on is the client's slow upload, not the upstream
+        // failing: a few of those must not cut the upstream off for everyone.
+        let short_of_time =
+            given < upstream.deadline / 2 && matches!(result, Err(InvokeError::Timeout { .. }));
         if let Some(permit) = permit.permit.take() {
-            upstream.breaker.record(permit, success);
+            if short_of_time {
+                upstream.breaker.release(permit);
+            } else {
+                upstream.breaker.record(permit, success);
+            }
         }
         result
     }

@@ -142,3 +142,90 @@ async fn server_errors_and_deadlines_count_and_client_errors_do_not() {
     }
     assert_eq!(server.get("/trap/ok").await.status, 503, "two deadlines in a row open it");
 }
+
+/// An open breaker refuses every request, and a flood of them must not
+/// flood the log: the refusals are logged once, with their count, when the
+/// breaker leaves the open state (here, when its open period is over and a
+/// probe goes through), and stay counted in the metrics.
+#[tokio::test]
+async fn an_open_breaker_logs_its_refusals_once_with_their_count() {
+    let breaker = "breaker = { consecutive_failures = 3, open_ms = 1500 }";
+    let server = Server::start_with(Some(&config(breaker)), fresh_dir()).await;
+    for _ in 0..3 {
+        assert_eq!(server.get("/trap/panic").await.status, 500);
+    }
+    let opened = Instant::now();
+    for _ in 0..200 {
+        let refused = server.get("/trap/ok").await;
+        assert_eq!(refused.status, 503, "refused while open");
+    }
+    assert!(opened.elapsed() < Duration::from_millis(1500), "all 200 refused while open");
+    eventually("the breaker lets a probe through", Duration::from_secs(10), || async {
+        (server.get("/trap/ok").await.status == 200).then_some(())
+    })
+    .await;
+    // The log reaches its file through a pipe: wait for the closing line.
+    eventually("the breaker's closing is logged", Duration::from_secs(5), || async {
+        server.log().contains("to=Closed").then_some(())
+    })
+    .await;
+    let log = server.log();
+    let about_refusals: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("circuit open") || line.contains("refused"))
+        .collect();
+    assert!(about_refusals.len() <= 2, "{} lines about refusals:\n{}", about_refusals.len(), {
+        about_refusals.iter().take(5).copied().collect::<Vec<_>>().join("\n")
+    });
+    // The probes that found it still open (eventually's polling) are
+    // refusals too: 200 or a few more, counted in one line.
+    let counted: Vec<&str> =
+        about_refusals.iter().copied().filter(|l| l.contains("requests while open")).collect();
+    assert_eq!(counted.len(), 1, "{about_refusals:?}");
+    let count: u64 = counted[0]
+        .split("refused ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {:?}", counted[0]));
+    let refused_503 = server
+        .metric(r#"pitstop_requests_total{component="trap",route="/trap",status="503"}"#)
+        .await;
+    assert!(count >= 200, "{}", counted[0]);
+    assert_eq!(count as f64, refused_503, "the line counts every refusal the metrics count");
+}
+
+/// A client that sends its body slowly spends the request's deadline (it
+/// counts from the request head): the 504 it gets is its own doing, and
+/// counts neither toward the breaker nor as a failure of the version, or
+/// any client could open a breaker (and switch a component off for
+/// everyone) with a few slow uploads.
+#[tokio::test]
+async fn a_deadline_spent_by_the_clients_slow_upload_does_not_count() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let breaker = "breaker = { consecutive_failures = 2, open_ms = 60000 }";
+    let server = Server::start_with(Some(&config(breaker)), fresh_dir()).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    let slow = |address: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        // An answer that takes the guest 100 ms ...
+        let head = "GET /trap/sleep/100 HTTP/1.1\r\nhost: pitstop\r\ncontent-length: 2\r\n\
+                    connection: close\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // ... and a body that comes after 950 ms of the 1 s deadline.
+        tokio::time::sleep(Duration::from_millis(950)).await;
+        stream.write_all(b"{}").await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.lines().next().unwrap_or_default().to_string()
+    };
+    for _ in 0..2 {
+        let statuses = futures::future::join_all((0..2).map(|_| slow(address.clone()))).await;
+        for status in statuses {
+            assert!(status.contains(" 504 "), "{status}");
+        }
+    }
+    assert_eq!(server.get("/trap/ok").await.status, 200, "the breaker stayed closed");
+    let errors = r#"pitstop_version_requests_total{component="trap",version="1",outcome="error"}"#;
+    assert_eq!(server.metric(errors).await, 0.0, "not the version's failures");
+}

@@ -271,3 +271,96 @@ async fn a_slow_deploy_of_one_name_holds_up_no_other_canarys_verdict() {
     assert!(took < Duration::from_millis(1500), "greet's canary rolled back after {took:?}");
     assert!(!slow.join().unwrap().status.success(), "the slow deploy is refused");
 }
+
+/// An anonymous client cannot get a bad canary promoted by opening the
+/// active version's circuit breaker: a handful of failing requests open it,
+/// and its refusals (503s the version never ran) used to count as the
+/// active version's failures, so a canary failing 30% of real requests
+/// looked better than the active version and was promoted while users saw
+/// mostly errors. Refusals count for neither version, and the few failures
+/// that opened the breaker are too few requests to excuse the canary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_the_active_versions_breaker_does_not_get_a_bad_canary_promoted() {
+    let config =
+        "[canary]\nmin_requests = 20\nmax_error_rate = 0.1\npromote_after_requests = 120\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    succeeded(server.cli(&["deploy", "trap", &wasm("trap"), "--route", "/trap"]));
+    let canary = ["deploy", "trap", &wasm("flaky"), "--canary", "50", "--auto-rollback"];
+    succeeded(server.cli(&canary));
+    let active_breaker = || async { listing(&server, "trap").await["breaker"]["state"].clone() };
+
+    // The attacker: anonymous requests (no token, no client key, so each
+    // lands at random) that make the active version trap, until its
+    // breaker opens (5 in a row with the default settings).
+    let mut attack = 0;
+    while active_breaker().await != "open" {
+        attack += 1;
+        assert!(attack <= 100, "the active version's breaker did not open");
+        let answer = server.send_raw("GET", "/trap/panic", &[], "").await;
+        assert!(matches!(answer.status, 200 | 500), "{}", answer.status);
+    }
+
+    // Users: each request of the active version's side is refused while
+    // its breaker is open; the canary fails 30% of its requests. They go
+    // on until the judge reaches a verdict (every 250 ms, later on a busy
+    // machine).
+    let (mut refused, mut canary_failed) = (0, 0);
+    let (started, mut request) = (Instant::now(), 0);
+    while !listing(&server, "trap").await["canary"].is_null() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let log = server.log();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("request failed")).collect();
+            panic!(
+                "no verdict on the canary: {}\n{}",
+                listing(&server, "trap").await,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        for _ in 0..10 {
+            request += 1;
+            let answer = as_client(&server, "/trap/count", &format!("user-{request}")).await;
+            match answer.status {
+                503 => refused += 1,
+                500 => canary_failed += 1,
+                200 => {}
+                other => panic!("status {other}"),
+            }
+        }
+    }
+    let trap = listing(&server, "trap").await;
+    assert!(refused > 0 && canary_failed > 0, "{refused} refused, {canary_failed} failed");
+    assert!(trap["canary"].is_null(), "the canary is still running: {trap}");
+    assert_eq!(trap["last_canary"]["outcome"], "rolled back", "{trap}");
+    assert_eq!(trap["version"], 1, "{trap}");
+    let refusals =
+        r#"pitstop_version_requests_total{component="trap",version="1",outcome="refused"}"#;
+    assert!(server.metric(refusals).await > 0.0, "refusals are still counted, apart");
+}
+
+/// A canary that fails every request opens its breaker after a few; its
+/// share then goes to the active version, and its refusals are not its
+/// failures. It is still rolled back at once on the few requests it
+/// served, instead of waiting for `min_requests` one probe per open period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_breaker_opens_is_judged_on_the_requests_it_served() {
+    let config = "[canary]\nmin_requests = 20\nmax_error_rate = 0.1\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    succeeded(server.cli(&["deploy", "trap", &wasm("hello"), "--route", "/trap"]));
+    let canary = ["deploy", "trap", &wasm("trap"), "--canary", "50", "--auto-rollback"];
+    succeeded(server.cli(&canary));
+    let (started, mut request) = (Instant::now(), 0);
+    while !listing(&server, "trap").await["canary"].is_null() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the canary was not rolled back: {}",
+            listing(&server, "trap").await
+        );
+        for _ in 0..10 {
+            request += 1;
+            let answer = as_client(&server, "/trap/panic", &format!("user-{request}")).await;
+            assert!(matches!(answer.status, 200 | 500), "{}", answer.status);
+        }
+    }
+    let last = &listing(&server, "trap").await["last_canary"];
+    assert_eq!(last["outcome"], "rolled back", "{last}");
+}

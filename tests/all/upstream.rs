@@ -460,3 +460,34 @@ async fn a_head_answer_keeps_its_content_length() {
     assert_eq!(head.header("content-length"), Some("10"), "{:?}", head.headers);
     assert!(head.body.is_empty());
 }
+
+/// A client that sends its body slowly spends the upstream's deadline (it
+/// counts from the request head): that 504 is the client's doing and does
+/// not count toward the upstream's breaker, or a few slow uploads would cut
+/// the upstream off for everyone.
+#[tokio::test]
+async fn a_deadline_spent_by_the_clients_slow_upload_does_not_open_the_circuit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let legacy = legacy_server().await;
+    let strict = "breaker = { consecutive_failures = 2, open_ms = 60000 }";
+    let server = Server::start_with(Some(&config(&legacy, strict)), fresh_dir()).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    let slow = |address: String| async move {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = "GET /legacy/echo HTTP/1.1\r\nhost: pitstop\r\ncontent-length: 2\r\n\
+                    connection: close\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The route's deadline is 1 s; the body comes after 1.2 s.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        stream.write_all(b"{}").await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.lines().next().unwrap_or_default().to_string()
+    };
+    let statuses = futures::future::join_all((0..3).map(|_| slow(address.clone()))).await;
+    for status in statuses {
+        assert!(status.contains(" 504 "), "{status}");
+    }
+    let after = server.get("/legacy/things").await;
+    assert_eq!(after.status, 200, "the circuit stayed closed: {:?}", after.body);
+}

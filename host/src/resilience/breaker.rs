@@ -7,6 +7,13 @@
 //! through (`HalfOpen`): a success closes it and clears the counts, a
 //! failure opens it again.
 //!
+//! A refusal is not logged on its own: an open breaker in front of a busy
+//! route refuses tens of thousands of calls a second (one line each was 32
+//! MB of log in 5 s). The breaker counts them instead and logs the count
+//! once, with the transition that ends the state they were refused in
+//! ("refused N requests while open"), or when the breaker is dropped with
+//! its version still open.
+//!
 //! The clock is injected ([`Clock`]), so every transition is unit-tested
 //! without sleeping.
 
@@ -75,6 +82,16 @@ pub enum State {
     HalfOpen,
 }
 
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half-open",
+        })
+    }
+}
+
 /// A snapshot for the admin API and logs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -121,6 +138,9 @@ struct Inner {
     opened_at: Option<Instant>,
     probes_out: u32,
     opened: u64,
+    /// Calls refused since the last transition: logged, as one count,
+    /// with the next one.
+    refused: u64,
 }
 
 /// Calls and failures over the last `window_ms`, in [`BUCKETS`] slices: O(1)
@@ -198,6 +218,7 @@ impl Breaker {
                 opened_at: None,
                 probes_out: 0,
                 opened: 0,
+                refused: 0,
             }),
             observer: None,
         }
@@ -216,12 +237,14 @@ impl Breaker {
         if inner.state == State::Open {
             let open_until = inner.opened_at.expect("open has a start") + self.open_for();
             if now < open_until {
+                inner.refused += 1;
                 return Err(Refused { retry_after: open_until - now });
             }
             self.transition(&mut inner, State::HalfOpen);
         }
         if inner.state == State::HalfOpen {
             if inner.probes_out >= self.config.max_probes {
+                inner.refused += 1;
                 return Err(Refused { retry_after: Duration::from_secs(1) });
             }
             inner.probes_out += 1;
@@ -302,11 +325,39 @@ impl Breaker {
 
     fn transition(&self, inner: &mut Inner, to: State) {
         if inner.state != to {
-            tracing::warn!(component = &*self.name, from = ?inner.state, ?to, "circuit breaker");
+            let (component, from) = (&*self.name, inner.state);
+            match std::mem::take(&mut inner.refused) {
+                0 => tracing::warn!(component, ?from, ?to, "circuit breaker"),
+                refused => tracing::warn!(
+                    component,
+                    ?from,
+                    ?to,
+                    refused,
+                    "circuit breaker refused {refused} requests while {from}"
+                ),
+            }
             inner.state = to;
             if let Some(observer) = &self.observer {
                 observer(to);
             }
+        }
+    }
+}
+
+impl Drop for Breaker {
+    /// Refusals not logged yet (the version was replaced while its breaker
+    /// was open) are logged now rather than lost.
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if inner.refused > 0 {
+            let (component, state, refused) = (&*self.name, inner.state, inner.refused);
+            tracing::warn!(
+                component,
+                ?state,
+                refused,
+                "circuit breaker refused {refused} requests while {state}; its version no \
+                 longer serves"
+            );
         }
     }
 }
@@ -450,5 +501,64 @@ mod tests {
         assert_eq!(b.snapshot().state, State::Open);
         assert_eq!(b.snapshot().opened, 2);
         assert_eq!(b.try_acquire().unwrap_err().retry_after, Duration::from_secs(30));
+    }
+
+    /// The log lines `run` writes, captured.
+    fn logged(run: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn refusals_are_logged_once_with_their_count_at_the_next_transition() {
+        let (b, clock) = breaker(BreakerConfig::default());
+        let lines = logged(|| {
+            for _ in 0..5 {
+                call(&b, false);
+            }
+            for _ in 0..1000 {
+                assert!(b.try_acquire().is_err());
+            }
+            clock.advance(Duration::from_secs(30));
+            let probe = b.try_acquire().unwrap();
+            for _ in 0..7 {
+                assert!(b.try_acquire().is_err(), "the probe is out");
+            }
+            b.record(probe, true);
+        });
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].contains("from=Closed to=Open"), "{}", lines[0]);
+        assert!(lines[1].contains("refused 1000 requests while open"), "{}", lines[1]);
+        assert!(lines[1].contains("from=Open to=HalfOpen"), "{}", lines[1]);
+        assert!(lines[2].contains("refused 7 requests while half-open"), "{}", lines[2]);
+
+        // Refusals of a breaker dropped while open are logged then.
+        let lines = logged(|| {
+            let (b, _) = breaker(BreakerConfig::default());
+            for _ in 0..5 {
+                call(&b, false);
+            }
+            for _ in 0..3 {
+                assert!(b.try_acquire().is_err());
+            }
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[1].contains("refused 3 requests while open; its version no longer"));
     }
 }

@@ -125,7 +125,7 @@ fn invoke_error(component: &str, failure: InvokeFailure) -> InvokeError {
             InvokeError::Unavailable { component, reason, retry_after: Duration::from_secs(1) }
         }
         InvokeFailure::CircuitOpen { retry_after } => {
-            InvokeError::Unavailable { component, reason: "circuit open".into(), retry_after }
+            InvokeError::CircuitOpen { component, retry_after }
         }
         InvokeFailure::Internal(message) => InvokeError::Internal(message),
         InvokeFailure::InsufficientStorage(why) => InvokeError::InsufficientStorage(why),

@@ -9,6 +9,16 @@
 //! the same way (they carry the subject of the client served). Event
 //! deliveries always go to the active version: both versions share the
 //! keyspace and the event queue.
+//!
+//! What counts as a version's failed request, for the judge: a trap, a
+//! missed deadline (unless the client's upload, or the wait before the run,
+//! left the version less than half of it), a 5xx answer but 507. Not: a 4xx
+//! (the client's), a 507 (a full keyspace), the platform's store being
+//! unreachable, nor a request its open circuit breaker refused without
+//! running it. A refusal is counted apart ([`Traffic::refused`]): a client
+//! that makes a version fail a few times in a row opens its breaker, and
+//! were each refusal its failure, that client could make either version's
+//! error rate whatever it liked.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -126,6 +136,7 @@ const BUCKETS_MS: [f64; 16] = [
 pub struct Traffic {
     requests: AtomicU64,
     errors: AtomicU64,
+    refused: AtomicU64,
     buckets: [AtomicU64; BUCKETS_MS.len()],
     metrics: VersionMetrics,
 }
@@ -136,6 +147,7 @@ impl Traffic {
         Traffic {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             buckets: Default::default(),
             metrics,
         }
@@ -156,11 +168,20 @@ impl Traffic {
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One request its open circuit breaker refused without running it:
+    /// neither a request nor a failure of this version (see the module's
+    /// docs), counted apart.
+    pub fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.metrics.refused.inc();
+    }
+
     /// The counts now.
     pub fn snapshot(&self) -> TrafficSnapshot {
         TrafficSnapshot {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
         }
     }
@@ -173,6 +194,8 @@ pub struct TrafficSnapshot {
     pub requests: u64,
     /// Of which failed.
     pub errors: u64,
+    /// Requests its open circuit breaker refused (not in `requests`).
+    pub refused: u64,
     buckets: [u64; BUCKETS_MS.len()],
 }
 
@@ -182,6 +205,7 @@ impl TrafficSnapshot {
         TrafficSnapshot {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
+            refused: self.refused.saturating_sub(earlier.refused),
             buckets: std::array::from_fn(|i| self.buckets[i].saturating_sub(earlier.buckets[i])),
         }
     }
@@ -215,6 +239,7 @@ impl TrafficSnapshot {
         TrafficSummary {
             requests: self.requests,
             errors: self.errors,
+            refused: self.refused,
             p99_ms: self.p99_ms().filter(|ms| ms.is_finite()),
         }
     }
@@ -227,6 +252,9 @@ pub struct TrafficSummary {
     pub requests: u64,
     /// Of which failed (a trap, a missed deadline, a 5xx but 507).
     pub errors: u64,
+    /// Requests its open circuit breaker refused without running them;
+    /// not in `requests`, and never a failure for the judge.
+    pub refused: u64,
     /// The 99th percentile's latency bucket, in ms (1, 2, 5, 10, 20, 50,
     /// ... 60000); absent without requests or past a minute.
     pub p99_ms: Option<f64>,

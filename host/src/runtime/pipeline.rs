@@ -239,7 +239,7 @@ impl Runtime {
         };
         let chosen = deployment.version;
         let outcome = self
-            .invoke_deployment(deployment, settings, call, context)
+            .invoke_deployment(deployment, settings, call, context, start)
             .instrument(span.clone())
             .await;
         match (outcome, request) {
@@ -249,9 +249,15 @@ impl Runtime {
             (Err(open @ InvokeFailure::CircuitOpen { .. }), Some(request)) => {
                 match self.registry.get(name).filter(|active| active.version != chosen) {
                     Some(active) => {
-                        self.invoke_deployment(active, settings, Call::Http(request), context)
-                            .instrument(span)
-                            .await
+                        self.invoke_deployment(
+                            active,
+                            settings,
+                            Call::Http(request),
+                            context,
+                            start,
+                        )
+                        .instrument(span)
+                        .await
                     }
                     None => Err(open),
                 }
@@ -266,13 +272,15 @@ impl Runtime {
         settings: &ComponentSettings,
         call: Call<'_>,
         context: CallContext,
+        start: Instant,
     ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
         let name = &*deployment.name;
         let permit = deployment.breaker.try_acquire().map_err(|refused| {
-            // Refused for this version's failures: a failed request of it,
-            // as a canary's judge must see.
+            // Not run, so not a failure of this version: counted apart, or a
+            // client that opened the breaker would make this version look
+            // as bad as it likes to a canary's judge.
             if matches!(call, Call::Http(_)) {
-                deployment.traffic.record(false, Duration::ZERO);
+                deployment.traffic.refused();
             }
             InvokeFailure::CircuitOpen { retry_after: refused.retry_after }
         })?;
@@ -286,6 +294,12 @@ impl Runtime {
         };
         let _in_flight = InFlight::enter(&deployment.metrics);
         let started = Instant::now();
+        // What the deadline left this version, of what the call was
+        // allotted from its `start` (for a request, the head's arrival): the
+        // client's upload of the body, or the wait for the pool and the
+        // bulkhead, may have taken most of it.
+        let allotted = context.deadline.saturating_duration_since(start);
+        let given = context.deadline.saturating_duration_since(started);
         let fault = self.faults.load().get(name).copied();
         let struck = match fault {
             Some(fault) => fault.strike(context.deadline).await,
@@ -327,18 +341,23 @@ impl Runtime {
         // The platform's store unreachable (a cluster's NATS down) is not
         // the component failing: neither the breaker nor a canary's judge
         // counts it, so no breaker is open and no canary rolled back when
-        // the store comes back.
-        // Nor is a disk below its watermark.
-        let unavailable = matches!(
+        // the store comes back. Nor is a disk below its watermark, nor a
+        // deadline missed with less than half of it left to run in: a
+        // client sending its body slowly spends the deadline (it counts
+        // from the request head), and could otherwise open any breaker
+        // with a few slow uploads.
+        let short_of_time =
+            given < allotted / 2 && matches!(outcome, Err(InvokeFailure::Timeout { .. }));
+        let not_its_doing = matches!(
             outcome,
             Err(InvokeFailure::Unavailable(_) | InvokeFailure::InsufficientStorage(_))
-        );
-        if unavailable {
+        ) || short_of_time;
+        if not_its_doing {
             deployment.breaker.release(permit);
         } else {
             deployment.breaker.record(permit, healthy);
         }
-        if matches!(call, Call::Http(_)) && !unavailable {
+        if matches!(call, Call::Http(_)) && !not_its_doing {
             deployment.traffic.record(healthy, started.elapsed());
         }
         outcome.map(|answer| (answer, deployment))

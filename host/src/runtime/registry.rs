@@ -127,8 +127,9 @@ impl Registry {
     /// (sticky per the request's `key`, see [`Canary::takes`], read only
     /// when there is a canary), else the active one.
     /// While the canary's circuit is open its share goes to the active
-    /// version, and counts as a failed request of the canary, so that its
-    /// judge still sees it failing.
+    /// version, and counts as a refusal of the canary, not as its failure
+    /// (see [`crate::runtime::canary`]): its judge goes by the requests
+    /// that opened it.
     pub fn choose<'k>(
         &self,
         name: &str,
@@ -140,7 +141,7 @@ impl Registry {
             if canary.deployment.breaker.snapshot().state != State::Open {
                 return Some(canary.deployment.clone());
             }
-            canary.deployment.traffic.record(false, std::time::Duration::ZERO);
+            canary.deployment.traffic.refused();
         }
         self.get(name)
     }

@@ -11,14 +11,24 @@
 //! active version's; it is promoted once it has served
 //! `promote_after_requests`, or `promote_after_ms` has passed, without
 //! either.
+//!
+//! What counts as a failed request is in [`crate::runtime::canary`]: not a
+//! 4xx, not a refusal by an open breaker. The active version's figures
+//! excuse the canary ("it fails, but so does the active version") only
+//! once the active version has itself served `min_requests` since the
+//! canary started: a client that makes the active version fail a few times
+//! in a row opens its breaker, after which it serves nothing, and its few
+//! failures would otherwise excuse any canary. A canary whose own breaker
+//! opened is judged before `min_requests`, on the requests it served.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Deployments;
 use super::records::{CanaryEnd, CanaryRecord, ComponentRecord, find_version};
+use crate::resilience::breaker::State;
 use crate::runtime::DeployError;
-use crate::runtime::canary::CanaryPolicy;
+use crate::runtime::canary::{CanaryPolicy, TrafficSnapshot};
 use crate::runtime::registry::{Canary, Deployment};
 
 /// How often auto-rollback canaries are judged.
@@ -61,9 +71,16 @@ enum Verdict {
 fn judge(canary: &Canary, active: &Deployment, policy: &CanaryPolicy) -> Verdict {
     let theirs = canary.deployment.traffic.snapshot();
     let ours = active.traffic.snapshot().since(&canary.baseline);
-    if theirs.requests < policy.min_requests {
+    // A canary whose breaker opened serves nothing more (its share goes to
+    // the active version, and refusals are not its requests) until a probe
+    // every `open_ms`: it is judged on what it served, however few.
+    let open = canary.deployment.breaker.snapshot().state != State::Closed;
+    if theirs.requests < policy.min_requests && !(open && theirs.requests > 0) {
         return Verdict::Keep;
     }
+    // Too few requests of the active version to compare with: the canary
+    // is held to the limits alone.
+    let ours = if ours.requests >= policy.min_requests { ours } else { TrafficSnapshot::default() };
     let (rate, active_rate) = (theirs.error_rate(), ours.error_rate());
     if rate > policy.max_error_rate && rate > active_rate {
         return Verdict::RollBack(format!(
