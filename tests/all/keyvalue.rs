@@ -16,24 +16,22 @@ fn runs(server: &Server, key: &str) -> usize {
 }
 
 /// Five requests read the counter at once and swap it: each round one
-/// commits and the others are run again. The last one loses four times,
-/// and three reruns is the most it gets.
+/// commits and the others are run again, until each has won (a loser is
+/// run again until its deadline, not a fixed number of times: writers on
+/// several hosts may lose more often than three times in a row).
 #[tokio::test]
-async fn a_lost_compare_and_swap_runs_again_up_to_three_times() {
+async fn a_lost_compare_and_swap_runs_again_until_it_wins() {
     let server = Server::start_with(Some(&config()), fresh_dir()).await;
     let racers = (0..5).map(|_| server.send("POST", "/p/cas/c/600", ""));
     let answers = futures::future::join_all(racers).await;
-    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
-    statuses.sort();
-    assert_eq!(statuses, [200, 200, 200, 200, 409], "four win in turn, the fifth runs out");
-    let lost = answers.iter().find(|a| a.status == 409).unwrap();
-    assert!(lost.error().contains("a concurrent request changed key"), "{}", lost.error());
-    for won in answers.iter().filter(|a| a.status == 200) {
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [200; 5], "each wins in turn");
+    for won in &answers {
         assert_eq!(won.json()["swapped"], true);
     }
-    assert_eq!(server.get("/p/kv/c").await.body, "4", "every win counted, nothing else");
-    // Rounds of 5, 4, 3 and 2 runs: the fifth ran 4 times (3 reruns).
-    assert_eq!(runs(&server, "c"), 14, "{}", server.log());
+    assert_eq!(server.get("/p/kv/c").await.body, "5", "every win counted, nothing else");
+    // Rounds of 5, 4, 3, 2 and 1 runs: the last ran 5 times (4 reruns).
+    assert_eq!(runs(&server, "c"), 15, "{}", server.log());
 }
 
 /// An invocation that called another service is not run again: its loser

@@ -35,8 +35,8 @@ async fn guests_that_touch_much_memory_do_not_pile_it_up_in_the_host() {
     );
 }
 
-/// 300 requests at once, each touching 60 MB of guest memory, against a
-/// component allowed 1 GiB of host memory: the instances that would take it
+/// 300 requests at once, each touching 60 MB of guest memory and keeping
+/// it for a second, against a component allowed 1 GiB of host memory: the instances that would take it
 /// past that trap at their grow with the limit named, the host's RSS grows
 /// by about that and no more (4.3 GB for three such components before),
 /// and the gateway and the user service keep answering fast.
@@ -49,7 +49,7 @@ async fn concurrent_large_guests_stop_at_the_component_memory_limit() {
     let peak = std::sync::atomic::AtomicU64::new(idle);
     let flood = crate::probing(&server, &user, async {
         let touches = crate::probe::concurrently(300, || async {
-            let answer = server.get(&format!("/busy/touch/{TOUCH_MB}")).await;
+            let answer = server.get(&format!("/busy/touch/{TOUCH_MB}?hold=1000")).await;
             peak.fetch_max(rss_kib(server.pid()), std::sync::atomic::Ordering::Relaxed);
             answer
         });
@@ -58,7 +58,7 @@ async fn concurrent_large_guests_stop_at_the_component_memory_limit() {
     .await;
     let peak = peak.into_inner();
     println!(
-        "300 x GET /busy/touch/{TOUCH_MB} at once, max_component_memory 1 GiB: {}; host RSS {} MiB \
+        "300 x GET /busy/touch/{TOUCH_MB}?hold=1000 at once, max_component_memory 1 GiB: {}; host RSS {} MiB \
          idle, at most {} MiB",
         crate::tally(&flood),
         idle / 1024,

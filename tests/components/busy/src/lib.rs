@@ -27,7 +27,8 @@
 //!   [`describe`] of the error (`"timed out"`, `"unavailable: ..."`, ...);
 //! - `GET /busy/touch/{mb}` allocates `mb` MB (10^6 bytes) and writes to
 //!   every page of it, answers 200 `{"touched_mb": mb}`: a guest that uses
-//!   much of its memory, and leaves the host to give it back;
+//!   much of its memory, and leaves the host to give it back; with
+//!   `?hold=MS` it keeps it MS ms before answering;
 //! - `POST /busy/publish/{n}/{ms}` publishes `n` events on `busy.burn` with
 //!   payload `ms` (decimal text), answers 200 `{"published": n}`.
 //!
@@ -99,6 +100,12 @@ fn route(request: &Request) -> Result<Response, ApiError> {
             let mut block = vec![0u8; mb as usize * 1_000_000];
             for page in block.chunks_mut(4096) {
                 page[0] = 1;
+            }
+            std::hint::black_box(&block);
+            // `?hold=MS`: keep it that long (a sleep, giving the turn up),
+            // so that many instances hold their memory at once.
+            if let Some(ms) = request.query.strip_prefix("hold=").and_then(|v| v.parse().ok()) {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             std::hint::black_box(&block);
             Ok(Response::json(200, &json!({ "touched_mb": mb })))
