@@ -22,6 +22,7 @@ use crate::storage::reserved::{handled_key, outbox_key};
 use crate::storage::{Batch, Keyspace, StorageError};
 
 /// What one invocation asks to commit.
+#[derive(Default)]
 pub struct Effects {
     /// Its keyvalue writes.
     pub writes: Writes,
@@ -31,7 +32,7 @@ pub struct Effects {
     pub handled: Option<Vec<u8>>,
     /// What the writes and events hold (host memory, counter locks), let go
     /// once the commit is done with them.
-    pub held: (Held, Charge),
+    pub held: Option<(Held, Charge)>,
 }
 
 impl Effects {

@@ -281,7 +281,7 @@ impl Runtime {
             return Ok(answer);
         }
         let effects = Effects {
-            held: (state.kv.take_held(), state.bus.take_charge()),
+            held: Some((state.kv.take_held(), state.bus.take_charge())),
             writes: state.kv.take_writes(),
             events: state.bus.take_outgoing(),
             handled: match call {

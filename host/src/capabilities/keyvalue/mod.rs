@@ -289,7 +289,7 @@ impl KeyvalueCtx {
     }
 }
 
-pub(self) fn counter(bytes: Option<&[u8]>) -> Result<i64, Error> {
+fn counter(bytes: Option<&[u8]>) -> Result<i64, Error> {
     bytes.map_or(Ok(0), parse_counter)
 }
 
