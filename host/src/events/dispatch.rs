@@ -101,8 +101,11 @@ pub async fn run(bus: Arc<Bus>, deliveries: Deliveries) {
                 false
             }
         };
-        let next_due =
-            if dispatcher.bus.is_paused() { None } else { start_due(&dispatcher, &in_flight) };
+        // Below the disk's watermark a delivery could neither commit nor be
+        // postponed: it would run again at once, for ever. Deliveries wait
+        // for space instead (checked again every IDLE_POLL).
+        let held_back = dispatcher.bus.is_paused() || crate::storage::disk::refusal().is_some();
+        let next_due = if held_back { None } else { start_due(&dispatcher, &in_flight) };
         if more {
             // Outboxes still hold events: relay the next share at once,
             // letting the deliveries just started run first.
