@@ -158,14 +158,9 @@ fn start(authority: &str, path: &str) -> Result<FutureIncomingResponse, ErrorCod
     outgoing_handler::handle(request, None)
 }
 
+/// A GET to `http://authority/path`, waited for and read whole.
 fn fetch(authority: &str, path: &str) -> Result<(u16, Vec<u8>), ErrorCode> {
-    let request = OutgoingRequest::new(Fields::new());
-    request.set_scheme(Some(&Scheme::Http)).expect("a scheme");
-    request.set_authority(Some(authority)).map_err(|()| ErrorCode::HttpRequestUriInvalid)?;
-    request.set_path_with_query(Some(path)).map_err(|()| ErrorCode::HttpRequestUriInvalid)?;
-    let body = request.body().expect("the body is taken once");
-    OutgoingBody::finish(body, None).expect("an empty body");
-    let pending = outgoing_handler::handle(request, None)?;
+    let pending = start(authority, path)?;
     pending.subscribe().block();
     let response = pending.get().expect("ready").expect("taken once")?;
     let status = response.status();
