@@ -2,14 +2,13 @@
 //! a component's `allowed_outbound_hosts` lists are reached, within its
 //! deadline, and a guest waiting on one does not hold its turn at the CPU.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Server, fresh_dir, serve_refuses, test_components, text};
+use crate::support::{Server, fresh_dir, serve_refuses, silent_host, test_components, text};
 
 /// `http_probe` as `web` at `/h` (1 s deadline, one instance at the CPU
 /// at a time), allowed to reach `allowed`.
@@ -137,30 +136,6 @@ fn a_bad_entry_is_refused_at_start() {
         "{stderr}"
     );
     assert!(stderr.contains("path or query"), "{stderr}");
-}
-
-/// A host that accepts connections and never answers, counting those open
-/// now and those ever accepted.
-async fn silent_host() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (open, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let counts = (open.clone(), accepted.clone());
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let (open, accepted) = (counts.0.clone(), counts.1.clone());
-            open.fetch_add(1, Ordering::SeqCst);
-            accepted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                // Read until the other side hangs up; never answer.
-                let mut buffer = [0u8; 1024];
-                while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
-                open.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    (address, open, accepted)
 }
 
 /// A guest fanning out 100 requests to a host that never answers gets 20

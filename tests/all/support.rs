@@ -4,7 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -224,6 +225,36 @@ impl Server {
             .status
             .success()
             .then(|| String::from_utf8(output.stdout).unwrap().trim().to_string())
+    }
+
+    /// A one-hour token for `subject` holding `roles`, minted with
+    /// `pitstop token --role` from this server's data dir.
+    pub fn token_for(&self, subject: &str, roles: &[&str]) -> String {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pitstop"));
+        command.args(["token", "--sub", subject, "--data-dir"]).arg(self.data_dir());
+        for role in roles {
+            command.args(["--role", role]);
+        }
+        let output = command.env_remove("PITSTOP_JWT_SECRET").output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    /// `method path` with `token` as the bearer (none: anonymous).
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        match token {
+            Some(token) => {
+                let bearer = format!("Bearer {token}");
+                self.send_raw(method, path, &[("authorization", &bearer)], body).await
+            }
+            None => self.send_raw(method, path, &[], body).await,
+        }
     }
 
     /// Send a request to the gateway with the server's token; `body` is sent as is.
@@ -592,6 +623,38 @@ pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// How many file descriptors process `pid` has open (for the load tests).
+#[allow(dead_code)]
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|fds| fds.count()).unwrap_or(0)
+}
+
+/// A host on loopback that accepts connections and never answers; its
+/// address, with counts of the connections open now and of those ever
+/// accepted.
+pub async fn silent_host() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (open, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counts = (open.clone(), accepted.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let (open, accepted) = (counts.0.clone(), counts.1.clone());
+            open.fetch_add(1, Ordering::SeqCst);
+            accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // Read until the other side hangs up; never answer.
+                let mut buffer = [0u8; 1024];
+                while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (address, open, accepted)
 }
 
 /// An HTTP/1.1 server on loopback that answers each request with `answer`,

@@ -18,6 +18,7 @@ mod memory;
 mod output;
 mod probe;
 mod responsive;
+mod sockets;
 
 use std::future::Future;
 use std::time::Duration;

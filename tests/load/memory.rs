@@ -10,6 +10,8 @@ const REQUESTS: usize = 100;
 const TOUCH_MB: usize = 60;
 /// The most the host's resident memory may grow over idle meanwhile.
 const GROWTH_KIB: u64 = 512 * 1024;
+/// How long each of the 300 concurrent guests keeps its memory.
+const HOLD_MS: u64 = 2500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_that_touch_much_memory_do_not_pile_it_up_in_the_host() {
@@ -36,7 +38,7 @@ async fn guests_that_touch_much_memory_do_not_pile_it_up_in_the_host() {
 }
 
 /// 300 requests at once, each touching 60 MB of guest memory and keeping
-/// it for a second, against a component allowed 1 GiB of host memory: the instances that would take it
+/// it for 2.5 s (long enough for the probes to say something), against a component allowed 1 GiB of host memory: the instances that would take it
 /// past that trap at their grow with the limit named, the host's RSS grows
 /// by about that and no more (4.3 GB for three such components before),
 /// and the gateway and the user service keep answering fast.
@@ -49,7 +51,7 @@ async fn concurrent_large_guests_stop_at_the_component_memory_limit() {
     let peak = std::sync::atomic::AtomicU64::new(idle);
     let flood = crate::probing(&server, &user, async {
         let touches = crate::probe::concurrently(300, || async {
-            let answer = server.get(&format!("/busy/touch/{TOUCH_MB}?hold=1000")).await;
+            let answer = server.get(&format!("/busy/touch/{TOUCH_MB}?hold={HOLD_MS}")).await;
             peak.fetch_max(rss_kib(server.pid()), std::sync::atomic::Ordering::Relaxed);
             answer
         });
@@ -58,7 +60,7 @@ async fn concurrent_large_guests_stop_at_the_component_memory_limit() {
     .await;
     let peak = peak.into_inner();
     println!(
-        "300 x GET /busy/touch/{TOUCH_MB}?hold=1000 at once, max_component_memory 1 GiB: {}; host RSS {} MiB \
+        "300 x GET /busy/touch/{TOUCH_MB}?hold={HOLD_MS} at once, max_component_memory 1 GiB: {}; host RSS {} MiB \
          idle, at most {} MiB",
         crate::tally(&flood),
         idle / 1024,
@@ -77,4 +79,64 @@ async fn concurrent_large_guests_stop_at_the_component_memory_limit() {
     }
     assert!(refused > 0, "no instance was refused memory");
     assert!(peak < idle + 1280 * 1024, "host RSS grew from {} to {} MiB", idle / 1024, peak / 1024);
+}
+
+/// Clients asking `get-many` at once, again and again for [`ATTACK`].
+const ASKERS: usize = 8;
+const ATTACK: std::time::Duration = std::time::Duration::from_secs(3);
+/// What one `get-many` may hold before it is refused: the guest's
+/// `max_memory`, 64 MiB by default.
+const GUEST_MAX_MEMORY_KIB: u64 = 64 * 1024;
+
+/// Eight clients asking a guest for `get-many` of one 1 MiB value 100,000
+/// times, again and again for 3 s: each call is refused naming
+/// `max_memory` once its answer would pass what the guest could take, the
+/// host grows by at most what eight such answers hold at once (plus 256
+/// MiB), and the probes stay under their bars. (One such call grew the host
+/// to 2.9 GB before, and the kernel killed it; two smaller ones at once
+/// took 2.1 GB and another component's p99 to 1.2 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_of_a_huge_answer_stalls_neither_the_host_nor_the_others() {
+    let _alone = alone().await;
+    let kv = format!(
+        // Lenient breaker: each refusal is a trap (500), and an open
+        // breaker would answer for the guest.
+        "[components.kv]\npath = \"{}\"\nbreaker = {{ consecutive_failures = 100000, min_calls = 100000 }}\n\
+         [[routes]]\nprefix = \"/k\"\ncomponent = \"kv\"\n",
+        crate::support::test_components().join("kv_standard.wasm").display()
+    );
+    let (server, user) = start(&config("", &kv), &[]).await;
+    assert_eq!(server.send("PUT", "/k/v2/big", vec![b'x'; 1 << 20]).await.status, 200);
+    let idle = rss_kib(server.pid());
+    let peak = std::sync::atomic::AtomicU64::new(idle);
+    let until = std::time::Instant::now() + ATTACK;
+    let asker = || async {
+        let mut answers = Vec::new();
+        while std::time::Instant::now() < until {
+            answers.push(server.send("POST", "/k/v2/get-many/big/100000", "").await);
+            peak.fetch_max(rss_kib(server.pid()), std::sync::atomic::Ordering::Relaxed);
+        }
+        answers
+    };
+    let answers = crate::probing(&server, &user, async {
+        futures::future::join_all((0..ASKERS).map(|_| asker())).await
+    })
+    .await;
+    let answers: Vec<_> = answers.into_iter().flatten().collect();
+    let peak = peak.into_inner();
+    println!(
+        "{ASKERS} clients x POST /k/v2/get-many/big/100000 (1 MiB) for {} s: {} calls; host RSS {} \
+         MiB idle, at most {} MiB",
+        ATTACK.as_secs(),
+        answers.len(),
+        idle / 1024,
+        peak / 1024
+    );
+    for answer in &answers {
+        let body = String::from_utf8_lossy(&answer.body);
+        assert_eq!(answer.status, 500, "{body}");
+        assert!(body.contains("more than 67108864 bytes, the component's max_memory"), "{body}");
+    }
+    let bound = idle + ASKERS as u64 * GUEST_MAX_MEMORY_KIB + 256 * 1024;
+    assert!(peak <= bound, "host RSS grew from {} to {} MiB", idle / 1024, peak / 1024);
 }
