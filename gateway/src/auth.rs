@@ -4,7 +4,7 @@
 //! A route's policy names what reads (GET, HEAD, OPTIONS) and writes (every
 //! other method) need: nothing, a JWT, or an API key. A verified caller
 //! reaches the component as `pitstop-subject`, `pitstop-auth` and (for a JWT)
-//! `pitstop-claims`; the gateway drops any `pitstop-*` header a client sends,
+//! `pitstop-claims` and `pitstop-roles`; the gateway drops any `pitstop-*` header a client sends,
 //! so a component can trust them.
 
 use std::collections::BTreeMap;
@@ -26,6 +26,10 @@ pub const SUBJECT_HEADER: &str = "pitstop-subject";
 pub const AUTH_HEADER: &str = "pitstop-auth";
 /// The verified JWT claims, as one line of JSON.
 pub const CLAIMS_HEADER: &str = "pitstop-claims";
+/// The roles the verified JWT grants (its roles claim), space-separated.
+pub const ROLES_HEADER: &str = "pitstop-roles";
+/// The claim roles are read from unless `[auth.jwt] roles_claim` says.
+pub const DEFAULT_ROLES_CLAIM: &str = "roles";
 
 /// What one kind of request to a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -115,6 +119,9 @@ pub struct JwtSettings {
     pub issuer: Vec<String>,
     /// Seconds of clock skew allowed on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// The claim holding the caller's roles: an array of strings, or one
+    /// string of space-separated names (as OAuth's `scope`).
+    pub roles_claim: String,
 }
 
 /// Everything the gateway needs to check credentials.
@@ -135,6 +142,8 @@ pub struct Identity {
     pub method: &'static str,
     /// The JWT's claims (empty for an API key).
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The roles its roles claim grants (none for an API key).
+    pub roles: Vec<String>,
 }
 
 impl Identity {
@@ -148,8 +157,32 @@ impl Identity {
             let claims = serde_json::Value::Object(self.claims.clone()).to_string();
             headers.push((CLAIMS_HEADER.to_string(), claims));
         }
+        if !self.roles.is_empty() {
+            headers.push((ROLES_HEADER.to_string(), self.roles.join(" ")));
+        }
         headers
     }
+}
+
+/// The roles `claim` grants: the names in an array of strings, or in one
+/// space-separated string. A name that could not travel in a
+/// space-separated header (empty, with spaces or control characters) is
+/// dropped, and so is a claim of any other shape: no role is ever read
+/// from a value that does not plainly name it.
+fn roles_of(claim: Option<&serde_json::Value>) -> Vec<String> {
+    let names: Vec<&str> = match claim {
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|i| i.as_str()).collect(),
+        Some(serde_json::Value::String(names)) => names.split(' ').collect(),
+        _ => Vec::new(),
+    };
+    let mut roles: Vec<String> = names
+        .into_iter()
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
 }
 
 /// Why a request was refused: always a 401.
@@ -173,6 +206,7 @@ struct JwtVerifier {
     secret: Option<DecodingKey>,
     public_keys: Vec<PublicKey>,
     validation: Validation,
+    roles_claim: String,
 }
 
 impl Authenticator {
@@ -210,6 +244,25 @@ impl Authenticator {
             Access::Jwt => self.check_jwt(headers).map(Some),
             Access::ApiKey => self.check_api_key(headers).map(Some),
         }
+    }
+
+    /// On a route anyone may call: the caller, if the request carries a
+    /// bearer token or an API key this gateway verifies, so that a service
+    /// can show its owner more than it shows anyone. A credential that does
+    /// not verify is refused rather than ignored: the client meant to be
+    /// someone.
+    pub fn identify(&self, headers: &http::HeaderMap) -> Result<Option<Identity>, Unauthorized> {
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("bearer ")));
+        if bearer && self.jwt.is_some() {
+            return self.check_jwt(headers).map(Some);
+        }
+        if headers.contains_key(API_KEY_HEADER) && !self.api_keys.is_empty() {
+            return self.check_api_key(headers).map(Some);
+        }
+        Ok(None)
     }
 
     fn check_jwt(&self, headers: &http::HeaderMap) -> Result<Identity, Unauthorized> {
@@ -262,6 +315,7 @@ impl Authenticator {
                 subject: name.clone(),
                 method: "api-key",
                 claims: serde_json::Map::new(),
+                roles: Vec::new(),
             }),
             None => Err(refuse("the API key is not valid")),
         }
@@ -298,7 +352,12 @@ impl JwtVerifier {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
-        Ok(JwtVerifier { secret, public_keys: settings.public_keys.clone(), validation })
+        Ok(JwtVerifier {
+            secret,
+            public_keys: settings.public_keys.clone(),
+            validation,
+            roles_claim: settings.roles_claim.clone(),
+        })
     }
 
     fn verify(&self, token: &str) -> Result<Identity, String> {
@@ -355,6 +414,7 @@ impl JwtVerifier {
                     return Ok(Identity {
                         subject: subject.to_string(),
                         method: "jwt",
+                        roles: roles_of(data.claims.get(&self.roles_claim)),
                         claims: data.claims,
                     });
                 }
@@ -408,6 +468,7 @@ mod tests {
             jwt: Some(JwtSettings {
                 secret: Some(SECRET.to_vec()),
                 leeway_secs: 5,
+                roles_claim: DEFAULT_ROLES_CLAIM.into(),
                 ..Default::default()
             }),
             api_keys: [("ci".to_string(), "k-123".to_string())].into(),
@@ -461,5 +522,50 @@ mod tests {
         assert_eq!(auth.check(Access::ApiKey, &headers).unwrap().unwrap().subject, "ci");
         headers.insert(API_KEY_HEADER, "k-124".parse().unwrap());
         assert!(auth.check(Access::ApiKey, &headers).is_err());
+    }
+
+    /// Roles come from the roles claim, as an array or a space-separated
+    /// string, and reach the component as one header; names that could not
+    /// travel in it, and claims of any other shape, grant nothing.
+    #[test]
+    fn roles_are_read_from_the_roles_claim() {
+        let auth = authenticator();
+        let roles = |claim: serde_json::Value| {
+            let token = sign(json!({"sub": "alice", "exp": now() + 60, "roles": claim}));
+            auth.check(Access::Jwt, &bearer(&token)).unwrap().unwrap().roles
+        };
+        assert_eq!(roles(json!(["support", "admin", "admin"])), ["admin", "support"]);
+        assert_eq!(roles(json!("admin  support")), ["admin", "support"]);
+        assert_eq!(roles(json!(["ad min", "a\nb", "", 7, "ok"])), ["ok"]);
+        assert!(roles(json!({"admin": true})).is_empty());
+        assert!(roles(json!(true)).is_empty());
+        let token = sign(json!({"sub": "alice", "exp": now() + 60, "roles": ["admin", "x"]}));
+        let identity = auth.check(Access::Jwt, &bearer(&token)).unwrap().unwrap();
+        let header = identity.headers().into_iter().find(|(name, _)| name == ROLES_HEADER);
+        assert_eq!(header, Some((ROLES_HEADER.to_string(), "admin x".to_string())));
+        // No roles claim, no header.
+        let plain = sign(json!({"sub": "bob", "exp": now() + 60}));
+        let identity = auth.check(Access::Jwt, &bearer(&plain)).unwrap().unwrap();
+        assert!(identity.headers().iter().all(|(name, _)| name != ROLES_HEADER));
+    }
+
+    /// On a public route a credential is optional, but one that is sent
+    /// must verify; without one nobody is identified.
+    #[test]
+    fn a_public_route_identifies_whoever_shows_a_credential() {
+        let auth = authenticator();
+        assert!(auth.identify(&http::HeaderMap::new()).unwrap().is_none());
+        let ok = sign(json!({"sub": "alice", "exp": now() + 60}));
+        assert_eq!(auth.identify(&bearer(&ok)).unwrap().unwrap().subject, "alice");
+        let expired = sign(json!({"sub": "alice", "exp": now() - 60}));
+        assert!(auth.identify(&bearer(&expired)).is_err());
+        let mut basic = http::HeaderMap::new();
+        basic.insert("authorization", "Basic YTpi".parse().unwrap());
+        assert!(auth.identify(&basic).unwrap().is_none(), "not ours to check");
+        let mut keyed = http::HeaderMap::new();
+        keyed.insert(API_KEY_HEADER, "k-123".parse().unwrap());
+        assert_eq!(auth.identify(&keyed).unwrap().unwrap().subject, "ci");
+        keyed.insert(API_KEY_HEADER, "wrong".parse().unwrap());
+        assert!(auth.identify(&keyed).is_err());
     }
 }

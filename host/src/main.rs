@@ -70,6 +70,9 @@ enum Command {
         /// The issuer (`iss`); defaults to the first configured one.
         #[arg(long)]
         iss: Option<String>,
+        /// A role to grant (in the configured roles claim); repeat for more.
+        #[arg(long = "role")]
+        roles: Vec<String>,
         /// The server's pitstop.toml, for its secret, audience and issuer.
         #[arg(long, env = "PITSTOP_CONFIG")]
         config: Option<PathBuf>,
@@ -273,7 +276,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Token { sub, ttl, aud, iss, config, data_dir } => {
+        Command::Token { sub, ttl, aud, iss, roles, config, data_dir } => {
             let config = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
@@ -283,6 +286,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ttl,
                 audience: aud,
                 issuer: iss,
+                roles,
             };
             println!("{}", pitstop_host::control::access::mint(&config, &data_dir, request)?);
             Ok(())

@@ -154,6 +154,7 @@ impl Platform {
         tasks.push(tokio::spawn(
             deployments.clone().watch_canaries(config.canary, wait_for(stopped.clone())),
         ));
+        tasks.push(tokio::spawn(runtime.clone().sweep_kept_answers(wait_for(stopped.clone()))));
         tasks.push(tokio::spawn(serve_http(
             admin_listener,
             gateway_options,

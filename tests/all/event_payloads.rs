@@ -183,7 +183,9 @@ async fn the_documented_payloads_are_what_the_services_publish() {
     let compensated = server.post("/orders", trapping).await;
     assert_eq!(compensated.json()["status"], "FAILED", "{:?}", compensated.body);
     let payment = confirmed.json()["payment_id"].as_str().unwrap().to_string();
-    let refund = server.send("POST", &format!("/payments/{payment}/refund"), "").await;
+    let admin = server.token_for("tester", &["admin"]);
+    let refund =
+        server.send_as(Some(&admin), "POST", &format!("/payments/{payment}/refund"), "").await;
     assert_eq!(refund.status, 200);
 
     for name in expected {

@@ -1,8 +1,17 @@
-//! The payment service's HTTP contract.
+//! The payment service's HTTP contract, as the shop's admin uses it:
+//! charges are the order service's and the admin's, refunds the admin's
+//! (who may do what is in `ownership.rs`).
 
 use serde_json::{Value, json};
 
 use crate::support::Server;
+
+/// The platform with three services, its requests made by an admin.
+async fn as_admin() -> Server {
+    let mut server = Server::start().await;
+    server.token = Some(server.token_for("tester", &["admin"]));
+    server
+}
 
 async fn pay(server: &Server, order: &str, amount: i64) -> (u16, Value) {
     let answer = server
@@ -13,7 +22,7 @@ async fn pay(server: &Server, order: &str, amount: i64) -> (u16, Value) {
 
 #[tokio::test]
 async fn charges_complete_up_to_the_limit_and_decline_above() {
-    let server = Server::start().await;
+    let server = as_admin().await;
     let (status, payment) = pay(&server, "ord_a", 2500).await;
     assert_eq!(status, 201);
     assert_eq!(payment["status"], "COMPLETED");
@@ -36,7 +45,7 @@ async fn charges_complete_up_to_the_limit_and_decline_above() {
 
 #[tokio::test]
 async fn invalid_charges_are_400() {
-    let server = Server::start().await;
+    let server = as_admin().await;
     for amount in [0, -1] {
         assert_eq!(pay(&server, "ord_x", amount).await.0, 400);
     }
@@ -57,7 +66,7 @@ async fn invalid_charges_are_400() {
 
 #[tokio::test]
 async fn one_payment_per_order() {
-    let server = Server::start().await;
+    let server = as_admin().await;
     let (first_status, first) = pay(&server, "ord_same", 700).await;
     assert_eq!(first_status, 201);
     let (again_status, again) = pay(&server, "ord_same", 700).await;
@@ -80,7 +89,7 @@ async fn futures_join(server: &Server, order: &str, n: usize) -> Vec<(u16, Value
 
 #[tokio::test]
 async fn refunds() {
-    let server = Server::start().await;
+    let server = as_admin().await;
     let (_, payment) = pay(&server, "ord_r", 1000).await;
     let id = payment["id"].as_str().unwrap();
     let refunded = server.post(&format!("/payments/{id}/refund"), json!({})).await;

@@ -55,6 +55,10 @@ pub struct Order {
     pub payment_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub failure_reason: Option<String>,
+    /// The subject the order's user belongs to, who may read it; absent on
+    /// orders placed before owners were kept, which only an admin reads.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub owner: Option<String>,
 }
 
 /// One fact of an order's history, as stored, as `GET /orders/{id}/events`
@@ -79,8 +83,15 @@ pub struct Recorded {
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Fact {
-    /// Placed: step 0 of the saga.
-    Created { user_id: String, items: Vec<Item>, amount: i64 },
+    /// Placed: step 0 of the saga. `owner` is the subject the user belongs
+    /// to (absent in histories begun before owners were kept).
+    Created {
+        user_id: String,
+        items: Vec<Item>,
+        amount: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
     /// Its payment was asked for, by the request placing it or by the saga
     /// timeout resuming it; `attempt` counts the ones recorded so far.
     PaymentRequested { amount: i64, attempt: u32 },
@@ -150,7 +161,7 @@ impl Fact {
 pub fn fold(history: &[Recorded]) -> Result<Order, ApiError> {
     let corrupt = |why: &str| ApiError::internal(format!("an order's history is corrupt: {why}"));
     let Some((first, rest)) = history.split_first() else { return Err(corrupt("it is empty")) };
-    let Fact::Created { user_id, items, amount } = &first.fact else {
+    let Fact::Created { user_id, items, amount, owner } = &first.fact else {
         return Err(corrupt("it does not start with created"));
     };
     let mut order = Order {
@@ -161,6 +172,7 @@ pub fn fold(history: &[Recorded]) -> Result<Order, ApiError> {
         status: Status::Pending,
         payment_id: None,
         failure_reason: None,
+        owner: owner.clone(),
     };
     for recorded in rest {
         match &recorded.fact {
@@ -229,6 +241,7 @@ impl History {
             user_id: order.user_id.clone(),
             items: order.items.clone(),
             amount: order.amount,
+            owner: order.owner.clone(),
         };
         let empty = History { events: Vec::new(), snapshot: None, read: None };
         empty.append_for(&order.id, vec![created])
@@ -298,6 +311,7 @@ fn implied_by(events: &mut Vec<Recorded>, order: Order) -> Result<(), ApiError> 
             user_id: order.user_id.clone(),
             items: order.items.clone(),
             amount: order.amount,
+            owner: order.owner.clone(),
         });
         Status::Pending
     } else {

@@ -12,13 +12,19 @@
 //!   its own within [`SAGA_TIMEOUT_MS`] (and `GET` shows the outcome). 400 on
 //!   malformed JSON, no items, a non-positive quantity or price, or an amount
 //!   that overflows; 413 when the items take more than [`MAX_ITEMS_BYTES`]
-//!   as JSON; 422 when the user does not exist; 503 when the user service
-//!   cannot answer and the user is not in the read model either.
+//!   as JSON; 401 without a verified subject; 422 when the user does not
+//!   exist or belongs to another subject; 503 when the user service cannot
+//!   answer and the user is not in the read model either.
 //! - `GET /orders/{id}` -> 200 the order as its history says it stands, or 404.
 //! - `GET /orders/{id}/events` -> 200 `{"id","events":[...]}`: the order's
 //!   history, oldest first, each fact as it was published; 404 for no order.
 //! - `GET /orders?user_id={id}` -> 200 `{"orders":[...]}`, every order of that
 //!   user, `PENDING` ones included; 400 without `user_id`.
+//!
+//! An order belongs to the subject its user belongs to (`owner`): only
+//! that subject, an `admin` and the order service itself acting as the
+//! platform (the saga timeout) read it; to anyone else it does not exist
+//! (404, and lists leave it out).
 //!
 //! Events: subscribes to `user.created` (kept as a read model of users, the
 //! fallback when the user service cannot answer) and to its own
@@ -36,6 +42,7 @@ mod history;
 mod saga;
 
 use history::{History, Item, Order, Status};
+use pitstop_sdk::access::Actor;
 use pitstop_sdk::events::publish_json_delayed;
 use pitstop_sdk::services::{call, describe};
 use pitstop_sdk::{ApiError, Event, Events, Handler, Request, Response, id, kv, respond};
@@ -48,6 +55,8 @@ pub const SAGA_TIMEOUT_MS: u64 = 8_000;
 
 /// The internal path that records a new order as `PENDING`.
 const BEGIN_PATH: &str = "/orders/_begin";
+/// The components whose calls serving no subject act as the platform.
+const TRUSTED: &[&str] = &["order"];
 
 #[derive(Deserialize)]
 struct NewOrder {
@@ -98,8 +107,8 @@ fn route(request: &Request) -> Result<Response, ApiError> {
         ("POST", ["orders", "_begin"]) if request.caller() == Some("order") => begin(request),
         ("POST", ["orders"]) => place(request),
         ("GET", ["orders"]) => list(request),
-        ("GET", ["orders", id]) => get(id),
-        ("GET", ["orders", id, "events"]) => events(id),
+        ("GET", ["orders", id]) => get(request, id),
+        ("GET", ["orders", id, "events"]) => events(request, id),
         (_, ["orders"] | ["orders", _] | ["orders", _, "events"]) => {
             Err(ApiError::method_not_allowed())
         }
@@ -110,9 +119,13 @@ fn route(request: &Request) -> Result<Response, ApiError> {
 /// Step 0: validate, check the user, record the order as `PENDING` in its
 /// own committed invocation, then run the payment step.
 fn place(request: &Request) -> Result<Response, ApiError> {
+    let actor = Actor::of(request, TRUSTED);
+    if actor.subject().is_none() {
+        return Err(ApiError::new(401, "placing an order needs a verified subject (a token)"));
+    }
     let input: NewOrder = request.json()?;
     let amount = validate(&input)?;
-    ensure_user_exists(&input.user_id)?;
+    let owner = ensure_user_is_theirs(&input.user_id, &actor)?;
 
     let order = Order {
         id: id::new_id("ord"),
@@ -122,6 +135,7 @@ fn place(request: &Request) -> Result<Response, ApiError> {
         status: Status::Pending,
         payment_id: None,
         failure_reason: None,
+        owner,
     };
     // A call to ourselves commits on its own: from here on the order is
     // durable, and its timeout is scheduled, before any money moves.
@@ -135,7 +149,7 @@ fn place(request: &Request) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::internal("the order was begun but has no history"))?;
     let order = saga::pay_or_compensate(history, false)?;
     let status = if order.status == Status::Pending { 202 } else { 201 };
-    Ok(Response::json(status, &order))
+    Ok(Response::json(status, &shown(order)))
 }
 
 /// The `_begin` step: start the order's history with `created` and
@@ -195,31 +209,69 @@ fn validate(input: &NewOrder) -> Result<i64, ApiError> {
     Ok(amount)
 }
 
-fn ensure_user_exists(user_id: &str) -> Result<(), ApiError> {
+/// What the order service reads of a user: the whole record, `email`
+/// included, is shown only to whoever may act for its owner.
+#[derive(Deserialize)]
+struct UserView {
+    email: Option<String>,
+    owner: Option<String>,
+}
+
+/// Check that user `user_id` exists and that `actor` may order for it; the
+/// subject it belongs to. Someone else's user is as unknown as none (422),
+/// so a client cannot learn which ids exist.
+fn ensure_user_is_theirs(user_id: &str, actor: &Actor) -> Result<Option<String>, ApiError> {
+    let unknown = || ApiError::unprocessable(format!("user {user_id:?} does not exist"));
     // An id that could not have been issued cannot name a user; it would also
     // not be safe to splice into a path.
     if !id::is_url_safe(user_id) {
-        return Err(ApiError::unprocessable(format!("user {user_id:?} does not exist")));
+        return Err(unknown());
     }
-    let unknown = || ApiError::unprocessable(format!("user {user_id:?} does not exist"));
+    // The call carries the actor's identity: the user service shows the
+    // whole record only if it is theirs (or they are an admin).
     let answer = call("user", &Request::empty("GET", &format!("/users/{user_id}")));
     let outage = match answer {
-        Ok(response) if response.status == 200 => return Ok(()),
+        Ok(response) if response.status == 200 => {
+            let view: UserView = response.parse().map_err(|e| {
+                ApiError::unavailable(format!("user service answered garbage: {e}"))
+            })?;
+            return match view.email {
+                Some(_) if actor.may_touch(view.owner.as_deref()) => Ok(view.owner),
+                _ => Err(unknown()),
+            };
+        }
         Ok(response) if response.status == 404 => return Err(unknown()),
         Ok(response) => format!("answered {}", response.status),
         Err(error) => describe(&error),
     };
     // The user service cannot answer: the read model built from
-    // `user.created` knows every user registered before now.
-    if kv::exists(&user_key(user_id))? {
+    // `user.created` knows every user registered before now, and whose.
+    if let Some(known) = kv::get_json::<UserView>(&user_key(user_id))? {
+        if !actor.may_touch(known.owner.as_deref()) {
+            return Err(unknown());
+        }
         pitstop_sdk::log::info(&format!("user service {outage}; user {user_id} from read model"));
-        return Ok(());
+        return Ok(known.owner);
     }
     Err(ApiError::unavailable(format!("user service cannot answer ({outage}) and user is unknown")))
 }
 
 fn user_key(id: &str) -> String {
     format!("user/{id}")
+}
+
+/// Who `order` belongs to: its owner, or for an order placed before owners
+/// were kept, whoever the read model says its user belongs to.
+pub(crate) fn owner_of(order: &Order) -> Result<Option<String>, ApiError> {
+    if order.owner.is_some() {
+        return Ok(order.owner.clone());
+    }
+    Ok(kv::get_json::<UserView>(&user_key(&order.user_id))?.and_then(|user| user.owner))
+}
+
+/// `order` as a client sees it: whose it is stays inside the service.
+fn shown(order: Order) -> Order {
+    Order { owner: None, ..order }
 }
 
 /// `user.created`: keep the user in the read model. Storing it twice (a
@@ -237,6 +289,7 @@ fn remember_user(event: &Event) -> Result<(), String> {
 }
 
 fn list(request: &Request) -> Result<Response, ApiError> {
+    let actor = Actor::of(request, TRUSTED);
     let user_id = request
         .query_param("user_id")
         .filter(|id| id::is_url_safe(id))
@@ -245,22 +298,33 @@ fn list(request: &Request) -> Result<Response, ApiError> {
     let mut orders = Vec::new();
     for key in kv::all_keys(&prefix)? {
         if let Some(history) = History::load(&key[prefix.len()..])? {
-            orders.push(history.order()?);
+            let order = history.order()?;
+            if actor.may_touch(owner_of(&order)?.as_deref()) {
+                orders.push(shown(order));
+            }
         }
     }
     Ok(Response::json(200, &serde_json::json!({ "orders": orders })))
 }
 
-fn found(id: &str) -> Result<History, ApiError> {
-    History::load(id)?.ok_or_else(|| ApiError::not_found("order not found"))
+/// Order `id`'s history and the order it folds to, if `request` may read
+/// it: someone else's order is as missing as none.
+fn found(request: &Request, id: &str) -> Result<(History, Order), ApiError> {
+    let not_found = || ApiError::not_found("order not found");
+    let history = History::load(id)?.ok_or_else(not_found)?;
+    let order = history.order()?;
+    if !Actor::of(request, TRUSTED).may_touch(owner_of(&order)?.as_deref()) {
+        return Err(not_found());
+    }
+    Ok((history, order))
 }
 
-fn get(id: &str) -> Result<Response, ApiError> {
-    Ok(Response::json(200, &found(id)?.order()?))
+fn get(request: &Request, id: &str) -> Result<Response, ApiError> {
+    Ok(Response::json(200, &shown(found(request, id)?.1)))
 }
 
-fn events(id: &str) -> Result<Response, ApiError> {
-    let history = found(id)?;
+fn events(request: &Request, id: &str) -> Result<Response, ApiError> {
+    let (history, _) = found(request, id)?;
     Ok(Response::json(200, &serde_json::json!({ "id": id, "events": history.events })))
 }
 
@@ -284,7 +348,13 @@ mod tests {
             status: Status::Pending,
             payment_id: None,
             failure_reason: None,
+            owner: Some("alice".into()),
         }
+    }
+
+    /// `request` as alice sends it.
+    fn as_alice(request: Request) -> Request {
+        testing::as_subject(request, "alice", &[])
     }
 
     /// A `PENDING` order begun by the `_begin` step, as `place` would.
@@ -581,7 +651,7 @@ mod tests {
             "/orders",
             &json!({"user_id": "usr_1", "items": [{"sku": sku, "quantity": 1, "price": 1}]}),
         );
-        let answer = respond(route(&request));
+        let answer = respond(route(&as_alice(request)));
         assert_eq!(answer.status, 413);
         assert!(testing::calls_to("user").is_empty());
     }
@@ -601,8 +671,8 @@ mod tests {
         reset();
         payment_answers("pay_7", "COMPLETED");
         let order = pay(&begun(100));
-        let answer =
-            respond(route(&Request::empty("GET", &format!("/orders/{}/events", order.id))));
+        let path = format!("/orders/{}/events", order.id);
+        let answer = respond(route(&as_alice(Request::empty("GET", &path))));
         assert_eq!(answer.status, 200);
         let body: Value = answer.parse().unwrap();
         assert_eq!(body["id"], order.id.as_str());
@@ -620,7 +690,7 @@ mod tests {
 
         // Each fact's type is the topic it is published on, and declared.
         let facts = [
-            Fact::Created { user_id: "u".into(), items: vec![], amount: 1 },
+            Fact::Created { user_id: "u".into(), items: vec![], amount: 1, owner: None },
             Fact::PaymentRequested { amount: 1, attempt: 1 },
             Fact::confirmed(&order, Some("p".into())),
             Fact::failed(&order, "r".into(), None),
@@ -642,12 +712,13 @@ mod tests {
             "/users/",
             CallError::Unavailable("circuit open".into()),
         );
-        assert_eq!(ensure_user_exists("usr_known").unwrap_err().status, 503);
+        let alice = Actor::Subject("alice".into());
+        assert_eq!(ensure_user_is_theirs("usr_known", &alice).unwrap_err().status, 503);
         let event = Event {
             id: "evt_1".into(),
             topic: "user.created".into(),
             payload: serde_json::to_vec(
-                &json!({"id": "usr_known", "name": "K", "email": "k@x.io"}),
+                &json!({"id": "usr_known", "name": "K", "email": "k@x.io", "owner": "alice"}),
             )
             .unwrap(),
             attempt: 1,
@@ -659,10 +730,13 @@ mod tests {
         OrderService::handle_event(event.clone()).unwrap();
         assert_eq!(kv::all_keys("user/").unwrap(), ["user/usr_known"]);
         assert_eq!(kv::get("user/usr_known").unwrap(), Some(event.payload));
-        assert!(ensure_user_exists("usr_known").is_ok());
+        assert_eq!(ensure_user_is_theirs("usr_known", &alice).unwrap(), Some("alice".into()));
+        // The read model knows whose the user is, too.
+        let mallory = Actor::Subject("mallory".into());
+        assert_eq!(ensure_user_is_theirs("usr_known", &mallory).unwrap_err().status, 422);
         testing::stub_json("user", "GET", "/users/", 404, &json!({"error": "user not found"}));
         assert_eq!(
-            ensure_user_exists("usr_known").unwrap_err().status,
+            ensure_user_is_theirs("usr_known", &alice).unwrap_err().status,
             422,
             "the service decides when it answers"
         );
@@ -680,7 +754,7 @@ mod tests {
         ] {
             let request =
                 Request::with_json("POST", "/orders", &json!({"user_id": "usr_1", "items": items}));
-            assert_eq!(respond(route(&request)).status, 400, "{items}");
+            assert_eq!(respond(route(&as_alice(request))).status, 400, "{items}");
         }
         assert!(testing::calls_to("user").is_empty());
         let unknown = Request::with_json(
@@ -688,6 +762,52 @@ mod tests {
             "/orders",
             &json!({"user_id": "../x", "items": [{"sku": "a", "quantity": 1, "price": 1}]}),
         );
-        assert_eq!(respond(route(&unknown)).status, 422);
+        assert_eq!(respond(route(&as_alice(unknown))).status, 422);
+    }
+
+    /// A one-item order for `user_id`, as `request` would place it.
+    fn order_for(user_id: &str) -> Request {
+        let items = json!([{"sku": "a", "quantity": 1, "price": 100}]);
+        Request::with_json("POST", "/orders", &json!({"user_id": user_id, "items": items}))
+    }
+
+    #[test]
+    fn an_order_is_placed_only_by_a_subject_for_their_own_user() {
+        reset();
+        assert_eq!(respond(route(&order_for("usr_1"))).status, 401, "anonymous");
+        // The user service shows mallory alice's user as anyone sees it.
+        testing::stub_json("user", "GET", "/users/", 200, &json!({"id": "usr_a", "name": "A"}));
+        let theirs = testing::as_subject(order_for("usr_a"), "mallory", &[]);
+        assert_eq!(respond(route(&theirs)).status, 422, "as unknown as no user");
+        assert!(testing::calls_to("payment").is_empty(), "nothing charged");
+        assert!(testing::calls_to("order").is_empty(), "nothing begun");
+    }
+
+    #[test]
+    fn an_order_is_read_by_its_owner_and_the_admin_only() {
+        reset();
+        payment_answers("pay_own", "COMPLETED");
+        let order = pay(&begun(100));
+        let read = |request: Request| respond(route(&request)).status;
+        let paths = [format!("/orders/{}", order.id), format!("/orders/{}/events", order.id)];
+        for path in &paths {
+            assert_eq!(read(as_alice(Request::empty("GET", path))), 200, "{path}");
+            let admin = testing::as_subject(Request::empty("GET", path), "root", &["admin"]);
+            assert_eq!(read(admin), 200, "{path}");
+            let mallory = testing::as_subject(Request::empty("GET", path), "mallory", &[]);
+            assert_eq!(read(mallory), 404, "{path}");
+            assert_eq!(read(Request::empty("GET", path)), 404, "anonymous {path}");
+        }
+        let list = |request: Request| {
+            let request = Request { query: "user_id=usr_1".into(), ..request };
+            let orders: Value = respond(route(&request)).parse().unwrap();
+            orders["orders"].as_array().unwrap().len()
+        };
+        let all = list(testing::as_subject(Request::empty("GET", "/orders"), "root", &["admin"]));
+        assert!(all >= 1);
+        assert_eq!(list(as_alice(Request::empty("GET", "/orders"))), all, "all of them alice's");
+        let mallory = testing::as_subject(Request::empty("GET", "/orders"), "mallory", &[]);
+        assert_eq!(list(mallory), 0);
+        assert_eq!(list(Request::empty("GET", "/orders")), 0);
     }
 }

@@ -117,6 +117,9 @@ fn charge(order: &Order) -> Charge {
         "order_id": order.id,
         "user_id": order.user_id,
         "amount": order.amount,
+        // Whose the payment is: the order's owner, as the order service
+        // found it (payment trusts the order service's word for it).
+        "owner": crate::owner_of(order).ok().flatten(),
     });
     let response = match call("payment", &Request::with_json("POST", "/payments", &body)) {
         Ok(response) => response,

@@ -1,6 +1,13 @@
 //! The payment service: idempotent charges and refunds.
 //!
-//! - `POST /payments {"order_id","user_id","amount"}` -> 201 with the payment,
+//! A payment belongs to the subject its order's user belongs to (`owner`).
+//! Charges and voids are the order service's (`pitstop-caller: order`) and
+//! the admin's: anyone else gets 403, and pays by placing an order. Reads
+//! are for the owner and the admin; to anyone else a payment does not
+//! exist (404, and lists leave it out). Refunds are the admin's: the
+//! owner gets 403, anyone else 404.
+//!
+//! - `POST /payments {"order_id","user_id","amount","owner"}` -> 201 with the payment,
 //!   status `COMPLETED`, or `DECLINED` when `amount` exceeds [`APPROVAL_LIMIT`].
 //!   `amount <= 0` -> 400. A repeat for the same `order_id` returns the same
 //!   payment with 200 and charges nothing; a request for an already paid order
@@ -29,6 +36,7 @@
 //! compare-and-swap *after* the record is written, so whoever loses a race
 //! finds the winner's record complete.
 
+use pitstop_sdk::access::Actor;
 use pitstop_sdk::events::publish_json;
 use pitstop_sdk::{ApiError, Events, Handler, Request, Response, id, kv, respond};
 use serde::{Deserialize, Serialize};
@@ -37,11 +45,17 @@ use serde::{Deserialize, Serialize};
 /// card network's risk check, documented so clients and tests can rely on it.
 pub const APPROVAL_LIMIT: i64 = 100_000;
 
+/// The components whose calls serving no subject act as the platform.
+const TRUSTED: &[&str] = &["order"];
+
 #[derive(Deserialize)]
 struct NewPayment {
     order_id: String,
     user_id: String,
     amount: i64,
+    /// The subject the payment is for, as the order service found it.
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -59,6 +73,10 @@ struct Payment {
     user_id: String,
     amount: i64,
     status: Status,
+    /// Who may read it; absent on payments made before owners were kept,
+    /// which only an admin reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 struct PaymentService;
@@ -85,8 +103,8 @@ fn route(request: &Request) -> Result<Response, ApiError> {
         ("POST", ["payments"]) => charge(request),
         ("POST", ["payments", "void"]) => void(request),
         ("GET", ["payments"]) => find(request),
-        ("GET", ["payments", id]) => get(id),
-        ("POST", ["payments", id, "refund"]) => refund(id),
+        ("GET", ["payments", id]) => get(request, id),
+        ("POST", ["payments", id, "refund"]) => refund(request, id),
         (_, ["payments"] | ["payments", _] | ["payments", _, "refund"]) => {
             Err(ApiError::method_not_allowed())
         }
@@ -94,7 +112,19 @@ fn route(request: &Request) -> Result<Response, ApiError> {
     }
 }
 
+/// Whether `request` may charge or void: the order service's calls and the
+/// admin. A client pays by placing an order, so no one can pay (or void)
+/// an order id that is not theirs before the order service does.
+fn from_the_shop(request: &Request) -> Result<(), ApiError> {
+    let admin = matches!(Actor::of(request, TRUSTED), Actor::Admin(_));
+    if admin || request.caller() == Some("order") {
+        return Ok(());
+    }
+    Err(ApiError::new(403, "payments are made and voided by the order service: place an order"))
+}
+
 fn charge(request: &Request) -> Result<Response, ApiError> {
+    from_the_shop(request)?;
     let input: NewPayment = request.json()?;
     if input.order_id.trim().is_empty() {
         return Err(ApiError::bad_request("order_id is required"));
@@ -127,6 +157,7 @@ fn charge(request: &Request) -> Result<Response, ApiError> {
         user_id: input.user_id.clone(),
         amount: input.amount,
         status,
+        owner: input.owner.clone().or_else(|| request.subject().map(str::to_string)),
     };
     let record_key = format!("payment/{}", payment.id);
     kv::put_json(&record_key, &payment)?;
@@ -184,9 +215,12 @@ fn payment_for_order(index_key: &str) -> Result<OrderPayment, ApiError> {
 }
 
 fn find(request: &Request) -> Result<Response, ApiError> {
+    let actor = Actor::of(request, TRUSTED);
     if let Some(order_id) = request.query_param("order_id") {
         return match payment_for_order(&format!("by-order/{order_id}"))? {
-            OrderPayment::Paid(payment) => Ok(Response::json(200, &payment)),
+            OrderPayment::Paid(payment) if actor.may_touch(payment.owner.as_deref()) => {
+                Ok(Response::json(200, &payment))
+            }
             _ => Err(ApiError::not_found("no payment for that order")),
         };
     }
@@ -198,6 +232,7 @@ fn find(request: &Request) -> Result<Response, ApiError> {
     for key in kv::all_keys(&prefix)? {
         if let Some(payment) =
             kv::get_json::<Payment>(&format!("payment/{}", &key[prefix.len()..]))?
+            && actor.may_touch(payment.owner.as_deref())
         {
             payments.push(payment);
         }
@@ -205,14 +240,23 @@ fn find(request: &Request) -> Result<Response, ApiError> {
     Ok(Response::json(200, &serde_json::json!({ "payments": payments })))
 }
 
-fn get(id: &str) -> Result<Response, ApiError> {
+/// Payment `id`, if `request` may read it: someone else's is as missing
+/// as none.
+fn readable(request: &Request, id: &str) -> Result<Payment, ApiError> {
     match kv::get_json::<Payment>(&format!("payment/{id}"))? {
-        Some(payment) => Ok(Response::json(200, &payment)),
-        None => Err(ApiError::not_found("payment not found")),
+        Some(payment) if Actor::of(request, TRUSTED).may_touch(payment.owner.as_deref()) => {
+            Ok(payment)
+        }
+        _ => Err(ApiError::not_found("payment not found")),
     }
 }
 
+fn get(request: &Request, id: &str) -> Result<Response, ApiError> {
+    Ok(Response::json(200, &readable(request, id)?))
+}
+
 fn void(request: &Request) -> Result<Response, ApiError> {
+    from_the_shop(request)?;
     let input: VoidRequest = request.json()?;
     if input.order_id.trim().is_empty() {
         return Err(ApiError::bad_request("order_id is required"));
@@ -221,7 +265,9 @@ fn void(request: &Request) -> Result<Response, ApiError> {
     let voided =
         || Response::json(200, &serde_json::json!({"order_id": input.order_id, "status": "VOID"}));
     match payment_for_order(&index_key)? {
-        OrderPayment::Paid(payment) if payment.status == Status::Completed => refund(&payment.id),
+        OrderPayment::Paid(payment) if payment.status == Status::Completed => {
+            refund_payment(&payment.id)
+        }
         OrderPayment::Paid(payment) => Ok(Response::json(200, &payment)),
         OrderPayment::Void => Ok(voided()),
         OrderPayment::None => {
@@ -236,7 +282,16 @@ fn void(request: &Request) -> Result<Response, ApiError> {
     }
 }
 
-fn refund(id: &str) -> Result<Response, ApiError> {
+/// `POST /payments/{id}/refund`: the admin's (or the platform's).
+fn refund(request: &Request, id: &str) -> Result<Response, ApiError> {
+    readable(request, id)?;
+    if !Actor::of(request, TRUSTED).is_privileged() {
+        return Err(ApiError::new(403, "refunds are made by the shop (the admin role)"));
+    }
+    refund_payment(id)
+}
+
+fn refund_payment(id: &str) -> Result<Response, ApiError> {
     let key = format!("payment/{id}");
     let current = kv::get(&key)?.ok_or_else(|| ApiError::not_found("payment not found"))?;
     let payment: Payment = serde_json::from_slice(&current)
@@ -290,13 +345,32 @@ mod tests {
 
     use super::*;
 
+    /// `request` as the order service sends it while serving alice.
+    fn from_order(request: Request) -> Request {
+        testing::as_caller(testing::as_subject(request, "alice", &[]), "order")
+    }
+
+    fn admin(request: Request) -> Request {
+        testing::as_subject(request, "root", &["admin"])
+    }
+
+    /// A charge, void or refund as the shop makes it: charges and voids by
+    /// the order service, refunds by the admin.
     fn post(path: &str, body: Value) -> (u16, Value) {
-        let response = respond(route(&Request::with_json("POST", path, &body)));
+        let request = Request::with_json("POST", path, &body);
+        let request = if path.ends_with("/refund") { admin(request) } else { from_order(request) };
+        let response = respond(route(&request));
         (response.status, response.parse().unwrap())
     }
 
     fn charge_order(order: &str, amount: i64) -> (u16, Value) {
-        post("/payments", json!({"order_id": order, "user_id": "usr_1", "amount": amount}))
+        let body =
+            json!({"order_id": order, "user_id": "usr_1", "amount": amount, "owner": "alice"});
+        post("/payments", body)
+    }
+
+    fn get_as(request: Request) -> u16 {
+        respond(route(&request)).status
     }
 
     #[test]
@@ -373,27 +447,80 @@ mod tests {
     #[test]
     fn payments_are_found_by_order_and_by_user() {
         let (_, paid) = charge_order("ord_lookup", 42);
-        let by_order = respond(route(&Request {
+        let by_order = respond(route(&admin(Request {
             query: "order_id=ord_lookup".into(),
             ..Request::empty("GET", "/payments")
-        }));
+        })));
         assert_eq!(by_order.parse::<Value>().unwrap(), paid);
         let none =
             Request { query: "order_id=ord_none".into(), ..Request::empty("GET", "/payments") };
-        assert_eq!(respond(route(&none)).status, 404);
+        assert_eq!(respond(route(&admin(none))).status, 404);
         assert_eq!(respond(route(&Request::empty("GET", "/payments"))).status, 400);
 
         // By user: this user's payments, and only theirs.
         let (_, mine) = post(
             "/payments",
-            json!({"order_id": "ord_by_user", "user_id": "usr_lookup", "amount": 7}),
+            json!({"order_id": "ord_by_user", "user_id": "usr_lookup", "amount": 7, "owner": "alice"}),
         );
-        let by_user = |user: &str| {
+        let by_user = |user: &str, subject: &str| {
             let request =
                 Request { query: format!("user_id={user}"), ..Request::empty("GET", "/payments") };
+            let request = testing::as_subject(request, subject, &[]);
             respond(route(&request)).parse::<Value>().unwrap()
         };
-        assert_eq!(by_user("usr_lookup"), json!({ "payments": [mine] }));
-        assert_eq!(by_user("usr_nobody"), json!({ "payments": [] }));
+        assert_eq!(by_user("usr_lookup", "alice"), json!({ "payments": [mine] }));
+        assert_eq!(by_user("usr_nobody", "alice"), json!({ "payments": [] }));
+        assert_eq!(by_user("usr_lookup", "mallory"), json!({ "payments": [] }), "not hers");
+    }
+
+    #[test]
+    fn only_the_shop_charges_and_voids() {
+        testing::clear_published();
+        let body = json!({"order_id": "ord_direct", "user_id": "usr_1", "amount": 5});
+        for request in [
+            testing::as_subject(Request::with_json("POST", "/payments", &body), "alice", &[]),
+            Request::with_json("POST", "/payments", &body),
+            testing::as_caller(Request::with_json("POST", "/payments", &body), "user"),
+            testing::as_subject(
+                Request::with_json("POST", "/payments/void", &body),
+                "mallory",
+                &[],
+            ),
+        ] {
+            assert_eq!(respond(route(&request)).status, 403, "{:?}", request.headers);
+        }
+        assert!(testing::published().is_empty(), "nothing charged");
+        // The void mallory tried did not rule out alice's charge.
+        let charged = respond(route(&from_order(Request::with_json("POST", "/payments", &body))));
+        assert_eq!(charged.status, 201);
+        let by_admin = json!({"order_id": "ord_by_admin", "user_id": "usr_1", "amount": 5});
+        let charged = respond(route(&admin(Request::with_json("POST", "/payments", &by_admin))));
+        assert_eq!(charged.status, 201);
+    }
+
+    #[test]
+    fn a_payment_is_read_by_its_owner_and_the_admin_and_refunded_by_the_admin() {
+        let (_, paid) = charge_order("ord_owned", 900);
+        let id = paid["id"].as_str().unwrap();
+        assert_eq!(paid["owner"], "alice");
+        let path = format!("/payments/{id}");
+        let alice = |request| testing::as_subject(request, "alice", &[]);
+        let mallory = |request| testing::as_subject(request, "mallory", &[]);
+        assert_eq!(get_as(alice(Request::empty("GET", &path))), 200);
+        assert_eq!(get_as(admin(Request::empty("GET", &path))), 200);
+        assert_eq!(get_as(mallory(Request::empty("GET", &path))), 404);
+        assert_eq!(get_as(Request::empty("GET", &path)), 404, "anonymous");
+        let by_order =
+            Request { query: "order_id=ord_owned".into(), ..Request::empty("GET", "/payments") };
+        assert_eq!(get_as(mallory(by_order.clone())), 404);
+        assert_eq!(get_as(alice(by_order)), 200);
+
+        let refund = format!("/payments/{id}/refund");
+        assert_eq!(get_as(mallory(Request::empty("POST", &refund))), 404, "not hers");
+        assert_eq!(get_as(Request::empty("POST", &refund)), 404, "anonymous");
+        assert_eq!(get_as(alice(Request::empty("POST", &refund))), 403, "the admin refunds");
+        let still: Value = respond(route(&alice(Request::empty("GET", &path)))).parse().unwrap();
+        assert_eq!(still["status"], "COMPLETED");
+        assert_eq!(get_as(admin(Request::empty("POST", &refund))), 200);
     }
 }

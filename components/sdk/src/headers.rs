@@ -3,8 +3,8 @@
 //! call drops every one the calling component set, so a service can trust
 //! them ([docs/authentication.md] in the pitstop repository).
 //!
-//! [`Request::caller`], [`Request::subject`] and [`Request::claims`] read
-//! them.
+//! [`Request::caller`], [`Request::subject`], [`Request::claims`] and
+//! [`Request::has_role`] read them.
 
 use serde::de::DeserializeOwned;
 
@@ -20,6 +20,9 @@ pub const SUBJECT: &str = "pitstop-subject";
 pub const AUTH: &str = "pitstop-auth";
 /// A verified JWT's claims, as one line of JSON.
 pub const CLAIMS: &str = "pitstop-claims";
+/// The roles a verified JWT grants (the claim `[auth.jwt] roles_claim`
+/// names, `roles` by default), space-separated; absent when it grants none.
+pub const ROLES: &str = "pitstop-roles";
 
 impl Request {
     /// The component that called, from [`CALLER`].
@@ -37,5 +40,15 @@ impl Request {
     /// JWT or when they do not fit `T`.
     pub fn claims<T: DeserializeOwned>(&self) -> Option<T> {
         serde_json::from_str(self.header(CLAIMS)?).ok()
+    }
+
+    /// The roles granted to the subject, from [`ROLES`].
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        self.header(ROLES).unwrap_or_default().split(' ').filter(|role| !role.is_empty())
+    }
+
+    /// Whether the verified subject holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles().any(|granted| granted == role)
     }
 }

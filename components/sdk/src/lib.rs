@@ -31,6 +31,7 @@
 //! The helpers here add JSON bodies, typed keyvalue access, ids and service
 //! calls on top of the raw WIT bindings, which stay available in [`bindings`].
 
+pub mod access;
 pub mod bindings;
 pub mod events;
 pub mod headers;

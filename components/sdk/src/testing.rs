@@ -57,3 +57,23 @@ pub fn stub_failure(service: &str, method: &str, path_prefix: &str, error: CallE
 pub fn calls_to(service: &str) -> Vec<Request> {
     calls(service)
 }
+
+/// `request` with the headers the platform sets for a verified `subject`
+/// holding `roles` (e.g. `&["admin"]`), as the gateway would deliver it.
+pub fn as_subject(mut request: Request, subject: &str, roles: &[&str]) -> Request {
+    use crate::headers::{ROLES, SUBJECT};
+    request.headers.push(crate::Header { name: SUBJECT.into(), value: subject.into() });
+    if !roles.is_empty() {
+        request.headers.push(crate::Header { name: ROLES.into(), value: roles.join(" ") });
+    }
+    request
+}
+
+/// `request` as a call from the component `caller` serving no subject (an
+/// event handler's, a saga timeout's).
+pub fn as_caller(mut request: Request, caller: &str) -> Request {
+    request
+        .headers
+        .push(crate::Header { name: crate::headers::CALLER.into(), value: caller.into() });
+    request
+}

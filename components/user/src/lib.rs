@@ -1,16 +1,21 @@
 //! The user service: registration and lookup.
 //!
-//! - `POST /users {"name","email"}` -> 201 `{"id","name","email"}`; 400 when the
-//!   name is missing or empty or the email is invalid; 409 when the email is taken.
-//! - `GET /users/{id}` -> 200 or 404.
+//! - `POST /users {"name","email"}` -> 201 `{"id","name","email","owner"}`: the
+//!   user belongs to the verified subject registering it (`owner`); 401
+//!   without one; 400 when the name is missing or empty or the email is
+//!   invalid; 409 when the email is taken.
+//! - `GET /users/{id}` -> 200 `{"id","name","email","owner"}` for its owner,
+//!   an `admin` and the order and payment services acting as the platform;
+//!   200 `{"id","name"}` for anyone else; 404 when there is no such user.
 //!
-//! Events: publishes `user.created` with the new user's `{"id","name","email"}`,
-//! committed together with the registration.
+//! Events: publishes `user.created` with the new user's
+//! `{"id","name","email","owner"}`, committed together with the registration.
 //!
 //! Keyspace layout: `user/<id>` holds the record as JSON; `email/<address>`
 //! (lower-cased) holds the owning id, claimed with compare-and-swap so two
 //! concurrent registrations of one address cannot both win.
 
+use pitstop_sdk::access::Actor;
 use pitstop_sdk::events::publish_json;
 use pitstop_sdk::{ApiError, Events, Handler, Request, Response, id, kv, respond};
 use serde::{Deserialize, Serialize};
@@ -19,6 +24,8 @@ use serde::{Deserialize, Serialize};
 const MAX_NAME_LEN: usize = 200;
 /// The longest address RFC 5321 lets through a mail server.
 const MAX_EMAIL_LEN: usize = 254;
+/// The components whose calls serving no subject act as the platform.
+const TRUSTED: &[&str] = &["order", "payment"];
 
 #[derive(Deserialize)]
 struct NewUser {
@@ -31,6 +38,17 @@ struct User {
     id: String,
     name: String,
     email: String,
+    /// The subject that registered it; absent on users registered before
+    /// owners were kept, whom only an admin sees in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+}
+
+/// What anyone may read of a user.
+#[derive(Serialize)]
+struct PublicUser<'a> {
+    id: &'a str,
+    name: &'a str,
 }
 
 struct UserService;
@@ -50,13 +68,16 @@ pitstop_sdk::export!(UserService);
 fn route(request: &Request) -> Result<Response, ApiError> {
     match (request.method.as_str(), request.segments().as_slice()) {
         ("POST", ["users"]) => create(request),
-        ("GET", ["users", id]) => get(id),
+        ("GET", ["users", id]) => get(request, id),
         (_, ["users"] | ["users", _]) => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::not_found("no such route")),
     }
 }
 
 fn create(request: &Request) -> Result<Response, ApiError> {
+    let Some(owner) = request.subject() else {
+        return Err(ApiError::new(401, "registering a user needs a verified subject (a token)"));
+    };
     let input: NewUser = request.json()?;
     let name = input.name.as_deref().map(str::trim).unwrap_or_default();
     if name.is_empty() {
@@ -72,7 +93,12 @@ fn create(request: &Request) -> Result<Response, ApiError> {
         return Err(ApiError::bad_request("email is not a valid address"));
     }
 
-    let user = User { id: id::new_id("usr"), name: name.to_string(), email: email.to_string() };
+    let user = User {
+        id: id::new_id("usr"),
+        name: name.to_string(),
+        email: email.to_string(),
+        owner: Some(owner.to_string()),
+    };
     let email_key = format!("email/{}", email.to_lowercase());
     if !kv::compare_and_swap(&email_key, None, Some(user.id.as_bytes()))? {
         return Err(ApiError::conflict("email is already registered"));
@@ -83,10 +109,14 @@ fn create(request: &Request) -> Result<Response, ApiError> {
     Ok(Response::json(201, &user))
 }
 
-fn get(id: &str) -> Result<Response, ApiError> {
-    match kv::get_json::<User>(&format!("user/{id}"))? {
-        Some(user) => Ok(Response::json(200, &user)),
-        None => Err(ApiError::not_found("user not found")),
+/// The whole record for whoever may touch it, the id and name for anyone.
+fn get(request: &Request, id: &str) -> Result<Response, ApiError> {
+    let user = kv::get_json::<User>(&format!("user/{id}"))?
+        .ok_or_else(|| ApiError::not_found("user not found"))?;
+    if Actor::of(request, TRUSTED).may_touch(user.owner.as_deref()) {
+        Ok(Response::json(200, &user))
+    } else {
+        Ok(Response::json(200, &PublicUser { id: &user.id, name: &user.name }))
     }
 }
 
@@ -117,12 +147,26 @@ mod tests {
 
     use super::*;
 
-    fn register(name: &str, email: &str) -> Response {
-        respond(route(&Request::with_json(
-            "POST",
-            "/users",
-            &json!({"name": name, "email": email}),
+    fn register_as(subject: &str, name: &str, email: &str) -> Response {
+        let body = json!({"name": name, "email": email});
+        respond(route(&testing::as_subject(
+            Request::with_json("POST", "/users", &body),
+            subject,
+            &[],
         )))
+    }
+
+    fn register(name: &str, email: &str) -> Response {
+        register_as("alice", name, email)
+    }
+
+    fn read_as(subject: Option<(&str, &[&str])>, id: &str) -> Response {
+        let request = Request::empty("GET", &format!("/users/{id}"));
+        let request = match subject {
+            Some((subject, roles)) => testing::as_subject(request, subject, roles),
+            None => request,
+        };
+        respond(route(&request))
     }
 
     #[test]
@@ -135,12 +179,39 @@ mod tests {
 
         let events: Vec<Value> = testing::published_json("user.created");
         assert_eq!(events, std::slice::from_ref(&user), "exactly one event, carrying the user");
-        let fetched = respond(route(&Request::empty(
-            "GET",
-            &format!("/users/{}", user["id"]).replace('"', ""),
-        )));
+        assert_eq!(user["owner"], "alice");
+        let fetched = read_as(Some(("alice", &[])), user["id"].as_str().unwrap());
         assert_eq!(fetched.status, 200);
         assert_eq!(fetched.parse::<Value>().unwrap(), user);
+    }
+
+    #[test]
+    fn only_the_owner_and_the_admin_read_the_email() {
+        let user: Value = register_as("ann", "Ann", "ann@example.com").parse().unwrap();
+        let id = user["id"].as_str().unwrap();
+        let public = json!({"id": id, "name": "Ann"});
+        let readers: [Option<(&str, &[&str])>; 3] =
+            [None, Some(("mallory", &[])), Some(("mallory", &["administrator"]))];
+        for reader in readers {
+            let answer = read_as(reader, id);
+            assert_eq!(answer.status, 200, "{reader:?}");
+            assert_eq!(answer.parse::<Value>().unwrap(), public, "{reader:?}");
+        }
+        assert_eq!(read_as(Some(("root", &["admin"])), id).parse::<Value>().unwrap(), user);
+        // The order service checking a user for the platform sees it whole;
+        // another component serving no subject does not.
+        let saga = testing::as_caller(Request::empty("GET", &format!("/users/{id}")), "order");
+        assert_eq!(respond(route(&saga)).parse::<Value>().unwrap(), user);
+        let other = testing::as_caller(Request::empty("GET", &format!("/users/{id}")), "busy");
+        assert_eq!(respond(route(&other)).parse::<Value>().unwrap(), public);
+    }
+
+    #[test]
+    fn registering_needs_a_subject() {
+        testing::clear_published();
+        let body = json!({"name": "Nobody", "email": "nobody@example.com"});
+        assert_eq!(respond(route(&Request::with_json("POST", "/users", &body))).status, 401);
+        assert!(testing::published().is_empty());
     }
 
     #[test]
@@ -159,7 +230,11 @@ mod tests {
         }
         let long_name = "n".repeat(MAX_NAME_LEN + 1);
         assert_eq!(register(&long_name, "long@example.com").status, 400);
-        let malformed = Request { body: b"{oops".to_vec(), ..Request::empty("POST", "/users") };
+        let malformed = testing::as_subject(
+            Request { body: b"{oops".to_vec(), ..Request::empty("POST", "/users") },
+            "alice",
+            &[],
+        );
         assert_eq!(respond(route(&malformed)).status, 400);
         assert!(testing::published().is_empty(), "a refused registration publishes nothing");
     }

@@ -250,7 +250,7 @@ impl Invoke for Parked {
 
 #[cfg(test)]
 mod tests {
-    use pitstop_gateway::auth::{AUTH_HEADER, CLAIMS_HEADER, SUBJECT_HEADER};
+    use pitstop_gateway::auth::{AUTH_HEADER, CLAIMS_HEADER, ROLES_HEADER, SUBJECT_HEADER};
 
     use super::CALLER_HEADER;
 
@@ -264,6 +264,7 @@ mod tests {
             ("SUBJECT", SUBJECT_HEADER),
             ("AUTH", AUTH_HEADER),
             ("CLAIMS", CLAIMS_HEADER),
+            ("ROLES", ROLES_HEADER),
         ];
         for (name, value) in names {
             let line = format!("pub const {name}: &str = \"{value}\";");

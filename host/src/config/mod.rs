@@ -91,6 +91,8 @@ pub struct JwtConfig {
     pub issuer: Option<OneOrMany>,
     /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30).
     pub leeway_s: Option<u64>,
+    /// The claim naming the caller's roles (default `roles`).
+    pub roles_claim: Option<String>,
 }
 
 /// A public key file, with an optional key id.
@@ -223,6 +225,9 @@ pub struct ComponentConfig {
     pub max_component_memory: Option<u64>,
     /// Outgoing connections its instances may hold open at once (default 128).
     pub max_outbound_connections: Option<usize>,
+    /// Seconds the answer to a write sent with an `Idempotency-Key` is kept
+    /// for its retries (default: a day).
+    pub idempotency_ttl_s: Option<u64>,
     /// Hosts its outgoing `wasi:http` requests may reach, as
     /// `[http[s]://]HOST[:PORT]` (`*.example.com` for every name below
     /// it); everything else is refused. `NAME.svc` needs no entry.
@@ -358,6 +363,7 @@ mod tests {
             max_write_set_bytes,
             max_component_memory,
             max_outbound_connections,
+            idempotency_ttl_s,
             allowed_outbound_hosts,
             reuse: _,
         } = &components["payment"];
@@ -371,7 +377,7 @@ mod tests {
         assert!(max_parallel.is_some() && max_log_lines.is_some() && max_log_bytes.is_some());
         assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());
         assert!(allowed_outbound_hosts.is_some() && max_component_memory.is_some());
-        assert!(max_outbound_connections.is_some());
+        assert!(max_outbound_connections.is_some() && idempotency_ttl_s.is_some());
         let routes = routes.expect("a route table");
         let RouteConfig {
             prefix: _,
@@ -411,6 +417,7 @@ mod tests {
             min_free_disk_bytes,
             max_outbound_connections: runtime_connections,
             max_host_connections,
+            idempotency_ttl_s: runtime_ttl,
         } = runtime;
         assert!(deadline_ms.is_some() && max_call_depth.is_some() && max_memory.is_some());
         assert!(max_instances.is_some() && max_concurrency.is_some() && max_parallel.is_some());
@@ -418,15 +425,15 @@ mod tests {
         assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());
         assert!(max_component_memory.is_some() && max_host_memory.is_some());
         assert!(min_free_disk_bytes.is_some() && runtime_connections.is_some());
-        assert!(max_host_connections.is_some());
+        assert!(max_host_connections.is_some() && runtime_ttl.is_some());
         let AdminConfig { max_upload, allowed_hosts } = admin;
         assert!(max_upload.is_some() && !allowed_hosts.is_empty());
         let BusConfig { max_attempts, backoff_base_ms, backoff_max_ms } = bus;
         assert!(max_attempts.is_some() && backoff_base_ms.is_some() && backoff_max_ms.is_some());
         let AuthConfig { default, jwt, api_keys } = auth;
         assert!(default.is_some() && !api_keys.is_empty());
-        let JwtConfig { secret, public_keys, audience, issuer, leeway_s } = jwt;
+        let JwtConfig { secret, public_keys, audience, issuer, leeway_s, roles_claim } = jwt;
         assert!(secret.is_some() && !public_keys.is_empty() && audience.is_some());
-        assert!(issuer.is_some() && leeway_s.is_some());
+        assert!(issuer.is_some() && leeway_s.is_some() && roles_claim.is_some());
     }
 }

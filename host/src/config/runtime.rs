@@ -56,6 +56,9 @@ pub struct RuntimeConfig {
     /// Outgoing connections all components together may hold open
     /// (default: half the process's file descriptor limit, at most 16,384).
     pub max_host_connections: Option<usize>,
+    /// Seconds the answer to a write sent with an `Idempotency-Key` is kept
+    /// for its retries (default: a day).
+    pub idempotency_ttl_s: Option<u64>,
 }
 
 impl Config {
@@ -107,6 +110,7 @@ impl Config {
                 max_write_set_bytes: runtime.max_write_set_bytes,
                 max_component_memory: runtime.max_component_memory,
                 max_outbound_connections: runtime.max_outbound_connections,
+                idempotency_ttl_s: runtime.idempotency_ttl_s,
             },
         );
         for (name, component) in &self.components {
@@ -125,6 +129,7 @@ impl Config {
                     max_write_set_bytes: component.max_write_set_bytes,
                     max_component_memory: component.max_component_memory,
                     max_outbound_connections: component.max_outbound_connections,
+                    idempotency_ttl_s: component.idempotency_ttl_s,
                 },
             );
             if let Some(hosts) = &component.allowed_outbound_hosts {
@@ -161,6 +166,7 @@ struct Limits {
     max_write_set_bytes: Option<u64>,
     max_component_memory: Option<u64>,
     max_outbound_connections: Option<usize>,
+    idempotency_ttl_s: Option<u64>,
 }
 
 fn apply(settings: &mut ComponentSettings, limits: Limits) {
@@ -196,5 +202,8 @@ fn apply(settings: &mut ComponentSettings, limits: Limits) {
     }
     if let Some(count) = limits.max_outbound_connections {
         settings.max_outbound_connections = count;
+    }
+    if let Some(seconds) = limits.idempotency_ttl_s {
+        settings.idempotency_ttl = std::time::Duration::from_secs(seconds);
     }
 }

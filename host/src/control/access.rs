@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use pitstop_gateway::AccessOptions;
-use pitstop_gateway::auth::{AuthSettings, JwtSettings, PublicKey, RoutePolicy};
+use pitstop_gateway::auth::{
+    AuthSettings, DEFAULT_ROLES_CLAIM, JwtSettings, PublicKey, RoutePolicy,
+};
 use serde_json::json;
 
 use crate::config::Config;
@@ -61,6 +63,7 @@ pub fn options(config: &Config, data_dir: &Path) -> anyhow::Result<AccessOptions
             audience: jwt.audience.as_ref().map(|a| a.to_vec()).unwrap_or_default(),
             issuer: jwt.issuer.as_ref().map(|i| i.to_vec()).unwrap_or_default(),
             leeway_secs: jwt.leeway_s.unwrap_or(DEFAULT_LEEWAY_SECS),
+            roles_claim: roles_claim(config).to_string(),
         }),
         api_keys: config.auth.api_keys.clone(),
     };
@@ -82,6 +85,11 @@ pub fn options(config: &Config, data_dir: &Path) -> anyhow::Result<AccessOptions
     Ok(AccessOptions { settings, default, routes })
 }
 
+/// The claim roles are read from.
+fn roles_claim(config: &Config) -> &str {
+    config.auth.jwt.roles_claim.as_deref().unwrap_or(DEFAULT_ROLES_CLAIM)
+}
+
 /// What `pitstop token` puts in a token besides `sub`.
 #[derive(Debug, Default)]
 pub struct TokenRequest {
@@ -93,6 +101,8 @@ pub struct TokenRequest {
     pub audience: Option<String>,
     /// `iss`; defaults to the first configured issuer.
     pub issuer: Option<String>,
+    /// Roles, put in the configured roles claim.
+    pub roles: Vec<String>,
 }
 
 /// A development token for `request`, signed HS256 with the configured secret.
@@ -118,6 +128,9 @@ pub fn mint(config: &Config, data_dir: &Path, request: TokenRequest) -> anyhow::
     let issuer = request.issuer.or_else(|| jwt.issuer.as_ref()?.to_vec().into_iter().next());
     if let Some(issuer) = issuer {
         claims["iss"] = issuer.into();
+    }
+    if !request.roles.is_empty() {
+        claims[roles_claim(config)] = request.roles.into();
     }
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())
         .map_err(|e| anyhow::anyhow!("the secret cannot sign: {e}"))?;

@@ -115,7 +115,7 @@ impl Backend for RuntimeBackend {
     }
 }
 
-fn invoke_error(component: &str, failure: InvokeFailure) -> InvokeError {
+pub(super) fn invoke_error(component: &str, failure: InvokeFailure) -> InvokeError {
     let component = component.to_string();
     match failure {
         InvokeFailure::NotDeployed => InvokeError::NotDeployed(component),

@@ -17,6 +17,7 @@ use crate::events::EventQueue;
 use crate::events::queue::{QueuedEvent, now_ms};
 use crate::metrics::Metrics;
 use crate::resilience::memory::Charge;
+use crate::runtime::idempotency::KeptAnswer;
 use crate::runtime::registry::Deployment;
 use crate::storage::reserved::{handled_key, outbox_key};
 use crate::storage::{Batch, Keyspace, StorageError};
@@ -30,6 +31,9 @@ pub struct Effects {
     pub events: Vec<Outgoing>,
     /// The queue key of the event it handled, marked handled by this commit.
     pub handled: Option<Vec<u8>>,
+    /// Its answer, kept for retries of a request sent with an
+    /// `Idempotency-Key`.
+    pub answer: Option<KeptAnswer>,
     /// What the writes and events hold (host memory, counter locks), let go
     /// once the commit is done with them.
     pub held: Option<(Held, Charge)>,
@@ -37,7 +41,10 @@ pub struct Effects {
 
 impl Effects {
     fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.events.is_empty() && self.handled.is_none()
+        self.writes.is_empty()
+            && self.events.is_empty()
+            && self.handled.is_none()
+            && self.answer.is_none()
     }
 }
 
@@ -188,6 +195,19 @@ fn batch(
         && let Some(why) = deployment.usage.refuse_backlog(keyspace, old_bytes, new_bytes, backlog)
     {
         return Err(CommitError::QuotaExceeded(why));
+    }
+    if let Some(answer) = &effects.answer {
+        // The lease ends after the deadline, so it is ours unless the
+        // record was swept or overwritten by hand: then keep nothing.
+        if keyspace.get(&answer.key)?.as_deref() != Some(&answer.lease[..]) {
+            return Err(CommitError::Conflict("the request's Idempotency-Key lease".into()));
+        }
+        // Counted in the keyspace's bytes, but never the reason a commit
+        // is refused: the guest could not have known, and would only run
+        // again until its deadline.
+        old_bytes += entry_size(&answer.key, Some(&answer.lease));
+        new_bytes += entry_size(&answer.key, Some(&answer.value));
+        batch.insert(answer.key.clone(), answer.value.clone());
     }
     Ok((batch, old_bytes, new_bytes))
 }

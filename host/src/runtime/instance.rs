@@ -24,6 +24,7 @@ use crate::resilience::memory::ComponentMemory;
 use crate::resilience::turns::Turn;
 use crate::runtime::commit::{CommitError, Effects, commit};
 use crate::runtime::engine::EPOCH_TICK;
+use crate::runtime::idempotency::Keep;
 use crate::runtime::proxy;
 use crate::runtime::registry::{Deployment, Entry};
 use crate::runtime::reuse::{Warm, WarmPool};
@@ -197,6 +198,7 @@ impl Runtime {
         settings: &ComponentSettings,
         call: &Call<'_>,
         context: CallContext,
+        keep: Option<&Keep>,
     ) -> Result<Answer, Rerun> {
         let name = &*deployment.name;
         let deadline = context.deadline;
@@ -259,6 +261,9 @@ impl Runtime {
             Ok((answer, instance))
         };
         let outcome = tokio::time::timeout_at(deadline, run).await;
+        if let Some(keep) = keep {
+            keep.note_calls(store.data().services.made_calls());
+        }
         // Its keyspace could not be read (a cluster's NATS is down): not
         // the guest's fault, whatever it made of the error (an answer, a
         // trap, waiting out its deadline); try again later.
@@ -288,6 +293,10 @@ impl Runtime {
                 Call::Event { queue_key, .. } => Some(queue_key.clone()),
                 Call::Http(_) => None,
             },
+            answer: match (keep, &answer) {
+                (Some(keep), Answer::Http(response)) => Some(keep.kept_answer(response)),
+                _ => None,
+            },
         };
         let retryable = !state.services.made_calls();
         let committed = commit(&*self.bus, &self.metrics, deployment, effects);
@@ -297,6 +306,9 @@ impl Runtime {
             // Done with this invocation: the next may have the instance
             // while this one waits for the disk.
             pool.put_back(Warm { store, instance, served });
+        }
+        if let (Ok(_), Some(keep)) = (&committed, keep) {
+            keep.mark_kept();
         }
         match committed {
             Ok(false) => {}

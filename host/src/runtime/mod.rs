@@ -18,6 +18,7 @@ pub mod backend;
 pub mod canary;
 pub mod commit;
 pub mod engine;
+pub mod idempotency;
 pub mod instance;
 pub mod options;
 mod outbound;

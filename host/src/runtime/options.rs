@@ -92,6 +92,9 @@ pub struct ComponentSettings {
     pub max_component_memory: Option<u64>,
     /// Outgoing connections its instances may hold open at once.
     pub max_outbound_connections: usize,
+    /// How long the answer to a write sent with an `Idempotency-Key` is
+    /// kept for its retries.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for ComponentSettings {
@@ -109,6 +112,7 @@ impl Default for ComponentSettings {
             reuse: None,
             max_component_memory: None,
             max_outbound_connections: 128,
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 }

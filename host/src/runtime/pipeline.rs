@@ -21,6 +21,7 @@ use crate::events::queue::QueuedEvent;
 use crate::invoke::{CallContext, Invoke, InvokeFailure};
 use crate::metrics::ComponentMetrics;
 use crate::runtime::canary::CLIENT_KEY_HEADER;
+use crate::runtime::idempotency::Keep;
 use crate::runtime::instance::{Answer, Call, Rerun};
 use crate::runtime::registry::Deployment;
 use crate::runtime::scheduling::ANSWER_GRACE;
@@ -86,13 +87,14 @@ impl Runtime {
         nested: Option<CallContext>,
     ) -> Result<Invoked, InvokeFailure> {
         let parent = nested.map(|n| n.trace);
-        self.invoke_in_trace(name, request, nested, parent, Instant::now()).await
+        self.invoke_in_trace(name, request, nested, parent, Instant::now(), None).await
     }
 
     /// Run a request from the gateway on the guest pool, as a child of the
     /// span `parent`. Its deadline counts from `received`, when the gateway
     /// had read the request head, and it is answered by then (plus
-    /// [`ANSWER_GRACE`]) however busy the pool is.
+    /// [`ANSWER_GRACE`]) however busy the pool is. A write sent with an
+    /// `Idempotency-Key` runs once ([`crate::runtime::idempotency`]).
     pub async fn invoke_traced(
         self: &Arc<Self>,
         name: &str,
@@ -103,24 +105,25 @@ impl Runtime {
         let deadline = self.options.settings(name).deadline;
         let runtime = self.clone();
         let owned = name.to_string();
-        let task = self.guests.spawn(async move {
-            runtime.invoke_in_trace(&owned, request, None, Some(parent), received).await
-        });
+        let task = self
+            .guests
+            .spawn(async move { runtime.invoke_keeping(&owned, request, parent, received).await });
         task.until(received + deadline + ANSWER_GRACE)
             .await
             .unwrap_or(Err(InvokeFailure::Timeout { deadline_ms: deadline.as_millis() as u64 }))
     }
 
-    async fn invoke_in_trace(
+    pub(super) async fn invoke_in_trace(
         self: &Arc<Self>,
         name: &str,
         request: Request,
         nested: Option<CallContext>,
         parent: Option<TraceContext>,
         start: Instant,
+        keep: Option<&Keep>,
     ) -> Result<Invoked, InvokeFailure> {
         let (answer, deployment) =
-            self.invoke_call(name, Call::Http(&request), nested, parent, start).await?;
+            self.invoke_call(name, Call::Http(&request), nested, parent, start, keep).await?;
         match answer {
             Answer::Http(response) => Ok(Invoked { response, deployment }),
             Answer::Conflict(error) => {
@@ -168,7 +171,7 @@ impl Runtime {
             },
             queue_key,
         };
-        match self.invoke_call(subscriber, call, None, event.trace(), start).await {
+        match self.invoke_call(subscriber, call, None, event.trace(), start, None).await {
             Ok((Answer::Event(Ok(())), _)) => Delivery::Handled,
             Ok((Answer::Event(Err(error)), _)) => Delivery::Failed(format!("handler: {error}")),
             Ok((Answer::Conflict(error), _)) => Delivery::Failed(error),
@@ -198,6 +201,7 @@ impl Runtime {
         nested: Option<CallContext>,
         parent: Option<TraceContext>,
         start: Instant,
+        keep: Option<&Keep>,
     ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
         let deployment = match &call {
             // A request may go to a canary; an event to the active version.
@@ -239,7 +243,7 @@ impl Runtime {
         };
         let chosen = deployment.version;
         let outcome = self
-            .invoke_deployment(deployment, settings, call, context, start)
+            .invoke_deployment(deployment, settings, call, context, start, keep)
             .instrument(span.clone())
             .await;
         match (outcome, request) {
@@ -255,6 +259,7 @@ impl Runtime {
                             Call::Http(request),
                             context,
                             start,
+                            keep,
                         )
                         .instrument(span)
                         .await
@@ -273,6 +278,7 @@ impl Runtime {
         call: Call<'_>,
         context: CallContext,
         start: Instant,
+        keep: Option<&Keep>,
     ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
         let name = &*deployment.name;
         let permit = deployment.breaker.try_acquire().map_err(|refused| {
@@ -306,7 +312,7 @@ impl Runtime {
             None => Ok(()),
         };
         let mut outcome = match struck {
-            Ok(()) => self.run(&deployment, settings, &call, context).await,
+            Ok(()) => self.run(&deployment, settings, &call, context, keep).await,
             Err(failure) => Err(Rerun::Failed(failure)),
         };
         let mut retries = 0;
@@ -322,7 +328,7 @@ impl Runtime {
                 tokio::time::sleep(pause(retries)).await;
             }
             tracing::debug!(component = name, retries, %error, "commit conflict; running again");
-            outcome = self.run(&deployment, settings, &call, context).await;
+            outcome = self.run(&deployment, settings, &call, context, keep).await;
         }
         let outcome = outcome.map_err(|rerun| match rerun {
             Rerun::Failed(failure) => failure,
@@ -424,7 +430,7 @@ fn pause(reruns: u32) -> Duration {
 }
 
 /// The answer to a request whose commit kept conflicting: 409, nothing saved.
-fn conflict_response(error: &str) -> Response {
+pub(super) fn conflict_response(error: &str) -> Response {
     Response {
         status: 409,
         headers: vec![Header { name: "content-type".into(), value: "application/json".into() }],

@@ -57,6 +57,7 @@ pub enum ScaffoldError {
 const SDK: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("../../../components/sdk/Cargo.toml")),
     ("wit/platform.wit", include_str!("../../../wit/platform.wit")),
+    ("src/access.rs", include_str!("../../../components/sdk/src/access.rs")),
     ("src/lib.rs", include_str!("../../../components/sdk/src/lib.rs")),
     ("src/bindings.rs", include_str!("../../../components/sdk/src/bindings.rs")),
     ("src/events.rs", include_str!("../../../components/sdk/src/events.rs")),

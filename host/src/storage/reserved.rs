@@ -9,6 +9,9 @@
 pub const OUTBOX_PREFIX: &[u8] = b"\xffoutbox\0";
 /// Where a subscriber's keyspace marks the queue entries it has handled.
 pub const HANDLED_PREFIX: &[u8] = b"\xffhandled\0";
+/// Where a keyspace keeps the answers to requests sent with an
+/// `Idempotency-Key` (`crate::runtime::idempotency`).
+pub const IDEMPOTENCY_PREFIX: &[u8] = b"\xffidempotency\0";
 
 /// The outbox key of event number `seq`.
 pub fn outbox_key(seq: u64) -> Vec<u8> {
@@ -33,4 +36,11 @@ pub fn handled_key(queue_key: &[u8]) -> Vec<u8> {
 /// Whether `key` is one of the platform's own keys in a keyspace.
 pub fn is_reserved_key(key: &[u8]) -> bool {
     key.first() == Some(&0xff)
+}
+
+/// Whether `key` counts against the keyspace's quota: the guest's keys, and
+/// the answers kept for its clients' retries, which the tenant's clients
+/// make as many of as they like.
+pub fn is_charged_key(key: &[u8]) -> bool {
+    !is_reserved_key(key) || key.starts_with(IDEMPOTENCY_PREFIX)
 }

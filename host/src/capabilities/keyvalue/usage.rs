@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::counters::CounterLocks;
 
 use crate::storage::Keyspace;
-use crate::storage::reserved::is_reserved_key;
+use crate::storage::reserved::is_charged_key;
 
 /// How many bytes (keys plus values) a keyspace holds, against its quota.
 ///
@@ -34,7 +34,7 @@ impl Usage {
         let bytes = keyspace
             .range_from(Bound::Unbounded)
             .filter_map(Result::ok)
-            .filter(|(k, _)| !is_reserved_key(k))
+            .filter(|(k, _)| is_charged_key(k))
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum();
         Usage {

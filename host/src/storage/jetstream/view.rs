@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
 
 use super::record;
-use crate::storage::reserved::{OUTBOX_PREFIX, is_reserved_key};
+use crate::storage::reserved::{OUTBOX_PREFIX, is_charged_key};
 
 /// The state of a keyspace after the commit at `applied`.
 #[derive(Debug, Default)]
@@ -165,7 +165,7 @@ impl View {
         let mut outbox = false;
         for (key, value) in writes {
             outbox |= key.starts_with(OUTBOX_PREFIX) && value.is_some();
-            let guest = !is_reserved_key(&key);
+            let guest = is_charged_key(&key);
             let size = (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
             let had = match value {
                 Some(value) => state.entries.insert(key.clone(), value),
