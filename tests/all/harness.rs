@@ -7,13 +7,16 @@ use pitstop_host::resilience::fault::Fault;
 use pitstop_host::testing::harness::Harness;
 use serde_json::{Value, json};
 
+/// The client the tests act as: the gateway verified it as alice.
+const ALICE: Option<(&str, &[&str])> = Some(("alice", &[]));
+
 fn json_of(response: &pitstop_host::bindings::types::Response) -> Value {
     serde_json::from_slice(&response.body).unwrap()
 }
 
 async fn register(harness: &Harness, email: &str) -> String {
     let body = json!({"name": "H", "email": email}).to_string();
-    let created = harness.send("POST", "/users", body).await.unwrap();
+    let created = harness.send_as(ALICE, "POST", "/users", body).await.unwrap();
     assert_eq!(created.status, 201);
     json_of(&created)["id"].as_str().unwrap().to_string()
 }
@@ -33,7 +36,7 @@ async fn requests_events_and_keyspaces_in_process() {
     // The order service's read model got it.
     assert!(harness.keyspace("order").contains_key(&format!("user/{user}")));
 
-    let placed = harness.send("POST", "/orders", order(&user, 250)).await.unwrap();
+    let placed = harness.send_as(ALICE, "POST", "/orders", order(&user, 250)).await.unwrap();
     assert_eq!(json_of(&placed)["status"], "CONFIRMED");
     harness.settle().await;
     assert_eq!(harness.published("order.confirmed").len(), 1);
@@ -49,7 +52,7 @@ async fn injected_faults_drive_the_saga_and_the_fallback() {
 
     // Payment traps on every call: no charge, no compensation, 202 PENDING.
     harness.inject("payment", Some(Fault::Trap));
-    let placed = harness.send("POST", "/orders", order(&user, 100)).await.unwrap();
+    let placed = harness.send_as(ALICE, "POST", "/orders", order(&user, 100)).await.unwrap();
     assert_eq!(placed.status, 202);
     assert_eq!(json_of(&placed)["status"], "PENDING");
 
@@ -58,10 +61,11 @@ async fn injected_faults_drive_the_saga_and_the_fallback() {
     // nested call shares its caller's.)
     harness.inject("payment", None);
     harness.inject("user", Some(Fault::Trap));
-    let placed = harness.send("POST", "/orders", order(&user, 100)).await.unwrap();
+    let placed = harness.send_as(ALICE, "POST", "/orders", order(&user, 100)).await.unwrap();
     assert_eq!(json_of(&placed)["status"], "CONFIRMED");
     harness.inject("user", Some(Fault::Unavailable));
-    let unknown = harness.send("POST", "/orders", order("usr_nobody", 100)).await.unwrap();
+    let unknown =
+        harness.send_as(ALICE, "POST", "/orders", order("usr_nobody", 100)).await.unwrap();
     assert_eq!(unknown.status, 503);
 }
 

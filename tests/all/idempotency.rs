@@ -208,3 +208,30 @@ async fn a_retried_order_is_placed_and_charged_once() {
     let payments: Value = server.get(&format!("/payments?user_id={user}")).await.json();
     assert_eq!(payments["payments"].as_array().unwrap().len(), 1);
 }
+
+/// When the platform runs a keyed order again (its kept answer gone: here
+/// expired, after a crash lost) the order service finds the order the first
+/// run placed, from the key the platform passes it: still one order, one
+/// payment, the same answer (not replayed).
+#[tokio::test]
+async fn a_rerun_of_a_keyed_order_finds_the_first_order() {
+    let config = "[components.order]\nidempotency_ttl_s = 1\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    let user = server.create_user("Rex", "rex@example.com").await;
+    let order = json!({"user_id": user, "items": [{"sku": "tv", "quantity": 1, "price": 9900}]})
+        .to_string();
+    let first = keyed(&server, "POST", "/orders", "order-2", &order).await;
+    assert_eq!(first.status, 201, "{}", text(&first.body));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let rerun = keyed(&server, "POST", "/orders", "order-2", &order).await;
+    assert_eq!((rerun.status, rerun.json(), replayed(&rerun)), (201, first.json(), false));
+    let orders: Value = server.get(&format!("/orders?user_id={user}")).await.json();
+    assert_eq!(orders["orders"].as_array().unwrap().len(), 1);
+    let payments: Value = server.get(&format!("/payments?user_id={user}")).await.json();
+    assert_eq!(payments["payments"].as_array().unwrap().len(), 1);
+    // Another order under the key once its answer expired: refused.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let other = json!({"user_id": user, "items": [{"sku": "radio", "quantity": 1, "price": 100}]});
+    let reused = keyed(&server, "POST", "/orders", "order-2", &other.to_string()).await;
+    assert_eq!(reused.status, 422, "{}", text(&reused.body));
+}

@@ -21,6 +21,11 @@
 //! - `GET /orders?user_id={id}` -> 200 `{"orders":[...]}`, every order of that
 //!   user, `PENDING` ones included; 400 without `user_id`.
 //!
+//! Sent with an `Idempotency-Key`, an order's id derives from the key's
+//! digest (`pitstop-idempotency-key`): a retry the platform runs again
+//! finds the order the first run placed and answers how it stands (422 if
+//! the key placed another order).
+//!
 //! An order belongs to the subject its user belongs to (`owner`): only
 //! that subject, an `admin` and the order service itself acting as the
 //! platform (the saga timeout) read it; to anyone else it does not exist
@@ -45,13 +50,16 @@ use history::{History, Item, Order, Status};
 use pitstop_sdk::access::Actor;
 use pitstop_sdk::events::publish_json_delayed;
 use pitstop_sdk::services::{call, describe};
-use pitstop_sdk::{ApiError, Event, Events, Handler, Request, Response, id, kv, respond};
+use pitstop_sdk::{ApiError, Event, Events, Handler, Request, Response, headers, id, kv, respond};
 use serde::{Deserialize, Serialize};
 
 /// How long after an order is placed its saga is checked and, if it is
 /// still `PENDING`, driven to an end. Well above the deadline of a request,
 /// so the check normally finds the order finished.
 pub const SAGA_TIMEOUT_MS: u64 = 8_000;
+
+/// Hex digits of an order id after `ord_` (96 bits, as `id::new_id`).
+const ID_HEX: usize = 24;
 
 /// The internal path that records a new order as `PENDING`.
 const BEGIN_PATH: &str = "/orders/_begin";
@@ -127,8 +135,14 @@ fn place(request: &Request) -> Result<Response, ApiError> {
     let amount = validate(&input)?;
     let owner = ensure_user_is_theirs(&input.user_id, &actor)?;
 
+    // A retry of a keyed request that the platform runs again (its kept
+    // answer lost to a crash, or expired) gets the id the first run used,
+    // and finds that order rather than placing a second one.
+    let keyed = request
+        .header(headers::IDEMPOTENCY_KEY)
+        .filter(|scope| scope.len() >= ID_HEX && scope.bytes().all(|b| b.is_ascii_hexdigit()));
     let order = Order {
-        id: id::new_id("ord"),
+        id: keyed.map_or_else(|| id::new_id("ord"), |scope| format!("ord_{}", &scope[..ID_HEX])),
         user_id: input.user_id,
         items: input.items,
         amount,
@@ -142,11 +156,22 @@ fn place(request: &Request) -> Result<Response, ApiError> {
     let begun = call("order", &Request::with_json("POST", BEGIN_PATH, &order)).map_err(|e| {
         ApiError::unavailable(format!("could not record the order: {}", describe(&e)))
     })?;
-    if begun.status != 201 {
+    let resumed = begun.status == 409 && keyed.is_some();
+    if begun.status != 201 && !resumed {
         return Ok(begun);
     }
     let history = History::load(&order.id)?
         .ok_or_else(|| ApiError::internal("the order was begun but has no history"))?;
+    if resumed {
+        let first = history.order()?;
+        if (&first.user_id, &first.items) != (&order.user_id, &order.items) {
+            return Err(ApiError::unprocessable(
+                "this Idempotency-Key placed another order; use a new key for a new order",
+            ));
+        }
+    }
+    // Settles a new order; for a resumed one, finishes it if it is still
+    // pending (the charge is idempotent per order) or answers how it ended.
     let order = saga::pay_or_compensate(history, false)?;
     let status = if order.status == Status::Pending { 202 } else { 201 };
     Ok(Response::json(status, &shown(order)))

@@ -23,6 +23,11 @@ pub const CLAIMS: &str = "pitstop-claims";
 /// The roles a verified JWT grants (the claim `[auth.jwt] roles_claim`
 /// names, `roles` by default), space-separated; absent when it grants none.
 pub const ROLES: &str = "pitstop-roles";
+/// On a write the client sent with an `Idempotency-Key`: a digest of the
+/// verified caller and the key (lower-case hex), the same for every retry
+/// the platform runs and different for anyone else's; derive the ids a
+/// request creates from it to make a retry find what the first run made.
+pub const IDEMPOTENCY_KEY: &str = "pitstop-idempotency-key";
 
 impl Request {
     /// The component that called, from [`CALLER`].

@@ -22,6 +22,10 @@ use crate::resilience::turns::{NoTurn, Turn};
 
 /// The header naming the calling component on every `services` call.
 pub const CALLER_HEADER: &str = "pitstop-caller";
+/// The digest of a client's `Idempotency-Key` on the request it names
+/// (`crate::runtime::idempotency`); not passed on to the calls made while
+/// serving it.
+pub const SCOPE_HEADER: &str = "pitstop-idempotency-key";
 /// What every header the platform sets starts with; neither clients nor
 /// components may set one.
 const PLATFORM_PREFIX: &str = "pitstop-";
@@ -117,6 +121,9 @@ impl ServicesCtx {
         *self.caller.0.identity.lock().unwrap_or_else(|p| p.into_inner()) = headers
             .iter()
             .filter(|h| is_platform_header(&h.name) && !h.name.eq_ignore_ascii_case(CALLER_HEADER))
+            // The client's key names the request it sent, not the calls
+            // made to serve it.
+            .filter(|h| !h.name.eq_ignore_ascii_case(SCOPE_HEADER))
             .cloned()
             .collect();
     }
@@ -252,7 +259,7 @@ impl Invoke for Parked {
 mod tests {
     use pitstop_gateway::auth::{AUTH_HEADER, CLAIMS_HEADER, ROLES_HEADER, SUBJECT_HEADER};
 
-    use super::CALLER_HEADER;
+    use super::{CALLER_HEADER, SCOPE_HEADER};
 
     /// The guest SDK names the headers the platform sets as the platform
     /// does: renaming one on either side alone fails here.
@@ -265,6 +272,7 @@ mod tests {
             ("AUTH", AUTH_HEADER),
             ("CLAIMS", CLAIMS_HEADER),
             ("ROLES", ROLES_HEADER),
+            ("IDEMPOTENCY_KEY", SCOPE_HEADER),
         ];
         for (name, value) in names {
             let line = format!("pub const {name}: &str = \"{value}\";");

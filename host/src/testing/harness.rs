@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pitstop_gateway::RouteTable;
+use pitstop_gateway::auth::{AUTH_HEADER, ROLES_HEADER, SUBJECT_HEADER};
 use tokio::task::JoinHandle;
 
 use crate::bindings::types::{Header, Request, Response};
@@ -114,18 +115,40 @@ impl Harness {
         &self.runtime
     }
 
-    /// Send a request through the routes, as the gateway would (without
-    /// its HTTP limits). `Err` is a failure the gateway would turn into a
-    /// 4xx/5xx of its own: no route, trap, timeout, open circuit, ...
+    /// Send a request through the routes from an anonymous client, as the
+    /// gateway would (without its HTTP limits). `Err` is a failure the
+    /// gateway would turn into a 4xx/5xx of its own: no route, trap,
+    /// timeout, open circuit, ...
     pub async fn send(
         &self,
         method: &str,
         path: &str,
         body: impl Into<Vec<u8>>,
     ) -> Result<Response, InvokeFailure> {
+        self.send_as(None, method, path, body).await
+    }
+
+    /// [`Harness::send`] from a client the gateway verified as `subject`
+    /// with `roles` (`pitstop-subject`, `pitstop-roles`), when given.
+    pub async fn send_as(
+        &self,
+        identity: Option<(&str, &[&str])>,
+        method: &str,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<Response, InvokeFailure> {
         let component = self.routes.lock().unwrap().resolve(path).map(str::to_string);
         let component = component.ok_or(InvokeFailure::NotDeployed)?;
-        self.call(&component, method, path, body).await
+        let mut request = request(method, path, body);
+        if let Some((subject, roles)) = identity {
+            let header = |name: &str, value: String| Header { name: name.into(), value };
+            request.headers.push(header(SUBJECT_HEADER, subject.to_string()));
+            request.headers.push(header(AUTH_HEADER, "jwt".to_string()));
+            if !roles.is_empty() {
+                request.headers.push(header(ROLES_HEADER, roles.join(" ")));
+            }
+        }
+        Ok(self.runtime.invoke(&component, request, None).await?.response)
     }
 
     /// Call `component` directly, as another service would.
@@ -136,14 +159,7 @@ impl Harness {
         path: &str,
         body: impl Into<Vec<u8>>,
     ) -> Result<Response, InvokeFailure> {
-        let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let request = Request {
-            method: method.to_string(),
-            path: path.to_string(),
-            query: query.to_string(),
-            headers: vec![Header { name: "content-type".into(), value: "application/json".into() }],
-            body: body.into(),
-        };
+        let request = request(method, path, body);
         Ok(self.runtime.invoke(component, request, None).await?.response)
     }
 
@@ -219,5 +235,17 @@ impl Harness {
             assert!(tokio::time::Instant::now() < deadline, "events did not settle within 30 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// A JSON request for `method path` (with its query) carrying `body`.
+fn request(method: &str, path: &str, body: impl Into<Vec<u8>>) -> Request {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    Request {
+        method: method.to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        headers: vec![Header { name: "content-type".into(), value: "application/json".into() }],
+        body: body.into(),
     }
 }

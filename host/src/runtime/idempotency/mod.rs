@@ -40,6 +40,12 @@ use record::Record;
 pub const HEADER: &str = "idempotency-key";
 /// Set on an answer replayed from a kept one.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// Set by the platform on a keyed request it runs: a digest of the caller
+/// and its key, the same for every retry and different for every other
+/// caller or key, from which a service may derive the ids it creates (so a
+/// retry the platform runs again, after a crash lost the kept answer,
+/// finds what the first run made).
+pub use crate::capabilities::services::SCOPE_HEADER;
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
 /// How long past its deadline a lease keeps other requests with the key
@@ -181,6 +187,12 @@ pub fn claim(
 }
 
 impl Keep {
+    /// The digest naming the caller and its key, lower-case hex
+    /// ([`SCOPE_HEADER`]).
+    pub fn scope(&self) -> String {
+        self.key[IDEMPOTENCY_PREFIX.len()..].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The record keeping `response`, for the invocation's commit.
     pub fn kept_answer(&self, response: &Response) -> KeptAnswer {
         let expires_ms = now_ms() + self.ttl.as_millis() as u64;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use pitstop_gateway::{GatewayError, TraceContext};
 use tokio::time::Instant;
 
-use super::{Claim, HEADER, LEASE_GRACE, claim, error, header, sweep};
-use crate::bindings::types::{Request, Response};
+use super::{Claim, HEADER, LEASE_GRACE, SCOPE_HEADER, claim, error, header, sweep};
+use crate::bindings::types::{Header, Request, Response};
 use crate::events::queue::now_ms;
 use crate::invoke::InvokeFailure;
 use crate::runtime::Runtime;
@@ -48,6 +48,8 @@ impl Runtime {
             Ok(Claim::Run(keep)) => keep,
             Err(error) => return Err(storage_failure(error)),
         };
+        let mut request = request;
+        request.headers.push(Header { name: SCOPE_HEADER.into(), value: keep.scope() });
         let outcome =
             self.invoke_in_trace(name, request, None, Some(parent), received, Some(&keep)).await;
         let answer = match &outcome {
