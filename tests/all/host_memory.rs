@@ -104,39 +104,56 @@ async fn concurrent_increments_return_distinct_consecutive_values() {
     }
 }
 
-/// Answers of other services a guest has not read yet are held by the host:
-/// 800 unread 1 MiB `NAME.svc` answers in one invocation took 750 MB.
-/// Charged to the caller, they stop at its `max_component_memory` (128 MiB
-/// here): past it a call fails in the guest, and the host grows by about
-/// the limit, not by what was asked for.
+/// Events a guest publishes wait in host memory for its commit: eight
+/// invocations publishing 100 x 1 MiB took 2.7 GB. Charged to the
+/// component, they stop at its `max_component_memory` (64 MiB here, less
+/// than one invocation's 100 MiB): every invocation gets a bus error naming
+/// the limit before its events pass it, and nothing is committed. The
+/// host's resident memory grows by less than 512 MiB meanwhile, not 64:
+/// each publish copies its payload out of the guest before the charge
+/// refuses it, and the allocator keeps much of what is freed (392 to 418
+/// MiB in four runs). What commits is the store's: sled caches up to 1 GiB
+/// of it, outside these limits (1.2 GB with five invocations committed
+/// under a 256 MiB limit). Both are in the note of issue 32.
 #[tokio::test]
-async fn unread_service_answers_stop_at_the_component_memory_limit() {
-    let config = format!(
-        "{}{}",
-        single_component_config(
-            "web",
-            "http_probe",
-            "deadline_ms = 5000\nmax_component_memory = 134217728",
-            "/h"
-        ),
-        single_component_config("kv", "kv_standard", "max_concurrency = 1000", "/k")
+async fn pending_publishes_stop_at_the_component_memory_limit() {
+    let config = single_component_config(
+        "probe",
+        "busprobe",
+        "max_component_memory = 67108864\ndeadline_ms = 10000",
+        "/probe",
     );
-    let server = Server::start_with(Some(&config), fresh_dir()).await;
-    assert_eq!(server.send("PUT", "/k/v2/big", vec![b'x'; 1 << 20]).await.status, 200);
+    let server = Arc::new(Server::start_with(Some(&config), fresh_dir()).await);
     let before = rss_kib(server.pid());
-    let answer = server.get("/h/fan-keep/400/kv.svc/k/v2/big").await;
-    let body = text(&answer.body);
-    assert_eq!(answer.status, 200, "{body}");
-    let counts: Vec<usize> = body.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    let [pending, refused, answered, other] = counts[..] else { panic!("{body}") };
-    println!("400 x GET kv.svc/k/v2/big kept unread: {body}");
-    assert_eq!(pending + refused + answered + other, 400, "{body}");
-    // 128 MiB hold fewer than 128 answers of 1 MiB beside the guest's own
-    // linear memory; the rest failed in the guest.
-    assert!(answered < 128, "{answered} answers of 1 MiB held: {body}");
-    assert!(other > 0, "no call failed at the limit: {body}");
-    let grown = rss_kib(server.pid()).saturating_sub(before);
-    println!("the host grew by {} MiB", grown / 1024);
-    assert!(grown < 256 * 1024, "the host grew by {} MiB", grown / 1024);
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done, pid) = (peak.clone(), done.clone(), server.pid());
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let publishers: Vec<_> = (0..8)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                server.send("POST", "/probe/publish-many/probe.ping/100/1024", "").await
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        let answer = publisher.await.unwrap();
+        let body = text(&answer.body);
+        assert_eq!(answer.status, 422, "{body}");
+        assert!(body.contains("max_component_memory"), "{body}");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.await.unwrap();
+    let grown = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before);
+    println!("8 x 100 x 1 MiB published at once: host grew by {} MiB at most", grown / 1024);
+    assert!(grown < 512 * 1024, "the host grew by {} MiB", grown / 1024);
     assert_eq!(server.get("/health").await.status, 200);
 }

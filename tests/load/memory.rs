@@ -140,3 +140,48 @@ async fn get_many_of_a_huge_answer_stalls_neither_the_host_nor_the_others() {
     let bound = idle + ASKERS as u64 * GUEST_MAX_MEMORY_KIB + 256 * 1024;
     assert!(peak <= bound, "host RSS grew from {} to {} MiB", idle / 1024, peak / 1024);
 }
+
+/// Answers of other services a guest has not read yet are held by the host:
+/// 800 unread 1 MiB `NAME.svc` answers in one invocation took 750 MB.
+/// Charged to the caller, they stop at its `max_component_memory` (128 MiB
+/// here): past it a call fails in the guest, and the host grows by about
+/// the limit, not by what was asked for. (In this binary, alone: the guest
+/// counts what arrived within 500 ms, which a loaded machine makes few.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_service_answers_stop_at_the_component_memory_limit() {
+    let _alone = crate::alone().await;
+    let config = format!(
+        "{}{}",
+        crate::support::single_component_config(
+            "web",
+            "http_probe",
+            "deadline_ms = 5000\nmax_component_memory = 134217728",
+            "/h"
+        ),
+        crate::support::single_component_config(
+            "kv",
+            "kv_standard",
+            "max_concurrency = 1000",
+            "/k"
+        )
+    );
+    let server =
+        crate::support::Server::start_with(Some(&config), crate::support::fresh_dir()).await;
+    assert_eq!(server.send("PUT", "/k/v2/big", vec![b'x'; 1 << 20]).await.status, 200);
+    let before = rss_kib(server.pid());
+    let answer = server.get("/h/fan-keep/400/kv.svc/k/v2/big").await;
+    let body = crate::support::text(&answer.body);
+    assert_eq!(answer.status, 200, "{body}");
+    let counts: Vec<usize> = body.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let [pending, refused, answered, other] = counts[..] else { panic!("{body}") };
+    println!("400 x GET kv.svc/k/v2/big kept unread: {body}");
+    assert_eq!(pending + refused + answered + other, 400, "{body}");
+    // 128 MiB hold fewer than 128 answers of 1 MiB beside the guest's own
+    // linear memory; the rest failed in the guest.
+    assert!(answered < 128, "{answered} answers of 1 MiB held: {body}");
+    assert!(other > 0, "no call failed at the limit: {body}");
+    let grown = rss_kib(server.pid()).saturating_sub(before);
+    println!("the host grew by {} MiB", grown / 1024);
+    assert!(grown < 256 * 1024, "the host grew by {} MiB", grown / 1024);
+    assert_eq!(server.get("/health").await.status, 200);
+}

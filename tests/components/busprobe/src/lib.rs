@@ -6,6 +6,11 @@
 //!   answers 500, traps, or spins past its deadline.
 //! - `POST /probe/publish/{topic}[?delay=ms]` publishes the body on `topic`
 //!   (any topic, declared or not); a bus error answers 422 `{"error"}`.
+//! - `POST /probe/publish-many/{topic}/{n}/{kib}` publishes `n` payloads of
+//!   `kib` KiB on `topic` in one invocation and answers
+//!   `{"published": n}`; the first bus error answers 422 `{"error"}`
+//!   (what the host holds for events before the commit is charged to the
+//!   component).
 //! - `POST /probe/own-writes` writes, deletes and counts inside one
 //!   invocation and answers what it read back meanwhile.
 //! - `GET /probe/kv/{key}` a value or 404; `GET /probe/seen` every handled
@@ -118,6 +123,16 @@ fn route(request: &Request) -> Result<Response, ApiError> {
                 Ok(()) => Ok(Response::json(200, &json!({ "published": topic }))),
                 Err(error) => Err(ApiError::new(422, bus_error(error))),
             }
+        }
+        ("POST", [_, "publish-many", topic, n, kib]) => {
+            let (n, kib): (usize, usize) = (n.parse().unwrap_or(0), kib.parse().unwrap_or(0));
+            let payload = vec![b'p'; kib * 1024];
+            for _ in 0..n {
+                if let Err(error) = publish(topic, &payload) {
+                    return Err(ApiError::new(422, bus_error(error)));
+                }
+            }
+            Ok(Response::json(200, &json!({ "published": n })))
         }
         ("POST", [_, "own-writes"]) => {
             kv::set("own/a", b"1")?;
