@@ -18,7 +18,6 @@
 //! leads to; its fingerprint (method, path, query, body) must match, or the
 //! reuse is refused with 422.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -57,7 +56,7 @@ pub enum Claim {
     /// It carries none, or is not a write: run it as usual.
     Unkeyed,
     /// Run it, and keep its answer with [`Keep`].
-    Run(Arc<Keep>),
+    Run(Keep),
     /// Answer this without running the component: a kept answer, or why
     /// the key cannot be used.
     Answer(Response),
@@ -180,7 +179,7 @@ pub fn claim(
         Some(Ok(None)) if applied => {
             deployment.usage.record(replaced, (key.len() + lease.len()) as u64);
             let (made_calls, kept) = (AtomicBool::new(false), AtomicBool::new(false));
-            Ok(Claim::Run(Arc::new(Keep { key, fingerprint, lease, ttl, made_calls, kept })))
+            Ok(Claim::Run(Keep { key, fingerprint, lease, ttl, made_calls, kept }))
         }
         _ => Err(StorageError::Busy),
     }

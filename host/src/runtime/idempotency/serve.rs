@@ -16,6 +16,9 @@ use crate::runtime::pipeline::Invoked;
 use crate::runtime::registry::Deployment;
 use crate::storage::StorageError;
 
+/// How often expired records are looked for.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Runtime {
     /// [`Runtime::invoke_in_trace`] for a request from the gateway, keeping
     /// its answer when it is a write sent with an `Idempotency-Key`, and
@@ -27,26 +30,23 @@ impl Runtime {
         parent: TraceContext,
         received: Instant,
     ) -> Result<Invoked, InvokeFailure> {
-        let unkeyed = header(&request, HEADER).is_none();
-        let deployment = match self.registry.get(name) {
-            Some(deployment) if !unkeyed => deployment,
-            _ => {
-                return self
-                    .invoke_in_trace(name, request, None, Some(parent), received, None)
-                    .await;
+        // The header is looked for first: most requests carry none, and
+        // pay nothing more.
+        let claimed = match header(&request, HEADER).and_then(|_| self.registry.get(name)) {
+            Some(deployment) => {
+                let settings = self.options.settings(name);
+                let lease = settings.deadline + LEASE_GRACE;
+                match claim(&deployment, &request, settings.idempotency_ttl, lease) {
+                    Ok(Claim::Unkeyed) => None,
+                    Ok(Claim::Answer(response)) => return Ok(Invoked { response, deployment }),
+                    Ok(Claim::Run(keep)) => Some((deployment, keep)),
+                    Err(error) => return Err(storage_failure(error)),
+                }
             }
+            None => None,
         };
-        let settings = self.options.settings(name);
-        let lease = settings.deadline + LEASE_GRACE;
-        let keep = match claim(&deployment, &request, settings.idempotency_ttl, lease) {
-            Ok(Claim::Unkeyed) => {
-                return self
-                    .invoke_in_trace(name, request, None, Some(parent), received, None)
-                    .await;
-            }
-            Ok(Claim::Answer(response)) => return Ok(Invoked { response, deployment }),
-            Ok(Claim::Run(keep)) => keep,
-            Err(error) => return Err(storage_failure(error)),
+        let Some((deployment, keep)) = claimed else {
+            return self.invoke_in_trace(name, request, None, Some(parent), received, None).await;
         };
         let mut request = request;
         request.headers.push(Header { name: SCOPE_HEADER.into(), value: keep.scope() });
@@ -68,27 +68,7 @@ impl Runtime {
         }
         outcome
     }
-}
 
-/// What a claim that could not read or write the keyspace answers.
-fn storage_failure(error: StorageError) -> InvokeFailure {
-    match error {
-        StorageError::NoSpace(why) => InvokeFailure::InsufficientStorage(why),
-        StorageError::Unavailable(why) => InvokeFailure::Unavailable(why),
-        other => InvokeFailure::Internal(format!("keeping an Idempotency-Key: {other}")),
-    }
-}
-
-/// The answer the gateway makes of `failure`, to keep for a retry.
-fn failure_response(component: &str, failure: InvokeFailure) -> Response {
-    let failure = GatewayError::Invoke(invoke_error(component, failure));
-    error(failure.status().as_u16(), &failure.to_string())
-}
-
-/// How often expired records are looked for.
-const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-impl Runtime {
     /// Every [`SWEEP_EVERY`], remove the records that ended from every
     /// deployed component's keyspace, until `stop`.
     pub async fn sweep_kept_answers(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
@@ -119,4 +99,19 @@ impl Runtime {
             }
         }
     }
+}
+
+/// What a claim that could not read or write the keyspace answers.
+fn storage_failure(error: StorageError) -> InvokeFailure {
+    match error {
+        StorageError::NoSpace(why) => InvokeFailure::InsufficientStorage(why),
+        StorageError::Unavailable(why) => InvokeFailure::Unavailable(why),
+        other => InvokeFailure::Internal(format!("keeping an Idempotency-Key: {other}")),
+    }
+}
+
+/// The answer the gateway makes of `failure`, to keep for a retry.
+fn failure_response(component: &str, failure: InvokeFailure) -> Response {
+    let failure = GatewayError::Invoke(invoke_error(component, failure));
+    error(failure.status().as_u16(), &failure.to_string())
 }
