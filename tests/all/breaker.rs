@@ -202,25 +202,14 @@ async fn an_open_breaker_logs_its_refusals_once_with_their_count() {
 /// everyone) with a few slow uploads.
 #[tokio::test]
 async fn a_deadline_spent_by_the_clients_slow_upload_does_not_count() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let breaker = "breaker = { consecutive_failures = 2, open_ms = 60000 }";
     let server = Server::start_with(Some(&config(breaker)), fresh_dir()).await;
-    let address = server.base.trim_start_matches("http://").to_string();
-    let slow = |address: String| async move {
-        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        // An answer that takes the guest 100 ms ...
-        let head = "GET /trap/sleep/100 HTTP/1.1\r\nhost: pitstop\r\ncontent-length: 2\r\n\
-                    connection: close\r\n\r\n";
-        stream.write_all(head.as_bytes()).await.unwrap();
-        // ... and a body that comes after 950 ms of the 1 s deadline.
-        tokio::time::sleep(Duration::from_millis(950)).await;
-        stream.write_all(b"{}").await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
-        answer.lines().next().unwrap_or_default().to_string()
-    };
+    // An answer that takes the guest 100 ms, and a body that comes after
+    // 950 ms of the 1 s deadline.
+    let slow =
+        || crate::support::slow_upload(&server.base, "/trap/sleep/100", Duration::from_millis(950));
     for _ in 0..2 {
-        let statuses = futures::future::join_all((0..2).map(|_| slow(address.clone()))).await;
+        let statuses = futures::future::join_all((0..2).map(|_| slow())).await;
         for status in statuses {
             assert!(status.contains(" 504 "), "{status}");
         }

@@ -3,7 +3,7 @@
 //! own; another request under the same key is refused. Over real HTTP
 //! against the real binary (docs/services.md#idempotent-writes).
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::{Answer, Server, fresh_dir, single_component_config, text};
 
@@ -191,6 +191,14 @@ async fn a_kept_answer_expires() {
     assert_eq!((text(&later.body), replayed(&later)), ("2".to_string(), false));
 }
 
+/// How many orders and payments `user` has.
+async fn orders_and_payments(server: &Server, user: &str) -> (usize, usize) {
+    let count = |answer: Answer, list: &str| answer.json()[list].as_array().map_or(0, Vec::len);
+    let orders = count(server.get(&format!("/orders?user_id={user}")).await, "orders");
+    let payments = count(server.get(&format!("/payments?user_id={user}")).await, "payments");
+    (orders, payments)
+}
+
 /// The order service through the gateway: a retried order is the same
 /// order, charged once.
 #[tokio::test]
@@ -203,10 +211,7 @@ async fn a_retried_order_is_placed_and_charged_once() {
     assert_eq!(first.status, 201, "{}", text(&first.body));
     let retry = keyed(&server, "POST", "/orders", "order-1", &order).await;
     assert_eq!((retry.status, retry.json(), replayed(&retry)), (201, first.json(), true));
-    let orders: Value = server.get(&format!("/orders?user_id={user}")).await.json();
-    assert_eq!(orders["orders"].as_array().unwrap().len(), 1);
-    let payments: Value = server.get(&format!("/payments?user_id={user}")).await.json();
-    assert_eq!(payments["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(orders_and_payments(&server, &user).await, (1, 1));
 }
 
 /// When the platform runs a keyed order again (its kept answer gone: here
@@ -225,10 +230,7 @@ async fn a_rerun_of_a_keyed_order_finds_the_first_order() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let rerun = keyed(&server, "POST", "/orders", "order-2", &order).await;
     assert_eq!((rerun.status, rerun.json(), replayed(&rerun)), (201, first.json(), false));
-    let orders: Value = server.get(&format!("/orders?user_id={user}")).await.json();
-    assert_eq!(orders["orders"].as_array().unwrap().len(), 1);
-    let payments: Value = server.get(&format!("/payments?user_id={user}")).await.json();
-    assert_eq!(payments["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(orders_and_payments(&server, &user).await, (1, 1));
     // Another order under the key once its answer expired: refused.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let other = json!({"user_id": user, "items": [{"sku": "radio", "quantity": 1, "price": 100}]});

@@ -625,6 +625,24 @@ pub fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// `GET path` on the gateway at `base` with a 2-byte body sent `after` the
+/// head, on a connection of its own (a client uploading slowly); the
+/// answer's status line.
+pub async fn slow_upload(base: &str, path: &str, after: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nhost: pitstop\r\ncontent-length: 2\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(after).await;
+    stream.write_all(b"{}").await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
 /// How many file descriptors process `pid` has open (for the load tests).
 #[allow(dead_code)]
 pub fn open_fds(pid: u32) -> usize {

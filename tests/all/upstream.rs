@@ -467,24 +467,13 @@ async fn a_head_answer_keeps_its_content_length() {
 /// the upstream off for everyone.
 #[tokio::test]
 async fn a_deadline_spent_by_the_clients_slow_upload_does_not_open_the_circuit() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let legacy = legacy_server().await;
     let strict = "breaker = { consecutive_failures = 2, open_ms = 60000 }";
     let server = Server::start_with(Some(&config(&legacy, strict)), fresh_dir()).await;
-    let address = server.base.trim_start_matches("http://").to_string();
-    let slow = |address: String| async move {
-        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        let head = "GET /legacy/echo HTTP/1.1\r\nhost: pitstop\r\ncontent-length: 2\r\n\
-                    connection: close\r\n\r\n";
-        stream.write_all(head.as_bytes()).await.unwrap();
-        // The route's deadline is 1 s; the body comes after 1.2 s.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        stream.write_all(b"{}").await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
-        answer.lines().next().unwrap_or_default().to_string()
-    };
-    let statuses = futures::future::join_all((0..3).map(|_| slow(address.clone()))).await;
+    // The route's deadline is 1 s; the body comes after 1.2 s.
+    let slow =
+        || crate::support::slow_upload(&server.base, "/legacy/echo", Duration::from_millis(1200));
+    let statuses = futures::future::join_all((0..3).map(|_| slow())).await;
     for status in statuses {
         assert!(status.contains(" 504 "), "{status}");
     }
