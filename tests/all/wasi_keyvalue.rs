@@ -88,3 +88,25 @@ async fn cas_fails_on_a_changed_value_and_hands_the_handle_back() {
     assert_eq!((answer.status, text(&answer.body)), (200, "swapped to other!".into()));
     assert_eq!(text(&server.get("/k/v2/c").await.body), "other!");
 }
+
+/// A `cas` handle belongs to the invocation that took it: one a reused
+/// instance kept from an earlier invocation names nothing in the next, even
+/// when that invocation has a handle of its own in the same slot. The swap
+/// through it traps the invocation, and neither key changes.
+#[tokio::test]
+async fn a_cas_handle_kept_by_a_reused_instance_is_refused_in_the_next_invocation() {
+    let settings = "reuse = { max_requests = 1000 }\nmax_parallel = 1\nmax_concurrency = 1\n";
+    let config = single_component_config("kv", "kv_standard", settings, "/k");
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    assert_eq!(server.send("PUT", "/k/v2/kept", "first").await.status, 200);
+    let kept = server.send("POST", "/k/v2/cas-keep/kept", "").await;
+    assert_eq!((kept.status, text(&kept.body)), (200, "kept".into()));
+
+    let used = server.send("POST", "/k/v2/cas-kept/own/stolen", "").await;
+    // 409 would mean a fresh instance served it, and nothing was tried.
+    assert_eq!(used.status, 500, "{}", text(&used.body));
+    assert_eq!(text(&server.get("/k/v2/kept").await.body), "first");
+    assert_eq!(server.get("/k/v2/own").await.status, 404, "the swap reached the new handle's key");
+    // The instance that trapped is retired; the next request is served.
+    assert_eq!(server.send("PUT", "/k/v2/after", "x").await.status, 200);
+}

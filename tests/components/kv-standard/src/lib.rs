@@ -20,7 +20,12 @@
 //! - `POST /k/v2/get-many/{key}/{n}`, `POST /k/v1/get-many/{key}/{n}`:
 //!   `get-many` of `key` asked `n` times, answering the bytes returned;
 //! - `POST /k/v2/cas-hold/{key}/{n}`: takes `n` `cas` handles on `key` and
-//!   holds them all for 500 ms, then answers how many it got.
+//!   holds them all for 500 ms, then answers how many it got;
+//! - `POST /k/v2/cas-keep/{key}`: takes a `cas` handle on `key` and keeps
+//!   it in the instance for a later invocation (with `reuse`);
+//! - `POST /k/v2/cas-kept/{other}/{value}`: takes a handle of its own on
+//!   `other` (so a slot is in use again), then swaps `value` in through the
+//!   kept handle; 409 when no handle was kept (a fresh instance).
 
 mod draft {
     wit_bindgen::generate!({
@@ -178,6 +183,27 @@ fn route_request(method: &Method, segments: &[&str], body: Vec<u8>) -> (u16, Str
             wasip2::clocks::monotonic_clock::subscribe_duration(500_000_000).block();
             (200, format!("holding {}", held.len()))
         }
+        (Method::Post, ["v2", "cas-keep", key]) => {
+            let cas = atomics2::Cas::new(&bucket2(), key).expect("a cas handle");
+            KEPT.with(|kept| *kept.borrow_mut() = Some(cas));
+            (200, "kept".into())
+        }
+        (Method::Post, ["v2", "cas-kept", other, value]) => {
+            let Some(kept) = KEPT.with(|kept| kept.borrow_mut().take()) else {
+                return (409, "no handle kept: a fresh instance".into());
+            };
+            let own = atomics2::Cas::new(&bucket2(), other).expect("a cas handle");
+            match atomics2::swap(kept, value.as_bytes()) {
+                Ok(()) => {
+                    // Not dropped: where the kept handle named `own`'s
+                    // slot, the swap took it, and the drop's trap would
+                    // hide what the swap wrote.
+                    std::mem::forget(own);
+                    (200, format!("swapped {value} in through a kept handle"))
+                }
+                Err(error) => (500, format!("{error:?}")),
+            }
+        }
         (Method::Post, ["platform", "incr", key]) => {
             match platform::pitstop::platform::keyvalue::increment(key, 1) {
                 Ok(value) => (200, value.to_string()),
@@ -252,6 +278,11 @@ fn route_request(method: &Method, segments: &[&str], body: Vec<u8>) -> (u16, Str
         },
         _ => (404, "no such route".into()),
     }
+}
+
+thread_local! {
+    /// A `cas` handle kept across invocations by `cas-keep`.
+    static KEPT: std::cell::RefCell<Option<atomics2::Cas>> = const { std::cell::RefCell::new(None) };
 }
 
 fn bucket2() -> store2::Bucket {
