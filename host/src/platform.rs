@@ -89,9 +89,14 @@ impl Platform {
             "writes are refused below this many free bytes on the data dir's disk"
         );
         let db_path = options.data_dir.join("db");
-        let db = sled::Config::new().path(&db_path).open().with_context(|| {
-            format!("opening storage at {} (is another pitstop using it?)", db_path.display())
-        })?;
+        let cache = config
+            .runtime
+            .storage_cache_bytes
+            .unwrap_or(crate::storage::embedded::DEFAULT_CACHE_BYTES);
+        let db =
+            sled::Config::new().path(&db_path).cache_capacity(cache).open().with_context(|| {
+                format!("opening storage at {} (is another pitstop using it?)", db_path.display())
+            })?;
         let cluster = config.cluster.options(options.cluster.as_deref())?;
         let (runtime, cluster) = match cluster {
             None => (Runtime::new(db, config.runtime_options())?, None),

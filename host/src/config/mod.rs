@@ -415,6 +415,7 @@ mod tests {
             max_component_memory,
             max_host_memory,
             min_free_disk_bytes,
+            storage_cache_bytes,
             max_outbound_connections: runtime_connections,
             max_host_connections,
             idempotency_ttl_s: runtime_ttl,
@@ -425,6 +426,7 @@ mod tests {
         assert!(breaker.is_some() && max_keyspace_bytes.is_some() && max_write_set_bytes.is_some());
         assert!(max_component_memory.is_some() && max_host_memory.is_some());
         assert!(min_free_disk_bytes.is_some() && runtime_connections.is_some());
+        assert!(storage_cache_bytes.is_some());
         assert!(max_host_connections.is_some() && runtime_ttl.is_some());
         let AdminConfig { max_upload, allowed_hosts } = admin;
         assert!(max_upload.is_some() && !allowed_hosts.is_empty());

@@ -51,6 +51,9 @@ pub struct RuntimeConfig {
     /// Bytes kept free on the data dir's disk: below it writes get 507
     /// (default: 5% of the filesystem, at most 1 GiB).
     pub min_free_disk_bytes: Option<u64>,
+    /// Bytes of the embedded store's page cache (sled's `cache_capacity`;
+    /// default [`crate::storage::embedded::DEFAULT_CACHE_BYTES`]).
+    pub storage_cache_bytes: Option<u64>,
     /// Outgoing connections each component may hold open (default 128).
     pub max_outbound_connections: Option<usize>,
     /// Outgoing connections all components together may hold open

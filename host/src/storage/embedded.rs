@@ -4,6 +4,10 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
+/// The default size of sled's page cache: sled's own default (1 GiB) would
+/// be held beside every limit on what the host holds for guests.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 use super::disk;
 use super::flusher::Flusher;
 use super::{Batch, Entries, Flushing, Keyspace, KeyspaceStore, StorageError};

@@ -10,7 +10,9 @@
 //!   `kib` KiB on `topic` in one invocation and answers
 //!   `{"published": n}`; the first bus error answers 422 `{"error"}`
 //!   (what the host holds for events before the commit is charged to the
-//!   component).
+//!   component). A 422 commits what was published before the error;
+//!   `POST /probe/publish-all/{topic}/{n}/{kib}` answers 500 instead, so
+//!   that nothing commits.
 //! - `POST /probe/own-writes` writes, deletes and counts inside one
 //!   invocation and answers what it read back meanwhile.
 //! - `GET /probe/kv/{key}` a value or 404; `GET /probe/seen` every handled
@@ -124,12 +126,13 @@ fn route(request: &Request) -> Result<Response, ApiError> {
                 Err(error) => Err(ApiError::new(422, bus_error(error))),
             }
         }
-        ("POST", [_, "publish-many", topic, n, kib]) => {
+        ("POST", [_, how @ ("publish-many" | "publish-all"), topic, n, kib]) => {
             let (n, kib): (usize, usize) = (n.parse().unwrap_or(0), kib.parse().unwrap_or(0));
             let payload = vec![b'p'; kib * 1024];
+            let status = if *how == "publish-all" { 500 } else { 422 };
             for _ in 0..n {
                 if let Err(error) = publish(topic, &payload) {
-                    return Err(ApiError::new(422, bus_error(error)));
+                    return Err(ApiError::new(status, bus_error(error)));
                 }
             }
             Ok(Response::json(200, &json!({ "published": n })))
