@@ -28,6 +28,7 @@
 //!     config: Config::default(),
 //!     watch: None,
 //!     cluster: None, // or Some("nats://127.0.0.1:4222".into())
+//!     strict: false,
 //! })
 //! .await?;
 //! println!("serving on http://{}", platform.addr());

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 /// Run microservices as WebAssembly components, swappable while serving.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "pitstop", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,6 +46,10 @@ enum Command {
         /// Deploy DIR/NAME.wasm as NAME whenever the file changes.
         #[arg(long, value_name = "DIR")]
         watch: Option<PathBuf>,
+        /// Refuse to start when a route of the config leads to a component
+        /// that is neither configured nor deployed (without it: a warning).
+        #[arg(long)]
+        strict: bool,
         /// Join a cluster: keyspaces and events shared with the other hosts
         /// on these NATS JetStream servers (overrides `[cluster] nats`).
         #[arg(long, env = "PITSTOP_CLUSTER", value_name = "nats://HOST:PORT[,...]")]
@@ -264,7 +268,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let service = pitstop_host::scaffold::NewService { name, dir, events, runner };
             pitstop_host::scaffold::create(&service)?;
             let file = pitstop_host::scaffold::wasm_file_stem(&service.name);
-            println!(
+            say(format_args!(
                 "created {dir}: the {name} service\n\n  cd {dir}\n  \
                  cargo build --release --target wasm32-wasip2\n  \
                  cargo test --target wasm32-wasip2\n  \
@@ -273,8 +277,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 dir = service.dir.display(),
                 name = service.name,
                 runner = service.runner,
-            );
-            Ok(())
+            ))
         }
         Command::Token { sub, ttl, aud, iss, roles, config, data_dir } => {
             let config = match config {
@@ -288,8 +291,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 issuer: iss,
                 roles,
             };
-            println!("{}", pitstop_host::control::access::mint(&config, &data_dir, request)?);
-            Ok(())
+            say(pitstop_host::control::access::mint(&config, &data_dir, request)?)
         }
         Command::Serve {
             listen,
@@ -299,6 +301,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config,
             watch,
             cluster,
+            strict,
             ..
         } => {
             let config = match config {
@@ -313,6 +316,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 config,
                 watch,
                 cluster,
+                strict,
             })
             .await
         }
@@ -350,47 +354,52 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     a["name"].as_str().unwrap_or(&name),
                     a["version"]
                 )
-            });
-            Ok(())
+            })
         }
         Command::Promote { name, admin } => {
             let path = format!("/admin/components/{}/promote", encode(&name));
             let answer = admin.client()?.call("POST", &path, Bytes::new()).await?;
-            print(&admin, &answer, |a| format!("{name} version {} is active", a["version"]));
-            Ok(())
+            print(&admin, &answer, |a| format!("{name} version {} is active", a["version"]))
         }
         Command::Components { admin } => {
             let answer = admin.client()?.call("GET", "/admin/components", Bytes::new()).await?;
-            print(&admin, &answer, components_table);
-            Ok(())
+            print(&admin, &answer, components_table)
         }
         Command::Versions { name, admin } => {
             let path = format!("/admin/components/{}/versions", encode(&name));
             let answer = admin.client()?.call("GET", &path, Bytes::new()).await?;
-            print(&admin, &answer, versions_table);
-            Ok(())
+            print(&admin, &answer, versions_table)
         }
         Command::Rollback { name, admin } => {
             let path = format!("/admin/components/{}/rollback", encode(&name));
             let answer = admin.client()?.call("POST", &path, Bytes::new()).await?;
-            print(&admin, &answer, |a| format!("{name} rolled back to version {}", a["version"]));
-            Ok(())
+            print(&admin, &answer, |a| format!("{name} rolled back to version {}", a["version"]))
         }
         Command::Undeploy { name, purge, admin } => {
             let path = format!("/admin/components/{}?purge={purge}", encode(&name));
             let answer = admin.client()?.call("DELETE", &path, Bytes::new()).await?;
             let kept = if purge { "history and keyspace dropped" } else { "keyspace kept" };
-            print(&admin, &answer, |_| format!("{name} undeployed ({kept})"));
-            Ok(())
+            print(&admin, &answer, |_| format!("{name} undeployed ({kept})"))
         }
     }
 }
 
-fn print(admin: &AdminArgs, answer: &Value, human: impl Fn(&Value) -> String) {
-    if admin.json {
-        println!("{answer}");
-    } else {
-        println!("{}", human(answer));
+fn print(
+    admin: &AdminArgs,
+    answer: &Value,
+    human: impl Fn(&Value) -> String,
+) -> anyhow::Result<()> {
+    if admin.json { say(answer) } else { say(human(answer)) }
+}
+
+/// Print `line` on stdout. A reader that went away (`pitstop components |
+/// head -1`) is not an error: the rest is dropped, where `println!` would
+/// panic.
+fn say(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.context("writing to stdout"),
     }
 }
 

@@ -40,6 +40,9 @@ pub struct PlatformOptions {
     /// The cluster to join (`nats://HOST:PORT[,...]`), over the config's
     /// `[cluster] nats`; neither runs alone on the embedded store.
     pub cluster: Option<String>,
+    /// Refuse to start when a configured route leads to a component that
+    /// is neither configured nor deployed (otherwise: a warning).
+    pub strict: bool,
 }
 
 /// A runtime whose keyspaces and event queue are the cluster's, on NATS
@@ -138,6 +141,7 @@ impl Platform {
             .restore_outboxes(runtime.keyspaces())
             .context("restoring the bus's outboxes")?;
         seed(&deployments, &config).await?;
+        check_routes(&config, &runtime, options.strict)?;
 
         let token = AdminToken::resolve(options.admin_token, &options.data_dir)?;
         let max_upload = config.admin.max_upload.unwrap_or(DEFAULT_MAX_UPLOAD);
@@ -249,6 +253,34 @@ async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Warn, naming each, of the configured routes whose component is neither
+/// configured nor deployed (a misspelt name, most often): they answer 404
+/// until it is deployed. With `strict`, refuse to start instead.
+fn check_routes(config: &Config, runtime: &Runtime, strict: bool) -> anyhow::Result<()> {
+    let mut dangling = Vec::new();
+    for route in config.routes.iter().flatten() {
+        if let RouteTarget::Component(name) = route.target()?
+            && runtime.registry().get(name).is_none()
+        {
+            tracing::warn!(
+                route = %route.prefix,
+                component = name,
+                "route {} leads to component {name:?}, which is neither configured nor \
+                 deployed: it answers 404 until `pitstop deploy {name}`",
+                route.prefix
+            );
+            dangling.push(format!("{} -> {name}", route.prefix));
+        }
+    }
+    if strict && !dangling.is_empty() {
+        anyhow::bail!(
+            "routes to components neither configured nor deployed (--strict): {}",
+            dangling.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Hosts of a cluster starting together seed the same names: the one that
 /// lost the race serves what the other deployed (`Deployments::follow`).
 fn unless_seeded_elsewhere(
@@ -264,22 +296,18 @@ fn unless_seeded_elsewhere(
 }
 
 /// The configured route table as (prefix, component or upstream name),
-/// the built-in services' routes when the config has none, and the
-/// upstreams the routes lead to: with `defaults`' deadline (unless the
-/// route gives one), breaker and concurrency, and answers of at most
-/// `max_body` bytes.
+/// then the built-in services' routes whose prefix it does not give
+/// (unless `[gateway] builtin_routes = false`), and the upstreams the
+/// routes lead to: with `defaults`' deadline (unless the route gives one),
+/// breaker and concurrency, and answers of at most `max_body` bytes.
 fn static_routes(
     config: &Config,
     defaults: &ComponentSettings,
     max_body: usize,
 ) -> anyhow::Result<(Vec<(String, String)>, Upstreams)> {
-    let Some(routes) = &config.routes else {
-        let builtins = BUILTINS.iter().map(|b| (b.prefix.to_string(), b.name.to_string()));
-        return Ok((builtins.collect(), Upstreams::default()));
-    };
     let mut pairs = Vec::new();
     let mut addresses = Vec::new();
-    for route in routes {
+    for route in config.routes.iter().flatten() {
         let target = match route.target()? {
             RouteTarget::Component(name) => name.to_string(),
             RouteTarget::Upstream(address, deadline_ms) => {
@@ -294,6 +322,13 @@ fn static_routes(
             }
         };
         pairs.push((route.prefix.clone(), target));
+    }
+    if config.gateway.builtin_routes != Some(false) {
+        for builtin in BUILTINS {
+            if !pairs.iter().any(|(prefix, _)| prefix == builtin.prefix) {
+                pairs.push((builtin.prefix.to_string(), builtin.name.to_string()));
+            }
+        }
     }
     let upstreams = Upstreams::new(&addresses, max_body).context("in the route table")?;
     Ok((pairs, upstreams))

@@ -218,3 +218,36 @@ fn assert_aligned(table: &str, right_aligned: &[&str], may_be_empty: &[&str]) {
         }
     }
 }
+
+/// `pitstop --version` names the command, not the crate.
+#[test]
+fn the_version_names_the_command() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("pitstop {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// A reader that goes away before the listing is printed (`pitstop
+/// components | true`) ends the command quietly, not in a panic.
+#[tokio::test]
+async fn output_to_a_closed_pipe_is_not_a_crash() {
+    let server = Server::start().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["components", "--admin-url", &server.admin_base, "--data-dir"])
+        .arg(server.data_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the command has its answer from the admin API.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -568,8 +568,9 @@ async fn a_component_that_cannot_be_restored_does_not_block_the_others() {
 
 /// A component deployed with `?route=` cannot carve a sub-path out of
 /// another component's route (`/users/x` would take part of the user
-/// service over), nor claim a prefix that is not normalised (`..`, `.`,
-/// percent-encoding), which the gateway would never match as written.
+/// service over): 409. A prefix that is not one (no leading `/`) or is not
+/// normalised (`..`, `.`, percent-encoding), which the gateway would never
+/// match as written, is a malformed request: 400.
 #[tokio::test]
 async fn routes_cannot_carve_into_another_component_or_hide_behind_dots() {
     let server = Server::start().await;
@@ -584,9 +585,12 @@ async fn routes_cannot_carve_into_another_component_or_hide_behind_dots() {
     for bad in ["/h-x/../users", "/a/./b", "/%2e%2e/users", "/a%2Fb"] {
         let path = format!("/admin/components/probe?route={}", bad.replace('%', "%25"));
         let refused = server.admin("PUT", &path, wasm("kvprobe")).await;
-        assert_eq!(refused.status, 409, "{bad}: {}", String::from_utf8_lossy(&refused.body));
+        assert_eq!(refused.status, 400, "{bad}: {}", String::from_utf8_lossy(&refused.body));
         assert!(refused.error().contains("normalised"), "{bad}: {}", refused.error());
     }
+    let unrooted =
+        server.admin("PUT", "/admin/components/probe?route=probe", wasm("kvprobe")).await;
+    assert_eq!(unrooted.status, 400, "{}", String::from_utf8_lossy(&unrooted.body));
     // The user service still answers its whole route.
     assert_eq!(server.get("/users/x").await.header("pitstop-component"), Some("user"));
     // Its own fresh prefix is fine.

@@ -154,7 +154,7 @@ async fn the_documented_payloads_are_what_the_services_publish() {
         assert_eq!(misfit(name, topic, &topic.example), None, "the doc's own example");
     }
 
-    // A config's routes replace the built-in ones: all four are named.
+    // All four named (the built-in three would be routed anyway).
     // Payment is its fault-injecting build: a charge of ...13 cents traps,
     // so that order is compensated.
     let mut config = format!(

@@ -65,12 +65,52 @@ async fn ready_is_503_when_a_routed_component_is_missing() {
     // The process is alive all the same.
     assert_eq!(server.get("/health").await.status, 200);
 
-    // A route whose component is not deployed is not live.
+    // A route whose component is not deployed is not live, and serve
+    // said so when it started, naming the route.
     let ghost = server.get("/ghost/x").await;
     assert_eq!(ghost.status, 404);
     assert!(ghost.error().contains("no route"));
-    // The configured table replaced the built-in one.
-    assert_eq!(server.get("/orders/x").await.status, 404);
+    let warned = server.log();
+    let warning = warned.lines().find(|line| line.contains("route /ghost leads to component"));
+    assert!(warning.is_some_and(|line| line.contains("WARN")), "{warned}");
+    assert!(!warned.contains("route /users leads"), "{warned}");
+    // The configured table adds to the built-in one.
+    assert_eq!(server.get("/orders/ord_x").await.header("pitstop-component"), Some("order"));
+}
+
+/// `serve --strict` refuses to start on a route to a component that is
+/// neither configured nor deployed, naming it.
+#[tokio::test]
+async fn strict_serve_refuses_a_route_to_an_unknown_component() {
+    let dir = crate::support::fresh_dir();
+    let config = dir.path().join("pitstop.toml");
+    std::fs::write(&config, "[[routes]]\nprefix = \"/inventory\"\ncomponent = \"inventroy\"\n")
+        .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["serve", "--strict", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--strict"), "{stderr}");
+    assert!(stderr.contains("/inventory -> inventroy"), "{stderr}");
+}
+
+/// `[gateway] builtin_routes = false` leaves only the configured routes.
+#[tokio::test]
+async fn the_built_in_routes_can_be_left_out() {
+    let config = "[gateway]\nbuiltin_routes = false\n[[routes]]\nprefix = \"/users\"\ncomponent = \"user\"\n";
+    let server = Server::start_with(Some(config), crate::support::fresh_dir()).await;
+    assert_eq!(server.get("/users/usr_x").await.header("pitstop-component"), Some("user"));
+    for path in ["/orders/ord_x", "/payments/pay_x"] {
+        let answer = server.get(path).await;
+        assert_eq!(answer.status, 404, "{path}");
+        assert!(answer.error().contains("no route"), "{path}: {}", answer.error());
+    }
 }
 
 #[tokio::test]

@@ -88,7 +88,7 @@ pub fn percentile(samples: &[Duration], percent: f64) -> Duration {
 
 /// A `pitstop.toml` deploying the `busy` test component at `busy` (path of
 /// its `.wasm`) as `busy` at `/busy` with the `settings` lines, the user
-/// service at `/users` (a route table replaces the built-in one), and
+/// service at `/users` (a built-in route anyway; named for the reader), and
 /// `more` (other components and their routes). Breakers are lenient: this
 /// is about scheduling, and a breaker opened by the 504s a flood provokes
 /// would answer for the guest.

@@ -266,6 +266,10 @@ pub struct GatewayConfig {
     pub shutdown_grace_ms: Option<u64>,
     /// One log line per request (target `pitstop::access`); off by default.
     pub access_log: Option<bool>,
+    /// Route the built-in services' prefixes (`/users`, `/orders`,
+    /// `/payments`) beside `[[routes]]` (default true); a configured route
+    /// with the same prefix takes its place either way.
+    pub builtin_routes: Option<bool>,
 }
 
 impl Config {
@@ -395,10 +399,11 @@ mod tests {
             header_read_timeout_ms,
             shutdown_grace_ms,
             access_log,
+            builtin_routes,
         } = gateway;
         assert!(max_request_body.is_some() && max_response_body.is_some());
         assert!(header_read_timeout_ms.is_some() && shutdown_grace_ms.is_some());
-        assert!(access_log.is_some());
+        assert!(access_log.is_some() && builtin_routes.is_some());
         let RuntimeConfig {
             deadline_ms,
             max_call_depth,

@@ -22,8 +22,8 @@
 //! Only requests whose `Host` names the listener are served, else 421
 //! ([`super::admin_hosts`]: DNS rebinding).
 //!
-//! Errors are `{"error": ...}`: 401 bad token, 400 bad name or not a
-//! component, 404 unknown component or dead letter, 409 route taken or nothing to roll back
+//! Errors are `{"error": ...}`: 401 bad token, 400 bad name, malformed
+//! route or not a component, 404 unknown component or dead letter, 409 route taken or nothing to roll back
 //! to, 413 upload over the limit, 422 a component that does not fit the
 //! `service` world.
 
@@ -412,7 +412,8 @@ impl AdminError {
                 let status = match &error {
                     DeployError::InvalidName(_)
                     | DeployError::NotAComponent(_)
-                    | DeployError::Invalid(_) => StatusCode::BAD_REQUEST,
+                    | DeployError::Invalid(_)
+                    | DeployError::MalformedRoute(_) => StatusCode::BAD_REQUEST,
                     DeployError::Incompatible(_) => StatusCode::UNPROCESSABLE_ENTITY,
                     DeployError::Unknown(_) => StatusCode::NOT_FOUND,
                     DeployError::NoEarlierVersion(_)

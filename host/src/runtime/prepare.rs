@@ -56,6 +56,9 @@ pub enum DeployError {
     /// Rollback asked for, but there is no earlier version.
     #[error("component {0:?} has no earlier version to roll back to")]
     NoEarlierVersion(String),
+    /// A route that is not a path prefix at all.
+    #[error("{0}")]
+    MalformedRoute(String),
     /// A route cannot be given to this component.
     #[error("{0}")]
     Route(String),

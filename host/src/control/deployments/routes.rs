@@ -42,7 +42,7 @@ impl Deployments {
     /// table gives that prefix to this component.
     pub(super) fn check_routes(&self, record: &ComponentRecord) -> Result<(), DeployError> {
         RouteTable::new(record.routes.iter().map(|p| (p.clone(), record.name.clone())))
-            .map_err(|e| DeployError::Route(e.to_string()))?;
+            .map_err(|e| DeployError::MalformedRoute(e.to_string()))?;
         let others = self.records()?;
         let claimed = self.static_routes.iter().cloned().chain(
             others.iter().flat_map(|r| r.routes.iter().map(|p| (p.clone(), r.name.clone()))),
