@@ -130,6 +130,16 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Serve VERSION of NAME, any version it keeps: forward after a
+    /// rollback, or again after an undeploy.
+    Activate {
+        /// Component name.
+        name: String,
+        /// The version (see `pitstop versions NAME`).
+        version: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Run a component crate's test binary as wasm inside the platform: the
     /// `runner` of `cargo test --target wasm32-wasip2` (see
     /// components/.cargo/config.toml). Exits with the tests' status.
@@ -162,13 +172,22 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Stop serving a component; its keyspace is kept unless --purge.
+    /// Stop serving a component; its keyspace, history and stored versions
+    /// are kept (`pitstop activate` serves one again) unless --purge.
     Undeploy {
         /// Component name.
         name: String,
         /// Also forget its history and drop its keyspace.
         #[arg(long)]
         purge: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Forget a component, deployed or undeployed: its history, its
+    /// keyspace and its subscriptions. It cannot be undone.
+    Purge {
+        /// Component name.
+        name: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -339,6 +358,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let answer =
                 with_progress(&what, client.call("PUT", &path, Bytes::from(bytes))).await?;
             print(&admin, &answer, |a| {
+                if a["unchanged"] == true {
+                    return format!(
+                        "{name} version {} is active with these bytes already: nothing deployed",
+                        a["version"]
+                    );
+                }
                 let new = if a["created"] == true { " (new component)" } else { "" };
                 let canary = match canary {
                     Some(percent) if auto_rollback => {
@@ -374,6 +399,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let path = format!("/admin/components/{}/rollback", encode(&name));
             let answer = admin.client()?.call("POST", &path, Bytes::new()).await?;
             print(&admin, &answer, |a| format!("{name} rolled back to version {}", a["version"]))
+        }
+        Command::Activate { name, version, admin } => {
+            let path = format!("/admin/components/{}/versions/{version}/activate", encode(&name));
+            let answer = admin.client()?.call("POST", &path, Bytes::new()).await?;
+            print(&admin, &answer, |a| format!("{name} version {} is active", a["version"]))
+        }
+        Command::Purge { name, admin } => {
+            let path = format!("/admin/components/{}?purge=true", encode(&name));
+            let answer = admin.client()?.call("DELETE", &path, Bytes::new()).await?;
+            print(&admin, &answer, |_| format!("{name} purged: history and keyspace dropped"))
         }
         Command::Undeploy { name, purge, admin } => {
             let path = format!("/admin/components/{}?purge={purge}", encode(&name));

@@ -50,7 +50,8 @@ async fn a_failing_component_trips_its_breaker_and_recovers() {
     }
     assert_eq!(server.get("/trap/ok").await.status, 503);
     let bytes = std::fs::read(test_components().join("trap.wasm")).unwrap();
-    assert_eq!(server.admin("PUT", "/admin/components/trap", bytes).await.status, 200);
+    let rebuilt = crate::support::rebuilt(&bytes, 1);
+    assert_eq!(server.admin("PUT", "/admin/components/trap", rebuilt).await.status, 200);
     assert_eq!(server.get("/trap/ok").await.status, 200);
 
     // And so does a rollback: the open breaker stays with the version

@@ -58,8 +58,32 @@ async fn the_cli_drives_the_admin_api() {
         "probe rolled back to version 1"
     );
     assert_eq!(
-        stdout(&server.cli(&["undeploy", "probe", "--purge"])).trim(),
-        "probe undeployed (history and keyspace dropped)"
+        stdout(&server.cli(&["activate", "probe", "2"])).trim(),
+        "probe version 2 is active"
+    );
+    assert_eq!(
+        stdout(&server.cli(&["deploy", "probe", trap])).trim(),
+        "probe version 2 is active with these bytes already: nothing deployed"
+    );
+    assert_eq!(
+        stdout(&server.cli(&["undeploy", "probe"])).trim(),
+        "probe undeployed (keyspace kept)"
+    );
+    let out = stdout(&server.cli(&["versions", "probe"]));
+    assert!(
+        out.ends_with(
+            "probe is undeployed; `pitstop activate probe VERSION` serves a version again\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        stdout(&server.cli(&["activate", "probe", "1"])).trim(),
+        "probe version 1 is active"
+    );
+    assert_eq!(server.get("/probe/keys").await.status, 200, "served again, with its route");
+    assert_eq!(
+        stdout(&server.cli(&["purge", "probe"])).trim(),
+        "probe purged: history and keyspace dropped"
     );
     assert_eq!(server.get("/probe/keys").await.status, 404);
 

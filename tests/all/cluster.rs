@@ -509,8 +509,11 @@ async fn two_hosts_deploying_one_name_at_once_keep_one_history() {
     let nats = Nats::start();
     let hosts = hosts(&nats, 2, None).await;
     let hello = std::fs::read(crate::support::test_components().join("hello.wasm")).unwrap();
-    let deploys = (0..6)
-        .map(|i| hosts[i % 2].admin("PUT", "/admin/components/hello?route=/hello", hello.clone()));
+    // Six builds: the active version's bytes again would deploy nothing.
+    let builds: Vec<Vec<u8>> = (0..6).map(|i| crate::support::rebuilt(&hello, i)).collect();
+    let deploys = (0..6).map(|i| {
+        hosts[i % 2].admin("PUT", "/admin/components/hello?route=/hello", builds[i].clone())
+    });
     let answers = join_all(deploys).await;
     let mut versions: Vec<u64> = Vec::new();
     for answer in &answers {

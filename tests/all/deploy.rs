@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Server, cold_dir, fresh_dir, test_components};
+use crate::support::{Server, cold_dir, fresh_dir, rebuilt, test_components};
 
 fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(test_components().join(format!("{name}.wasm"))).unwrap()
@@ -39,7 +39,7 @@ async fn deploy_swap_rollback_and_undeploy() {
 
     // A swap keeps the keyspace: same data, new code.
     let id = server.create_user("Lee", "lee@example.com").await;
-    let swapped = server.admin("PUT", "/admin/components/user", wasm("user")).await;
+    let swapped = server.admin("PUT", "/admin/components/user", rebuilt(&wasm("user"), 1)).await;
     assert_eq!(swapped.status, 200, "{}", String::from_utf8_lossy(&swapped.body));
     assert_eq!(swapped.json()["version"], 2);
     let fetched = server.get(&format!("/users/{id}")).await;
@@ -64,16 +64,18 @@ async fn deploy_swap_rollback_and_undeploy() {
     assert_eq!(server.send("PUT", "/probe/kv/k", "kept").await.status, 200);
     assert_eq!(server.get("/probe/kv/k").await.header("pitstop-component"), Some("probe"));
 
-    // Undeployed: its routes answer 404; its keyspace is kept for a redeploy.
+    // Undeployed: its routes answer 404; its keyspace and history are kept
+    // for a redeploy (or an activate: every_operation_can_be_undone).
     assert_eq!(server.admin("DELETE", "/admin/components/probe", "").await.status, 200);
     assert_eq!(server.get("/probe/kv/k").await.status, 404);
-    for (method, path) in [
-        ("GET", "/admin/components/probe/versions"),
-        ("POST", "/admin/components/probe/rollback"),
-        ("DELETE", "/admin/components/probe"),
-    ] {
+    for (method, path) in
+        [("POST", "/admin/components/probe/rollback"), ("DELETE", "/admin/components/probe")]
+    {
         assert_eq!(server.admin(method, path, "").await.status, 404, "{method} {path}");
     }
+    let history = server.admin("GET", "/admin/components/probe/versions", "").await;
+    assert_eq!(history.status, 200);
+    assert_eq!(history.json()["active"], serde_json::Value::Null);
     let again = server.admin("PUT", "/admin/components/probe", wasm("kvprobe")).await;
     assert_eq!(again.status, 200, "the name is known: a new version, not a new component");
     assert_eq!(again.json()["version"], 2, "versions only grow");
@@ -91,6 +93,70 @@ async fn deploy_swap_rollback_and_undeploy() {
     let taken = server.admin("PUT", "/admin/components/probe?route=/users", wasm("kvprobe")).await;
     assert_eq!(taken.status, 409);
     assert!(taken.error().contains("belongs to component user"), "{}", taken.error());
+}
+
+/// Nothing an operator does is a one-way door: a rollback can be rolled
+/// forward, any stored version activated, an undeployed name served again
+/// from its history (routes included) until it is purged; deploying the
+/// active version's bytes again adds no version and says so.
+#[tokio::test]
+async fn every_operation_can_be_undone() {
+    let server = Server::start().await;
+    let versions = || async {
+        let answer = server.admin("GET", "/admin/components/probe/versions", "").await;
+        let listed = answer.json();
+        let numbers: Vec<u64> = (listed["versions"].as_array().unwrap().iter())
+            .map(|v| v["version"].as_u64().unwrap())
+            .collect();
+        (listed["active"].as_u64(), numbers)
+    };
+    let serving =
+        || async { server.get("/probe/kv/k").await.header("pitstop-version").map(String::from) };
+    let put = |bytes: Vec<u8>| server.admin("PUT", "/admin/components/probe?route=/probe", bytes);
+    assert_eq!(put(wasm("kvprobe")).await.status, 201);
+    assert_eq!(put(wasm("hello")).await.status, 200);
+    assert_eq!(put(wasm("kvprobe")).await.json()["version"], 3);
+    assert_eq!(serving().await.as_deref(), Some("3"));
+
+    // Back, then forward again.
+    let back = server.admin("POST", "/admin/components/probe/rollback", "").await;
+    assert_eq!(back.json()["version"], 2);
+    let forward = server.admin("POST", "/admin/components/probe/versions/3/activate", "").await;
+    assert_eq!((forward.status, forward.json()["version"].clone()), (200, json!(3)));
+    assert_eq!(serving().await.as_deref(), Some("3"));
+
+    // The active bytes again: nothing deployed, no version added.
+    let same = put(wasm("kvprobe")).await;
+    assert_eq!(same.status, 200, "{}", String::from_utf8_lossy(&same.body));
+    assert_eq!(
+        (same.json()["version"].clone(), same.json()["unchanged"].clone()),
+        (json!(3), json!(true))
+    );
+    assert_eq!(versions().await, (Some(3), vec![1, 2, 3]));
+
+    // Undeployed, then served again from its history, with its route.
+    assert_eq!(server.admin("DELETE", "/admin/components/probe", "").await.status, 200);
+    assert_eq!(server.get("/probe/kv/k").await.status, 404);
+    assert_eq!(versions().await, (None, vec![1, 2, 3]));
+    let again = server.admin("POST", "/admin/components/probe/versions/1/activate", "").await;
+    assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(serving().await.as_deref(), Some("1"));
+
+    // Bad versions are clear errors, and the active one stays.
+    let missing = server.admin("POST", "/admin/components/probe/versions/9/activate", "").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.error().contains("no version 9"), "{}", missing.error());
+    let nonsense = server.admin("POST", "/admin/components/probe/versions/x/activate", "").await;
+    assert_eq!(nonsense.status, 400);
+    assert_eq!(serving().await.as_deref(), Some("1"));
+
+    // Purged, undeployed first or not: gone for good.
+    assert_eq!(server.admin("DELETE", "/admin/components/probe", "").await.status, 200);
+    let purged = server.admin("DELETE", "/admin/components/probe?purge=true", "").await;
+    assert_eq!(purged.status, 200, "{}", String::from_utf8_lossy(&purged.body));
+    assert_eq!(server.admin("GET", "/admin/components/probe/versions", "").await.status, 404);
+    let gone = server.admin("POST", "/admin/components/probe/versions/1/activate", "").await;
+    assert_eq!(gone.status, 404);
 }
 
 #[tokio::test]
@@ -394,7 +460,7 @@ async fn swaps_under_load_fail_no_request() {
         let answer = if step == 3 {
             server.admin("POST", "/admin/components/user/rollback", "").await
         } else {
-            server.admin("PUT", "/admin/components/user", user.clone()).await
+            server.admin("PUT", "/admin/components/user", rebuilt(&user, step)).await
         };
         assert!(answer.status == 200, "{}", String::from_utf8_lossy(&answer.body));
         changes.push((issued, Instant::now(), answer.json()["version"].as_u64().unwrap()));
@@ -439,7 +505,7 @@ async fn a_request_that_started_before_a_swap_finishes_on_the_old_version() {
     let server = Server::start_with(Some(&trap_config()), fresh_dir()).await;
     let (slow, swapped) = tokio::join!(server.get("/trap/sleep/1500"), async {
         server.wait_in_flight("trap", 1.0).await;
-        let answer = server.admin("PUT", "/admin/components/trap", wasm("trap")).await;
+        let answer = server.admin("PUT", "/admin/components/trap", rebuilt(&wasm("trap"), 1)).await;
         let after = server.get("/trap/ok").await;
         (answer, after)
     });

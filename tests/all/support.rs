@@ -751,3 +751,18 @@ impl Looping {
         outcomes
     }
 }
+
+/// `wasm` with a custom section naming `n` appended: the same component,
+/// other bytes (a rebuild that changed nothing). Deploying the active
+/// version's bytes again deploys nothing, so tests that swap use these.
+pub fn rebuilt(wasm: &[u8], n: u8) -> Vec<u8> {
+    let name = b"pitstop-test";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.push(n);
+    let mut out = wasm.to_vec();
+    out.push(0); // a custom section
+    out.push(section.len() as u8); // its size, one LEB128 byte
+    out.extend_from_slice(&section);
+    out
+}

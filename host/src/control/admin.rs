@@ -9,9 +9,10 @@
 //! | call | answer |
 //! |---|---|
 //! | `GET /admin/components` | 200, list of [`ComponentInfo`] |
-//! | `PUT /admin/components/{name}[?route=/p]...` with the bytes | 201 new name, 200 new version: `{"name","version","created"}` |
-//! | `GET /admin/components/{name}/versions` | 200 `{"name","active","versions":[...]}` |
+//! | `PUT /admin/components/{name}[?route=/p]...` with the bytes | 201 new name, 200 new version or the active one's bytes again (`unchanged`): `{"name","version","created","unchanged"}` |
+//! | `GET /admin/components/{name}/versions` | 200 `{"name","active","versions":[...]}` (`active` null once undeployed) |
 //! | `POST /admin/components/{name}/rollback` | 200 `{"name","version"}` |
+//! | `POST /admin/components/{name}/versions/{version}/activate` | 200 `{"name","version"}` |
 //! | `DELETE /admin/components/{name}[?purge=true]` | 200 `{"name","purged"}` |
 //! | `GET /admin/ready` | 200, or 503 when a check fails: the gateway's `/ready` report `{"status","checks"}` |
 //! | `GET /admin/dead-letters[?subscriber=name][&after=sub/id][&limit=N]` | 200 `{"dead_letters":[...],"next"}`: a page (100 by default, at most 1000), payloads cut to 4 KiB; see [`DeadLetter`] |
@@ -246,7 +247,8 @@ impl Admin {
                     None => self.deployments.deploy(name, bytes.to_vec(), routes).await?,
                 };
                 let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
-                let mut answer = serde_json::json!({"name": name, "version": deployed.version, "created": deployed.created});
+                let (version, created) = (deployed.version, deployed.created);
+                let mut answer = serde_json::json!({"name": name, "version": version, "created": created, "unchanged": deployed.unchanged});
                 if let Some(plan) = canary {
                     answer["canary"] = serde_json::json!({"percent": plan.percent, "auto_rollback": plan.auto_rollback});
                 }
@@ -254,32 +256,27 @@ impl Admin {
             }
             (&Method::POST, ["admin", "components", name, "promote"]) => {
                 let version = self.deployments.promote(name).await?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"name": name, "version": version}),
-                ))
+                ok(serde_json::json!({"name": name, "version": version}))
             }
             (&Method::GET, ["admin", "components", name, "versions"]) => {
                 let (active, versions) = self.deployments.versions(name)?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"name": name, "active": active, "versions": versions}),
-                ))
+                ok(serde_json::json!({"name": name, "active": active, "versions": versions}))
+            }
+            (&Method::POST, ["admin", "components", name, "versions", version, "activate"]) => {
+                let number = version.parse().map_err(|_| {
+                    AdminError::BadRequest(format!("version {version:?} is not a number"))
+                })?;
+                let version = self.deployments.activate(name, number).await?;
+                ok(serde_json::json!({"name": name, "version": version}))
             }
             (&Method::POST, ["admin", "components", name, "rollback"]) => {
                 let version = self.deployments.rollback(name).await?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"name": name, "version": version}),
-                ))
+                ok(serde_json::json!({"name": name, "version": version}))
             }
             (&Method::DELETE, ["admin", "components", name]) => {
                 let purge = flag(&query, "purge")?;
                 self.deployments.undeploy(name, purge).await?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"name": name, "purged": purge}),
-                ))
+                ok(serde_json::json!({"name": name, "purged": purge}))
             }
             (&Method::GET, ["admin", "ready"]) => {
                 let report = self.deployments.readiness().await;
@@ -310,21 +307,16 @@ impl Admin {
             }
             (&Method::POST, ["admin", "dead-letters", subscriber, id, "replay"]) => {
                 self.bus().replay(subscriber, id)?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"subscriber": subscriber, "id": id, "replayed": true}),
-                ))
+                ok(serde_json::json!({"subscriber": subscriber, "id": id, "replayed": true}))
             }
             (&Method::DELETE, ["admin", "dead-letters", subscriber, id]) => {
                 self.bus().discard(subscriber, id)?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({"subscriber": subscriber, "id": id, "discarded": true}),
-                ))
+                ok(serde_json::json!({"subscriber": subscriber, "id": id, "discarded": true}))
             }
             (_, ["admin", "components"])
             | (_, ["admin", "components", _])
             | (_, ["admin", "components", _, "versions" | "rollback" | "promote"])
+            | (_, ["admin", "components", _, "versions", _, "activate"])
             | (_, ["admin", "ready" | "dead-letters"])
             | (_, ["admin", "dead-letters", _, _])
             | (_, ["admin", "dead-letters", _, _, "replay"]) => {
@@ -415,7 +407,9 @@ impl AdminError {
                     | DeployError::Invalid(_)
                     | DeployError::MalformedRoute(_) => StatusCode::BAD_REQUEST,
                     DeployError::Incompatible(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                    DeployError::Unknown(_) => StatusCode::NOT_FOUND,
+                    DeployError::Unknown(_) | DeployError::UnknownVersion(_) => {
+                        StatusCode::NOT_FOUND
+                    }
                     DeployError::NoEarlierVersion(_)
                     | DeployError::Route(_)
                     | DeployError::Canary(_)
@@ -443,4 +437,9 @@ impl AdminError {
             AdminError::Status(status, message) => error_response(status, message),
         }
     }
+}
+
+/// 200 with `answer`.
+fn ok(answer: serde_json::Value) -> Result<Response<Full<Bytes>>, AdminError> {
+    Ok(json_response(StatusCode::OK, &answer))
 }

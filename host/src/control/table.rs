@@ -104,7 +104,15 @@ pub fn versions_table(answer: &Value) -> String {
             ]
         })
         .collect();
-    render(&header, &rows)
+    let table = render(&header, &rows);
+    match answer["active"].is_null() {
+        true => format!(
+            "{table}\n{} is undeployed; `pitstop activate {} VERSION` serves a version again",
+            text(&answer["name"]),
+            text(&answer["name"])
+        ),
+        false => table,
+    }
 }
 
 /// A JSON value as a table cell: a string without its quotes, `?` when absent.

@@ -53,6 +53,9 @@ pub enum DeployError {
     /// No component of that name is deployed.
     #[error("component {0:?} is not deployed")]
     Unknown(String),
+    /// The component keeps no version of that number.
+    #[error("{0}")]
+    UnknownVersion(String),
     /// Rollback asked for, but there is no earlier version.
     #[error("component {0:?} has no earlier version to roll back to")]
     NoEarlierVersion(String),

@@ -24,6 +24,7 @@ use pitstop_gateway::{Gateway, RouteTable};
 mod blobs;
 mod canary;
 mod follow;
+mod history;
 mod listing;
 mod names;
 mod records;
@@ -53,6 +54,9 @@ pub struct Deployed {
     pub version: u64,
     /// Whether the name was new (never deployed, or purged).
     pub created: bool,
+    /// The bytes (and routes) were those of the active version already:
+    /// nothing was deployed, and no version added.
+    pub unchanged: bool,
 }
 
 /// Deploys and tracks components; shared by the admin API, the watcher and start-up.
@@ -219,6 +223,15 @@ impl Deployments {
             }
             return Ok(None);
         }
+        if let Some(record) = existing.as_ref()
+            && canary.is_none()
+            && active_digest(record) == Some(&digest)
+            && routes.as_ref().is_none_or(|routes| *routes == record.routes)
+        {
+            let version = record.active.expect("it has an active digest");
+            tracing::info!(component = name, version, "deployed the active version's bytes again");
+            return Ok(Some(Deployed { version, created: false, unchanged: true }));
+        }
         let created = existing.is_none();
         let mut record = existing.unwrap_or_else(|| ComponentRecord {
             name: name.to_string(),
@@ -311,48 +324,23 @@ impl Deployments {
             canary_percent = canary.map(|plan| plan.percent),
             "deployed"
         );
-        Ok(Some(Deployed { version, created }))
+        Ok(Some(Deployed { version, created, unchanged: false }))
     }
 
-    /// Make the version before the active one active again, from the cache.
-    /// With a canary running, drop the canary instead: the active version
-    /// serves everything again.
-    pub async fn rollback(&self, name: &str) -> Result<u64, DeployError> {
-        let _name = self.lock_name(name).await;
-        let mut record = self.active_record(name)?;
-        let active = record.active.expect("active_record checks it");
-        if record.canary.is_some() {
-            let _change = self.changes.lock().await;
-            self.end_canary(&mut record, "rolled back", "asked to roll back");
-            self.save(&record)?;
-            self.runtime.registry().take_canary(name);
-            self.runtime.metrics().rolled_back(name);
-            return Ok(active);
-        }
-        let previous = record
-            .versions
-            .iter()
-            .filter(|v| v.version < active && !v.withdrawn)
-            .max_by_key(|v| v.version)
-            .cloned()
-            .ok_or_else(|| DeployError::NoEarlierVersion(name.to_string()))?;
-        let deployment = self.load(name, &previous).await?;
-        let _change = self.changes.lock().await;
-        record.active = Some(previous.version);
-        self.save(&record)?;
-        self.runtime.registry().activate(deployment);
-        self.runtime.metrics().rolled_back(name);
-        tracing::info!(component = name, from = active, to = previous.version, "rolled back");
-        Ok(previous.version)
-    }
-
-    /// Stop serving `name`: its routes answer 404 from now on. Its keyspace
-    /// and history are kept (a later deploy continues the version numbers)
-    /// unless `purge`, which forgets the name and drops its keyspace.
+    /// Stop serving `name`: its routes answer 404 from now on. Its keyspace,
+    /// history and stored versions are kept (a later deploy continues the
+    /// version numbers, [`Deployments::activate`] serves one of them again)
+    /// unless `purge`, which forgets the name, also one undeployed before,
+    /// and drops its keyspace.
     pub async fn undeploy(&self, name: &str, purge: bool) -> Result<(), DeployError> {
         let _name = self.lock_name(name).await;
         let _change = self.changes.lock().await;
-        let mut record = self.active_record(name)?;
+        // Purging may forget a name undeployed before; undeploying needs
+        // one that serves.
+        let mut record = match purge {
+            true => self.record(name)?.ok_or_else(|| DeployError::Unknown(name.to_string()))?,
+            false => self.active_record(name)?,
+        };
         // The record first: refused (another host changed the name), this
         // host keeps serving what the record still says.
         if purge {
@@ -377,15 +365,9 @@ impl Deployments {
         Ok(())
     }
 
-    /// The version history of an active component, oldest first.
-    pub fn versions(&self, name: &str) -> Result<(u64, Vec<VersionRecord>), DeployError> {
-        let record = self.active_record(name)?;
-        Ok((record.active.expect("active_record checks it"), record.versions))
-    }
-
     /// A deployment of `version` of `name`, from the artifact cache (or
     /// compiled from the stored bytes if the cache entry is missing or bad).
-    async fn load(
+    pub(super) async fn load(
         &self,
         name: &str,
         version: &VersionRecord,
