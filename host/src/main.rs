@@ -154,6 +154,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Write a starter pitstop.toml that `pitstop serve --config` runs as it
+    /// is, every other option in it commented out.
+    Init {
+        /// Where to write it; it must not exist.
+        #[arg(long, default_value = "pitstop.toml")]
+        config: PathBuf,
+    },
     /// Create a service crate in a new directory NAME: a handler with one
     /// route, its wasm-level test, the test runner and the SDK, ready for
     /// `cargo build --release --target wasm32-wasip2` and `pitstop deploy`.
@@ -248,7 +255,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
             LogTarget::Stdout,
         )?,
         // Under cargo test, the guests' info logs would drown the test output.
-        Command::TestRunner { .. } | Command::New { .. } => {
+        Command::TestRunner { .. } | Command::New { .. } | Command::Init { .. } => {
             Telemetry::init("warn", LogFormat::Pretty, LogTarget::Stderr)?
         }
         // The other commands answer on stdout.
@@ -296,6 +303,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 dir = service.dir.display(),
                 name = service.name,
                 runner = service.runner,
+            ))
+        }
+        Command::Init { config } => {
+            pitstop_host::config::starter::write_starter(&config)?;
+            say(format_args!(
+                "wrote {path}: it starts as it is, every option commented out\n\n  \
+                 pitstop serve --config {path}",
+                path = config.display()
             ))
         }
         Command::Token { sub, ttl, aud, iss, roles, config, data_dir } => {

@@ -247,7 +247,7 @@ async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> 
         let Some(path) = &component.path else { continue };
         let bytes = std::fs::read(path)
             .with_context(|| format!("reading component {name} from {}", path.display()))?;
-        unless_seeded_elsewhere(deployments.ensure(name, bytes).await.map(|_| ()))
+        unless_seeded_elsewhere(deployments.ensure(name, bytes, None).await.map(|_| ()))
             .with_context(|| format!("deploying {name} from {}", path.display()))?;
     }
     Ok(())

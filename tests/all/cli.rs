@@ -109,6 +109,14 @@ async fn serve_watch_deploys_changed_files() {
     let target = watched.path().join("probe.wasm");
     std::fs::copy(test_components().join("kvprobe.wasm"), &target).unwrap();
     wait_for_version(&server, "probe", 1).await;
+    // A new name gets the route /NAME, and the log says so.
+    assert_eq!(server.get("/probe/keys").await.header("pitstop-component"), Some("probe"));
+    assert!(server.log().contains("watch: deployed, new, at /probe"), "{}", server.log());
+    // One whose /NAME another component has is deployed without a route.
+    std::fs::copy(test_components().join("hello.wasm"), watched.path().join("users.wasm")).unwrap();
+    wait_for_version(&server, "users", 1).await;
+    assert!(server.log().contains("watch: deployed, new, at no route"), "{}", server.log());
+    assert_eq!(server.get("/users/usr_x").await.header("pitstop-component"), Some("user"));
     // A change is a new version; a broken file deploys nothing.
     std::fs::write(&target, b"half-written garbage").unwrap();
     crate::support::eventually("the broken file is reported", Duration::from_secs(20), || async {
@@ -274,4 +282,28 @@ async fn output_to_a_closed_pipe_is_not_a_crash() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `pitstop init` writes a config that `serve --strict` runs as it is,
+/// and never overwrites one.
+#[tokio::test]
+async fn init_writes_a_config_that_starts_as_it_is() {
+    let dir = fresh_dir();
+    let init = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+            .arg("init")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = stdout(&init());
+    assert!(out.starts_with("wrote pitstop.toml"), "{out}");
+    let written = std::fs::read_to_string(dir.path().join("pitstop.toml")).unwrap();
+    assert!(written.contains("# max_host_memory = "), "every option is in it, commented out");
+    let again = init();
+    assert!(!again.status.success(), "an existing config is kept");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("creating pitstop.toml"));
+
+    let server = Server::start_with_args(Some(&written), fresh_dir(), &["--strict".as_ref()]).await;
+    assert_eq!(server.get("/users/usr_x").await.header("pitstop-component"), Some("user"));
 }

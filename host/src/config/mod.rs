@@ -20,6 +20,7 @@ mod admin;
 mod cluster;
 mod routes;
 mod runtime;
+pub mod starter;
 pub use admin::AdminConfig;
 pub use cluster::{BadClusterAddress, ClusterConfig};
 pub use routes::{RouteConfig, RouteTarget};

@@ -1,6 +1,8 @@
 //! `pitstop serve --watch DIR`: deploy a `.wasm` file from DIR whenever it
 //! changes, through the same path as the admin API (`NAME.wasm` deploys as
 //! `NAME`). Nothing restarts; requests in flight finish on the old version.
+//! A name new to the platform, which the config routes nowhere, gets the
+//! route `/NAME` (unless another component has it), and the log says so.
 //!
 //! Polling rather than filesystem events: it behaves the same on every
 //! filesystem (network mounts, containers' bind mounts), and a file is only
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::control::deployments::Deployments;
+use crate::runtime::DeployError;
 
 /// How often DIR is looked at.
 pub const POLL: Duration = Duration::from_millis(300);
@@ -51,7 +54,26 @@ async fn deploy(deployments: &Deployments, path: &Path) {
             return;
         }
     };
-    match deployments.ensure(name, bytes).await {
+    let new = !deployments.is_known(name).unwrap_or(true) && !deployments.is_routed_by_config(name);
+    let route = format!("/{name}");
+    let mut deployed = match new {
+        true => deployments.ensure(name, bytes.clone(), Some(vec![route.clone()])).await,
+        false => deployments.ensure(name, bytes.clone(), None).await,
+    };
+    if new && let Err(DeployError::Route(why)) = &deployed {
+        tracing::warn!(component = name, "watch: {why}; deploying {name} without a route");
+        deployed = deployments.ensure(name, bytes, None).await;
+    }
+    match deployed {
+        Ok(Some(deployed)) if new => {
+            let routes = deployments.routes_of(name);
+            let at = if routes.is_empty() { "no route".to_string() } else { routes.join(", ") };
+            tracing::info!(
+                component = name,
+                version = deployed.version,
+                "watch: deployed, new, at {at}"
+            )
+        }
         Ok(Some(deployed)) => {
             tracing::info!(component = name, version = deployed.version, "watch: deployed")
         }

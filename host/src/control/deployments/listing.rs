@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::Deployments;
 use super::records::find_version;
+use super::routes::routes_in;
 use crate::capabilities::bus::Topics;
 use crate::runtime::DeployError;
 use crate::runtime::canary::TrafficSummary;
@@ -66,12 +67,7 @@ impl Deployments {
             let serving = deployment.as_ref().map_or(active, |d| d.version);
             let Ok(version) = find_version(&record, serving) else { continue };
             infos.push(ComponentInfo {
-                routes: table
-                    .routes()
-                    .iter()
-                    .filter(|r| r.component == record.name)
-                    .map(|r| r.prefix.clone())
-                    .collect(),
+                routes: routes_in(&table, &record.name),
                 name: record.name.clone(),
                 version: version.version,
                 // What serves, not what the record says: on a cluster

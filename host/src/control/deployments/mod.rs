@@ -150,13 +150,20 @@ impl Deployments {
     }
 
     /// Deploy `bytes` as `name` unless that exact component is already the
-    /// active version. For start-up seeding and the watcher.
+    /// active version. For start-up seeding and the watcher; `routes`, when
+    /// given, replace those of earlier deploys.
     pub async fn ensure(
         &self,
         name: &str,
         bytes: Vec<u8>,
+        routes: Option<Vec<String>>,
     ) -> Result<Option<Deployed>, DeployError> {
-        self.deploy_unless_active(name, bytes, None, true, None).await
+        self.deploy_unless_active(name, bytes, routes, true, None).await
+    }
+
+    /// Whether the config's route table leads anywhere to `name`.
+    pub fn is_routed_by_config(&self, name: &str) -> bool {
+        self.static_routes.iter().any(|(_, component)| component == name)
     }
 
     /// The runtime the components run in.

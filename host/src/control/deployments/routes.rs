@@ -32,6 +32,11 @@ impl Deployments {
         })
     }
 
+    /// The live routes leading to `name`.
+    pub fn routes_of(&self, name: &str) -> Vec<String> {
+        routes_in(&self.route_table(), name)
+    }
+
     pub(super) fn refresh_routes(&self) {
         self.gateway.set_routes(self.route_table());
     }
@@ -78,4 +83,9 @@ impl Deployments {
         }
         Ok(())
     }
+}
+
+/// The prefixes of `table` leading to `component`.
+pub(super) fn routes_in(table: &RouteTable, component: &str) -> Vec<String> {
+    table.routes().iter().filter(|r| r.component == component).map(|r| r.prefix.clone()).collect()
 }
