@@ -284,7 +284,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::TestRunner { components, wasm, args } => {
             let run = pitstop_host::testing::runner::TestRun { wasm, args, components };
-            let status = pitstop_host::testing::runner::run(run).await?;
+            let status = pitstop_host::testing::suite::run(run).await?;
             std::process::exit(status);
         }
         Command::New { name, events, lang: Lang::Rust, dir } => {

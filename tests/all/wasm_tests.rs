@@ -51,13 +51,51 @@ fn the_services_unit_tests_pass_as_wasm() {
     assert!(passed >= 20, "only {passed} tests passed:\n{log}");
 }
 
+/// A failing test fails the run, and stops nothing: the tests after it run
+/// (each alone, in an instance of its own: wasm cannot unwind), the failure
+/// is told in a few lines (its panic message; the wasm backtrace of the
+/// abort only when asked for), and cargo's `test result:` line counts all.
 #[test]
-fn a_failing_wasm_test_fails_cargo_test() {
-    let output = wasm_test(&repo_root().join("tests/components"), &["-p", "failing-tests"]);
+fn a_failing_wasm_test_fails_cargo_test_and_the_others_still_run() {
+    let workspace = repo_root().join("tests/components");
+    let mut command = guest_cargo_in(
+        &["test", "--target", "wasm32-wasip2", "-p", "failing-tests"],
+        &workspace.join("Cargo.toml"),
+        &repo_root().join("target").join("wasm-tests"),
+    );
+    command.current_dir(&workspace).env("PITSTOP_BIN", env!("CARGO_BIN_EXE_pitstop"));
+    let output = command.env_remove("RUST_BACKTRACE").output().unwrap();
     let log = text(&output);
     assert!(!output.status.success(), "a failing test must fail the run:\n{log}");
-    assert!(log.contains("tests::counts_from_one ... ok"), "{log}");
-    assert!(log.contains("the deliberate failure"), "the panic message is shown:\n{log}");
+    for line in [
+        "test tests::counts_from_one ... ok",
+        "test tests::zz_is_wrong_on_purpose ... FAILED",
+        "test tests::zzz_runs_after_the_failure ... ok",
+        "assertion `left == right` failed: the deliberate failure",
+        "the test aborted (wasm trap: wasm `unreachable` instruction executed); --backtrace or \
+         RUST_BACKTRACE=1 shows where",
+        "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out;",
+    ] {
+        assert!(log.contains(line), "no {line:?} in:\n{log}");
+    }
+    assert!(!log.contains("wasm backtrace"), "the backtrace only when asked for:\n{log}");
+
+    // Asked for, it is there; a filter runs only what it names.
+    let mut command = guest_cargo_in(
+        &["test", "--target", "wasm32-wasip2", "-p", "failing-tests"],
+        &workspace.join("Cargo.toml"),
+        &repo_root().join("target").join("wasm-tests"),
+    );
+    command.args(["--", "wrong", "--backtrace"]);
+    command.current_dir(&workspace).env("PITSTOP_BIN", env!("CARGO_BIN_EXE_pitstop"));
+    let log = text(&command.env_remove("RUST_BACKTRACE").output().unwrap());
+    assert!(log.contains("wasm backtrace"), "{log}");
+    assert!(
+        log.contains(
+            "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 2 filtered out;"
+        ),
+        "{log}"
+    );
 }
 
 #[test]

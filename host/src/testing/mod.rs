@@ -5,3 +5,4 @@
 pub mod harness;
 pub mod runner;
 pub mod stubs;
+pub mod suite;
