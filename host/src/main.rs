@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+
 use pitstop_host::control::client::{AdminClient, encode, with_progress};
+use pitstop_host::control::login;
 use pitstop_host::control::table::{components_table, versions_table};
 use pitstop_host::telemetry::{LogFormat, LogTarget, Telemetry};
 use pitstop_host::{Config, Platform, PlatformOptions};
@@ -104,6 +107,15 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Save the admin API at URL and its token (read from stdin) in the
+    /// user's config directory: the admin commands use them from any
+    /// directory. The token is checked against the API first.
+    Login {
+        /// The admin API, e.g. http://127.0.0.1:8081.
+        url: String,
+    },
+    /// Forget the login `pitstop login` saved.
+    Logout,
     /// Make the canary of NAME its active version.
     Promote {
         /// Component name.
@@ -209,10 +221,12 @@ enum Lang {
 /// How to reach the admin API.
 #[derive(Args)]
 struct AdminArgs {
-    /// The admin API.
-    #[arg(long, env = "PITSTOP_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
-    admin_url: String,
-    /// The bearer token; without it, the one in `DATA_DIR/admin.token`.
+    /// The admin API; without it, the one `pitstop login` saved, else
+    /// http://127.0.0.1:8081.
+    #[arg(long, env = "PITSTOP_ADMIN_URL")]
+    admin_url: Option<String>,
+    /// The bearer token; without it, the saved login's (for its URL), else
+    /// the one in `DATA_DIR/admin.token`.
     #[arg(long, env = "PITSTOP_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// The server's data dir, to read its token from.
@@ -225,7 +239,9 @@ struct AdminArgs {
 
 impl AdminArgs {
     fn client(&self) -> anyhow::Result<AdminClient> {
-        AdminClient::new(&self.admin_url, self.admin_token.clone(), &self.data_dir)
+        let saved = login::load()?;
+        let (url, token) = login::resolve(self.admin_url.clone(), self.admin_token.clone(), saved);
+        AdminClient::new(&url, token, &self.data_dir)
     }
 }
 
@@ -396,6 +412,29 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 )
             })
         }
+        Command::Login { url } => {
+            if std::io::stdin().is_terminal() {
+                eprint!("admin token for {url} (it is in the server's DATA_DIR/admin.token): ");
+            }
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token).context("reading the token from stdin")?;
+            let token = token.trim().to_string();
+            anyhow::ensure!(!token.is_empty(), "no token on stdin");
+            let client = AdminClient::new(&url, Some(token.clone()), std::path::Path::new("."))?;
+            client
+                .call("GET", "/admin/components", Bytes::new())
+                .await
+                .context("not saved: the admin API did not accept the token")?;
+            let saved = login::save(&login::Login { admin_url: url.clone(), admin_token: token })?;
+            say(format_args!(
+                "logged in to {url}; saved in {}: admin commands use it without --admin-url",
+                saved.display()
+            ))
+        }
+        Command::Logout => match login::forget()? {
+            true => say("logged out: the saved login is gone"),
+            false => say("no saved login"),
+        },
         Command::Promote { name, admin } => {
             let path = format!("/admin/components/{}/promote", encode(&name));
             let answer = admin.client()?.call("POST", &path, Bytes::new()).await?;

@@ -165,7 +165,8 @@ fn the_cli_without_a_token_says_how_to_give_one() {
         let output = run();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success());
-        assert!(stderr.contains("no admin token: pass --admin-token"), "{stderr}");
+        assert!(stderr.contains("no admin token: run `pitstop login URL` once"), "{stderr}");
+        assert!(stderr.contains("pass --admin-token"), "{stderr}");
         std::fs::write(dir.path().join("admin.token"), "\n").unwrap();
     }
 }
@@ -306,4 +307,52 @@ async fn init_writes_a_config_that_starts_as_it_is() {
 
     let server = Server::start_with_args(Some(&written), fresh_dir(), &["--strict".as_ref()]).await;
     assert_eq!(server.get("/users/usr_x").await.header("pitstop-component"), Some("user"));
+}
+
+/// `pitstop login URL`, the token on stdin, lets the admin commands find
+/// the server from any directory; a token the server refuses is not saved;
+/// the saved token is readable by its owner only; `logout` forgets it.
+#[tokio::test]
+async fn login_lets_the_cli_find_the_server_from_any_directory() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start().await;
+    let (config, elsewhere) = (fresh_dir(), fresh_dir());
+    let token = std::fs::read_to_string(server.data_dir().join("admin.token")).unwrap();
+    let cli = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env("XDG_CONFIG_HOME", config.path())
+            .env_remove("PITSTOP_ADMIN_URL")
+            .env_remove("PITSTOP_ADMIN_TOKEN")
+            .env_remove("PITSTOP_DATA_DIR")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let saved = config.path().join("pitstop/login.toml");
+
+    let lost = cli(&["components"], "");
+    assert!(!lost.status.success());
+    assert!(String::from_utf8_lossy(&lost.stderr).contains("pitstop login URL"));
+
+    let refused = cli(&["login", &server.admin_base], "not-the-token\n");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    assert!(!saved.exists(), "a refused token was saved");
+
+    let out = stdout(&cli(&["login", &server.admin_base], &token));
+    assert!(out.starts_with(&format!("logged in to {}", server.admin_base)), "{out}");
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let listed = stdout(&cli(&["components"], ""));
+    assert!(listed.lines().any(|line| line.starts_with("user ")), "{listed}");
+
+    assert_eq!(stdout(&cli(&["logout"], "")).trim(), "logged out: the saved login is gone");
+    assert!(!cli(&["components"], "").status.success());
 }

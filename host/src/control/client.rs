@@ -33,8 +33,9 @@ impl AdminClient {
                 let path = data_dir.join(TOKEN_FILE);
                 crate::control::admin::read_secret(&path)?.with_context(|| {
                     format!(
-                        "no admin token: pass --admin-token, set PITSTOP_ADMIN_TOKEN, \
-                         or point --data-dir at the server's data dir ({} is missing or empty)",
+                        "no admin token: run `pitstop login URL` once, pass --admin-token, set \
+                         PITSTOP_ADMIN_TOKEN, or point --data-dir at the server's data dir ({} is \
+                         missing or empty)",
                         path.display()
                     )
                 })?

@@ -10,5 +10,6 @@ pub mod builtin;
 pub mod client;
 pub mod console;
 pub mod deployments;
+pub mod login;
 pub mod table;
 pub mod watch;
