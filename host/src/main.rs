@@ -107,6 +107,19 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Build the crate in DIR for wasm32-wasip2, run its wasm tests, deploy
+    /// it (a new name at /NAME), and again on every change to its sources:
+    /// one line per cycle with the time each step took.
+    Dev {
+        /// The crate; default the current directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// One cycle, then exit (0 when it deployed).
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Save the admin API at URL and its token (read from stdin) in the
     /// user's config directory: the admin commands use them from any
     /// directory. The token is checked against the API first.
@@ -411,6 +424,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     a["version"]
                 )
             })
+        }
+        Command::Dev { dir, once, admin } => {
+            let status = pitstop_host::control::dev::run(&dir, &admin.client()?, once).await?;
+            std::process::exit(status);
         }
         Command::Login { url } => {
             if std::io::stdin().is_terminal() {

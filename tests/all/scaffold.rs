@@ -94,11 +94,33 @@ async fn a_new_service_builds_tests_and_deploys_outside_the_checkout() {
     // docs/writing-a-service.md: its rust blocks, in order, are the whole
     // src/lib.rs of the inventory service it walks through.
     std::fs::write(dir.join("src/lib.rs"), guide_service()).unwrap();
-    let tests = cargo(&["test", "--target", "wasm32-wasip2"]);
-    assert!(tests.contains("test result: ok. 6 passed"), "{tests}");
-    cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
-    let deployed = server.cli(&["deploy", "inventory", dir.join(wasm).to_str().unwrap()]);
-    assert_eq!(succeeded("pitstop deploy", deployed).trim(), "deployed inventory version 3");
+    // `pitstop dev` builds, tests and deploys it in one cycle (--once; the
+    // loop waits for changes), printing one line.
+    let dev = |dir: &Path| {
+        // Without the outer build's settings, as guest_cargo runs cargo.
+        let cleaned = guest_cargo();
+        let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"));
+        for (key, value) in cleaned.get_envs() {
+            match value {
+                Some(value) => dev.env(key, value),
+                None => dev.env_remove(key),
+            };
+        }
+        let output = dev
+            .args(["dev", "--once", "--admin-url", &server.admin_base, "--data-dir"])
+            .arg(server.data_dir())
+            .current_dir(dir)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        succeeded("pitstop dev --once", output)
+    };
+    let cycle = dev(&dir);
+    assert!(cycle.starts_with("dev: built in "), "{cycle}");
+    assert!(cycle.contains("6 tests passed in"), "{cycle}");
+    assert!(cycle.contains("deployed inventory version 3 in"), "{cycle}");
+    let again = dev(&dir);
+    assert!(again.contains("inventory version 3 unchanged in"), "{again}");
     let stocked = server.send("PUT", "/inventory/book", r#"{"stock": 5}"#).await;
     assert_eq!(stocked.status, 200, "{:?}", stocked.body);
     let order = json!({"user_id": user, "items": [{"sku": "book", "quantity": 2, "price": 1250}]});

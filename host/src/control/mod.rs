@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod client;
 pub mod console;
 pub mod deployments;
+pub mod dev;
 pub mod login;
 pub mod table;
 pub mod watch;
