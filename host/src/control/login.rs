@@ -75,8 +75,16 @@ pub fn save(login: &Login) -> anyhow::Result<PathBuf> {
     // Written beside it and renamed: never a half-written login, and the
     // token is never readable by others, not even for a moment.
     let partial = dir.join("login.toml.partial");
+    // Left by a save that died, or made by someone else: created afresh,
+    // so the mode below is what it gets.
+    match std::fs::remove_file(&partial) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(error).with_context(|| format!("removing {}", partial.display()));
+        }
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file =
