@@ -177,7 +177,8 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     let upload = faulty_payment().display().to_string();
     browser.type_into("#deploy-file", &upload).await;
     browser.click("#deploy button[type=submit]").await;
-    browser.text_when("#deploy-result", |t| t.contains("payment version 2")).await;
+    let deployed = browser.text_when("#deploy-result", |t| t.contains("payment version 2")).await;
+    assert!(deployed.starts_with("Deployed payment version 2 in "), "{deployed}");
     let version = "#components tr[data-component=payment] .version";
     browser.text_when(version, |t| t.starts_with("v2")).await;
     browser.text_when("#versions tr[data-version='2']", |t| t.contains("active")).await;
@@ -202,6 +203,14 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
         server.admin("GET", "/admin/components/payment/versions", "").await.json()["active"],
         1
     );
+
+    // Forward again, and back, from the version history's own buttons.
+    browser.click("#versions tr[data-version='2'] button.activate").await;
+    browser.text_when("#status", |t| t.contains("payment version 2 is active")).await;
+    browser.text_when(version, |t| t.starts_with("v2")).await;
+    browser.click("#versions tr[data-version='1'] button.activate").await;
+    browser.text_when("#status", |t| t.contains("payment version 1 is active")).await;
+    browser.text_when(version, |t| t.starts_with("v1")).await;
 
     // A component that traps until its breaker opens: the row says so, and
     // the banner names the failing readiness check.

@@ -435,6 +435,13 @@ function renderDetail() {
         el('td', { class: 'nowrap' }, when(v.deployed_at)),
         el('td', { class: 'num' }, bytes(v.size)),
         el('td', {}, el('code', { title: v.digest }, v.digest.slice(0, 12))),
+        el(
+          'td',
+          {},
+          v.version === state.versions.active
+            ? ''
+            : el('button', { type: 'button', class: 'activate', onclick: () => activate(name, v.version) }, `Serve v${v.version}`),
+        ),
       ),
     ),
   );
@@ -626,6 +633,15 @@ async function act(what, work) {
   }
 }
 
+/** Serve `version` of `name`: forward after a rollback, or any kept version. */
+function activate(name, version) {
+  act(`Activating ${name} version ${version}`, async () => {
+    const path = `/admin/components/${encodeURIComponent(name)}/versions/${version}/activate`;
+    const answer = await api('POST', path);
+    return `${name} version ${answer.version} is active.`;
+  });
+}
+
 function rollback() {
   const name = state.selected;
   act(`Rolling back ${name}`, async () => {
@@ -661,21 +677,38 @@ async function deploy(event) {
     query.append('route', route);
   }
   const path = `/admin/components/${encodeURIComponent(name)}${query.toString() ? `?${query}` : ''}`;
-  result.textContent = `Deploying ${file.name} as ${name}…`;
+  // The API answers once the component is compiled, which can take a
+  // minute for a big interpreter: the seconds are counted meanwhile.
+  const started = Date.now();
+  const seconds = () => Math.round((Date.now() - started) / 1000);
+  const what = `Deploying ${file.name} (${bytes(file.size)}) as ${name}: uploading and compiling`;
+  result.textContent = `${what}…`;
+  const ticker = setInterval(() => {
+    result.textContent = `${what}, ${seconds()} s…`;
+  }, 1000);
   try {
     const answer = await api('PUT', path, await file.arrayBuffer());
-    result.textContent = answer.created
-      ? `Deployed ${name}: a new component, version ${answer.version}.`
-      : `Deployed ${name} version ${answer.version}; it serves now.`;
+    const took = `in ${seconds()} s`;
+    result.textContent = answer.unchanged
+      ? `${name} version ${answer.version} is active with these bytes already: nothing deployed.`
+      : answer.created
+        ? `Deployed ${name}: a new component, version ${answer.version}, ${took}.`
+        : `Deployed ${name} version ${answer.version} ${took}; it serves now.`;
     $('deploy-file').value = '';
     await poll();
   } catch (error) {
     result.className = 'result error';
+    // No answer at all: a file over the upload limit is cut off at once;
+    // a long wait is a slow compile or a server gone, not a size.
     const cut =
-      error.status === 0
-        ? ' The upload was cut off: a file over the admin API\'s upload limit ([admin] max_upload) is refused before it is read.'
-        : '';
+      error.status !== 0
+        ? ''
+        : seconds() < 5
+          ? ' The upload was cut off: a file over the admin API\'s upload limit ([admin] max_upload) is refused before it is read.'
+          : ` No answer after ${seconds()} s: the compile may still finish (the components list will show it), or the server went away.`;
     result.textContent = `The deploy of ${name} failed. ${error.message}${cut}`;
+  } finally {
+    clearInterval(ticker);
   }
 }
 
