@@ -170,6 +170,18 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
         )
         .await;
     assert_eq!(checks, json!([3, 3, 1, 4, null, 2, 5]));
+    // A chart: buckets without requests are gaps (two runs, two lines), a
+    // lone bucket still shows; the figure says the current value, the scale
+    // and the time axis.
+    let drawn = browser
+        .script(
+            "const f = chart('Rate', [[[1, 2, null, 4, null, null, 3], 'rate']], String, '30 s ago');\
+             return [f.querySelectorAll('polyline').length, f.querySelector('figcaption').textContent,\
+                     f.querySelector('.chart-axis').textContent,\
+                     chart('E', [[[null, null], 'errors']], String, '2 s ago').querySelector('.now').textContent];",
+        )
+        .await;
+    assert_eq!(drawn, json!([3, "Ratenow 3", "30 s ago0 to 4now", "now no requests"]));
 
     // A new version of payment, by upload: the table shows it serving.
     browser.click("#components tr[data-component=payment] button").await;
@@ -228,6 +240,8 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     browser.text_when(card, |t| t.contains("OPEN") && t.contains("req/s")).await;
     // Every answer of the trap was a 5xx (two traps, then the open circuit).
     browser.text_when(&format!("{card} .error-rate"), |t| t == "100.0%").await;
+    let errors = format!("{card} figure:nth-of-type(2) figcaption");
+    browser.text_when(&errors, |t| t.ends_with("now 100.0%")).await;
     browser
         .text_when("#traffic section[data-component=user] .rate", |t| t.ends_with("req/s"))
         .await;

@@ -207,6 +207,7 @@ function between(first, last, component) {
   const seconds = (last.t - first.t) / 1000;
   const requests = delta(now.requests, then.requests);
   return {
+    requests,
     perSecond: seconds > 0 ? requests / seconds : 0,
     errorRate: requests > 0 ? delta(now.errors, then.errors) / requests : 0,
     p50: quantile(then.buckets, now.buckets, 0.5),
@@ -448,35 +449,69 @@ function renderDetail() {
   labelCells($('versions'));
 }
 
-/** A small line chart of `series` ([[values...], class]) as an SVG image. */
-function chart(label, series) {
+/**
+ * A small line chart of `series` ([[values...], class]) over the last
+ * `minutes`, in a figure that says what it shows: its title with the
+ * current value, the value scale (0 and the top), and the time axis from
+ * `since` (e.g. "5 min ago") to now. A bucket without requests (null) is a
+ * gap, not a zero; one slower than the last latency bucket (Infinity) is
+ * drawn at the top. `format` writes a value.
+ */
+function chart(title, series, format, since) {
   const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
   svg.setAttribute('class', 'chart');
   svg.setAttribute('viewBox', '0 0 100 40');
   svg.setAttribute('preserveAspectRatio', 'none');
-  svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', label);
+  svg.setAttribute('aria-hidden', 'true');
   const axis = document.createElementNS('http://www.w3.org/2000/svg', 'line');
   for (const [name, value] of [['x1', 0], ['y1', 38], ['x2', 100], ['y2', 38], ['class', 'axis']]) {
     axis.setAttribute(name, value);
   }
   svg.append(axis);
+  const known = series.flatMap(([values]) => values.filter(Number.isFinite));
+  const top = Math.max(...known, 1e-9);
   for (const [values, kind] of series) {
-    // No requests (null) draws as 0; slower than the last bucket
-    // (Infinity) as the top of the chart, never as fast.
-    const known = values.filter(Number.isFinite);
-    const ceiling = Math.max(...known, 1e-9);
-    let finite = values.map((v) => (v === Infinity ? ceiling : Number.isFinite(v) ? v : 0));
-    if (finite.length === 1) finite = [finite[0], finite[0]];
-    const top = Math.max(...finite, 1e-9);
-    const step = finite.length > 1 ? 100 / (finite.length - 1) : 100;
-    const points = finite.map((v, i) => `${(i * step).toFixed(2)},${(38 - (v / top) * 36).toFixed(2)}`);
-    const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
-    line.setAttribute('class', kind);
-    line.setAttribute('points', points.join(' '));
-    svg.append(line);
+    const step = values.length > 1 ? 100 / (values.length - 1) : 100;
+    // One polyline per run of buckets that had requests.
+    let run = [];
+    const runs = [run];
+    values.forEach((v, i) => {
+      if (v === null || v === undefined || Number.isNaN(v)) {
+        run = [];
+        runs.push(run);
+        return;
+      }
+      const y = v === Infinity ? 2 : 38 - (v / top) * 36;
+      run.push(`${(i * step).toFixed(2)},${y.toFixed(2)}`);
+    });
+    for (const points of runs.filter((r) => r.length > 0)) {
+      // A lone bucket is a short dash, so that it shows.
+      if (points.length === 1) {
+        const [x, y] = points[0].split(',').map(Number);
+        points.push(`${(x < 99 ? x + 1.5 : x - 1.5).toFixed(2)},${y.toFixed(2)}`);
+      }
+      const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+      line.setAttribute('class', kind);
+      line.setAttribute('points', points.join(' '));
+      svg.append(line);
+    }
   }
-  return svg;
+  const last = series.map(([values]) => values[values.length - 1]);
+  const now = last.every((v) => v === null || v === undefined) ? 'no requests' : last.map(format).join(' / ');
+  const scale = known.length ? `0 to ${format(top)}` : 'no requests yet';
+  return el(
+    'figure',
+    { class: 'chart-figure', 'aria-label': `${title}: now ${now}; scale ${scale}; from ${since} to now` },
+    el('figcaption', {}, el('span', {}, title), el('span', { class: 'now' }, `now ${now}`)),
+    svg,
+    el(
+      'div',
+      { class: 'chart-axis' },
+      el('span', {}, since),
+      el('span', { class: 'scale' }, scale),
+      el('span', {}, 'now'),
+    ),
+  );
 }
 
 function ms(value) {
@@ -487,13 +522,17 @@ function ms(value) {
 
 function renderTraffic() {
   const names = state.components.map((c) => c.name);
+  const samples = state.samples;
+  const span = samples.length > 1 ? (samples[samples.length - 1].t - samples[0].t) / 1000 : 0;
+  const since = span < 120 ? `${Math.round(span)} s ago` : `${Math.round(span / 60)} min ago`;
   const cards = names.map((name) => {
     const now = rates(name, 5); // the last ~10 s
     const series = { rate: [], errors: [], p50: [], p99: [] };
     for (let i = 1; i < state.samples.length; i++) {
       const step = between(state.samples[i - 1], state.samples[i], name);
       series.rate.push(step.perSecond);
-      series.errors.push(100 * step.errorRate);
+      // No requests: no error rate (a gap), where 0 req/s is a rate.
+      series.errors.push(step.requests > 0 ? 100 * step.errorRate : null);
       series.p50.push(step.p50);
       series.p99.push(step.p99);
     }
@@ -515,13 +554,9 @@ function renderTraffic() {
         el('dt', {}, 'Breaker'),
         el('dd', { class: `state state-${breaker}` }, breaker === 'open' ? 'OPEN' : breaker),
       ),
-      chart(`${name}: requests per second, last 5 minutes`, [[series.rate, 'rate']]),
-      chart(`${name}: error rate in percent, last 5 minutes`, [[series.errors, 'errors']]),
-      chart(`${name}: p50 (solid) and p99 (dashed) latency, last 5 minutes`, [
-        [series.p50, 'p50'],
-        [series.p99, 'p99'],
-      ]),
-      el('p', { class: 'legend' }, 'Charts: requests/s; error rate; latency p50 (solid) and p99 (dashed).'),
+      chart('Requests per second', [[series.rate, 'rate']], (v) => `${v.toFixed(1)}/s`, since),
+      chart('Errors (5xx), percent', [[series.errors, 'errors']], (v) => `${v.toFixed(1)}%`, since),
+      chart('Latency p50 (solid) / p99 (dashed)', [[series.p50, 'p50'], [series.p99, 'p99']], ms, since),
     );
   });
   if (cards.length === 0) cards.push(el('p', {}, 'No component is deployed.'));
