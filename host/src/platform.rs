@@ -141,7 +141,7 @@ impl Platform {
             .restore_outboxes(runtime.keyspaces())
             .context("restoring the bus's outboxes")?;
         seed(&deployments, &config).await?;
-        check_routes(&config, &runtime, options.strict)?;
+        warn_of_dangling_routes(&config, &runtime, options.strict)?;
 
         let token = AdminToken::resolve(options.admin_token, &options.data_dir)?;
         let max_upload = config.admin.max_upload.unwrap_or(DEFAULT_MAX_UPLOAD);
@@ -256,7 +256,7 @@ async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> 
 /// Warn, naming each, of the configured routes whose component is neither
 /// configured nor deployed (a misspelt name, most often): they answer 404
 /// until it is deployed. With `strict`, refuse to start instead.
-fn check_routes(config: &Config, runtime: &Runtime, strict: bool) -> anyhow::Result<()> {
+fn warn_of_dangling_routes(config: &Config, runtime: &Runtime, strict: bool) -> anyhow::Result<()> {
     let mut dangling = Vec::new();
     for route in config.routes.iter().flatten() {
         if let RouteTarget::Component(name) = route.target()?
