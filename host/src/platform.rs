@@ -114,9 +114,17 @@ impl Platform {
             static_routes(&config, &runtime.options().defaults, gateway_options.max_response_body)?;
         gateway_options.access = crate::control::access::options(&config, &options.data_dir)
             .context("in the [auth] section or a route's policy")?;
-        let backend =
-            RuntimeBackend::new(runtime.clone(), static_routes.iter().map(|(_, c)| c.clone()))
-                .with_upstreams(upstreams);
+        // What /ready expects deployed: the config's routes' targets. A
+        // built-in route the config did not name is the platform's own, and
+        // a built-in the operator undeployed is not a missing component.
+        let named = |prefix: &str| config.routes.iter().flatten().any(|r| r.prefix == prefix);
+        let expected = static_routes
+            .iter()
+            .filter(|(prefix, target)| {
+                named(prefix) || !BUILTINS.iter().any(|b| b.prefix == prefix && b.name == target)
+            })
+            .map(|(_, target)| target.clone());
+        let backend = RuntimeBackend::new(runtime.clone(), expected).with_upstreams(upstreams);
         let gateway = Gateway::new(backend, RouteTable::default(), gateway_options.clone())
             .map_err(|e| anyhow::anyhow!("in the [auth] section or a route's policy: {e}"))?;
         let deployments = Arc::new(

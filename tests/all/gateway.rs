@@ -44,6 +44,19 @@ async fn ready_reports_storage_bus_and_components_and_health_is_liveness() {
     assert_eq!(server.send("POST", "/health", "").await.status, 405);
 }
 
+/// A built-in service the operator undeployed is a decision, not a
+/// missing component: `/ready` stays 200, and no longer lists it.
+#[tokio::test]
+async fn an_undeployed_built_in_leaves_the_host_ready() {
+    let config = "[[routes]]\nprefix = \"/legacy\"\nupstream = \"http://127.0.0.1:9\"\n";
+    let server = Server::start_with(Some(config), crate::support::fresh_dir()).await;
+    assert_eq!(server.admin("DELETE", "/admin/components/order", "").await.status, 200);
+    let answer = server.get("/ready").await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    assert!(answer.json()["checks"].get("component:order").is_none(), "{}", answer.json());
+    assert_eq!(answer.json()["checks"]["component:user"], "ok");
+}
+
 #[tokio::test]
 async fn ready_is_503_when_a_routed_component_is_missing() {
     let config = r#"
