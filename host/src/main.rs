@@ -1,6 +1,7 @@
 //! The `pitstop` command: `serve` runs the platform; the other subcommands
 //! talk to a running one through its admin API.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +9,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use std::io::IsTerminal;
-
 use pitstop_host::control::client::{AdminClient, encode, with_progress};
 use pitstop_host::control::login;
 use pitstop_host::control::table::{components_table, versions_table};

@@ -114,16 +114,12 @@ impl Platform {
             static_routes(&config, &runtime.options().defaults, gateway_options.max_response_body)?;
         gateway_options.access = crate::control::access::options(&config, &options.data_dir)
             .context("in the [auth] section or a route's policy")?;
-        // What /ready expects deployed: the config's routes' targets. A
-        // built-in route the config did not name is the platform's own, and
-        // a built-in the operator undeployed is not a missing component.
-        let named = |prefix: &str| config.routes.iter().flatten().any(|r| r.prefix == prefix);
-        let expected = static_routes
-            .iter()
-            .filter(|(prefix, target)| {
-                named(prefix) || !BUILTINS.iter().any(|b| b.prefix == prefix && b.name == target)
-            })
-            .map(|(_, target)| target.clone());
+        // What /ready expects deployed: the targets of the config's own
+        // routes, which static_routes puts first. A built-in route after
+        // them is the platform's own, and a built-in the operator
+        // undeployed is not a missing component.
+        let configured = config.routes.as_ref().map_or(0, Vec::len);
+        let expected = static_routes[..configured].iter().map(|(_, target)| target.clone());
         let backend = RuntimeBackend::new(runtime.clone(), expected).with_upstreams(upstreams);
         let gateway = Gateway::new(backend, RouteTable::default(), gateway_options.clone())
             .map_err(|e| anyhow::anyhow!("in the [auth] section or a route's policy: {e}"))?;
@@ -303,8 +299,8 @@ fn unless_seeded_elsewhere(
     }
 }
 
-/// The configured route table as (prefix, component or upstream name),
-/// then the built-in services' routes whose prefix it does not give
+/// The configured route table as (prefix, component or upstream name), in
+/// the config's order, then the built-in services' routes whose prefix it does not give
 /// (unless `[gateway] builtin_routes = false`), and the upstreams the
 /// routes lead to: with `defaults`' deadline (unless the route gives one),
 /// breaker and concurrency, and answers of at most `max_body` bytes.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, eventually, guest_cargo};
+use crate::support::{OUTER_BUILD_VARS, Server, eventually, guest_cargo};
 
 /// `PATH` with this build's `pitstop` first, as a user who installed it has.
 fn path_with_pitstop() -> std::ffi::OsString {
@@ -98,13 +98,9 @@ async fn a_new_service_builds_tests_and_deploys_outside_the_checkout() {
     // loop waits for changes), printing one line.
     let dev = |dir: &Path| {
         // Without the outer build's settings, as guest_cargo runs cargo.
-        let cleaned = guest_cargo();
         let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"));
-        for (key, value) in cleaned.get_envs() {
-            match value {
-                Some(value) => dev.env(key, value),
-                None => dev.env_remove(key),
-            };
+        for var in OUTER_BUILD_VARS {
+            dev.env_remove(var);
         }
         let output = dev
             .args(["dev", "--once", "--admin-url", &server.admin_base, "--data-dir"])

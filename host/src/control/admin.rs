@@ -247,8 +247,7 @@ impl Admin {
                     None => self.deployments.deploy(name, bytes.to_vec(), routes).await?,
                 };
                 let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
-                let (version, created) = (deployed.version, deployed.created);
-                let mut answer = serde_json::json!({"name": name, "version": version, "created": created, "unchanged": deployed.unchanged});
+                let mut answer = serde_json::json!({"name": name, "version": deployed.version, "created": deployed.created, "unchanged": deployed.unchanged});
                 if let Some(plan) = canary {
                     answer["canary"] = serde_json::json!({"percent": plan.percent, "auto_rollback": plan.auto_rollback});
                 }

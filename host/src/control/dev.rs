@@ -73,8 +73,8 @@ async fn cycle(dir: &Path, name: &str, client: &AdminClient) -> anyhow::Result<b
         );
         return Ok(false);
     }
-    let wasm =
-        dir.join("target/wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+    let file = format!("{}.wasm", crate::scaffold::wasm_file_stem(name));
+    let wasm = dir.join("target/wasm32-wasip2/release").join(file);
     let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
     let started = Instant::now();
     let versions = format!("/admin/components/{}/versions", encode(name));
