@@ -82,9 +82,11 @@ enum Command {
         /// The server's pitstop.toml, for its secret, audience and issuer.
         #[arg(long, env = "PITSTOP_CONFIG")]
         config: Option<PathBuf>,
-        /// The server's data dir, for its generated secret.
-        #[arg(long, env = "PITSTOP_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
+        /// Without a secret here (the data dir's, the config's or
+        /// PITSTOP_JWT_SECRET), the server signs it: the admin API found
+        /// as for `pitstop deploy`.
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Deploy FILE as the new version of NAME (a new component if NAME is new).
     Deploy {
@@ -116,6 +118,17 @@ enum Command {
         /// One cycle, then exit (0 when it deployed).
         #[arg(long)]
         once: bool,
+        /// Run a server in this process (the built-in services, data in
+        /// DIR/target/pitstop-dev) and deploy to it, instead of to a
+        /// running one.
+        #[arg(long, conflicts_with_all = ["admin_url", "admin_token"])]
+        serve: bool,
+        /// With --serve: where its gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+        listen: SocketAddr,
+        /// With --serve: where its admin API listens.
+        #[arg(long, default_value = "127.0.0.1:8081", requires = "serve")]
+        admin_listen: SocketAddr,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -341,19 +354,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 path = config.display()
             ))
         }
-        Command::Token { sub, ttl, aud, iss, roles, config, data_dir } => {
+        Command::Token { sub, ttl, aud, iss, roles, config, admin } => {
+            use pitstop_host::control::access;
             let config = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
             };
-            let request = pitstop_host::control::access::TokenRequest {
-                subject: sub,
-                ttl,
-                audience: aud,
-                issuer: iss,
-                roles,
-            };
-            say(pitstop_host::control::access::mint(&config, &data_dir, request)?)
+            let request =
+                access::TokenRequest { subject: sub, ttl, audience: aud, issuer: iss, roles };
+            if access::secret(&config, &admin.data_dir, false)?.is_some() {
+                return say(access::mint(&config, &admin.data_dir, request)?);
+            }
+            let client = admin.client().with_context(|| {
+                format!(
+                    "no signing secret here ({}, [auth.jwt] secret or {}) and no server to ask",
+                    admin.data_dir.join(access::SECRET_FILE).display(),
+                    access::SECRET_ENV
+                )
+            })?;
+            let body = Bytes::from(serde_json::to_vec(&request)?);
+            let answer = client.call("POST", "/admin/tokens", body).await?;
+            say(answer["token"].as_str().context("the server sent no token")?.to_string())
         }
         Command::Serve {
             listen,
@@ -424,9 +445,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 )
             })
         }
-        Command::Dev { dir, once, admin } => {
-            let status = pitstop_host::control::dev::run(&dir, &admin.client()?, once).await?;
+        Command::Dev { dir, once, serve: false, admin, .. } => {
+            let client = admin.client().context(
+                "finding the server to deploy to (`pitstop dev --serve` runs one of its own)",
+            )?;
+            let status = pitstop_host::control::dev::run(&dir, &client, once).await?;
             std::process::exit(status);
+        }
+        Command::Dev { dir, once, serve: true, listen, admin_listen, .. } => {
+            std::process::exit(dev_with_server(dir, listen, admin_listen, once).await?)
         }
         Command::Login { url } => {
             if std::io::stdin().is_terminal() {
@@ -519,6 +546,44 @@ async fn serve(options: PlatformOptions) -> anyhow::Result<()> {
     stop.await;
     tracing::info!("shutting down");
     platform.shutdown().await
+}
+
+/// `pitstop dev --serve`: the dev loop against a server in this process,
+/// on the embedded store with the built-in services, until the loop ends
+/// (`--once`) or a signal stops both.
+async fn dev_with_server(
+    dir: PathBuf,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    once: bool,
+) -> anyhow::Result<i32> {
+    let stop = shutdown_signal().context("listening for SIGINT and SIGTERM")?;
+    let data_dir = dir.join("target/pitstop-dev");
+    let platform = Platform::start(PlatformOptions {
+        listen,
+        admin_listen,
+        // Made and kept in the data dir, where the client reads it.
+        admin_token: None,
+        data_dir: data_dir.clone(),
+        config: Config::default(),
+        watch: None,
+        cluster: None,
+        strict: false,
+    })
+    .await?;
+    let admin_url = format!("http://{}", platform.admin_addr());
+    println!(
+        "dev: serving on http://{}, admin API on {admin_url} (--data-dir {} for its token)",
+        platform.addr(),
+        data_dir.display()
+    );
+    let client = AdminClient::new(&admin_url, None, &data_dir)?;
+    let status = tokio::select! {
+        status = pitstop_host::control::dev::run(&dir, &client, once) => status?,
+        () = stop => 0,
+    };
+    platform.shutdown().await?;
+    Ok(status)
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM; the handlers are in place when this returns.

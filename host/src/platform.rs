@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, RouteTarget};
-use crate::control::admin::{Admin, AdminToken, DEFAULT_MAX_UPLOAD};
+use crate::control::admin::{Admin, DEFAULT_MAX_UPLOAD};
 use crate::control::admin_hosts::AdminHosts;
+use crate::control::admin_token::AdminToken;
 use crate::control::builtin::BUILTINS;
 use crate::control::deployments::Deployments;
 use crate::events::cluster::ClusterQueue;
@@ -149,7 +150,8 @@ impl Platform {
 
         let token = AdminToken::resolve(options.admin_token, &options.data_dir)?;
         let max_upload = config.admin.max_upload.unwrap_or(DEFAULT_MAX_UPLOAD);
-        let admin = Admin::new(deployments.clone(), token, max_upload, hosts);
+        let tokens = crate::control::access::Minter::new(config.clone(), &options.data_dir);
+        let admin = Admin::new(deployments.clone(), token, max_upload, hosts, tokens);
         // Deliveries start once everything that was deployed is back, so no
         // lane waits on a subscriber that is only slow to restore.
         let dispatcher = tokio::spawn(runtime.dispatch());

@@ -452,14 +452,76 @@ async fn pitstop_token_mints_tokens_that_expire() {
     assert!(late.error().contains("expired"), "{}", late.error());
     // A bad --ttl is a clear error, and no data dir secret means no token.
     assert!(server.mint_token("carol", "soon", None, &[]).is_none());
+    let nowhere = fresh_dir();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
         .args(["token", "--sub", "x", "--data-dir"])
-        .arg(fresh_dir().path())
+        .arg(nowhere.path())
         .env_remove("PITSTOP_JWT_SECRET")
+        .env_remove("PITSTOP_ADMIN_URL")
+        .env_remove("PITSTOP_ADMIN_TOKEN")
+        .env("XDG_CONFIG_HOME", nowhere.path())
         .output()
         .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no HS256 secret"));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("no signing secret here") && error.contains("no admin token"),
+        "{error}"
+    );
+}
+
+/// Away from the server's data dir (no secret to sign with), `pitstop
+/// token` asks the admin API, which signs as `pitstop token` does on the
+/// server; the admin API refuses a malformed request and, when the server
+/// trusts only public keys, says it signs no tokens.
+#[tokio::test]
+async fn pitstop_token_asks_the_server_when_it_has_no_secret() {
+    let server = Server::start_with(None, fresh_dir()).await;
+    let elsewhere = fresh_dir();
+    let admin_token = std::fs::read_to_string(server.data_dir().join("admin.token")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
+        .args(["token", "--sub", "dora", "--role", "admin", "--ttl", "10m", "--admin-url"])
+        .arg(&server.admin_base)
+        .arg("--data-dir")
+        .arg(elsewhere.path())
+        .env("PITSTOP_ADMIN_TOKEN", admin_token.trim())
+        .env("XDG_CONFIG_HOME", elsewhere.path())
+        .env_remove("PITSTOP_JWT_SECRET")
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let claims: Value = {
+        use base64::Engine;
+        let payload = token.split('.').nth(1).unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    assert_eq!((&claims["sub"], &claims["roles"]), (&json!("dora"), &json!(["admin"])));
+    let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    assert_eq!(lifetime, 600);
+    let body = json!({"name": "Dora", "email": "dora@example.com"}).to_string();
+    let bearer = format!("Bearer {token}");
+    let created = server.send_raw("POST", "/users", &[("authorization", &bearer)], body).await;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+
+    let empty = server.admin("POST", "/admin/tokens", r#"{"sub": ""}"#).await;
+    assert_eq!((empty.status, empty.error()), (400, "sub must not be empty".to_string()));
+    let unknown = server.admin("POST", "/admin/tokens", r#"{"sub": "x", "ttl": 5}"#).await;
+    assert_eq!(unknown.status, 400);
+    assert!(unknown.error().contains("unknown field `ttl`"), "{}", unknown.error());
+    let anonymous = server.admin_with("POST", "/admin/tokens", r#"{"sub": "x"}"#, None).await;
+    assert_eq!(anonymous.status, 401);
+
+    let keys_only = format!(
+        "[auth.jwt]\naudience = \"pitstop-tests\"\npublic_keys = [\"{}\"]\n",
+        fixture("rsa.pub")
+    );
+    let trusting = Server::start_with(Some(&keys_only), fresh_dir()).await;
+    let refused = trusting.admin("POST", "/admin/tokens", r#"{"sub": "x"}"#).await;
+    assert_eq!(refused.status, 409);
+    assert!(refused.error().contains("no HS256 secret"), "{}", refused.error());
 }
 
 /// A component cannot forge identity to another: on a `services` call the

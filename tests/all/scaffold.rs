@@ -117,6 +117,29 @@ async fn a_new_service_builds_tests_and_deploys_outside_the_checkout() {
     assert!(cycle.contains("deployed inventory version 3 in"), "{cycle}");
     let again = dev(&dir);
     assert!(again.contains("inventory version 3 unchanged in"), "{again}");
+
+    // `pitstop dev --serve`: a server of its own, and a new cycle on every
+    // saved change; a change that does not build leaves the last version
+    // serving.
+    let mut watching = DevLoop::start(&dir, &path);
+    let serving = watching.line_with("dev: serving on http://");
+    let addr = serving["dev: serving on http://".len()..].split(',').next().unwrap().to_string();
+    watching.line_with("deployed inventory version 1 at /inventory in");
+    let (status, body) = get_text(&addr, "/inventory/lamp");
+    assert_eq!((status, body.contains("no such article")), (404, true), "{body}");
+    let source = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+    let changed = source.replace("no such article", "not stocked here");
+    std::fs::write(dir.join("src/lib.rs"), &changed).unwrap();
+    watching.line_with("deployed inventory version 2 in");
+    let (status, body) = get_text(&addr, "/inventory/lamp");
+    assert_eq!((status, body.contains("not stocked here")), (404, true), "{body}");
+    std::fs::write(dir.join("src/lib.rs"), changed.replace("fn get_stock(", "fn get_stock(("))
+        .unwrap();
+    watching.line_with("dev: build failed after");
+    let (status, body) = get_text(&addr, "/inventory/lamp");
+    assert_eq!((status, body.contains("not stocked here")), (404, true), "{body}");
+    drop(watching);
+    std::fs::write(dir.join("src/lib.rs"), &source).unwrap();
     let stocked = server.send("PUT", "/inventory/book", r#"{"stock": 5}"#).await;
     assert_eq!(stocked.status, 200, "{:?}", stocked.body);
     let order = json!({"user_id": user, "items": [{"sku": "book", "quantity": 2, "price": 1250}]});
@@ -140,4 +163,89 @@ fn guide_service() -> String {
         .collect();
     assert!(blocks.len() >= 5, "the guide's code blocks");
     blocks.join("\n\n") + "\n"
+}
+
+/// A `pitstop dev --serve` running in the background, its output read line
+/// by line as it comes.
+struct DevLoop {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    errors: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl DevLoop {
+    fn start(dir: &Path, path: &std::ffi::OsStr) -> DevLoop {
+        use std::io::{BufRead, Read};
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"));
+        for var in OUTER_BUILD_VARS {
+            command.env_remove(var);
+        }
+        let mut child = command
+            .args(["dev", "--serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env("PATH", path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let kept = errors.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+                kept.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        DevLoop { child, lines, seen: Vec::new(), errors }
+    }
+
+    /// The next line containing `wanted` (a build may take minutes on a
+    /// loaded machine).
+    fn line_with(&mut self, wanted: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(wanted) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "pitstop dev never printed {wanted:?}; it printed:\n{}\n{}",
+                    self.seen.join("\n"),
+                    self.errors.lock().unwrap()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for DevLoop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` from the server at `addr`: the status and the body.
+fn get_text(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    (status, body)
 }

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// `[admin]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Largest component upload in bytes (default 50 MiB).

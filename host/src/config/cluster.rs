@@ -8,7 +8,7 @@ use crate::storage::jetstream::ClusterOptions;
 
 /// `[cluster]`. Without `nats` (and without `--cluster`), the host runs
 /// alone on its embedded store.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The NATS servers, `nats://HOST:PORT[,...]`; `--cluster` and

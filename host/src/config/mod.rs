@@ -31,7 +31,7 @@ use crate::resilience::breaker::BreakerConfig;
 use crate::runtime::canary::CanaryPolicy;
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Components to deploy at start, by name. A name that is also a
@@ -64,7 +64,7 @@ pub struct Config {
 }
 
 /// `[auth]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// The policy of routes that set none (default: reads public, writes JWT).
@@ -78,7 +78,7 @@ pub struct AuthConfig {
 }
 
 /// `[auth.jwt]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// The HS256 secret (at least 32 bytes).
@@ -97,7 +97,7 @@ pub struct JwtConfig {
 }
 
 /// A public key file, with an optional key id.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum PublicKeyConfig {
     /// Just the path.
@@ -181,7 +181,7 @@ impl PolicyConfig {
 }
 
 /// `[bus]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// Deliveries of one event to one subscriber before it is dead-lettered
@@ -195,7 +195,7 @@ pub struct BusConfig {
 }
 
 /// A component: where to load it from (optional) and its limits.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentConfig {
     /// The `.wasm` component to deploy at start; relative paths are relative
@@ -254,7 +254,7 @@ pub struct ReuseConfig {
 const DEFAULT_REUSE_REQUESTS: u32 = 1000;
 
 /// `[gateway]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Largest request body in bytes.

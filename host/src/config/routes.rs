@@ -7,7 +7,7 @@ use crate::config::PolicyConfig;
 use pitstop_gateway::ratelimit::RateLimit;
 
 /// One route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Path prefix, e.g. `/users`.

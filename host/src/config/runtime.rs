@@ -15,7 +15,7 @@ use crate::runtime::{ComponentSettings, RuntimeOptions};
 /// The limit fields repeat those of [`ComponentConfig`] rather than sharing a
 /// flattened struct: serde cannot combine `flatten` with `deny_unknown_fields`,
 /// and rejecting typos matters more here.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Deadline of one request in milliseconds.

@@ -37,9 +37,9 @@ pub fn secret(config: &Config, data_dir: &Path, create: bool) -> anyhow::Result<
     }
     let path = data_dir.join(SECRET_FILE);
     if create {
-        crate::control::admin::read_or_create_secret(&path).map(Some)
+        crate::control::admin_token::read_or_create_secret(&path).map(Some)
     } else {
-        crate::control::admin::read_secret(&path)
+        crate::control::admin_token::read_secret(&path)
     }
 }
 
@@ -91,18 +91,64 @@ fn roles_claim(config: &Config) -> &str {
 }
 
 /// What `pitstop token` puts in a token besides `sub`.
-#[derive(Debug, Default)]
+/// On the admin API, the JSON `{"sub", "ttl_seconds", "aud", "iss",
+/// "roles"}` (only `sub` required; an hour by default).
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// The subject.
+    #[serde(rename = "sub")]
     pub subject: String,
     /// Time to live.
+    #[serde(rename = "ttl_seconds", with = "seconds", default = "an_hour")]
     pub ttl: std::time::Duration,
     /// `aud`; defaults to the first configured audience.
+    #[serde(rename = "aud", default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
     /// `iss`; defaults to the first configured issuer.
+    #[serde(rename = "iss", default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// Roles, put in the configured roles claim.
+    #[serde(default)]
     pub roles: Vec<String>,
+}
+
+fn an_hour() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
+}
+
+/// A duration as whole seconds on the wire.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ttl: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(ttl.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        u64::deserialize(d).map(std::time::Duration::from_secs)
+    }
+}
+
+/// What mints tokens for the admin API (`POST /admin/tokens`): the
+/// server's own config and data dir, so that `pitstop token` works from
+/// any directory the admin API is reachable from.
+#[derive(Clone)]
+pub struct Minter {
+    config: std::sync::Arc<Config>,
+    data_dir: std::path::PathBuf,
+}
+
+impl Minter {
+    /// Tokens as `config` and the secret in `data_dir` make them.
+    pub fn new(config: Config, data_dir: &Path) -> Self {
+        Minter { config: std::sync::Arc::new(config), data_dir: data_dir.to_path_buf() }
+    }
+
+    /// See [`mint`].
+    pub fn mint(&self, request: TokenRequest) -> anyhow::Result<String> {
+        mint(&self.config, &self.data_dir, request)
+    }
 }
 
 /// A development token for `request`, signed HS256 with the configured secret.

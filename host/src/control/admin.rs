@@ -14,6 +14,8 @@
 //! | `POST /admin/components/{name}/rollback` | 200 `{"name","version"}` |
 //! | `POST /admin/components/{name}/versions/{version}/activate` | 200 `{"name","version"}` |
 //! | `DELETE /admin/components/{name}[?purge=true]` | 200 `{"name","purged"}` |
+//! | `POST /admin/tokens` `{"sub","ttl_seconds","aud","iss","roles"}` | 200 `{"token"}`: a development JWT signed as `pitstop token` signs it (409 when the server has no HS256 secret) |
+//! | `POST /admin/components/{name}/promote` | 200 `{"name","version"}`: the canary becomes the active version |
 //! | `GET /admin/ready` | 200, or 503 when a check fails: the gateway's `/ready` report `{"status","checks"}` |
 //! | `GET /admin/dead-letters[?subscriber=name][&after=sub/id][&limit=N]` | 200 `{"dead_letters":[...],"next"}`: a page (100 by default, at most 1000), payloads cut to 4 KiB; see [`DeadLetter`] |
 //! | `GET /admin/dead-letters/{subscriber}/{event_id}` | 200 one [`DeadLetter`], its payload whole |
@@ -28,7 +30,6 @@
 //! to, 413 upload over the limit, 422 a component that does not fit the
 //! `service` world.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,95 +39,22 @@ use hyper::body::Incoming;
 use pitstop_gateway::{
     DRAIN_LIMIT, GatewayError, discard_body, error_response, json_response, read_body,
 };
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
+use crate::control::access::{Minter, TokenRequest};
+use crate::control::admin_token::AdminToken;
 use crate::control::deployments::{CanaryPlan, ComponentInfo, Deployments};
 use crate::events::queue::{BusError, DeadLetter, MAX_PAGE};
 use crate::runtime::DeployError;
 use crate::storage::StorageError;
 
-/// Name of the token file in the data dir.
-pub const TOKEN_FILE: &str = "admin.token";
+/// The largest token request read: it is a few short strings.
+const MAX_TOKEN_REQUEST: usize = 64 << 10;
 
 /// Dead letters a listing returns unless `limit` says otherwise.
 pub const DEFAULT_DEAD_LETTER_PAGE: usize = 100;
 
 /// Default upload limit: 50 MiB.
 pub const DEFAULT_MAX_UPLOAD: usize = 50 << 20;
-
-/// The bearer token every admin call must carry.
-#[derive(Clone)]
-pub struct AdminToken {
-    digest: [u8; 32],
-}
-
-impl AdminToken {
-    /// `given` if set; else the one in `<data_dir>/admin.token`; else a new
-    /// random one written there with mode 0600.
-    pub fn resolve(given: Option<String>, data_dir: &Path) -> anyhow::Result<AdminToken> {
-        if let Some(token) = given.filter(|t| !t.is_empty()) {
-            return Ok(AdminToken::new(&token));
-        }
-        let token = read_or_create_secret(&data_dir.join(TOKEN_FILE))?;
-        Ok(AdminToken::new(&token))
-    }
-
-    fn new(token: &str) -> Self {
-        AdminToken { digest: Sha256::digest(token.as_bytes()).into() }
-    }
-
-    /// Whether `header` is `Bearer <token>`. Both sides are hashed first so
-    /// the comparison takes the same time whatever the length or content.
-    fn admits(&self, header: Option<&str>) -> bool {
-        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-            return false;
-        };
-        let given: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-        given.ct_eq(&self.digest).into()
-    }
-}
-
-/// The secret in `path`, trimmed; `None` when the file is missing or empty.
-pub fn read_secret(path: &Path) -> anyhow::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(secret) if !secret.trim().is_empty() => Ok(Some(secret.trim().to_string())),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
-    }
-}
-
-/// The secret in `path`; if there is none, 32 random bytes in hex, written
-/// there readable by the owner only.
-pub fn read_or_create_secret(path: &Path) -> anyhow::Result<String> {
-    if let Some(secret) = read_secret(path)? {
-        return Ok(secret);
-    }
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let secret = hex::encode(secret);
-    write_private(path, &secret)?;
-    tracing::info!(path = %path.display(), "generated a secret");
-    Ok(secret)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, token: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(token.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, token: &str) -> anyhow::Result<()> {
-    std::fs::write(path, token)?;
-    Ok(())
-}
 
 /// The admin API's request handler.
 #[derive(Clone)]
@@ -135,6 +63,7 @@ pub struct Admin {
     token: AdminToken,
     max_upload: usize,
     hosts: super::admin_hosts::AdminHosts,
+    tokens: Minter,
 }
 
 impl Admin {
@@ -146,8 +75,9 @@ impl Admin {
         token: AdminToken,
         max_upload: usize,
         hosts: super::admin_hosts::AdminHosts,
+        tokens: Minter,
     ) -> Self {
-        Admin { deployments, token, max_upload, hosts }
+        Admin { deployments, token, max_upload, hosts, tokens }
     }
 
     /// Answer one admin request.
@@ -276,6 +206,23 @@ impl Admin {
                 let purge = flag(&query, "purge")?;
                 self.deployments.undeploy(name, purge).await?;
                 ok(serde_json::json!({"name": name, "purged": purge}))
+            }
+            (&Method::POST, ["admin", "tokens"]) => {
+                let (parts, body) = request.into_parts();
+                let body = read_body(&parts.headers, body, MAX_TOKEN_REQUEST).await?;
+                let asked: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
+                    AdminError::BadRequest(format!(
+                        "a token request is {{\"sub\", \"ttl_seconds\", \"aud\", \"iss\", \"roles\"}}: {e}"
+                    ))
+                })?;
+                if asked.subject.is_empty() {
+                    return Err(AdminError::BadRequest("sub must not be empty".into()));
+                }
+                let token = self
+                    .tokens
+                    .mint(asked)
+                    .map_err(|e| AdminError::Status(StatusCode::CONFLICT, format!("{e:#}")))?;
+                ok(serde_json::json!({ "token": token }))
             }
             (&Method::GET, ["admin", "ready"]) => {
                 let report = self.deployments.readiness().await;

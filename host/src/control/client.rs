@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::control::admin::TOKEN_FILE;
+use crate::control::admin_token::TOKEN_FILE;
 
 /// Talks to one admin API.
 pub struct AdminClient {
@@ -31,7 +31,7 @@ impl AdminClient {
             Some(token) => token,
             None => {
                 let path = data_dir.join(TOKEN_FILE);
-                crate::control::admin::read_secret(&path)?.with_context(|| {
+                crate::control::admin_token::read_secret(&path)?.with_context(|| {
                     format!(
                         "no admin token: run `pitstop login URL` once, pass --admin-token, set \
                          PITSTOP_ADMIN_TOKEN, or point --data-dir at the server's data dir ({} is \

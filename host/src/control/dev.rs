@@ -2,7 +2,9 @@
 //! in DIR for `wasm32-wasip2`, run its wasm tests, deploy it to the server
 //! (a name new to the server at `/NAME`), and again whenever its sources
 //! change, printing one line per cycle with the time each step took. A
-//! failed build or test deploys nothing; the version serving stays.
+//! failed build or test deploys nothing; the version serving stays. The
+//! server is a running one, or (`--serve`, set up by `main.rs`) one in the
+//! same process.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -21,6 +23,10 @@ const POLL: Duration = Duration::from_millis(300);
 /// deployed (or found nothing to deploy).
 pub async fn run(dir: &Path, client: &AdminClient, once: bool) -> anyhow::Result<i32> {
     let name = package_name(dir)?;
+    client.call("GET", "/admin/components", Bytes::new()).await.context(
+        "is a server running? Start one with `pitstop serve`, or run `pitstop dev --serve` for \
+         a server of its own",
+    )?;
     let mut seen = stamp(dir);
     loop {
         let ok = cycle(dir, &name, client).await?;

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod admin;
 pub mod admin_hosts;
+pub mod admin_token;
 pub mod builtin;
 pub mod client;
 pub mod console;
