@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod console;
 mod deploy;
+mod dev;
 mod disk;
 mod event_payloads;
 mod events;

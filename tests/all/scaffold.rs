@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::dev::{DevLoop, get_text};
 use crate::support::{OUTER_BUILD_VARS, Server, eventually, guest_cargo};
 
 /// `PATH` with this build's `pitstop` first, as a user who installed it has.
-fn path_with_pitstop() -> std::ffi::OsString {
+pub fn path_with_pitstop() -> std::ffi::OsString {
     let bin = Path::new(env!("CARGO_BIN_EXE_pitstop")).parent().unwrap().to_path_buf();
     let rest = std::env::var_os("PATH").unwrap_or_default();
     std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&rest))).unwrap()
@@ -163,89 +164,4 @@ fn guide_service() -> String {
         .collect();
     assert!(blocks.len() >= 5, "the guide's code blocks");
     blocks.join("\n\n") + "\n"
-}
-
-/// A `pitstop dev --serve` running in the background, its output read line
-/// by line as it comes.
-struct DevLoop {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
-    errors: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl DevLoop {
-    fn start(dir: &Path, path: &std::ffi::OsStr) -> DevLoop {
-        use std::io::{BufRead, Read};
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"));
-        for var in OUTER_BUILD_VARS {
-            command.env_remove(var);
-        }
-        let mut child = command
-            .args(["dev", "--serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .current_dir(dir)
-            .env("PATH", path)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (send, lines) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = send.send(line);
-            }
-        });
-        let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let kept = errors.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut chunk) {
-                kept.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        DevLoop { child, lines, seen: Vec::new(), errors }
-    }
-
-    /// The next line containing `wanted` (a build may take minutes on a
-    /// loaded machine).
-    fn line_with(&mut self, wanted: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(300);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(wanted) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "pitstop dev never printed {wanted:?}; it printed:\n{}\n{}",
-                    self.seen.join("\n"),
-                    self.errors.lock().unwrap()
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for DevLoop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `GET path` from the server at `addr`: the status and the body.
-fn get_text(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
-    (status, body)
 }

@@ -1,8 +1,9 @@
 //! `pitstop dev [DIR]`: the inner loop of writing a service. Build the crate
-//! in DIR for `wasm32-wasip2`, run its wasm tests, deploy it to the server
-//! (a name new to the server at `/NAME`), and again whenever its sources
-//! change, printing one line per cycle with the time each step took. A
-//! failed build or test deploys nothing; the version serving stays. The
+//! in DIR for `wasm32-wasip2` (or, for a project with a `pitstop-dev.toml`,
+//! run its build command), run its tests, deploy it to the server (a name
+//! new to the server at `/NAME`), and again whenever its sources change,
+//! printing one line per cycle with the time each step took. A failed
+//! build or test deploys nothing; the version serving stays. The
 //! server is a running one, or (`--serve`, set up by `main.rs`) one in the
 //! same process.
 
@@ -22,14 +23,14 @@ const POLL: Duration = Duration::from_millis(300);
 /// `client`; only one with `once`. The exit status: 0 when the last cycle
 /// deployed (or found nothing to deploy).
 pub async fn run(dir: &Path, client: &AdminClient, once: bool) -> anyhow::Result<i32> {
-    let name = package_name(dir)?;
+    let mut project = Project::in_dir(dir)?;
     client.call("GET", "/admin/components", Bytes::new()).await.context(
         "is a server running? Start one with `pitstop serve`, or run `pitstop dev --serve` for \
          a server of its own",
     )?;
-    let mut seen = stamp(dir);
+    let mut seen = stamp(dir, &project.ignored);
     loop {
-        let ok = cycle(dir, &name, client).await?;
+        let ok = cycle(dir, &project, client).await?;
         if once {
             return Ok(if ok { 0 } else { 1 });
         }
@@ -38,12 +39,19 @@ pub async fn run(dir: &Path, client: &AdminClient, once: bool) -> anyhow::Result
         // a formatter still writing is not built half-written.
         loop {
             tokio::time::sleep(POLL).await;
-            let now = stamp(dir);
+            let now = stamp(dir, &project.ignored);
             if now != seen {
                 tokio::time::sleep(POLL).await;
-                if stamp(dir) == now {
+                if stamp(dir, &project.ignored) == now {
                     seen = now;
-                    break;
+                    // The project's own config may be what changed.
+                    match Project::in_dir(dir) {
+                        Ok(changed) => {
+                            project = changed;
+                            break;
+                        }
+                        Err(error) => println!("dev: {error:#}; waiting for a fix"),
+                    }
                 }
             }
         }
@@ -51,37 +59,56 @@ pub async fn run(dir: &Path, client: &AdminClient, once: bool) -> anyhow::Result
 }
 
 /// One build, test and deploy; whether it got as far as the server.
-async fn cycle(dir: &Path, name: &str, client: &AdminClient) -> anyhow::Result<bool> {
+async fn cycle(dir: &Path, project: &Project, client: &AdminClient) -> anyhow::Result<bool> {
+    let name = &project.name;
     let started = Instant::now();
-    let built = cargo(dir, &["build", "--release", "--target", "wasm32-wasip2"])?;
+    let built = run_step(dir, &project.build)?;
     let build_time = started.elapsed();
     if !built.status.success() {
+        print!("{}", String::from_utf8_lossy(&built.stdout));
         eprint!("{}", String::from_utf8_lossy(&built.stderr));
         println!("dev: build failed after {:.1} s; nothing deployed", build_time.as_secs_f64());
         return Ok(false);
     }
     let started = Instant::now();
-    let tested = cargo(dir, &["test", "--target", "wasm32-wasip2"])?;
-    let test_time = started.elapsed();
-    let report = String::from_utf8_lossy(&tested.stdout).into_owned();
-    let passed: usize = report
-        .lines()
-        .filter_map(|line| line.strip_prefix("test result: "))
-        .filter_map(|line| line.split("; ").next()?.rsplit(' ').nth(1)?.parse::<usize>().ok())
-        .sum();
-    if !tested.status.success() {
-        print!("{report}");
-        eprint!("{}", String::from_utf8_lossy(&tested.stderr));
-        println!(
-            "dev: built in {:.1} s; tests failed after {:.1} s; nothing deployed",
-            build_time.as_secs_f64(),
-            test_time.as_secs_f64()
-        );
-        return Ok(false);
+    let mut passed = "no tests".to_string();
+    if let Some(test) = &project.test {
+        let tested = run_step(dir, test)?;
+        let report = String::from_utf8_lossy(&tested.stdout).into_owned();
+        if !tested.status.success() {
+            print!("{report}");
+            eprint!("{}", String::from_utf8_lossy(&tested.stderr));
+            println!(
+                "dev: built in {:.1} s; tests failed after {:.1} s; nothing deployed",
+                build_time.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(false);
+        }
+        // cargo's `test result: ok. N passed; ...` lines, one per binary;
+        // other test tools' output is not counted.
+        let counts: Vec<usize> = report
+            .lines()
+            .filter_map(|line| line.strip_prefix("test result: "))
+            .filter_map(|line| line.split("; ").next()?.rsplit(' ').nth(1)?.parse().ok())
+            .collect();
+        passed = match counts.is_empty() {
+            false => format!("{} tests passed", counts.iter().sum::<usize>()),
+            true => "tests passed".to_string(),
+        };
     }
-    let file = format!("{}.wasm", crate::scaffold::wasm_file_stem(name));
-    let wasm = dir.join("target/wasm32-wasip2/release").join(file);
-    let bytes = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let test_time = started.elapsed();
+    let wasm = &project.wasm;
+    let bytes = match std::fs::read(wasm) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            println!(
+                "dev: built, but {} cannot be read ({error}); nothing deployed",
+                wasm.display()
+            );
+            return Ok(false);
+        }
+    };
     let started = Instant::now();
     let versions = format!("/admin/components/{}/versions", encode(name));
     let new = client.call("GET", &versions, Bytes::new()).await.is_err();
@@ -97,12 +124,12 @@ async fn cycle(dir: &Path, name: &str, client: &AdminClient) -> anyhow::Result<b
         Ok(answer) if new => format!("deployed {name} version {} at {route}", answer["version"]),
         Ok(answer) => format!("deployed {name} version {}", answer["version"]),
         Err(error) => {
-            println!("dev: built, {passed} tests passed; deploy refused: {error:#}");
+            println!("dev: built, {passed}; deploy refused: {error:#}");
             return Ok(false);
         }
     };
     println!(
-        "dev: built in {:.1} s, {passed} tests passed in {:.1} s, {done} in {:.1} s",
+        "dev: built in {:.1} s, {passed} in {:.1} s, {done} in {:.1} s",
         build_time.as_secs_f64(),
         test_time.as_secs_f64(),
         deploy_time.as_secs_f64()
@@ -110,13 +137,83 @@ async fn cycle(dir: &Path, name: &str, client: &AdminClient) -> anyhow::Result<b
     Ok(true)
 }
 
-/// `cargo ARGS` in `dir`, its output captured.
-fn cargo(dir: &Path, args: &[&str]) -> anyhow::Result<Output> {
-    std::process::Command::new("cargo")
-        .args(args)
+/// One step's program and arguments, run in `dir`, its output captured.
+fn run_step(dir: &Path, step: &[String]) -> anyhow::Result<Output> {
+    std::process::Command::new(&step[0])
+        .args(&step[1..])
         .current_dir(dir)
         .output()
-        .with_context(|| format!("running cargo {} in {}", args.join(" "), dir.display()))
+        .with_context(|| format!("running {} in {}", step.join(" "), dir.display()))
+}
+
+/// What `pitstop dev` builds, tests and deploys, and which changes count.
+struct Project {
+    /// The component's name.
+    name: String,
+    build: Vec<String>,
+    test: Option<Vec<String>>,
+    /// What the build makes.
+    wasm: PathBuf,
+    /// Paths under the directory whose changes are not the sources'.
+    ignored: Vec<PathBuf>,
+}
+
+/// `pitstop-dev.toml`: a project that is not a Rust crate (or one built
+/// otherwise). Commands run with `sh -c` in the project's directory.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevConfig {
+    name: String,
+    build: String,
+    wasm: PathBuf,
+    test: Option<String>,
+    #[serde(default)]
+    ignore: Vec<PathBuf>,
+}
+
+/// The file that describes a project built by commands of its own.
+pub const DEV_CONFIG: &str = "pitstop-dev.toml";
+
+impl Project {
+    /// The project in `dir`: its `pitstop-dev.toml`, else its `Cargo.toml`.
+    fn in_dir(dir: &Path) -> anyhow::Result<Project> {
+        let config = dir.join(DEV_CONFIG);
+        if config.exists() {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let parsed: DevConfig =
+                toml::from_str(&text).with_context(|| format!("in {}", config.display()))?;
+            let shell = |command: String| vec!["sh".to_string(), "-c".to_string(), command];
+            let wasm = dir.join(&parsed.wasm);
+            // The build's output is not a source: its change starts no cycle.
+            let mut ignored: Vec<PathBuf> = parsed.ignore.iter().map(|p| dir.join(p)).collect();
+            ignored.push(wasm.clone());
+            ignored.push(dir.join("node_modules"));
+            // Where `--serve` keeps its data, written to all the time.
+            ignored.push(dir.join("target"));
+            return Ok(Project {
+                name: parsed.name,
+                build: shell(parsed.build),
+                test: parsed.test.map(shell),
+                wasm,
+                ignored,
+            });
+        }
+        let name = package_name(dir).with_context(|| {
+            format!("{} is neither a crate nor has a {DEV_CONFIG}", dir.display())
+        })?;
+        let cargo = |args: &[&str]| {
+            std::iter::once("cargo").chain(args.iter().copied()).map(String::from).collect()
+        };
+        let file = format!("{}.wasm", crate::scaffold::wasm_file_stem(&name));
+        Ok(Project {
+            wasm: dir.join("target/wasm32-wasip2/release").join(file),
+            name,
+            build: cargo(&["build", "--release", "--target", "wasm32-wasip2"]),
+            test: Some(cargo(&["test", "--target", "wasm32-wasip2"])),
+            ignored: vec![dir.join("target")],
+        })
+    }
 }
 
 /// The crate's `[package] name`, the component's name.
@@ -132,9 +229,9 @@ fn package_name(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// What changes when a source does: the newest modification time, and the
-/// count and sizes of the files under `dir` outside `target/` and hidden
+/// count and sizes of the files under `dir` outside `ignored` and hidden
 /// directories.
-fn stamp(dir: &Path) -> (Option<SystemTime>, usize, u64) {
+fn stamp(dir: &Path, ignored: &[PathBuf]) -> (Option<SystemTime>, usize, u64) {
     let mut newest = None;
     let (mut files, mut bytes) = (0, 0);
     let mut pending: Vec<PathBuf> = vec![dir.to_path_buf()];
@@ -142,12 +239,12 @@ fn stamp(dir: &Path) -> (Option<SystemTime>, usize, u64) {
         let Ok(entries) = std::fs::read_dir(&next) else { continue };
         for entry in entries.flatten() {
             let file_name = entry.file_name();
-            let skip = file_name == "target" || file_name.to_string_lossy().starts_with('.');
+            if file_name.to_string_lossy().starts_with('.') || ignored.contains(&entry.path()) {
+                continue;
+            }
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
-                if !skip {
-                    pending.push(entry.path());
-                }
+                pending.push(entry.path());
                 continue;
             }
             files += 1;
