@@ -294,6 +294,21 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     browser.text_when("#status", |t| t.contains("trap was undeployed")).await;
     let rows = "#components tbody";
     browser.text_when(rows, |t| !t.contains("trap") && t.contains("payment")).await;
+    // It is listed as undeployed, and served again from its versions.
+    browser.text_when("#undeployed tr[data-component=trap]", |t| t.contains("v1")).await;
+    browser.click("#undeployed tr[data-component=trap] button").await;
+    browser.text_when("#detail-title", |t| t == "trap: versions").await;
+    let hidden = "return ['rollback', 'undeploy'].map((id) => document.getElementById(id).hidden)";
+    assert_eq!(browser.script(hidden).await, json!([true, true]), "only a version can be served");
+    browser.click("#versions tr[data-version='1'] button.activate").await;
+    browser.text_when("#status", |t| t.contains("trap version 1 is active")).await;
+    browser.text_when(rows, |t| t.contains("trap")).await;
+    let gone = "return document.getElementById('undeployed-section').hidden";
+    assert_eq!(browser.script(gone).await, json!(true), "nothing is undeployed any more");
+    let listed = server.admin("GET", "/admin/components?state=undeployed", "").await;
+    assert_eq!(listed.json(), json!([]));
+    let bogus = server.admin("GET", "/admin/components?state=gone", "").await;
+    assert_eq!(bogus.status, 400);
 
     // At a phone's width nothing runs off the side, not even inside the
     // tables' scroll boxes: each row is a block of "label: value" lines.

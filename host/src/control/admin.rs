@@ -8,7 +8,8 @@
 //!
 //! | call | answer |
 //! |---|---|
-//! | `GET /admin/components` | 200, list of [`ComponentInfo`] |
+//! | `GET /admin/components[?state=active]` | 200, list of [`ComponentInfo`] |
+//! | `GET /admin/components?state=undeployed` | 200, list of [`UndeployedInfo`](crate::control::deployments::UndeployedInfo): names undeployed, their versions kept |
 //! | `PUT /admin/components/{name}[?route=/p]...` with the bytes | 201 new name, 200 new version or the active one's bytes again (`unchanged`): `{"name","version","created","unchanged"}` |
 //! | `GET /admin/components/{name}/versions` | 200 `{"name","active","versions":[...]}` (`active` null once undeployed) |
 //! | `POST /admin/components/{name}/rollback` | 200 `{"name","version"}` |
@@ -147,8 +148,17 @@ impl Admin {
         let method = request.method().clone();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["admin", "components"]) => {
-                let list: Vec<ComponentInfo> = self.deployments.list()?;
-                Ok(json_response(StatusCode::OK, &list))
+                let state = query_values(&query, "state").into_iter().next();
+                match state.as_deref() {
+                    None | Some("active") => {
+                        let list: Vec<ComponentInfo> = self.deployments.list()?;
+                        Ok(json_response(StatusCode::OK, &list))
+                    }
+                    Some("undeployed") => ok(serde_json::json!(self.deployments.undeployed()?)),
+                    Some(other) => Err(AdminError::BadRequest(format!(
+                        "state {other:?} is neither \"active\" nor \"undeployed\""
+                    ))),
+                }
             }
             (&Method::PUT, ["admin", "components", name]) => {
                 let routes: Vec<String> = query_values(&query, "route");

@@ -23,6 +23,7 @@ const state = {
   samples: [],      // [{t, traffic: {component: {requests, errors, buckets}}}]
   metrics: null,    // the last parsed /metrics
   components: [],
+  undeployed: [],   // names undeployed, their versions kept
   versions: null,
   letters: [],
   moreLetters: null,
@@ -227,13 +228,15 @@ async function poll() {
   }
   state.polling = true;
   try {
-    const [components, metrics, ready, letters] = await Promise.all([
+    const [components, undeployed, metrics, ready, letters] = await Promise.all([
       api('GET', '/admin/components'),
+      api('GET', '/admin/components?state=undeployed'),
       call('GET', '/metrics'),
       call('GET', '/admin/ready'),
       api('GET', '/admin/dead-letters'),
     ]);
     state.components = components;
+    state.undeployed = undeployed;
     state.metrics = parseMetrics(metrics.body);
     state.ready = ready.body;
     state.letters = letters.dead_letters;
@@ -414,6 +417,38 @@ function renderComponents() {
   if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 8 }, 'No component is deployed.')));
   replaceKeeping($('components').tBodies[0], rows);
   labelCells($('components'));
+  renderUndeployed();
+}
+
+/** Names undeployed with their versions kept: select one to serve it again. */
+function renderUndeployed() {
+  $('undeployed-section').hidden = state.undeployed.length === 0;
+  const rows = state.undeployed.map((u) =>
+    el(
+      'tr',
+      { 'data-component': u.name, 'data-key': u.name },
+      el(
+        'th',
+        { scope: 'row' },
+        el(
+          'button',
+          {
+            type: 'button',
+            class: 'link',
+            'data-role': 'select',
+            'aria-pressed': state.selected === u.name ? 'true' : 'false',
+            onclick: () => select(u.name),
+          },
+          u.name,
+        ),
+      ),
+      el('td', { class: 'num' }, `v${u.last_version}`),
+      el('td', { class: 'num' }, String(u.versions)),
+      el('td', { class: 'nowrap' }, when(u.deployed_at)),
+    ),
+  );
+  replaceKeeping($('undeployed').tBodies[0], rows);
+  labelCells($('undeployed'));
 }
 
 function renderDetail() {
@@ -423,8 +458,11 @@ function renderDetail() {
   const name = state.selected;
   $('detail-title').textContent = `${name}: versions`;
   $('undeploy-yes').textContent = `Yes, undeploy ${name}`;
-  $('undeploy-confirm').hidden = !state.confirmUndeploy;
-  $('undeploy').hidden = state.confirmUndeploy;
+  // An undeployed name can only be served again, from a version's button.
+  const serving = state.versions.active !== null;
+  $('undeploy-confirm').hidden = !serving || !state.confirmUndeploy;
+  $('undeploy').hidden = !serving || state.confirmUndeploy;
+  $('rollback').hidden = !serving;
   const versions = [...state.versions.versions].reverse();
   replaceKeeping($('versions').tBodies[0], 
     versions.map((v) =>

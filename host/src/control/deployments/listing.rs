@@ -1,5 +1,6 @@
 //! The component listing of the admin API: each active component with its
-//! routes, breaker, topics, traffic and canary.
+//! routes, breaker, topics, traffic and canary; the names undeployed with
+//! their versions kept.
 
 use serde::Serialize;
 
@@ -53,7 +54,42 @@ pub struct CanaryInfo {
     pub traffic: TrafficSummary,
 }
 
+/// A name undeployed with its history kept: what `activate` can serve
+/// again.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndeployedInfo {
+    /// The name.
+    pub name: String,
+    /// `undeployed`.
+    pub state: &'static str,
+    /// Its newest stored version.
+    pub last_version: u64,
+    /// How many versions it keeps.
+    pub versions: usize,
+    /// When the newest was deployed.
+    pub deployed_at: String,
+}
+
 impl Deployments {
+    /// Every name undeployed but not purged, by name.
+    pub fn undeployed(&self) -> Result<Vec<UndeployedInfo>, DeployError> {
+        let mut infos = Vec::new();
+        for record in self.records()? {
+            if record.active.is_some() {
+                continue;
+            }
+            let Some(last) = record.versions.iter().max_by_key(|v| v.version) else { continue };
+            infos.push(UndeployedInfo {
+                name: record.name.clone(),
+                state: "undeployed",
+                last_version: last.version,
+                versions: record.versions.len(),
+                deployed_at: last.deployed_at.clone(),
+            });
+        }
+        Ok(infos)
+    }
+
     /// Every active component, by name.
     pub fn list(&self) -> Result<Vec<ComponentInfo>, DeployError> {
         let table = self.route_table();

@@ -31,7 +31,7 @@ mod records;
 mod routes;
 
 pub use canary::CanaryPlan;
-pub use listing::{CanaryInfo, ComponentInfo};
+pub use listing::{CanaryInfo, ComponentInfo, UndeployedInfo};
 pub use records::{CanaryEnd, CanaryRecord, ComponentRecord, VersionRecord};
 use records::{active_digest, find_version};
 
