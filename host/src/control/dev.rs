@@ -210,7 +210,10 @@ impl Project {
             wasm: dir.join("target/wasm32-wasip2/release").join(file),
             name,
             build: cargo(&["build", "--release", "--target", "wasm32-wasip2"]),
-            test: Some(cargo(&["test", "--target", "wasm32-wasip2"])),
+            // In the release profile, so the tests reuse the build's
+            // dependencies: a new skeleton's first test took 31 s in the
+            // test profile, 4 s in release, after its 24 s build.
+            test: Some(cargo(&["test", "--release", "--target", "wasm32-wasip2"])),
             ignored: vec![dir.join("target")],
         })
     }
