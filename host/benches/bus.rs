@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use pitstop_host::bindings::types::{Header, Request};
 use pitstop_host::capabilities::keyvalue::{PendingWrite, Writes};
 use pitstop_host::runtime::commit::{Effects, commit};
-use pitstop_host::runtime::{Runtime, RuntimeOptions};
+use pitstop_host::runtime::{Parts, Runtime, RuntimeOptions};
 use pitstop_host::storage::embedded::keyspace_tree;
 
 const SEQUENTIAL: usize = 1000;
@@ -28,13 +28,15 @@ const BURST: usize = 4000;
 async fn main() {
     let dir = tempfile::TempDir::new().unwrap();
     let db = sled::open(dir.path()).unwrap();
-    let runtime = Runtime::new(db, RuntimeOptions::default()).unwrap();
+    let options = RuntimeOptions::default();
+    let parts = Parts::embedded(db, options.bus).unwrap();
+    let runtime = Runtime::start(&parts, options).unwrap();
     for name in ["user", "order"] {
         let bytes = std::fs::read(format!("{}/{name}.wasm", env!("PITSTOP_BUILTIN_DIR"))).unwrap();
         runtime.activate_unrecorded(name, &bytes).await.unwrap();
     }
     tokio::spawn(runtime.dispatch());
-    let read_model = runtime.db().open_tree(keyspace_tree("order")).unwrap();
+    let read_model = parts.db.open_tree(keyspace_tree("order")).unwrap();
 
     // 1. Commit cost.
     let first = create_user(&runtime, 0).await;
@@ -54,20 +56,15 @@ async fn main() {
         write.push(started.elapsed());
         n += 1;
     }
-    let deployment = runtime.registry().get("user").unwrap();
+    let deployment = parts.registry.get("user").unwrap();
     let mut transaction = Vec::new();
     for i in 0..SEQUENTIAL {
         let mut writes = Writes::default();
         writes.pending.insert(format!("bench/{i}"), PendingWrite::Put(vec![b'x'; 100]));
         writes.pending.insert(format!("bench/{i}/b"), PendingWrite::Put(vec![b'y'; 100]));
         let started = Instant::now();
-        commit(
-            runtime.bus(),
-            runtime.metrics(),
-            &deployment,
-            Effects { writes, ..Effects::default() },
-        )
-        .unwrap();
+        commit(&*parts.bus, &parts.metrics, &deployment, Effects { writes, ..Effects::default() })
+            .unwrap();
         transaction.push(started.elapsed());
     }
     println!("commit cost per request ({SEQUENTIAL} sequential requests, in-process):");

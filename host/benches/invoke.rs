@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pitstop_host::bindings::types::Request;
 use pitstop_host::resilience::breaker::{Breaker, BreakerConfig, SystemClock};
-use pitstop_host::runtime::{Runtime, RuntimeOptions};
+use pitstop_host::runtime::{Parts, Runtime, RuntimeOptions};
 
 const CALLS: usize = 20_000;
 
@@ -46,7 +46,8 @@ async fn invoke_cost(epoch: bool, limits: bool) -> (f64, f64) {
     let mut options = RuntimeOptions::default();
     options.engine.epoch_interruption = epoch;
     options.store_limits = limits;
-    let runtime = Runtime::new(db, options).unwrap();
+    let parts = Parts::embedded(db, options.bus).unwrap();
+    let runtime = Runtime::start(&parts, options).unwrap();
     let bytes = std::fs::read(concat!(env!("PITSTOP_BUILTIN_DIR"), "/user.wasm")).unwrap();
     let deployment = runtime.activate_unrecorded("user", &bytes).await.unwrap();
     deployment

@@ -24,7 +24,7 @@ use pitstop_host::capabilities::keyvalue::{KeyvalueCtx, Usage, WriteLimits};
 use pitstop_host::metrics::ComponentMetrics;
 use pitstop_host::resilience::breaker::{Breaker, BreakerConfig, SystemClock};
 use pitstop_host::resilience::memory::HostMemory;
-use pitstop_host::runtime::{Runtime, RuntimeOptions};
+use pitstop_host::runtime::{Parts, Runtime, RuntimeOptions};
 use pitstop_host::storage::KeyspaceStore;
 use pitstop_host::storage::embedded::SledStore;
 
@@ -48,7 +48,9 @@ fn invocations(c: &mut Criterion) {
     // The runtime registers with the tokio runtime it starts in.
     let _entered = rt.enter();
     let dir = tempfile::TempDir::new().unwrap();
-    let runtime = Runtime::new(sled::open(dir.path()).unwrap(), RuntimeOptions::default()).unwrap();
+    let options = RuntimeOptions::default();
+    let parts = Parts::embedded(sled::open(dir.path()).unwrap(), options.bus).unwrap();
+    let runtime = Runtime::start(&parts, options).unwrap();
     let user = std::fs::read(concat!(env!("PITSTOP_BUILTIN_DIR"), "/user.wasm")).unwrap();
     rt.block_on(async {
         runtime.activate_unrecorded("hello", &hello_wasm()).await.unwrap();

@@ -19,7 +19,8 @@ use crate::control::builtin::BUILTINS;
 use crate::control::deployments::Deployments;
 use crate::events::cluster::ClusterQueue;
 use crate::runtime::backend::RuntimeBackend;
-use crate::runtime::{ComponentSettings, Runtime};
+use crate::runtime::registry::Registry;
+use crate::runtime::{ComponentSettings, Parts, Runtime, RuntimeOptions};
 use crate::storage::jetstream::{ClusterOptions, JetStreamStore};
 use crate::upstream::{self, UpstreamSettings, Upstreams};
 
@@ -46,23 +47,21 @@ pub struct PlatformOptions {
     pub strict: bool,
 }
 
-/// A runtime whose keyspaces and event queue are the cluster's, on NATS
+/// Parts whose keyspaces and event queue are the cluster's, on NATS
 /// JetStream (the deployment records and component bytes are shared too,
 /// by the control plane); sled keeps what is this host's own.
 async fn join(
     db: sled::Db,
     cluster: &ClusterOptions,
-    config: &Config,
+    options: &RuntimeOptions,
     data_dir: &std::path::Path,
-) -> anyhow::Result<(Arc<Runtime>, Arc<JetStreamStore>)> {
+) -> anyhow::Result<(Parts, Arc<JetStreamStore>)> {
     let store = Arc::new(JetStreamStore::connect(cluster).await?);
-    let options = config.runtime_options();
     let host = format!("pid {} with data dir {}", std::process::id(), data_dir.display());
     let queue = ClusterQueue::open(store.clone(), &host, options.bus)
         .context("opening the cluster's event queue")?;
     tracing::info!(nats = %cluster.servers.join(","), "joined the cluster");
-    let runtime = Runtime::with_backends(db, store.clone(), Arc::new(queue), options)?;
-    Ok((runtime, store))
+    Ok((Parts::with_backends(db, store.clone(), Arc::new(queue)), store))
 }
 
 /// A started platform. Dropping it without [`Platform::shutdown`] aborts the
@@ -70,7 +69,7 @@ async fn join(
 pub struct Platform {
     addr: SocketAddr,
     admin_addr: SocketAddr,
-    runtime: Arc<Runtime>,
+    parts: Parts,
     deployments: Arc<Deployments>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -102,17 +101,21 @@ impl Platform {
                 format!("opening storage at {} (is another pitstop using it?)", db_path.display())
             })?;
         let cluster = config.cluster.options(options.cluster.as_deref())?;
-        let (runtime, cluster) = match cluster {
-            None => (Runtime::new(db, config.runtime_options())?, None),
+        let runtime_options = config.runtime_options();
+        let (parts, cluster) = match cluster {
+            None => (Parts::embedded(db, runtime_options.bus)?, None),
             Some(cluster) => {
-                let (runtime, store) = join(db, &cluster, &config, &options.data_dir).await?;
-                (runtime, Some(store))
+                let (parts, store) =
+                    join(db, &cluster, &runtime_options, &options.data_dir).await?;
+                (parts, Some(store))
             }
         };
+        let defaults = runtime_options.defaults.clone();
+        let runtime = Runtime::start(&parts, runtime_options)?;
 
         let mut gateway_options = gateway_options(&config);
         let (static_routes, upstreams) =
-            static_routes(&config, &runtime.options().defaults, gateway_options.max_response_body)?;
+            static_routes(&config, &defaults, gateway_options.max_response_body)?;
         gateway_options.access = crate::control::access::options(&config, &options.data_dir)
             .context("in the [auth] section or a route's policy")?;
         // What /ready expects deployed: the targets of the config's own
@@ -127,6 +130,7 @@ impl Platform {
         let deployments = Arc::new(
             Deployments::new(
                 runtime.clone(),
+                &parts,
                 &options.data_dir,
                 static_routes,
                 gateway.clone(),
@@ -141,17 +145,14 @@ impl Platform {
         // included: hosts starting together seed the same names).
         tasks.push(tokio::spawn(deployments.clone().follow(wait_for(stopped.clone()))));
         // Events committed before a crash but not yet relayed.
-        runtime
-            .bus()
-            .restore_outboxes(runtime.keyspaces())
-            .context("restoring the bus's outboxes")?;
+        (parts.bus).restore_outboxes(&*parts.keyspaces).context("restoring the bus's outboxes")?;
         seed(&deployments, &config).await?;
-        warn_of_dangling_routes(&config, &runtime, options.strict)?;
+        warn_of_dangling_routes(&config, &parts.registry, options.strict)?;
 
         let token = AdminToken::resolve(options.admin_token, &options.data_dir)?;
         let max_upload = config.admin.max_upload.unwrap_or(DEFAULT_MAX_UPLOAD);
         let tokens = crate::control::access::Minter::new(config.clone(), &options.data_dir);
-        let admin = Admin::new(deployments.clone(), token, max_upload, hosts, tokens);
+        let admin = Admin::new(deployments.clone(), &parts, token, max_upload, hosts, tokens);
         // Deliveries start once everything that was deployed is back, so no
         // lane waits on a subscriber that is only slow to restore.
         let dispatcher = tokio::spawn(runtime.dispatch());
@@ -187,7 +188,7 @@ impl Platform {
             )));
         }
         tracing::info!(%addr, %admin_addr, data_dir = %options.data_dir.display(), "pitstop is serving");
-        Ok(Platform { addr, admin_addr, runtime, deployments, stop, tasks, dispatcher })
+        Ok(Platform { addr, admin_addr, parts, deployments, stop, tasks, dispatcher })
     }
 
     /// The gateway's address.
@@ -198,11 +199,6 @@ impl Platform {
     /// The admin API's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
-    }
-
-    /// The runtime.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
     }
 
     /// The control plane.
@@ -219,7 +215,7 @@ impl Platform {
         }
         // Deliveries cut short commit nothing and are made again next start.
         self.dispatcher.abort();
-        self.runtime.flush().await.context("flushing storage")?;
+        self.parts.keyspaces.flush().await.context("flushing storage")?;
         tracing::info!("pitstop stopped");
         Ok(())
     }
@@ -262,11 +258,15 @@ async fn seed(deployments: &Deployments, config: &Config) -> anyhow::Result<()> 
 /// Warn, naming each, of the configured routes whose component is neither
 /// configured nor deployed (a misspelt name, most often): they answer 404
 /// until it is deployed. With `strict`, refuse to start instead.
-fn warn_of_dangling_routes(config: &Config, runtime: &Runtime, strict: bool) -> anyhow::Result<()> {
+fn warn_of_dangling_routes(
+    config: &Config,
+    registry: &Registry,
+    strict: bool,
+) -> anyhow::Result<()> {
     let mut dangling = Vec::new();
     for route in config.routes.iter().flatten() {
         if let RouteTarget::Component(name) = route.target()?
-            && runtime.registry().get(name).is_none()
+            && registry.get(name).is_none()
         {
             tracing::warn!(
                 route = %route.prefix,

@@ -95,7 +95,7 @@ async fn events_can_be_dropped_delayed_and_redelivered() {
     // A duplicate delivery is harmless: the handler runs again (one more
     // delivery counted) and the read model holds the same user, unchanged.
     let delivered = || {
-        let metrics = harness.runtime().metrics().encode();
+        let metrics = harness.metrics().encode();
         crate::support::sample(
             &crate::support::parse_metrics(&metrics),
             r#"pitstop_bus_delivered_total{subscriber="order"}"#,

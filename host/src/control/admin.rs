@@ -44,8 +44,10 @@ use pitstop_gateway::{
 use crate::control::access::{Minter, TokenRequest};
 use crate::control::admin_token::AdminToken;
 use crate::control::deployments::{CanaryPlan, ComponentInfo, Deployments};
+use crate::events::EventQueue;
 use crate::events::queue::{BusError, DeadLetter, MAX_PAGE};
-use crate::runtime::DeployError;
+use crate::metrics::Metrics;
+use crate::runtime::{DeployError, Parts};
 use crate::storage::StorageError;
 
 /// The largest token request read: it is a few short strings.
@@ -61,6 +63,8 @@ pub const DEFAULT_MAX_UPLOAD: usize = 50 << 20;
 #[derive(Clone)]
 pub struct Admin {
     deployments: Arc<Deployments>,
+    metrics: Arc<Metrics>,
+    bus: Arc<dyn EventQueue>,
     token: AdminToken,
     max_upload: usize,
     hosts: super::admin_hosts::AdminHosts,
@@ -73,12 +77,14 @@ impl Admin {
     /// served.
     pub fn new(
         deployments: Arc<Deployments>,
+        parts: &Parts,
         token: AdminToken,
         max_upload: usize,
         hosts: super::admin_hosts::AdminHosts,
         tokens: Minter,
     ) -> Self {
-        Admin { deployments, token, max_upload, hosts, tokens }
+        let (metrics, bus) = (parts.metrics.clone(), parts.bus.clone());
+        Admin { deployments, metrics, bus, token, max_upload, hosts, tokens }
     }
 
     /// Answer one admin request.
@@ -91,7 +97,7 @@ impl Admin {
         }
         if request.method() == Method::GET {
             if request.uri().path() == "/metrics" {
-                return self.metrics();
+                return self.metrics_page();
             }
             if let Some(page) = super::console::asset(request.uri().path()) {
                 return page;
@@ -125,10 +131,9 @@ impl Admin {
     }
 
     /// `GET /metrics`: every metric, with the bus lag read now.
-    fn metrics(&self) -> Response<Full<Bytes>> {
-        let runtime = self.deployments.runtime();
-        runtime.metrics().set_lag(runtime.bus().lag());
-        let mut response = Response::new(Full::new(Bytes::from(runtime.metrics().encode())));
+    fn metrics_page(&self) -> Response<Full<Bytes>> {
+        self.metrics.set_lag(self.bus.lag());
+        let mut response = Response::new(Full::new(Bytes::from(self.metrics.encode())));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             http::HeaderValue::from_static(
@@ -253,20 +258,19 @@ impl Admin {
                         AdminError::Status(StatusCode::BAD_REQUEST, why)
                     })?,
                 };
-                let page =
-                    self.bus().dead_letters(subscriber.as_deref(), after.as_deref(), limit)?;
+                let page = self.bus.dead_letters(subscriber.as_deref(), after.as_deref(), limit)?;
                 Ok(json_response(StatusCode::OK, &page))
             }
             (&Method::GET, ["admin", "dead-letters", subscriber, id]) => {
-                let letter: DeadLetter = self.bus().dead_letter(subscriber, id)?;
+                let letter: DeadLetter = self.bus.dead_letter(subscriber, id)?;
                 Ok(json_response(StatusCode::OK, &letter))
             }
             (&Method::POST, ["admin", "dead-letters", subscriber, id, "replay"]) => {
-                self.bus().replay(subscriber, id)?;
+                self.bus.replay(subscriber, id)?;
                 ok(serde_json::json!({"subscriber": subscriber, "id": id, "replayed": true}))
             }
             (&Method::DELETE, ["admin", "dead-letters", subscriber, id]) => {
-                self.bus().discard(subscriber, id)?;
+                self.bus.discard(subscriber, id)?;
                 ok(serde_json::json!({"subscriber": subscriber, "id": id, "discarded": true}))
             }
             (_, ["admin", "components"])
@@ -282,12 +286,6 @@ impl Admin {
                 Err(AdminError::Status(StatusCode::NOT_FOUND, format!("no admin route for {path}")))
             }
         }
-    }
-}
-
-impl Admin {
-    fn bus(&self) -> &dyn crate::events::EventQueue {
-        self.deployments.runtime().bus()
     }
 }
 

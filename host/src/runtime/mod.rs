@@ -1,8 +1,10 @@
 //! The runtime: compiles components, keeps the active versions, and runs one
 //! invocation from a fresh instance to a response.
 //!
-//! - [`Runtime`] (here): the engine, the linker, the registry of active
-//!   versions, the bus and the keyspaces, handed out to whoever needs them.
+//! - [`Runtime`] (here): the engines, the linkers and the guest pool; it
+//!   prepares components and runs invocations and deliveries. What it
+//!   shares with the rest of the host ([`parts::Parts`]: registry, metrics,
+//!   keyspaces, queue) is built by whoever starts it and handed out there.
 //! - [`prepare`]: a compiled component checked and pre-linked, then made a
 //!   [`registry::Deployment`] with its breaker, bulkhead and turns.
 //! - [`pipeline`]: one call from the gateway, a `services` call or the
@@ -22,6 +24,7 @@ pub mod idempotency;
 pub mod instance;
 pub mod options;
 mod outbound;
+pub mod parts;
 pub mod pipeline;
 pub mod prepare;
 pub mod proxy;
@@ -32,6 +35,7 @@ pub mod state;
 pub mod world;
 
 pub use options::{ComponentSettings, RuntimeOptions};
+pub use parts::Parts;
 pub use pipeline::Invoked;
 pub use prepare::{DeployError, Prepared};
 
@@ -43,7 +47,6 @@ use wasmtime::component::Linker;
 
 use crate::capabilities::keyvalue::Usage;
 use crate::events::dispatch::Deliveries;
-use crate::events::queue::Bus;
 use crate::events::{Dispatching, EventQueue};
 use crate::metrics::Metrics;
 use crate::resilience::connections::{ComponentConnections, HostConnections};
@@ -54,7 +57,6 @@ use crate::runtime::outbound::OutboundIo;
 use crate::runtime::registry::Registry;
 use crate::runtime::scheduling::GuestPool;
 use crate::runtime::state::{ComponentState, HasComponentState};
-use crate::storage::embedded::SledStore;
 use crate::storage::{KeyspaceStore, StorageError};
 
 /// Compiles, holds and runs components. Shared as `Arc<Runtime>`.
@@ -62,8 +64,7 @@ pub struct Runtime {
     engines: Engines,
     /// One per engine: the copy engine's, then the image engine's.
     linkers: [Linker<ComponentState>; 2],
-    db: sled::Db,
-    registry: Registry,
+    registry: Arc<Registry>,
     bus: Arc<dyn EventQueue>,
     keyspaces: Arc<dyn KeyspaceStore>,
     faults: arc_swap::ArcSwap<HashMap<String, Fault>>,
@@ -129,21 +130,9 @@ pub enum StartError {
 }
 
 impl Runtime {
-    /// A runtime on the embedded store: keyspaces, queue and records in `db`.
-    pub fn new(db: sled::Db, options: RuntimeOptions) -> Result<Arc<Self>, StartError> {
-        let keyspaces = Arc::new(SledStore::new(db.clone())?);
-        let bus = Arc::new(Bus::open(&db, options.bus).map_err(StorageError::from)?);
-        Self::with_backends(db, keyspaces, bus, options)
-    }
-
-    /// A runtime keeping components' keyspaces in `keyspaces`, their events
-    /// in `bus`, and the deployment records in `db`.
-    pub fn with_backends(
-        db: sled::Db,
-        keyspaces: Arc<dyn KeyspaceStore>,
-        bus: Arc<dyn EventQueue>,
-        options: RuntimeOptions,
-    ) -> Result<Arc<Self>, StartError> {
+    /// A runtime over `parts`, which the rest of the host shares.
+    pub fn start(parts: &Parts, options: RuntimeOptions) -> Result<Arc<Self>, StartError> {
+        let Parts { keyspaces, bus, registry, metrics, .. } = parts.clone();
         let engines = Engines::build(&options.engine).map_err(StartError::Engine)?;
         let linkers = [
             platform_linker(engines.get(MemoryInit::Copy)).map_err(StartError::Engine)?,
@@ -157,13 +146,12 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             engines,
             linkers,
-            db,
             bus,
             keyspaces,
             faults: Default::default(),
-            registry: Registry::default(),
+            registry,
             options,
-            metrics: Arc::default(),
+            metrics,
             usage: Default::default(),
             host_memory,
             memory: Default::default(),
@@ -175,18 +163,13 @@ impl Runtime {
         }))
     }
 
-    /// The runtime's tunables.
-    pub fn options(&self) -> &RuntimeOptions {
-        &self.options
-    }
-
     /// The host's metrics.
-    pub fn metrics(&self) -> &Metrics {
+    fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// The active deployments.
-    pub fn registry(&self) -> &Registry {
+    fn registry(&self) -> &Registry {
         &self.registry
     }
 
@@ -203,7 +186,7 @@ impl Runtime {
     }
 
     /// The event queue.
-    pub fn bus(&self) -> &dyn EventQueue {
+    fn bus(&self) -> &dyn EventQueue {
         &*self.bus
     }
 
@@ -218,18 +201,8 @@ impl Runtime {
     }
 
     /// Wait until everything written so far is on disk.
-    pub async fn flush(&self) -> Result<(), StorageError> {
+    async fn flush(&self) -> Result<(), StorageError> {
         self.keyspaces.flush().await
-    }
-
-    /// The sled database behind the queue and the deployment records.
-    pub fn db(&self) -> &sled::Db {
-        &self.db
-    }
-
-    /// Where components' keyspaces live.
-    pub fn keyspaces(&self) -> &dyn KeyspaceStore {
-        &*self.keyspaces
     }
 
     /// The engines components are compiled for (see [`crate::runtime::engine::MemoryInit`]).
@@ -256,7 +229,7 @@ impl Runtime {
     }
 
     /// Whether storage accepts a write and reads it back.
-    pub fn check_storage(&self) -> Result<(), StorageError> {
+    fn check_storage(&self) -> Result<(), StorageError> {
         self.keyspaces.check()
     }
 }

@@ -37,7 +37,7 @@ use crate::control::builtin::BUILTINS;
 use crate::events::queue::{Bus, QueuedEvent};
 use crate::invoke::InvokeFailure;
 use crate::resilience::fault::Fault;
-use crate::runtime::{Runtime, RuntimeOptions};
+use crate::runtime::{Parts, Runtime, RuntimeOptions};
 use crate::storage::embedded::SledStore;
 use crate::storage::reserved::is_reserved_key;
 
@@ -47,6 +47,7 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 /// The platform in a test: components, routes, bus, faults.
 pub struct Harness {
     runtime: Arc<Runtime>,
+    parts: Parts,
     // The embedded queue itself, for what only tests do to it (record,
     // pause, drop, delay, duplicate).
     bus: Arc<Bus>,
@@ -72,9 +73,10 @@ impl Harness {
         let bus = Arc::new(Bus::open(&db, options.bus)?);
         bus.start_recording();
         let keyspaces = Arc::new(SledStore::new(db.clone())?);
-        let runtime = Runtime::with_backends(db, keyspaces, bus.clone(), options)?;
+        let parts = Parts::with_backends(db, keyspaces, bus.clone());
+        let runtime = Runtime::start(&parts, options)?;
         let dispatcher = tokio::spawn(runtime.dispatch());
-        Ok(Harness { runtime, bus, routes: Mutex::default(), dispatcher })
+        Ok(Harness { runtime, parts, bus, routes: Mutex::default(), dispatcher })
     }
 
     /// A platform with the built-in user, order and payment services on
@@ -108,6 +110,11 @@ impl Harness {
             *routes = RouteTable::new(pairs.chain([(prefix.to_string(), name.to_string())]))?;
         }
         Ok(())
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.parts.metrics
     }
 
     /// The runtime, for anything the harness does not wrap.
@@ -166,7 +173,7 @@ impl Harness {
     /// What `component`'s keyspace holds now (committed state, the
     /// platform's own keys left out).
     pub fn keyspace(&self, component: &str) -> BTreeMap<String, Vec<u8>> {
-        let Ok(keyspace) = self.runtime.keyspaces().open(component) else {
+        let Ok(keyspace) = self.parts.keyspaces.open(component) else {
             return BTreeMap::new();
         };
         keyspace
@@ -223,7 +230,7 @@ impl Harness {
         loop {
             let now = crate::events::queue::now_ms();
             // Lanes of undeployed subscribers wait for them; not for us.
-            let registry = self.runtime.registry();
+            let registry = &self.parts.registry;
             let due = bus
                 .lane_heads()
                 .filter(|(key, _)| registry.get(crate::events::queue::subscriber_of(key)).is_some())

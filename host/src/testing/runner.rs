@@ -48,7 +48,7 @@ use crate::resilience::memory::HostMemory;
 use crate::resilience::turns::Turn;
 use crate::runtime::instance::ticks;
 use crate::runtime::state::{ComponentState, HasComponentState};
-use crate::runtime::{Runtime, RuntimeOptions, platform_linker};
+use crate::runtime::{Parts, Runtime, RuntimeOptions, platform_linker};
 use crate::testing::stubs::StubbedServices;
 
 /// How long one test binary may run.
@@ -69,6 +69,8 @@ pub struct TestRun {
 /// each run in a fresh instance with a fresh keyspace.
 pub struct TestBinary {
     runtime: Arc<Runtime>,
+    /// Where each run's keyspace is opened.
+    keyspaces: Arc<dyn crate::storage::KeyspaceStore>,
     component: Component,
     pre: wasmtime::component::InstancePre<TestState>,
     program: String,
@@ -96,7 +98,9 @@ impl TestBinary {
     /// Compile and link `test.wasm`, and load the real components it names.
     pub async fn load(test: &TestRun) -> anyhow::Result<Self> {
         let db = sled::Config::new().temporary(true).open().context("opening a temporary store")?;
-        let runtime = Runtime::new(db, RuntimeOptions::default())?;
+        let options = RuntimeOptions::default();
+        let parts = Parts::embedded(db, options.bus)?;
+        let runtime = Runtime::start(&parts, options)?;
         for (name, path) in &test.components {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -117,7 +121,8 @@ impl TestBinary {
         )?;
         let program = test.wasm.file_name().map(|n| n.to_string_lossy().into_owned());
         let program = program.unwrap_or_else(|| "test".into());
-        Ok(TestBinary { runtime, component, pre, program, runs: Default::default() })
+        let keyspaces = parts.keyspaces;
+        Ok(TestBinary { runtime, keyspaces, component, pre, program, runs: Default::default() })
     }
 
     /// Run the binary's `main` with the harness arguments `args`.
@@ -126,7 +131,7 @@ impl TestBinary {
         let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name: Arc<str> = "test".into();
         // A keyspace of its own for each run: one test's writes are not the next's.
-        let keyspace = runtime.keyspaces().open(&format!("test-{run}"))?;
+        let keyspace = self.keyspaces.open(&format!("test-{run}"))?;
         let usage = Arc::new(Usage::scan(&*keyspace, u64::MAX));
         let trace = pitstop_gateway::TraceContext::new_root();
         let call = CallContext { depth: 0, deadline: Instant::now() + TEST_DEADLINE, trace };

@@ -128,7 +128,7 @@ impl Deployments {
 
     async fn promote_locked(&self, name: &str, reason: &str) -> Result<u64, DeployError> {
         let mut record = self.active_record(name)?;
-        let Some(canary) = self.runtime.registry().canary(name) else {
+        let Some(canary) = self.registry.canary(name) else {
             return Err(DeployError::Canary(format!("{name} has no canary to promote")));
         };
         let version = canary.deployment.version;
@@ -141,9 +141,9 @@ impl Deployments {
         self.end_canary(&mut record, "promoted", reason);
         record.active = Some(version);
         self.save(&record)?;
-        self.runtime.registry().activate(canary.deployment.clone());
-        self.runtime.registry().take_canary(name);
-        self.runtime.metrics().deployed(name);
+        self.registry.activate(canary.deployment.clone());
+        self.registry.take_canary(name);
+        self.metrics.deployed(name);
         tracing::info!(component = name, version, reason, "canary promoted");
         Ok(version)
     }
@@ -164,8 +164,8 @@ impl Deployments {
             tracing::error!(component = name, %error, "cannot record the canary's rollback");
             return;
         }
-        self.runtime.registry().take_canary(name);
-        self.runtime.metrics().rolled_back(name);
+        self.registry.take_canary(name);
+        self.metrics.rolled_back(name);
         tracing::warn!(component = name, version, reason, "canary rolled back");
     }
 
@@ -191,7 +191,7 @@ impl Deployments {
 
     /// Give `deployment` its share of requests, compared from now on.
     pub(super) fn start_canary(&self, deployment: Arc<Deployment>, plan: CanaryPlan) {
-        let registry = self.runtime.registry();
+        let registry = &*self.registry;
         let baseline = registry.get(&deployment.name).map(|a| a.traffic.snapshot());
         registry.set_canary(Canary {
             deployment,
@@ -244,10 +244,10 @@ impl Deployments {
     /// verdict; each verdict is reached under the name's lock, on the
     /// canary serving then.
     pub async fn judge_canaries(&self, policy: &CanaryPolicy) {
-        for judged in self.runtime.registry().canaries().into_iter().filter(|c| c.auto) {
+        for judged in self.registry.canaries().into_iter().filter(|c| c.auto) {
             let name = judged.deployment.name.to_string();
             let Some(_name) = self.try_lock_name(&name) else { continue };
-            let registry = self.runtime.registry();
+            let registry = &*self.registry;
             let (Some(canary), Some(active)) = (registry.canary(&name), registry.get(&name)) else {
                 continue;
             };

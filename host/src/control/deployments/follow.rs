@@ -51,7 +51,7 @@ impl Deployments {
             }
         }
         // Purged through another host: no record left.
-        let registry = self.runtime.registry();
+        let registry = &*self.registry;
         let serving: Vec<String> = registry.active().keys().cloned().collect();
         for name in serving.iter().filter(|n| !records.iter().any(|r| &r.name == *n)) {
             let Some(_name) = self.try_lock_name(name) else { continue };
@@ -79,7 +79,7 @@ impl Deployments {
         &self,
         record: &ComponentRecord,
     ) -> Result<bool, DeployError> {
-        let registry = self.runtime.registry();
+        let registry = &*self.registry;
         let name = &record.name;
         let Some(active) = record.active else {
             let removed = registry.remove(name).is_some();

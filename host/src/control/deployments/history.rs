@@ -27,8 +27,8 @@ impl Deployments {
             let _change = self.changes.lock().await;
             self.end_canary(&mut record, "rolled back", "asked to roll back");
             self.save(&record)?;
-            self.runtime.registry().take_canary(name);
-            self.runtime.metrics().rolled_back(name);
+            self.registry.take_canary(name);
+            self.metrics.rolled_back(name);
             return Ok(active);
         }
         let previous = record
@@ -42,8 +42,8 @@ impl Deployments {
         let _change = self.changes.lock().await;
         record.active = Some(previous.version);
         self.save(&record)?;
-        self.runtime.registry().activate(deployment);
-        self.runtime.metrics().rolled_back(name);
+        self.registry.activate(deployment);
+        self.metrics.rolled_back(name);
         tracing::info!(component = name, from = active, to = previous.version, "rolled back");
         Ok(previous.version)
     }
@@ -72,10 +72,10 @@ impl Deployments {
         self.end_canary(&mut record, "replaced", &format!("version {version} was activated"));
         record.active = Some(version);
         self.save(&record)?;
-        self.runtime.registry().take_canary(name);
-        self.runtime.registry().activate(deployment);
+        self.registry.take_canary(name);
+        self.registry.activate(deployment);
         self.refresh_routes();
-        self.runtime.metrics().deployed(name);
+        self.metrics.deployed(name);
         tracing::info!(component = name, from, to = version, "activated");
         Ok(version)
     }

@@ -96,7 +96,7 @@ impl Deployments {
         let mut infos = Vec::new();
         for record in self.records()? {
             let Some(active) = record.active else { continue };
-            let deployment = self.runtime.registry().get(&record.name);
+            let deployment = self.registry.get(&record.name);
             // The version serving now: a promote or rollback records the
             // change before the registry makes it, and the listing must not
             // say a version serves before it does.
@@ -118,7 +118,7 @@ impl Deployments {
                 topics: deployment.as_ref().map(|d| Topics::clone(&d.topics)),
                 traffic: deployment.as_ref().map(|d| d.traffic.snapshot().summary()),
                 // A canary being promoted is the active version already.
-                canary: (self.runtime.registry().canary(&record.name))
+                canary: (self.registry.canary(&record.name))
                     .filter(|canary| canary.deployment.version != version.version)
                     .map(|canary| CanaryInfo {
                         version: canary.deployment.version,

@@ -35,16 +35,18 @@ pub use listing::{CanaryInfo, ComponentInfo, UndeployedInfo};
 pub use records::{CanaryEnd, CanaryRecord, ComponentRecord, VersionRecord};
 use records::{active_digest, find_version};
 
+use crate::events::EventQueue;
+use crate::metrics::Metrics;
 use crate::naming::is_valid_name;
 use crate::runtime::artifacts::{ArtifactCache, CompileError, Origin, hex_sha256};
 use crate::runtime::backend::RuntimeBackend;
-use crate::runtime::registry::Deployment;
+use crate::runtime::registry::{Deployment, Registry};
 use crate::runtime::world::WorldError;
 use crate::runtime::world::looks_like_component;
-use crate::runtime::{DeployError, Runtime};
-use crate::storage::Keyspace;
+use crate::runtime::{DeployError, Parts, Runtime};
 use crate::storage::embedded::SledKeyspace;
 use crate::storage::jetstream::JetStreamStore;
+use crate::storage::{Keyspace, KeyspaceStore};
 use blobs::Blobs;
 
 /// The result of a deploy.
@@ -61,7 +63,13 @@ pub struct Deployed {
 
 /// Deploys and tracks components; shared by the admin API, the watcher and start-up.
 pub struct Deployments {
+    /// For preparing components; what it shares, the control plane holds
+    /// itself (below).
     runtime: Arc<Runtime>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    keyspaces: Arc<dyn KeyspaceStore>,
+    bus: Arc<dyn EventQueue>,
     // One record per name: a tree of the embedded store, or on a cluster
     // the keyspace every host shares (`PITSTOP_DEPLOYMENTS`), which each
     // host follows (follow.rs).
@@ -84,12 +92,14 @@ pub struct Deployments {
 }
 
 impl Deployments {
-    /// The control plane over `runtime`, storing under `data_dir` (and in
+    /// The control plane over `runtime` and the host's `parts`, storing
+    /// under `data_dir` (and in
     /// `cluster`'s shared store when given), feeding routes to `gateway`.
     /// `static_routes` are the configured (or built-in) `(prefix,
     /// component)` pairs.
     pub fn new(
         runtime: Arc<Runtime>,
+        parts: &Parts,
         data_dir: &Path,
         static_routes: Vec<(String, String)>,
         gateway: Gateway<RuntimeBackend>,
@@ -106,13 +116,17 @@ impl Deployments {
             ArtifactCache::new(cache.clone(), runtime.engines().clone()).map_err(files(&cache))?;
         let records: Arc<dyn Keyspace> = match &cluster {
             Some(cluster) => cluster.open_platform("DEPLOYMENTS")?,
-            None => Arc::new(SledKeyspace::new(runtime.db().open_tree("pitstop/components")?)),
+            None => Arc::new(SledKeyspace::new(parts.db.open_tree("pitstop/components")?)),
         };
         let blobs = Blobs::new(blobs, cluster);
         // Fail now, not at the first request, if the configured table is invalid.
         RouteTable::new(static_routes.clone()).map_err(|e| DeployError::Route(e.to_string()))?;
         Ok(Deployments {
             runtime,
+            registry: parts.registry.clone(),
+            metrics: parts.metrics.clone(),
+            keyspaces: parts.keyspaces.clone(),
+            bus: parts.bus.clone(),
             records,
             blobs,
             artifacts,
@@ -136,7 +150,7 @@ impl Deployments {
             };
             match loaded {
                 Ok(deployment) => {
-                    self.runtime.registry().activate(deployment);
+                    self.registry.activate(deployment);
                     tracing::info!(component = record.name, version = active, "restored");
                     self.restore_canary(&record).await;
                 }
@@ -164,11 +178,6 @@ impl Deployments {
     /// Whether the config's route table leads anywhere to `name`.
     pub fn is_routed_by_config(&self, name: &str) -> bool {
         self.static_routes.iter().any(|(_, component)| component == name)
-    }
-
-    /// The runtime the components run in.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
     }
 
     /// The gateway's readiness report, as `/ready` answers it.
@@ -313,8 +322,8 @@ impl Deployments {
         match canary {
             Some(plan) => self.start_canary(deployment, plan),
             None => {
-                self.runtime.registry().take_canary(name);
-                self.runtime.registry().activate(deployment);
+                self.registry.take_canary(name);
+                self.registry.activate(deployment);
             }
         }
         self.refresh_routes();
@@ -322,7 +331,7 @@ impl Deployments {
         if origin == Origin::Compiled {
             self.artifacts.keep(&digest, &component).await;
         }
-        self.runtime.metrics().deployed(name);
+        self.metrics.deployed(name);
         tracing::info!(
             component = name,
             version,
@@ -357,17 +366,14 @@ impl Deployments {
             record.active = None;
             self.save(&record)?;
         }
-        self.runtime.registry().remove(name);
+        self.registry.remove(name);
         self.refresh_routes();
         if purge {
-            self.runtime.keyspaces().purge(name)?;
+            self.keyspaces.purge(name)?;
             self.runtime.forget_usage(name);
-            self.runtime
-                .bus()
-                .forget_subscriber(name)
-                .map_err(|e| DeployError::Storage(e.to_string()))?;
+            self.bus.forget_subscriber(name).map_err(|e| DeployError::Storage(e.to_string()))?;
         }
-        self.runtime.flush().await?;
+        self.keyspaces.flush().await?;
         tracing::info!(component = name, purge, "undeployed");
         Ok(())
     }
@@ -403,7 +409,7 @@ impl Deployments {
     }
 
     fn keyspace(&self, name: &str) -> Result<Arc<dyn Keyspace>, DeployError> {
-        Ok(self.runtime.keyspaces().open(name)?)
+        Ok(self.keyspaces.open(name)?)
     }
 }
 

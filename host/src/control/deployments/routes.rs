@@ -13,7 +13,7 @@ impl Deployments {
     /// The live route table: the configured routes and those given at
     /// deploy, for components that are deployed now.
     pub fn route_table(&self) -> RouteTable {
-        let registry = self.runtime.registry();
+        let registry = &*self.registry;
         let mut pairs: Vec<(String, String)> = Vec::new();
         let records = self.records().unwrap_or_default();
         let dynamic =
