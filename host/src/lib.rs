@@ -1,19 +1,22 @@
 //! The pitstop host: runs microservices as WebAssembly components behind
 //! the [`pitstop_gateway`].
 //!
-//! 1. Open a [`sled::Db`] and create a [`Runtime`] over it: one wasmtime
-//!    engine (pooling allocator, epoch deadlines, async).
+//! 1. Build the host's shared [`runtime::Parts`] (registry, metrics, the
+//!    keyspace store and the event queue, embedded in a [`sled::Db`] or a
+//!    cluster's) and start a [`Runtime`] over them: two wasmtime engines
+//!    (pooling allocator, epoch deadlines, async) and the guest pool.
 //! 2. Deploy components through the control plane
-//!    ([`deployments::Deployments`]): each is compiled once (or loaded from
-//!    the [`artifacts`] cache), checked against the `pitstop:platform/service`
-//!    world, pre-linked, persisted, then swapped in.
-//! 3. Serve: every request instantiates the active version afresh, with its
-//!    own keyspace, log and services contexts ([`state::ComponentState`]).
-//!    The [`admin`] API changes what is deployed while that goes on.
+//!    ([`control::deployments::Deployments`]): each is compiled once (or
+//!    loaded from the [`runtime::artifacts`] cache), checked against the
+//!    worlds it may implement, pre-linked, persisted, then swapped in.
+//! 3. Serve: every request instantiates the active version afresh (or takes
+//!    a warm one), with its own keyspace, log and services contexts
+//!    ([`runtime::state::ComponentState`]). The [`control::admin`] API
+//!    changes what is deployed while that goes on.
 //! 4. Observe: every invocation runs in a span continuing the request's
 //!    trace ([`telemetry`]), and counts into the [`metrics`] registry that
 //!    the admin listener serves; the gateway checks credentials per route
-//!    from the policies [`access`] builds out of the config.
+//!    from the policies [`control::access`] builds out of the config.
 //!
 //! [`Platform`] does all four from a [`Config`], as `pitstop serve` does:
 //!

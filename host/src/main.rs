@@ -102,7 +102,7 @@ enum Command {
         #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=99), conflicts_with = "routes")]
         canary: Option<u8>,
         /// Let the platform roll the canary back when it does worse than the
-        /// active version ([canary] thresholds in the config), or promote it.
+        /// active version (the `[canary]` thresholds in the config), or promote it.
         #[arg(long, requires = "canary")]
         auto_rollback: bool,
         #[command(flatten)]

@@ -11,6 +11,7 @@ mod console;
 mod deploy;
 mod dev;
 mod disk;
+mod docs;
 mod event_payloads;
 mod events;
 mod examples;

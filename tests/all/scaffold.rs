@@ -122,25 +122,33 @@ async fn a_new_service_builds_tests_and_deploys_outside_the_checkout() {
     // `pitstop dev --serve`: a server of its own, and a new cycle on every
     // saved change; a change that does not build leaves the last version
     // serving.
-    let mut watching = DevLoop::start(&dir, &path);
-    let serving = watching.line_with("dev: serving on http://");
-    let addr = serving["dev: serving on http://".len()..].split(',').next().unwrap().to_string();
-    watching.line_with("deployed inventory version 1 at /inventory in");
-    let (status, body) = get_text(&addr, "/inventory/lamp");
-    assert_eq!((status, body.contains("no such article")), (404, true), "{body}");
-    let source = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
-    let changed = source.replace("no such article", "not stocked here");
-    std::fs::write(dir.join("src/lib.rs"), &changed).unwrap();
-    watching.line_with("deployed inventory version 2 in");
-    let (status, body) = get_text(&addr, "/inventory/lamp");
-    assert_eq!((status, body.contains("not stocked here")), (404, true), "{body}");
-    std::fs::write(dir.join("src/lib.rs"), changed.replace("fn get_stock(", "fn get_stock(("))
-        .unwrap();
-    watching.line_with("dev: build failed after");
-    let (status, body) = get_text(&addr, "/inventory/lamp");
-    assert_eq!((status, body.contains("not stocked here")), (404, true), "{body}");
-    drop(watching);
-    std::fs::write(dir.join("src/lib.rs"), &source).unwrap();
+    // Waited for off the test's runtime, which the server's client needs.
+    let (dir_, path_) = (dir.clone(), path.clone());
+    tokio::task::spawn_blocking(move || {
+        let (dir, path) = (dir_, path_);
+        let mut watching = DevLoop::start(&dir, &path);
+        let serving = watching.line_with("dev: serving on http://");
+        let addr =
+            serving["dev: serving on http://".len()..].split(',').next().unwrap().to_string();
+        watching.line_with("deployed inventory version 1 at /inventory in");
+        let (status, body) = get_text(&addr, "/inventory/lamp");
+        assert_eq!((status, body.contains("no such article")), (404, true), "{body}");
+        let source = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+        let changed = source.replace("no such article", "not stocked here");
+        std::fs::write(dir.join("src/lib.rs"), &changed).unwrap();
+        watching.line_with("deployed inventory version 2 in");
+        let (status, body) = get_text(&addr, "/inventory/lamp");
+        assert_eq!((status, body.contains("not stocked here")), (404, true), "{body}");
+        std::fs::write(dir.join("src/lib.rs"), changed.replace("fn get_stock(", "fn get_stock(("))
+            .unwrap();
+        watching.line_with("dev: build failed after");
+        let (status, body) = get_text(&addr, "/inventory/lamp");
+        assert_eq!((status, body.contains("not stocked here")), (404, true), "{body}");
+        drop(watching);
+        std::fs::write(dir.join("src/lib.rs"), &source).unwrap();
+    })
+    .await
+    .unwrap();
     let stocked = server.send("PUT", "/inventory/book", r#"{"stock": 5}"#).await;
     assert_eq!(stocked.status, 200, "{:?}", stocked.body);
     let order = json!({"user_id": user, "items": [{"sku": "book", "quantity": 2, "price": 1250}]});

@@ -12,7 +12,7 @@ use crate::runtime::{ComponentSettings, RuntimeOptions};
 
 /// `[runtime]`: host-wide limits and the defaults of every component.
 ///
-/// The limit fields repeat those of [`ComponentConfig`] rather than sharing a
+/// The limit fields repeat those of [`crate::config::ComponentConfig`] rather than sharing a
 /// flattened struct: serde cannot combine `flatten` with `deny_unknown_fields`,
 /// and rejecting typos matters more here.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -56,7 +56,7 @@ pub trait EventQueue: Send + Sync + 'static {
     fn backlog(&self, publisher: &str) -> u64;
 
     /// A page of dead letters, for `subscriber` only when given, after the
-    /// letter `after` (`subscriber/id`) when given (see [`Bus::dead_letters`]).
+    /// letter `after` (`subscriber/id`) when given (see [`queue::Bus::dead_letters`]).
     fn dead_letters(
         &self,
         subscriber: Option<&str>,
