@@ -28,20 +28,27 @@
 //! one) and `traceparent` (the gateway span, in the client's trace when it
 //! sent a valid one).
 
+mod admission;
 pub mod auth;
 mod backend;
+mod body;
 mod error;
+mod health;
+mod listener;
+mod options;
 pub mod paths;
 pub mod ratelimit;
+mod reply;
 mod routes;
 mod server;
 pub mod trace;
 
 pub use backend::{Backend, HealthReport, InvokeError, Reply, Request, RequestRecord};
+pub use body::{DRAIN_LIMIT, discard_body, read_body};
 pub use error::{GatewayError, error_response, json_response};
+pub use listener::serve_http;
+pub use options::{AccessOptions, GatewayOptions};
+pub use reply::{dashed, is_hop_by_hop};
 pub use routes::{Route, RouteError, RouteTable, prefix_matches};
-pub use server::{
-    AccessOptions, ClientAddr, DRAIN_LIMIT, Gateway, GatewayOptions, REQUEST_ID_HEADER,
-    RESERVED_HEADER_PREFIX, dashed, discard_body, is_hop_by_hop, read_body, serve_http,
-};
+pub use server::{ClientAddr, Gateway, REQUEST_ID_HEADER, RESERVED_HEADER_PREFIX};
 pub use trace::TraceContext;

@@ -41,6 +41,7 @@
 
 pub mod bindings;
 pub mod capabilities;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod events;
@@ -186,16 +187,29 @@ mod layout {
     }
 
     /// What the reorganisation promised: files a reader can take in at once
-    /// (their unit tests, at the end, not counted).
+    /// (their unit tests, at the end, not counted), in every crate of the
+    /// workspace, `lib.rs` and `main.rs` included.
     #[test]
     fn no_source_file_is_over_450_lines() {
-        let long: Vec<_> = modules()
-            .into_iter()
-            .map(|(module, text)| {
-                (module, text.lines().take_while(|l| *l != "#[cfg(test)]").count())
-            })
-            .filter(|(_, lines)| *lines > 450)
-            .collect();
+        fn walk(dir: &Path, out: &mut Vec<(String, usize)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let lines = text.lines().take_while(|l| *l != "#[cfg(test)]").count();
+                    out.push((path.display().to_string(), lines));
+                }
+            }
+        }
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut files = Vec::new();
+        for source in ["host/src", "gateway/src"] {
+            walk(&crates.join(source), &mut files);
+        }
+        assert!(files.len() > 100, "the walk found only {} files", files.len());
+        let long: Vec<_> = files.into_iter().filter(|(_, lines)| *lines > 450).collect();
         assert!(long.is_empty(), "split these: {long:?}");
     }
 }

@@ -27,8 +27,8 @@ pub const CALLER_HEADER: &str = "pitstop-caller";
 /// serving it.
 pub const SCOPE_HEADER: &str = "pitstop-idempotency-key";
 /// What every header the platform sets starts with; neither clients nor
-/// components may set one.
-const PLATFORM_PREFIX: &str = "pitstop-";
+/// components may set one (the gateway's own definition).
+use pitstop_gateway::RESERVED_HEADER_PREFIX as PLATFORM_PREFIX;
 
 /// Whether `name` is one of the platform's headers, in any case.
 fn is_platform_header(name: &str) -> bool {
