@@ -4,7 +4,9 @@
 //! - `GET /trap/panic` panics (a trap);
 //! - `GET /trap/unreachable` executes `unreachable`;
 //! - `GET /trap/loop` never returns (the deadline must stop it);
-//! - `GET /trap/sleep/{ms}` answers after `ms` milliseconds;
+//! - `GET /trap/sleep/{ms}` answers after `ms` milliseconds, with when it
+//!   started and ended (`started_ms`, `ended_ms`: wall clock, ms since the
+//!   epoch), so a test sees the order in which the host ran its calls;
 //! - `GET /trap/recurse` recurses without end (stack exhaustion);
 //! - `GET /trap/grow` grows linear memory until the limit refuses;
 //! - `GET /trap/alloc` allocates in a loop until allocation fails;
@@ -144,8 +146,16 @@ impl Handler for Trap {
             }
             ["trap", "sleep", ms] => {
                 let ms: u64 = ms.parse().unwrap_or(0);
+                let now = || {
+                    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                    since.map_or(0, |d| d.as_millis() as u64)
+                };
+                let started_ms = now();
                 std::thread::sleep(std::time::Duration::from_millis(ms));
-                Response::json(200, &serde_json::json!({ "slept_ms": ms }))
+                let answer = serde_json::json!({
+                    "slept_ms": ms, "started_ms": started_ms, "ended_ms": now(),
+                });
+                Response::json(200, &answer)
             }
             _ => ApiError::not_found("no such route").into_response(),
         }
