@@ -511,6 +511,10 @@ async fn pitstop_token_asks_the_server_when_it_has_no_secret() {
     let unknown = server.admin("POST", "/admin/tokens", r#"{"sub": "x", "ttl": 5}"#).await;
     assert_eq!(unknown.status, 400);
     assert!(unknown.error().contains("unknown field `ttl`"), "{}", unknown.error());
+    let forever = r#"{"sub": "x", "ttl_seconds": 18446744073709551615}"#;
+    let forever = server.admin("POST", "/admin/tokens", forever).await;
+    assert_eq!(forever.status, 400);
+    assert_eq!(forever.error(), "ttl_seconds must be at most 315360000 (ten years)");
     let anonymous = server.admin_with("POST", "/admin/tokens", r#"{"sub": "x"}"#, None).await;
     assert_eq!(anonymous.status, 401);
 

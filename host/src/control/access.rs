@@ -164,7 +164,7 @@ pub fn mint(config: &Config, data_dir: &Path, request: TokenRequest) -> anyhow::
     let mut claims = json!({
         "sub": request.subject,
         "iat": now,
-        "exp": now + request.ttl.as_secs().max(1),
+        "exp": now.saturating_add(request.ttl.as_secs().max(1)),
     });
     let jwt = &config.auth.jwt;
     let audience = request.audience.or_else(|| jwt.audience.as_ref()?.to_vec().into_iter().next());

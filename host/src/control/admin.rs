@@ -50,6 +50,9 @@ use crate::metrics::Metrics;
 use crate::runtime::{DeployError, Parts};
 use crate::storage::StorageError;
 
+/// The longest life the admin API signs a token for.
+const MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
 /// The largest token request read: it is a few short strings.
 const MAX_TOKEN_REQUEST: usize = 64 << 10;
 
@@ -232,6 +235,11 @@ impl Admin {
                 })?;
                 if asked.subject.is_empty() {
                     return Err(AdminError::BadRequest("sub must not be empty".into()));
+                }
+                if asked.ttl > MAX_TOKEN_TTL {
+                    let most = MAX_TOKEN_TTL.as_secs();
+                    let why = format!("ttl_seconds must be at most {most} (ten years)");
+                    return Err(AdminError::BadRequest(why));
                 }
                 let token = self
                     .tokens

@@ -373,6 +373,25 @@ function labelCells(table) {
   }
 }
 
+/** The row header naming a component: a button that opens its versions. */
+function selectCell(name) {
+  return el(
+    'th',
+    { scope: 'row' },
+    el(
+      'button',
+      {
+        type: 'button',
+        class: 'link',
+        'data-role': 'select',
+        'aria-pressed': state.selected === name ? 'true' : 'false',
+        onclick: () => select(name),
+      },
+      name,
+    ),
+  );
+}
+
 function renderComponents() {
   const inFlight = sumBy(state.metrics || [], 'pitstop_in_flight_invocations', 'component');
   const rows = state.components.map((c) => {
@@ -383,21 +402,7 @@ function renderComponents() {
     return el(
       'tr',
       { 'data-component': c.name, 'data-key': c.name },
-      el(
-        'th',
-        { scope: 'row' },
-        el(
-          'button',
-          {
-            type: 'button',
-            class: 'link',
-            'data-role': 'select',
-            'aria-pressed': state.selected === c.name ? 'true' : 'false',
-            onclick: () => select(c.name),
-          },
-          c.name,
-        ),
-      ),
+      selectCell(c.name),
       el('td', { class: 'num version' }, `v${c.version}`, canary),
       el('td', {}, c.routes.length ? c.routes.join(', ') : 'none'),
       el('td', { class: 'num' }, bytes(c.size)),
@@ -427,21 +432,7 @@ function renderUndeployed() {
     el(
       'tr',
       { 'data-component': u.name, 'data-key': u.name },
-      el(
-        'th',
-        { scope: 'row' },
-        el(
-          'button',
-          {
-            type: 'button',
-            class: 'link',
-            'data-role': 'select',
-            'aria-pressed': state.selected === u.name ? 'true' : 'false',
-            onclick: () => select(u.name),
-          },
-          u.name,
-        ),
-      ),
+      selectCell(u.name),
       el('td', { class: 'num' }, `v${u.last_version}`),
       el('td', { class: 'num' }, String(u.versions)),
       el('td', { class: 'nowrap' }, when(u.deployed_at)),
