@@ -7,27 +7,25 @@
 //! this module. `docs/configuration.md` explains them.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use serde::Deserialize;
 
-use pitstop_gateway::auth::{Access, RoutePolicy};
-use pitstop_gateway::ratelimit::RateLimit;
-
 mod admin;
+mod auth;
 mod cluster;
+mod component;
 mod routes;
 mod runtime;
 pub mod starter;
 pub use admin::AdminConfig;
+pub use auth::{AuthConfig, JwtConfig, OneOrMany, PolicyConfig, PublicKeyConfig};
 pub use cluster::{BadClusterAddress, ClusterConfig};
+pub use component::{ComponentConfig, ReuseConfig};
 pub use routes::{RouteConfig, RouteTarget};
 pub use runtime::RuntimeConfig;
 
-use crate::capabilities::http::allowlist::AllowedHost;
-use crate::resilience::breaker::BreakerConfig;
 use crate::runtime::canary::CanaryPolicy;
 
 /// The whole file.
@@ -63,123 +61,6 @@ pub struct Config {
     pub cluster: ClusterConfig,
 }
 
-/// `[auth]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// The policy of routes that set none (default: reads public, writes JWT).
-    pub default: Option<PolicyConfig>,
-    /// How JWTs are verified.
-    #[serde(default)]
-    pub jwt: JwtConfig,
-    /// API keys: name = key.
-    #[serde(default)]
-    pub api_keys: BTreeMap<String, String>,
-}
-
-/// `[auth.jwt]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtConfig {
-    /// The HS256 secret (at least 32 bytes).
-    pub secret: Option<String>,
-    /// PEM public keys for RS256 and EdDSA tokens.
-    #[serde(default)]
-    pub public_keys: Vec<PublicKeyConfig>,
-    /// Accepted audiences.
-    pub audience: Option<OneOrMany>,
-    /// Accepted issuers.
-    pub issuer: Option<OneOrMany>,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30).
-    pub leeway_s: Option<u64>,
-    /// The claim naming the caller's roles (default `roles`).
-    pub roles_claim: Option<String>,
-}
-
-/// A public key file, with an optional key id.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum PublicKeyConfig {
-    /// Just the path.
-    Path(PathBuf),
-    /// `{ path = "...", kid = "..." }`.
-    WithKid {
-        /// The PEM file.
-        path: PathBuf,
-        /// Tokens naming a `kid` are checked against keys with that `kid`.
-        kid: Option<String>,
-    },
-}
-
-impl PublicKeyConfig {
-    /// The file.
-    pub fn path(&self) -> &Path {
-        match self {
-            PublicKeyConfig::Path(path) | PublicKeyConfig::WithKid { path, .. } => path,
-        }
-    }
-
-    fn path_mut(&mut self) -> &mut PathBuf {
-        match self {
-            PublicKeyConfig::Path(path) | PublicKeyConfig::WithKid { path, .. } => path,
-        }
-    }
-
-    /// The key id, if set.
-    pub fn kid(&self) -> Option<&str> {
-        match self {
-            PublicKeyConfig::Path(_) => None,
-            PublicKeyConfig::WithKid { kid, .. } => kid.as_deref(),
-        }
-    }
-}
-
-/// A string or a list of strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    /// One.
-    One(String),
-    /// Several.
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    /// As a list.
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            OneOrMany::One(one) => vec![one.clone()],
-            OneOrMany::Many(many) => many.clone(),
-        }
-    }
-}
-
-/// A route policy: one access for every method, or reads and writes apart.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged)]
-pub enum PolicyConfig {
-    /// `"public"`, `"jwt"` or `"api-key"`.
-    All(Access),
-    /// `{ read = "public", write = "jwt" }`.
-    Split {
-        /// GET, HEAD and OPTIONS.
-        read: Access,
-        /// Every other method.
-        write: Access,
-    },
-}
-
-impl PolicyConfig {
-    /// The gateway's policy, with `rate_limit`.
-    pub fn policy(&self, rate_limit: Option<RateLimit>) -> RoutePolicy {
-        let (read, write) = match *self {
-            PolicyConfig::All(access) => (access, access),
-            PolicyConfig::Split { read, write } => (read, write),
-        };
-        RoutePolicy { read, write, rate_limit, pass_authorization: false }
-    }
-}
-
 /// `[bus]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -193,65 +74,6 @@ pub struct BusConfig {
     /// The longest wait between two attempts in milliseconds (default 30000).
     pub backoff_max_ms: Option<u64>,
 }
-
-/// A component: where to load it from (optional) and its limits.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComponentConfig {
-    /// The `.wasm` component to deploy at start; relative paths are relative
-    /// to the config file. Without it the section only sets limits (for a
-    /// built-in or a component deployed through the admin API).
-    pub path: Option<PathBuf>,
-    /// Deadline of one request in milliseconds (default: `[runtime]`'s).
-    pub deadline_ms: Option<u64>,
-    /// Linear memory limit per instance, in bytes.
-    pub max_memory: Option<usize>,
-    /// Instances running at once (the bulkhead).
-    pub max_concurrency: Option<u32>,
-    /// Instances executing guest code at once (default: one per guest thread).
-    pub max_parallel: Option<NonZeroU32>,
-    /// Lines of output (stdout, stderr, `log`) one invocation may write.
-    pub max_log_lines: Option<u64>,
-    /// Bytes of output one invocation may write.
-    pub max_log_bytes: Option<u64>,
-    /// Circuit breaker thresholds; unset fields keep their defaults.
-    pub breaker: Option<BreakerConfig>,
-    /// Bytes (keys plus values) its keyspace may hold.
-    pub max_keyspace_bytes: Option<u64>,
-    /// Bytes (keys plus values) one invocation may write.
-    pub max_write_set_bytes: Option<u64>,
-    /// Host memory all its instances together may hold: their linear
-    /// memories and what host calls hold for them (default: a quarter of
-    /// `[runtime] max_host_memory`).
-    pub max_component_memory: Option<u64>,
-    /// Outgoing connections its instances may hold open at once (default 128).
-    pub max_outbound_connections: Option<usize>,
-    /// Seconds the answer to a write sent with an `Idempotency-Key` is kept
-    /// for its retries (default: a day).
-    pub idempotency_ttl_s: Option<u64>,
-    /// Hosts its outgoing `wasi:http` requests may reach, as
-    /// `[http[s]://]HOST[:PORT]` (`*.example.com` for every name below
-    /// it); everything else is refused. `NAME.svc` needs no entry.
-    pub allowed_outbound_hosts: Option<Vec<AllowedHost>>,
-    /// Serve requests on warm instances instead of a fresh one each
-    /// (`reuse = { max_requests = 1000 }`); see `runtime::reuse`.
-    pub reuse: Option<ReuseConfig>,
-}
-
-/// `reuse` of a component: how long one instance serves.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReuseConfig {
-    /// Invocations one instance serves before it is discarded (default 1000).
-    pub max_requests: Option<NonZeroU32>,
-    /// An instance whose largest linear memory grew past this many bytes is
-    /// discarded after its invocation (default: half the component's
-    /// `max_memory`).
-    pub max_memory: Option<usize>,
-}
-
-/// Invocations a reused instance serves when `reuse` does not say.
-const DEFAULT_REUSE_REQUESTS: u32 = 1000;
 
 /// `[gateway]`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -305,6 +127,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pitstop_gateway::auth::Access;
+    use std::path::PathBuf;
 
     #[test]
     fn rejects_unknown_fields() {

@@ -5,7 +5,8 @@ use std::num::{NonZeroU32, NonZeroUsize};
 
 use serde::Deserialize;
 
-use super::{Config, DEFAULT_REUSE_REQUESTS};
+use super::Config;
+use super::component::DEFAULT_REUSE_REQUESTS;
 use crate::resilience::breaker::BreakerConfig;
 use crate::runtime::reuse::ReusePolicy;
 use crate::runtime::{ComponentSettings, RuntimeOptions};
