@@ -172,8 +172,16 @@ async fn undeclared_and_malformed_topics_are_refused() {
     let malformed = server.send("POST", "/probe/publish/Not..A.Topic", "x").await;
     assert_eq!(malformed.status, 422);
     assert!(malformed.error().contains("invalid topic"), "{}", malformed.error());
-    let too_late = server.send("POST", "/probe/publish/probe.ping?delay=999999999999", "x").await;
+    // The delay limit is a week to the millisecond (docs/events.md).
+    let week = 7 * 24 * 3600 * 1000;
+    let path = format!("/probe/publish/probe.ping?delay={week}");
+    let at_limit = server.send("POST", &path, "x").await;
+    assert_eq!(at_limit.status, 200, "a delay of exactly a week is accepted");
+    let path = format!("/probe/publish/probe.ping?delay={}", week + 1);
+    let too_late = server.send("POST", &path, "x").await;
     assert_eq!(too_late.status, 422);
+    let limit = format!("a delay of {} ms is longer than the limit of {week} ms", week + 1);
+    assert!(too_late.error().contains(&limit), "{}", too_late.error());
 }
 
 /// One invocation may publish at most 100 events (docs/events.md): the 101st is an

@@ -130,9 +130,19 @@ async fn cargo_component_builds_load_too() {
 #[tokio::test]
 async fn a_guest_gets_no_files_environment_or_network() {
     let server = Server::start_with(Some(&probe_config(test_components())), fresh_dir()).await;
-    let report = server.get("/trap/escape").await.json();
+    // A port that listens: were the guest granted the network, it would
+    // connect, and the kernel would queue the connection for accept.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let report = server.get(&format!("/trap/escape/{port}")).await.json();
     for denied in ["file", "dir", "tcp"] {
         assert!(report[denied].as_str().unwrap().starts_with("Err("), "{denied}: {report}");
     }
     assert_eq!(report["env"], 0, "{report}");
+    listener.set_nonblocking(true).unwrap();
+    let reached = listener.accept();
+    assert!(
+        reached.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the guest reached the listener: {reached:?}"
+    );
 }

@@ -28,8 +28,9 @@
 //!   (`null` without one);
 //! - `GET /trap/relay` calls its own `/trap/whoami` through `services` and
 //!   answers what that saw: the identity the platform passed on;
-//! - `GET /trap/escape` tries to reach beyond its grants (files, environment,
-//!   network) and reports what it got.
+//! - `GET /trap/escape/{port}` tries to reach beyond its grants (files,
+//!   environment, a TCP connection to `127.0.0.1:port`) and reports what it
+//!   got.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -78,7 +79,7 @@ impl Handler for Trap {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
-            ["trap", "escape"] => Response::json(200, &escape()),
+            ["trap", "escape", port] => Response::json(200, &escape(port)),
             ["trap", "recurse"] => Response::json(200, &recurse(std::hint::black_box(1))),
             ["trap", "grow"] => {
                 let mut pages = 0usize;
@@ -175,10 +176,11 @@ fn recurse(depth: u64) -> u64 {
 }
 
 /// What a guest gets when it reaches for things the platform does not grant.
-fn escape() -> serde_json::Value {
+fn escape(port: &str) -> serde_json::Value {
     let file = std::fs::read("/etc/passwd").map(|b| b.len()).map_err(|e| e.to_string());
     let dir = std::fs::read_dir(".").map(|d| d.count()).map_err(|e| e.to_string());
-    let tcp = std::net::TcpStream::connect("127.0.0.1:1").map(|_| ()).map_err(|e| e.to_string());
+    let tcp = std::net::TcpStream::connect(format!("127.0.0.1:{port}"));
+    let tcp = tcp.map(|_| ()).map_err(|e| e.to_string());
     serde_json::json!({
         "file": format!("{file:?}"),
         "dir": format!("{dir:?}"),
