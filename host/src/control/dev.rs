@@ -62,7 +62,7 @@ pub async fn run(dir: &Path, client: &AdminClient, once: bool) -> anyhow::Result
 async fn cycle(dir: &Path, project: &Project, client: &AdminClient) -> anyhow::Result<bool> {
     let name = &project.name;
     let started = Instant::now();
-    let built = run_step(dir, &project.build)?;
+    let built = run_step(dir, &project.build).await?;
     let build_time = started.elapsed();
     if !built.status.success() {
         print!("{}", String::from_utf8_lossy(&built.stdout));
@@ -73,7 +73,7 @@ async fn cycle(dir: &Path, project: &Project, client: &AdminClient) -> anyhow::R
     let started = Instant::now();
     let mut passed = "no tests".to_string();
     if let Some(test) = &project.test {
-        let tested = run_step(dir, test)?;
+        let tested = run_step(dir, test).await?;
         let report = String::from_utf8_lossy(&tested.stdout).into_owned();
         if !tested.status.success() {
             print!("{report}");
@@ -138,11 +138,15 @@ async fn cycle(dir: &Path, project: &Project, client: &AdminClient) -> anyhow::R
 }
 
 /// One step's program and arguments, run in `dir`, its output captured.
-fn run_step(dir: &Path, step: &[String]) -> anyhow::Result<Output> {
-    std::process::Command::new(&step[0])
+/// Awaited, not waited for on the thread: with `--serve` the server shares
+/// this runtime, and a build of a minute must not hold one of its workers.
+async fn run_step(dir: &Path, step: &[String]) -> anyhow::Result<Output> {
+    tokio::process::Command::new(&step[0])
         .args(&step[1..])
         .current_dir(dir)
+        .kill_on_drop(true)
         .output()
+        .await
         .with_context(|| format!("running {} in {}", step.join(" "), dir.display()))
 }
 
