@@ -153,9 +153,10 @@ async fn wait_for_version(server: &Server, name: &str, version: u64) {
 #[test]
 fn the_cli_without_a_token_says_how_to_give_one() {
     let dir = crate::support::cold_dir();
+    let admin = format!("http://{}", crate::support::refusing_address());
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_pitstop"))
-            .args(["components", "--admin-url", "http://127.0.0.1:9", "--data-dir"])
+            .args(["components", "--admin-url", &admin, "--data-dir"])
             .arg(dir.path())
             .env_remove("PITSTOP_ADMIN_TOKEN")
             .output()

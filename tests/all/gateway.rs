@@ -48,8 +48,9 @@ async fn ready_reports_storage_bus_and_components_and_health_is_liveness() {
 /// missing component: `/ready` stays 200, and no longer lists it.
 #[tokio::test]
 async fn an_undeployed_built_in_leaves_the_host_ready() {
-    let config = "[[routes]]\nprefix = \"/legacy\"\nupstream = \"http://127.0.0.1:9\"\n";
-    let server = Server::start_with(Some(config), crate::support::fresh_dir()).await;
+    let gone = crate::support::refusing_address();
+    let config = format!("[[routes]]\nprefix = \"/legacy\"\nupstream = \"http://{gone}\"\n");
+    let server = Server::start_with(Some(&config), crate::support::fresh_dir()).await;
     assert_eq!(server.admin("DELETE", "/admin/components/order", "").await.status, 200);
     let answer = server.get("/ready").await;
     assert_eq!(answer.status, 200, "{}", answer.json());

@@ -37,6 +37,21 @@ pub fn test_components() -> &'static Path {
     DIR.get_or_init(|| build_release("tests/components", "wasm-components", &[]))
 }
 
+/// An address that refuses connections for the whole test run: a port
+/// bound and never listened on, so no other process can take it (port 9
+/// was only assumed to be closed).
+pub fn refusing_address() -> &'static str {
+    static HELD: OnceLock<(tokio::net::TcpSocket, String)> = OnceLock::new();
+    &HELD
+        .get_or_init(|| {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = socket.local_addr().unwrap().to_string();
+            (socket, addr)
+        })
+        .1
+}
+
 /// A `pitstop.toml` deploying the test component `wasm` (e.g. "kvprobe") as
 /// `name` with the `settings` lines (limits, may be empty), routed at `prefix`.
 pub fn single_component_config(name: &str, wasm: &str, settings: &str, prefix: &str) -> String {

@@ -82,12 +82,13 @@ fn config(legacy: &str, breaker: &str) -> String {
 
         [[routes]]
         prefix = "/gone"
-        upstream = "http://127.0.0.1:9"
+        upstream = "http://{gone}"
 
         [[routes]]
         prefix = "/users"
         component = "user"
-        "#
+        "#,
+        gone = crate::support::refusing_address(),
     )
 }
 
