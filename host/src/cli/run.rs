@@ -48,10 +48,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Token { sub, ttl, aud, iss, roles, config, admin } => {
             use crate::control::access;
-            let config = match config {
-                Some(path) => Config::load(&path)?,
-                None => Config::default(),
-            };
+            let config = Config::load_or_default(config.as_deref())?;
             let request =
                 access::TokenRequest { subject: sub, ttl, audience: aud, issuer: iss, roles };
             if access::secret(&config, &admin.data_dir, false)?.is_some() {
@@ -79,10 +76,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<()> {
             strict,
             ..
         } => {
-            let config = match config {
-                Some(path) => Config::load(&path)?,
-                None => Config::default(),
-            };
+            let config = Config::load_or_default(config.as_deref())?;
             serve(PlatformOptions {
                 listen,
                 admin_listen,

@@ -31,7 +31,7 @@ pub(super) async fn dev_with_server(
     once: bool,
 ) -> anyhow::Result<i32> {
     let stop = shutdown_signal().context("listening for SIGINT and SIGTERM")?;
-    let data_dir = dir.join("target/pitstop-dev");
+    let data_dir = dir.join(crate::control::dev::SERVE_DATA_DIR);
     let platform = Platform::start(PlatformOptions {
         listen,
         admin_listen,

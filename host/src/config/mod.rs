@@ -96,6 +96,12 @@ pub struct GatewayConfig {
 }
 
 impl Config {
+    /// The file at `path` if one is given ([`Config::load`]), else the
+    /// built-in defaults.
+    pub fn load_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
+        path.map_or_else(|| Ok(Config::default()), Config::load)
+    }
+
     /// Read and check `path`; relative component paths are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> anyhow::Result<Config> {

@@ -175,6 +175,10 @@ struct DevConfig {
     ignore: Vec<PathBuf>,
 }
 
+/// Where `pitstop dev --serve` keeps its server's data, under the
+/// project's directory (inside `target/`, which is never a source).
+pub const SERVE_DATA_DIR: &str = "target/pitstop-dev";
+
 /// The file that describes a project built by commands of its own.
 pub const DEV_CONFIG: &str = "pitstop-dev.toml";
 
@@ -193,7 +197,7 @@ impl Project {
             let mut ignored: Vec<PathBuf> = parsed.ignore.iter().map(|p| dir.join(p)).collect();
             ignored.push(wasm.clone());
             ignored.push(dir.join("node_modules"));
-            // Where `--serve` keeps its data, written to all the time.
+            // Holds SERVE_DATA_DIR, which `--serve` writes all the time.
             ignored.push(dir.join("target"));
             return Ok(Project {
                 name: parsed.name,
