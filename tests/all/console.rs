@@ -5,7 +5,7 @@
 //! dead letter. A screenshot of each page is written to
 //! `target/console-screenshots/` for review.
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +15,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-use crate::support::{Server, eventually, faulty_payment, fresh_dir, repo_root, test_components};
+use crate::support::{
+    Server, eventually, faulty_payment, fresh_dir, repo_root, test_components, text,
+};
 
 /// How long the page gets to show a change: it polls every 2 s.
 const SHOWN: Duration = Duration::from_secs(15);
@@ -50,7 +52,7 @@ fn config() -> String {
     config
 }
 
-/// chromedriver on a free loopback port, and a headless Chromium session.
+/// chromedriver on a loopback port of its choosing, and a headless Chromium session.
 struct Browser {
     client: Client,
     driver: Child,
@@ -58,16 +60,38 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // A process group of its own: Chromium and its helpers are
         // chromedriver's children, and are stopped with it (see Drop).
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
             .expect("chromedriver is not installed: run scripts/setup --tests");
+        // Port 0: chromedriver binds a free port itself and says which. A
+        // port found free here and released for it could be taken in
+        // between by a server of a test running alongside.
+        let (said, heard) = std::sync::mpsc::channel();
+        let stdout = driver.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            // Read to the end, so that a full pipe never blocks chromedriver.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let port = line.split_once("started successfully on port ");
+                if let Some(port) =
+                    port.and_then(|(_, p)| p.trim_end_matches('.').parse::<u16>().ok())
+                {
+                    let _ = said.send(port);
+                }
+            }
+        });
+        let port: u16 = match tokio::task::spawn_blocking(move || heard.recv_timeout(SHOWN)).await {
+            Ok(Ok(port)) => port,
+            _ => {
+                stop(&mut driver);
+                panic!("chromedriver did not say which port it listens on within {SHOWN:?}");
+            }
+        };
         let mut options = json!({
             "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--disable-gpu", "--window-size=1280,1000"],
@@ -113,6 +137,29 @@ impl Browser {
         self.client.execute(script, vec![]).await.unwrap()
     }
 
+    /// What `body`, the body of an async function, returns. The console's
+    /// functions are its modules' exports, not globals: `body` imports
+    /// what it calls (`await import('/console/metrics.js')`).
+    async fn script_async(&self, body: &str) -> serde_json::Value {
+        let script = format!(
+            "const done = arguments[arguments.length - 1];\
+             (async () => {{ {body} }})().then(done, (error) => done(`failed: ${{error}}`));"
+        );
+        self.client.execute_async(&script, vec![]).await.unwrap()
+    }
+
+    /// Wait until the page has redrawn `n` times since it showed `seen` as
+    /// its "Updated" time, which each poll sets once it has redrawn the
+    /// page. The time is to the second and polls are 2 s apart, so each
+    /// change is at least one redraw.
+    async fn redraws_since(&self, seen: &str, n: usize) {
+        let mut seen = seen.to_string();
+        for _ in 0..n {
+            let next = self.text_when("#updated", |t| t.starts_with("Updated ") && t != seen).await;
+            seen = next;
+        }
+    }
+
     /// A PNG of the page as it stands, under `target/console-screenshots/`.
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
@@ -123,12 +170,16 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The whole group, so no headless Chromium outlives the test (the
-        // session is not closed when the test panics halfway).
-        let group = format!("-{}", self.driver.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.driver.wait();
+        stop(&mut self.driver);
     }
+}
+
+/// Stop chromedriver's whole group, so no headless Chromium outlives the
+/// test (the session is not closed when the test panics halfway).
+fn stop(driver: &mut Child) {
+    let group = format!("-{}", driver.id());
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    let _ = driver.wait();
 }
 
 fn screenshots() -> PathBuf {
@@ -154,14 +205,17 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
         browser.text_when(&row, |t| t.starts_with("v1")).await;
     }
     browser.text_when("#components tr[data-component=order]", |t| t.contains("/orders")).await;
+    // The page says when it last read the platform.
+    browser.text_when("#updated", |t| t.starts_with("Updated ") && t.ends_with(" UTC")).await;
     browser.screenshot("components").await;
 
     // The page's arithmetic on /metrics, in the page: a component named
     // like an Object property is just a name, p50/p99 are bucket bounds,
     // and a counter that went down (the host restarted) counts from zero.
     let checks = browser
-        .script(
-            "const t = trafficOf(parseMetrics(\
+        .script_async(
+            "const { trafficOf, parseMetrics, quantile, delta } = await import('/console/metrics.js');\
+             const t = trafficOf(parseMetrics(\
                'pitstop_requests_total{component=\"constructor\",route=\"/c\",status=\"503\"} 3'));\
              const buckets = {'0.001': 5, '0.002': 9, '0.004': 10, '+Inf': 10};\
              return [t['constructor'].requests, t['constructor'].errors,\
@@ -174,8 +228,9 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     // lone bucket still shows; the figure says the current value, the scale
     // and the time axis.
     let drawn = browser
-        .script(
-            "const f = chart('Rate', [[[1, 2, null, 4, null, null, 3], 'rate']], String, '30 s ago');\
+        .script_async(
+            "const { chart } = await import('/console/chart.js');\
+             const f = chart('Rate', [[[1, 2, null, 4, null, null, 3], 'rate']], String, '30 s ago');\
              return [f.querySelectorAll('polyline').length, f.querySelector('figcaption').textContent,\
                      f.querySelector('.chart-axis').textContent,\
                      chart('E', [[[null, null], 'errors']], String, '2 s ago').querySelector('.now').textContent];",
@@ -270,11 +325,27 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     browser.screenshot("events").await;
 
     // Replay from the keyboard: the focus stays on the button across polls
-    // (which rebuild the table), and Enter presses it.
-    browser.script("document.querySelector('#dead-letters button.replay').focus()").await;
-    tokio::time::sleep(Duration::from_millis(4500)).await; // two polls
-    let focused = browser.script("return document.activeElement.getAttribute('data-role')").await;
-    assert_eq!(focused, json!("replay"), "the focus survived the polls");
+    // (which rebuild the table), and Enter presses it. The button focused
+    // is kept, and the time read in the same script, so that the redraws
+    // waited for are after the focus, and the focused button afterwards
+    // is shown to be a new one: a redraw happened and the focus followed.
+    let seen = browser
+        .script(
+            "const button = document.querySelector('#dead-letters button.replay');\
+             button.focus();\
+             window.focusedBeforeRedraws = button;\
+             return document.getElementById('updated').textContent;",
+        )
+        .await;
+    browser.redraws_since(seen.as_str().unwrap(), 2).await;
+    let focused = browser
+        .script(
+            "const before = window.focusedBeforeRedraws;\
+             return [document.activeElement.getAttribute('data-role'),\
+                     document.activeElement !== before, before.isConnected];",
+        )
+        .await;
+    assert_eq!(focused, json!(["replay", true, false]), "the focus moved to the redrawn button");
     let replay = browser.client.find(Locator::Css("#dead-letters button.replay")).await.unwrap();
     replay.send_keys("\u{E007}").await.unwrap(); // Enter
     browser.text_when("#status", |t| t.contains("Replayed")).await;
@@ -336,25 +407,40 @@ async fn an_operator_deploys_rolls_back_and_sees_breakers_and_dead_letters() {
     browser.click("#sign-out").await;
     browser.text_when("#sign-in-error", |t| t.contains("Signed out")).await;
     assert_eq!(browser.script("return sessionStorage.length").await, json!(0));
+    let updated = "return document.getElementById('updated').hidden";
+    assert_eq!(browser.script(updated).await, json!(true), "nothing read is shown signed out");
 }
 
 /// The page and its assets are served without a token, with a policy that
-/// runs only the console's own script; the API behind it still needs one.
+/// runs only the console's own scripts; the API behind it still needs one.
 #[tokio::test]
 async fn the_console_is_served_with_a_strict_policy_and_the_api_stays_closed() {
     let server = Server::start().await;
-    for (path, kind) in [
-        ("/", "text/html"),
-        ("/console/console.js", "text/javascript"),
-        ("/console/console.css", "text/css"),
-    ] {
-        let answer = server.admin_with("GET", path, "", None).await;
+    let mut assets = vec![
+        ("/".to_string(), "text/html"),
+        ("/console/console.css".to_string(), "text/css"),
+        ("/console/console.js".to_string(), "text/javascript"),
+    ];
+    let mut served = 0;
+    while let Some((path, kind)) = assets.get(served).cloned() {
+        let answer = server.admin_with("GET", &path, "", None).await;
         assert_eq!(answer.status, 200, "{path}");
+        // A browser runs a module served with any other type not at all.
         assert!(answer.headers["content-type"].to_str().unwrap().starts_with(kind), "{path}");
         let policy = answer.headers["content-security-policy"].to_str().unwrap();
         assert!(policy.contains("script-src 'self'"), "{policy}");
+        assert!(!policy.contains("unsafe"), "{policy}");
         assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        // The modules the entry imports, and theirs, as the browser loads them.
+        for import in text(&answer.body).split("from './").skip(1) {
+            let module = format!("/console/{}", &import[..import.find('\'').unwrap()]);
+            if !assets.iter().any(|(known, _)| *known == module) {
+                assets.push((module, "text/javascript"));
+            }
+        }
+        served += 1;
     }
+    assert!(assets.len() > 4, "the modules the entry imports were found: {assets:?}");
     assert_eq!(server.admin_with("GET", "/admin/ready", "", None).await.status, 401);
     let ready = server.admin("GET", "/admin/ready", "").await;
     assert_eq!(ready.status, 200);

@@ -3,8 +3,9 @@
 //! 127.0.0.1:8081) and every call needs `Authorization: Bearer <token>`,
 //! except `GET /metrics` (Prometheus text format, no secrets in it), which a
 //! scraper reads without one, and the [console](super::console)'s page and
-//! assets (`GET /`, `/index.html`, `/console/console.js`,
-//! `/console/console.css`), which hold no data.
+//! assets (`GET /`, `/index.html`, and under `/console/` the stylesheet and
+//! the script's modules, `console.js` and those it imports: only the files
+//! the console embeds), which hold no data.
 //!
 //! | call | answer |
 //! |---|---|
