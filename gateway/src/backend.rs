@@ -6,19 +6,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
-/// A request on its way to a component. Header names are lower-case.
-#[derive(Debug, Clone)]
+/// A request on its way to a component: the client's request as the
+/// gateway admitted it, the one shape it keeps until the guest reads it.
+/// Its URI is the path as routed (normalised, the route prefix kept) and
+/// the query as received; its headers are the client's, less what the
+/// platform sets or withholds, plus the platform's own (`traceparent`,
+/// `x-request-id`, the verified `pitstop-*` identity). Every header value
+/// is text: the gateway drops any that is not visible ASCII.
+#[derive(Debug)]
 pub struct Request {
-    /// Upper-case method.
-    pub method: String,
-    /// The full path as received (the route prefix is kept).
-    pub path: String,
-    /// The raw query string, without `?`.
-    pub query: String,
-    /// Headers in the order received.
-    pub headers: Vec<(String, String)>,
-    /// The whole body; the gateway has already enforced its size limit.
-    pub body: Bytes,
+    /// Method, URI, headers and the whole body (its size limit enforced).
+    pub http: http::Request<Bytes>,
     /// The gateway's span: invocations are its children.
     pub trace: crate::TraceContext,
     /// When the gateway had read the request head. The request's deadline

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 
@@ -95,51 +95,69 @@ impl<B: Backend> Gateway<B> {
         In::Error: std::error::Error + Send + Sync + 'static,
     {
         let Admitted { path, identity, pass_authorization } = admitted;
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let body = read_body(&parts.headers, body, self.inner.options.max_request_body).await?;
         // A verified API key is long-lived: the component gets the key's
         // name as the subject, never the key itself.
         let strip_key = identity.as_ref().is_some_and(|i| i.method == "api-key");
-        let mut headers: Vec<(String, String)> = parts
-            .headers
-            .iter()
-            // `pitstop-*` headers are the platform's to set (the caller of a
-            // service call, the verified subject): a client must not be able
-            // to forge them. The trace and request id are replaced by ours.
-            .filter(|(name, _)| {
-                // Judged as spelled with '-' for '_': servers that read
-                // headers as CGI variables (WSGI, Rack, PHP) cannot tell
-                // `pitstop_subject` from `pitstop-subject`.
-                let name = dashed(name.as_str());
-                let name = name.as_ref();
-                !name.starts_with(RESERVED_HEADER_PREFIX)
-                    && name != TRACEPARENT
-                    && name != REQUEST_ID_HEADER
-                    && !(strip_key && name == crate::auth::API_KEY_HEADER)
-                    // A bearer token stays at the gateway unless the route
-                    // says otherwise: any component holding it could
-                    // replay it against every other route.
-                    && (pass_authorization || name != http::header::AUTHORIZATION.as_str())
-            })
-            .filter_map(|(name, value)| {
-                // Components see text headers; a header that is not UTF-8 is
-                // dropped rather than mangled.
-                value.to_str().ok().map(|v| (name.as_str().to_string(), v.to_string()))
-            })
-            .collect();
-        headers.push((TRACEPARENT.to_string(), trace.header()));
-        headers.push((REQUEST_ID_HEADER.to_string(), request_id.to_string()));
-        if let Some(identity) = &identity {
-            headers.extend(identity.headers());
+        let passed = |name: &HeaderName, value: &HeaderValue| {
+            // Judged as spelled with '-' for '_': servers that read headers
+            // as CGI variables (WSGI, Rack, PHP) cannot tell
+            // `pitstop_subject` from `pitstop-subject`.
+            let dashed = dashed(name.as_str());
+            let dashed = dashed.as_ref();
+            // `pitstop-*` headers are the platform's to set (the caller of
+            // a service call, the verified subject): a client must not be
+            // able to forge them. The trace and request id are replaced by
+            // ours.
+            !dashed.starts_with(RESERVED_HEADER_PREFIX)
+                && dashed != TRACEPARENT
+                && dashed != REQUEST_ID_HEADER
+                && !(strip_key && dashed == crate::auth::API_KEY_HEADER)
+                // A bearer token stays at the gateway unless the route says
+                // otherwise: any component holding it could replay it
+                // against every other route.
+                && (pass_authorization || name != http::header::AUTHORIZATION)
+                // Components see text headers; a header that is not text
+                // is dropped rather than mangled.
+                && value.to_str().is_ok()
+        };
+        let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
+        let mut current = None;
+        for (name, value) in std::mem::take(&mut parts.headers) {
+            // The map yields a name once, then `None` for its further values.
+            if let Some(name) = name {
+                current = Some(name);
+            }
+            let name = current.as_ref().expect("the first entry carries its name");
+            if passed(name, &value) {
+                headers.append(name.clone(), value);
+            }
         }
-        Ok(Request {
-            method: parts.method.as_str().to_string(),
-            path,
-            query: parts.uri.query().unwrap_or_default().to_string(),
-            headers,
-            body,
-            trace,
-            received,
-        })
+        let ours = [(TRACEPARENT, trace.header()), (REQUEST_ID_HEADER, request_id.to_string())];
+        let verified = identity.as_ref().map(|identity| identity.headers()).unwrap_or_default();
+        for (name, value) in ours.into_iter().map(|(n, v)| (n.to_string(), v)).chain(verified) {
+            let value = HeaderValue::try_from(value).map_err(|_| {
+                // A token's subject or claims with control characters: no
+                // component could be told them faithfully.
+                GatewayError::BadRequest(format!(
+                    "the credentials' {name} cannot be passed on as a header (control characters)"
+                ))
+            })?;
+            let name = HeaderName::try_from(name).expect("the platform's header names are valid");
+            headers.append(name, value);
+        }
+        parts.headers = headers;
+        // The path as routed, origin-form: a component reads the path it
+        // was routed by, and its authority from `host`.
+        if parts.uri.scheme().is_some() || parts.uri.path() != path {
+            let target = match parts.uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            parts.uri = http::Uri::try_from(target)
+                .map_err(|e| GatewayError::BadRequest(format!("the request target: {e}")))?;
+        }
+        Ok(Request { http: http::Request::from_parts(parts, body), trace, received })
     }
 }

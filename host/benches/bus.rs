@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pitstop_host::bindings::types::{Header, Request};
 use pitstop_host::capabilities::keyvalue::{PendingWrite, Writes};
 use pitstop_host::runtime::commit::{Effects, commit};
 use pitstop_host::runtime::{Parts, Runtime, RuntimeOptions};
@@ -151,14 +150,10 @@ async fn wait_for(read_model: &sled::Tree, count: usize) {
     }
 }
 
-fn request(method: &str, path: &str, body: Vec<u8>) -> Request {
-    Request {
-        method: method.into(),
-        path: path.into(),
-        query: String::new(),
-        headers: vec![Header { name: "content-type".into(), value: "application/json".into() }],
-        body,
-    }
+fn request(method: &str, path: &str, body: Vec<u8>) -> http::Request<bytes::Bytes> {
+    let request = http::Request::builder().method(method).uri(path);
+    let request = request.header(http::header::CONTENT_TYPE, "application/json");
+    request.body(body.into()).unwrap()
 }
 
 async fn time<F, Fut>(n: usize, mut f: F) -> Vec<Duration>

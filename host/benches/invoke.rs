@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pitstop_host::bindings::types::Request;
 use pitstop_host::resilience::breaker::{Breaker, BreakerConfig, SystemClock};
 use pitstop_host::runtime::{Parts, Runtime, RuntimeOptions};
 
@@ -54,13 +53,7 @@ async fn invoke_cost(epoch: bool, limits: bool) -> (f64, f64) {
         .keyspace
         .insert(b"user/usr_1", br#"{"id":"usr_1","name":"A","email":"a@example.com"}"#)
         .unwrap();
-    let request = || Request {
-        method: "GET".into(),
-        path: "/users/usr_1".into(),
-        query: String::new(),
-        headers: Vec::new(),
-        body: Vec::new(),
-    };
+    let request = || http::Request::get("/users/usr_1").body(bytes::Bytes::new()).unwrap();
     for _ in 0..1000 {
         runtime.invoke("user", request(), None).await.unwrap();
     }

@@ -19,7 +19,6 @@ use futures::FutureExt;
 use pitstop_gateway::TraceContext;
 use pitstop_gateway::auth::{Access, AuthSettings, Authenticator, JwtSettings};
 use pitstop_host::bindings::keyvalue::Host as _;
-use pitstop_host::bindings::types::Request;
 use pitstop_host::capabilities::keyvalue::{KeyvalueCtx, Usage, WriteLimits};
 use pitstop_host::metrics::ComponentMetrics;
 use pitstop_host::resilience::breaker::{Breaker, BreakerConfig, SystemClock};
@@ -33,14 +32,8 @@ fn hello_wasm() -> Vec<u8> {
     std::fs::read(support::build_test_component("hello")).unwrap()
 }
 
-fn request(path: &str) -> Request {
-    Request {
-        method: "GET".into(),
-        path: path.into(),
-        query: String::new(),
-        headers: Vec::new(),
-        body: Vec::new(),
-    }
+fn request(path: &str) -> http::Request<bytes::Bytes> {
+    http::Request::get(path).body(bytes::Bytes::new()).unwrap()
 }
 
 fn invocations(c: &mut Criterion) {

@@ -15,7 +15,7 @@ use pitstop_gateway::TraceContext;
 use tokio::time::Instant;
 
 use crate::bindings::services::CallError;
-use crate::bindings::types::{Request, Response};
+use crate::bindings::types::Response;
 
 /// Runs a request on the active version of a component, as a nested call.
 pub trait Invoke: Send + Sync + 'static {
@@ -28,7 +28,7 @@ pub trait Invoke: Send + Sync + 'static {
     fn invoke_nested(
         self: Arc<Self>,
         name: String,
-        request: Request,
+        request: http::Request<bytes::Bytes>,
         context: CallContext,
     ) -> Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>>;
 }

@@ -134,8 +134,9 @@ impl Upstreams {
         // A request this gateway forwarded before is back: the upstream is
         // this gateway (or forwards to it). Passing it on again would
         // recurse until every slot is taken; refused before it takes one.
-        let mut via = request.headers.iter().filter(|(header, _)| header == "via");
-        if via.any(|(_, value)| value.split(',').any(|hop| hop.trim() == self.via)) {
+        let mut via = request.http.headers().get_all("via").iter();
+        let hops = |value: &http::HeaderValue| value.to_str().unwrap_or_default().to_string();
+        if via.any(|value| hops(value).split(',').any(|hop| hop.trim() == self.via)) {
             return Err(InvokeError::Loop(format!(
                 "upstream {name} sent the request back to this gateway: a forwarding loop"
             )));
@@ -147,11 +148,11 @@ impl Upstreams {
                 retry_after: Duration::from_secs(1),
             });
         };
-        if !is_plain(&request.path) {
+        if !is_plain(request.http.uri().path()) {
             return Err(InvokeError::Refused(format!(
                 "path {:?} has an empty segment, an encoded '/' or '\\', or a backslash: \
                  an upstream could read it as another route's path",
-                request.path
+                request.http.uri().path()
             )));
         }
         let permit =
@@ -203,22 +204,19 @@ impl Upstreams {
             reason,
             retry_after: Duration::from_secs(1),
         };
-        let path_and_query = if request.query.is_empty() {
-            request.path.clone()
-        } else {
-            format!("{}?{}", request.path, request.query)
-        };
-        let uri = http::Uri::builder()
-            .scheme("http")
-            .authority(upstream.authority.clone())
-            .path_and_query(path_and_query)
+        let (head, body) = request.http.into_parts();
+        let mut uri = http::Uri::builder().scheme("http").authority(upstream.authority.clone());
+        if let Some(target) = head.uri.path_and_query() {
+            uri = uri.path_and_query(target.clone());
+        }
+        let uri = uri
             .build()
             .map_err(|e| InvokeError::Internal(format!("building the upstream URL: {e}")))?;
-        let mut builder = http::Request::builder().method(request.method.as_str()).uri(uri);
-        for (header, value) in &request.headers {
+        let mut builder = http::Request::builder().method(head.method).uri(uri);
+        for (header, value) in &head.headers {
             // `x_real_ip` is `x-real-ip` to a server that reads headers as
             // CGI variables (the gateway already dropped `pitstop_*`).
-            match pitstop_gateway::dashed(header).as_ref() {
+            match pitstop_gateway::dashed(header.as_str()).as_ref() {
                 // The client's host names the gateway; the upstream's is
                 // set from the URL, and the client's is passed as
                 // x-forwarded-host (replacing any the client sent, so the
@@ -237,7 +235,7 @@ impl Upstreams {
             // Added to any `via` the client sent (RFC 9110 7.6.3), so a
             // request that comes back is known (see `forward`).
             .header("via", &self.via)
-            .body(Full::new(request.body))
+            .body(Full::new(body))
             .map_err(|e| InvokeError::Internal(format!("building the upstream request: {e}")))?;
         let response =
             client.request(outgoing).await.map_err(|e| unavailable(format!("upstream: {e}")))?;

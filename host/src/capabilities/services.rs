@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 use pitstop_gateway::trace::TRACEPARENT;
 use tokio::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
@@ -57,7 +60,7 @@ struct CallerState {
     // Held only while a call gives the turn up and takes it back; a guest
     // makes one host call at a time, so nobody waits for this lock.
     turn: tokio::sync::Mutex<Turn>,
-    identity: Mutex<Vec<Header>>,
+    identity: Mutex<Vec<(HeaderName, HeaderValue)>>,
     /// The caller's host memory: answers it has not read yet are charged.
     memory: Arc<ComponentMemory>,
 }
@@ -117,14 +120,14 @@ impl ServicesCtx {
     /// the platform verified for it: its `pitstop-*` headers (the gateway's
     /// `pitstop-subject`, `pitstop-auth`, `pitstop-claims`, or those a
     /// caller passed on), but not its `pitstop-caller`, which names us.
-    pub fn inherit_identity(&mut self, headers: &[Header]) {
+    pub fn inherit_identity(&mut self, headers: &HeaderMap) {
         *self.caller.0.identity.lock().unwrap_or_else(|p| p.into_inner()) = headers
             .iter()
-            .filter(|h| is_platform_header(&h.name) && !h.name.eq_ignore_ascii_case(CALLER_HEADER))
+            .filter(|(name, _)| is_platform_header(name.as_str()) && *name != CALLER_HEADER)
             // The client's key names the request it sent, not the calls
             // made to serve it.
-            .filter(|h| !h.name.eq_ignore_ascii_case(SCOPE_HEADER))
-            .cloned()
+            .filter(|(name, _)| *name != SCOPE_HEADER)
+            .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
     }
 
@@ -153,6 +156,7 @@ pub fn add_to_linker<T: Send + 'static>(
 impl services::Host for ServicesCtx {
     #[tracing::instrument(level = "debug", name = "services.call", skip_all, fields(callee = %name))]
     async fn call(&mut self, name: String, request: Request) -> Result<Response, CallError> {
+        let request = host_request(request).map_err(CallError::Refused)?;
         self.caller.call(name, request).await
     }
 }
@@ -160,7 +164,11 @@ impl services::Host for ServicesCtx {
 impl Caller {
     /// Call component `name` with `request` while the guest waits in this
     /// host call: its turn at the CPU goes to the next in line meanwhile.
-    pub async fn call(&self, name: String, request: Request) -> Result<Response, CallError> {
+    pub async fn call(
+        &self,
+        name: String,
+        request: http::Request<Bytes>,
+    ) -> Result<Response, CallError> {
         self.while_blocked(self.send(name, request)).await.unwrap_or(Err(CallError::Timeout))
     }
 
@@ -169,7 +177,11 @@ impl Caller {
     /// turn is left alone: for a `wasi:http` request, which runs beside a
     /// guest that may go on computing, and gives its turn up only when it
     /// blocks in `wasi:io/poll` ([`crate::capabilities::poll`]).
-    pub async fn send(&self, name: String, mut request: Request) -> Result<Response, CallError> {
+    pub async fn send(
+        &self,
+        name: String,
+        mut request: http::Request<Bytes>,
+    ) -> Result<Response, CallError> {
         let this = &self.0;
         let max_depth = this.invoke.max_call_depth();
         if this.call.depth >= max_depth {
@@ -186,14 +198,20 @@ impl Caller {
         // component can neither forge one nor lose it along a chain). The
         // trace context is the caller's span, as W3C has it for an
         // outgoing call.
-        request
-            .headers
-            .retain(|h| !is_platform_header(&h.name) && !h.name.eq_ignore_ascii_case(TRACEPARENT));
-        request.headers.push(Header { name: CALLER_HEADER.into(), value: this.name.to_string() });
-        request
-            .headers
-            .extend(this.identity.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
-        request.headers.push(Header { name: TRACEPARENT.into(), value: this.call.trace.header() });
+        let headers = request.headers_mut();
+        let ours: Vec<HeaderName> = (headers.keys())
+            .filter(|name| is_platform_header(name.as_str()) || *name == TRACEPARENT)
+            .cloned()
+            .collect();
+        for name in ours {
+            headers.remove(name);
+        }
+        let caller =
+            HeaderValue::try_from(&*this.name).expect("a component's name is a header value");
+        headers.insert(CALLER_HEADER, caller);
+        headers.extend(this.identity.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        let trace = HeaderValue::try_from(this.call.trace.header()).expect("hex is a header value");
+        headers.insert(TRACEPARENT, trace);
         let nested = CallContext { depth: this.call.depth + 1, ..this.call };
         tracing::debug!(caller = &*this.name, callee = name, depth = nested.depth, "service call");
         // Boxed: this future contains an invocation, which may contain this future.
@@ -237,6 +255,53 @@ impl Caller {
 
 impl crate::bindings::types::Host for ServicesCtx {}
 
+/// `request` as the platform world's `types.request`: the one conversion a
+/// request to such a guest makes, where the guest's types are lowered.
+/// Header values are text: the gateway lets no other through, and a
+/// `services` call's are the calling guest's strings.
+pub fn guest_request(request: &http::Request<Bytes>) -> Request {
+    let uri = request.uri();
+    Request {
+        method: request.method().as_str().to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers: (request.headers().iter())
+            .map(|(name, value)| Header {
+                name: name.as_str().to_string(),
+                value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            })
+            .collect(),
+        body: request.body().to_vec(),
+    }
+}
+
+/// The first value of `request`'s header `name` (lower-case), as text.
+/// Not `HeaderValue::to_str`, which takes only ASCII: a verified subject
+/// or claim may be any UTF-8.
+pub fn header<'r>(request: &'r http::Request<Bytes>, name: &str) -> Option<&'r str> {
+    std::str::from_utf8(request.headers().get(name)?.as_bytes()).ok()
+}
+
+/// A guest's `services` request as the host carries it: refused when its
+/// method, path, query or a header is not what HTTP can carry (the callee
+/// could not be sent it faithfully).
+fn host_request(request: Request) -> Result<http::Request<Bytes>, String> {
+    if !request.path.starts_with('/') {
+        return Err(format!("the request's path {:?} does not start with '/'", request.path));
+    }
+    let target = match request.query.is_empty() {
+        true => request.path,
+        false => format!("{}?{}", request.path, request.query),
+    };
+    let mut builder = http::Request::builder().method(request.method.as_str()).uri(&target);
+    for header in &request.headers {
+        builder = builder.header(&header.name, &header.value);
+    }
+    builder.body(Bytes::from(request.body)).map_err(|error| {
+        format!("the request ({} {target}) is not valid HTTP: {error}", request.method)
+    })
+}
+
 /// Where a parked instance's calls would go: nowhere.
 struct Parked;
 
@@ -248,7 +313,7 @@ impl Invoke for Parked {
     fn invoke_nested(
         self: Arc<Self>,
         _name: String,
-        _request: Request,
+        _request: http::Request<Bytes>,
         _context: CallContext,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>> {
         Box::pin(async { Err(CallError::Refused("the invocation has ended".into())) })
@@ -259,7 +324,51 @@ impl Invoke for Parked {
 mod tests {
     use pitstop_gateway::auth::{AUTH_HEADER, CLAIMS_HEADER, ROLES_HEADER, SUBJECT_HEADER};
 
-    use super::{CALLER_HEADER, SCOPE_HEADER};
+    use super::{CALLER_HEADER, SCOPE_HEADER, guest_request, host_request};
+    use crate::bindings::types::{Header, Request};
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "POST".into(),
+            path: "/users/usr_1".into(),
+            query: "full=true".into(),
+            headers: (headers.iter())
+                .map(|(name, value)| Header { name: name.to_string(), value: value.to_string() })
+                .collect(),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    /// A guest's request reaches a platform-world callee as it was sent
+    /// (header names lower-cased, as HTTP has them), UTF-8 values included.
+    #[test]
+    fn a_services_request_arrives_as_sent() {
+        let sent = request(&[("Content-Type", "application/json"), ("x-name", "José")]);
+        let arrived = guest_request(&host_request(sent).unwrap());
+        assert_eq!(arrived.method, "POST");
+        assert_eq!((arrived.path.as_str(), arrived.query.as_str()), ("/users/usr_1", "full=true"));
+        assert_eq!(arrived.body, b"{}");
+        let headers: Vec<(&str, &str)> =
+            arrived.headers.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
+        assert_eq!(headers, [("content-type", "application/json"), ("x-name", "José")]);
+    }
+
+    /// What HTTP cannot carry is refused with the reason, not passed on
+    /// mangled.
+    #[test]
+    fn a_services_request_that_is_not_http_is_refused() {
+        let error = host_request(request(&[("bad name", "x")])).unwrap_err();
+        assert!(error.contains("is not valid HTTP"), "{error}");
+        let error = host_request(request(&[("x-line", "a\nb")])).unwrap_err();
+        assert!(error.contains("is not valid HTTP"), "{error}");
+        let mut no_slash = request(&[]);
+        no_slash.path = "users".into();
+        let error = host_request(no_slash).unwrap_err();
+        assert!(error.contains("does not start with '/'"), "{error}");
+        let mut spaced = request(&[]);
+        spaced.path = "/users/a b".into();
+        assert!(host_request(spaced).unwrap_err().contains("is not valid HTTP"));
+    }
 
     /// The guest SDK names the headers the platform sets as the platform
     /// does: renaming one on either side alone fails here.

@@ -7,7 +7,6 @@ use bytes::Bytes;
 use pitstop_gateway::{Backend, HealthReport, InvokeError, Reply, Request, RequestRecord};
 use serde_json::{Map, Value};
 
-use crate::bindings::types;
 use crate::invoke::InvokeFailure;
 use crate::resilience::breaker::State;
 use crate::runtime::Runtime;
@@ -46,19 +45,7 @@ impl Backend for RuntimeBackend {
         if self.upstreams.contains(component) {
             return self.upstreams.forward(component, request).await;
         }
-        let (trace, received) = (request.trace, request.received);
-        let request = types::Request {
-            method: request.method,
-            path: request.path,
-            query: request.query,
-            headers: request
-                .headers
-                .into_iter()
-                .map(|(name, value)| types::Header { name, value })
-                .collect(),
-            body: request.body.into(),
-        };
-        match self.runtime.invoke_traced(component, request, trace, received.into()).await {
+        match self.runtime.invoke_traced(component, request).await {
             Ok(invoked) => Ok(Reply {
                 status: invoked.response.status,
                 headers: invoked.response.headers.into_iter().map(|h| (h.name, h.value)).collect(),

@@ -11,8 +11,6 @@ use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
 
 use crate::capabilities::http::Network;
 
-use crate::bindings::events;
-use crate::bindings::types::{Request, Response};
 use crate::capabilities::bus::{BusCtx, Topics};
 use crate::capabilities::keyvalue::{KeyvalueCtx, Usage, WriteLimits};
 use crate::capabilities::log::OutputBudget;
@@ -22,43 +20,15 @@ use crate::metrics::ComponentMetrics;
 use crate::resilience::connections::ComponentConnections;
 use crate::resilience::memory::ComponentMemory;
 use crate::resilience::turns::Turn;
+use crate::runtime::call::Call;
 use crate::runtime::commit::{CommitError, Effects, commit};
 use crate::runtime::engine::EPOCH_TICK;
-use crate::runtime::idempotency::Keep;
-use crate::runtime::proxy;
-use crate::runtime::registry::{Deployment, Entry};
+use crate::runtime::registry::Deployment;
 use crate::runtime::reuse::{Warm, WarmPool};
 use crate::runtime::scheduling::time_slice;
 use crate::runtime::state::ComponentState;
 use crate::runtime::{ComponentSettings, Runtime};
 use crate::storage::{Keyspace, StorageError};
-
-/// What an invocation runs: a request, or an event delivery.
-pub(super) enum Call<'a> {
-    Http(&'a Request),
-    Event { event: events::Event, queue_key: Vec<u8> },
-}
-
-/// What the guest answered.
-pub(super) enum Answer {
-    Http(Response),
-    Event(Result<(), String>),
-    /// It answered, but its commit kept losing to concurrent writers (or
-    /// could not be run again): nothing of it was saved. A request gets 409.
-    Conflict(String),
-}
-
-impl Answer {
-    /// Whether the invocation's effects are to be committed: a response
-    /// below 500, or `ok` from an event handler.
-    pub(super) fn succeeded(&self) -> bool {
-        match self {
-            Answer::Http(response) => response.status < 500,
-            Answer::Event(result) => result.is_ok(),
-            Answer::Conflict(_) => false,
-        }
-    }
-}
 
 /// Whose invocation a store serves: what its capabilities are built from.
 pub(super) struct Owner<'a> {
@@ -192,14 +162,15 @@ impl Runtime {
         (store, Some(instance), served)
     }
 
-    pub(super) async fn run(
+    /// Run `call` in one instance of `deployment`, within `context`'s
+    /// deadline, and commit what it did if it succeeded.
+    pub(super) async fn run<C: Call>(
         self: &Arc<Self>,
         deployment: &Arc<Deployment>,
         settings: &ComponentSettings,
-        call: &Call<'_>,
+        call: &C,
         context: CallContext,
-        keep: Option<&Keep>,
-    ) -> Result<Answer, Rerun> {
+    ) -> Result<C::Answer, Rerun> {
         let name = &*deployment.name;
         let deadline = context.deadline;
         // What a 504 names: the request's deadline, or for a nested call
@@ -215,9 +186,7 @@ impl Runtime {
             .await
             .map_err(|_| Rerun::Failed(InvokeFailure::Timeout { deadline_ms }))?;
         let (mut store, warm, served) = self.store_for(deployment, settings, context, turn);
-        if let Call::Http(request) = call {
-            store.data_mut().services.inherit_identity(&request.headers);
-        }
+        call.begin(store.data_mut());
         let run = async {
             let instance = match warm {
                 Some(instance) => instance,
@@ -233,37 +202,15 @@ impl Runtime {
                     }
                 }
             };
-            let answer = async {
-                match call {
-                    Call::Http(request) => match &deployment.entry {
-                        Entry::Service(indices) => {
-                            let guest = indices.load(&mut store, &instance)?;
-                            guest.call_handle(&mut store, request).await.map(Answer::Http)
-                        }
-                        Entry::Proxy(indices) => {
-                            let proxy = indices.load(&mut store, &instance)?;
-                            let limit = self.options.max_response_body;
-                            proxy::call(&mut store, &proxy, request, limit).await.map(Answer::Http)
-                        }
-                    },
-                    Call::Event { event, .. } => {
-                        let Some(indices) = &deployment.events else {
-                            return Ok(Answer::Event(Err("the component takes no events".into())));
-                        };
-                        let guest = indices.load(&mut store, &instance)?;
-                        guest.call_handle_event(&mut store, event).await.map(Answer::Event)
-                    }
-                }
-            };
-            let answer = answer
+            let limit = self.options.max_response_body;
+            let answer = call
+                .answer(deployment, limit, &mut store, &instance)
                 .await
                 .map_err(|error| guest_failure(name, error, deadline_ms, settings.max_memory))?;
             Ok((answer, instance))
         };
         let outcome = tokio::time::timeout_at(deadline, run).await;
-        if let Some(keep) = keep {
-            keep.note_calls(store.data().services.made_calls());
-        }
+        call.ran(store.data().services.made_calls());
         // Its keyspace could not be read (a cluster's NATS is down): not
         // the guest's fault, whatever it made of the error (an answer, a
         // trap, waiting out its deadline); try again later.
@@ -281,22 +228,17 @@ impl Runtime {
         state.services.end_turn();
         // Its outgoing connections close with it, a reused instance's too.
         state.close_connections();
-        if !answer.succeeded() {
+        if !C::succeeded(&answer) {
             // A failed invocation leaves no trace: its writes and events go.
             return Ok(answer);
         }
+        let (handled, kept) = call.marks(&answer);
         let effects = Effects {
             held: Some((state.kv.take_held(), state.bus.take_charge())),
             writes: state.kv.take_writes(),
             events: state.bus.take_outgoing(),
-            handled: match call {
-                Call::Event { queue_key, .. } => Some(queue_key.clone()),
-                Call::Http(_) => None,
-            },
-            answer: match (keep, &answer) {
-                (Some(keep), Answer::Http(response)) => Some(keep.kept_answer(response)),
-                _ => None,
-            },
+            handled,
+            answer: kept,
         };
         let retryable = !state.services.made_calls();
         let committed = commit(&*self.bus, &self.metrics, deployment, effects);
@@ -307,18 +249,13 @@ impl Runtime {
             // while this one waits for the disk.
             pool.put_back(Warm { store, instance, served });
         }
-        if let (Ok(_), Some(keep)) = (&committed, keep) {
-            keep.mark_kept();
+        if committed.is_ok() {
+            call.committed();
         }
         match committed {
             Ok(false) => {}
-            // An event handler's commit is not flushed: nobody waits on it,
-            // and if a crash loses it, it loses the handled mark with it,
-            // so the event is delivered again. sled flushes within 500 ms
-            // anyway.
-            Ok(true) if matches!(call, Call::Event { .. }) => {}
+            Ok(true) if !C::FLUSH => {}
             Ok(true) => {
-                // A success answer promises the writes survive a crash.
                 self.flush().await.map_err(|e| {
                     Rerun::Failed(InvokeFailure::Internal(format!("flushing storage: {e}")))
                 })?;

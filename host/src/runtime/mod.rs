@@ -9,7 +9,8 @@
 //!   [`registry::Deployment`] with its breaker, bulkhead and turns.
 //! - [`pipeline`]: one call from the gateway, a `services` call or the
 //!   dispatcher, through breaker, bulkhead, injected faults and conflict
-//!   reruns to an answer.
+//!   reruns to an answer; [`call`] is where a request and an event
+//!   delivery differ.
 //! - [`instance`]: one invocation's instance (fresh, or warm from
 //!   [`reuse`]), from its store to the commit.
 //! - [`reuse`]: opt-in warm instances, one invocation at a time.
@@ -17,6 +18,7 @@
 
 pub mod artifacts;
 pub mod backend;
+mod call;
 pub mod canary;
 pub mod commit;
 pub mod engine;

@@ -8,21 +8,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use pitstop_gateway::TraceContext;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::bindings::events;
 use crate::bindings::services::CallError;
-use crate::bindings::types::{Header, Request, Response};
+use crate::bindings::types::{Header, Response};
 use crate::capabilities::bus::Topics;
 use crate::events::dispatch::{Delivering, Delivery, Subscriber, Subscribers};
 use crate::events::queue::QueuedEvent;
 use crate::invoke::{CallContext, Invoke, InvokeFailure};
 use crate::metrics::ComponentMetrics;
-use crate::runtime::canary::CLIENT_KEY_HEADER;
+use crate::runtime::call::{Call, EventCall, RequestCall};
 use crate::runtime::idempotency::Keep;
-use crate::runtime::instance::{Answer, Call, Rerun};
+use crate::runtime::instance::Rerun;
 use crate::runtime::registry::Deployment;
 use crate::runtime::scheduling::ANSWER_GRACE;
 use crate::runtime::{ComponentSettings, Runtime};
@@ -49,7 +51,7 @@ impl Invoke for Runtime {
     fn invoke_nested(
         self: Arc<Self>,
         name: String,
-        request: Request,
+        request: http::Request<Bytes>,
         context: CallContext,
     ) -> Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>> {
         Box::pin(async move {
@@ -83,31 +85,31 @@ impl Runtime {
     pub async fn invoke(
         self: &Arc<Self>,
         name: &str,
-        request: Request,
+        request: http::Request<Bytes>,
         nested: Option<CallContext>,
     ) -> Result<Invoked, InvokeFailure> {
         let parent = nested.map(|n| n.trace);
-        self.invoke_in_trace(name, request, nested, parent, Instant::now(), None).await
+        self.invoke_in_trace(name, &request, nested, parent, Instant::now(), None).await
     }
 
     /// Run a request from the gateway on the guest pool, as a child of the
-    /// span `parent`. Its deadline counts from `received`, when the gateway
-    /// had read the request head, and it is answered by then (plus
+    /// gateway's span. Its deadline counts from when the gateway had read
+    /// the request head, and it is answered by then (plus
     /// [`ANSWER_GRACE`]) however busy the pool is. A write sent with an
     /// `Idempotency-Key` runs once ([`crate::runtime::idempotency`]).
     pub async fn invoke_traced(
         self: &Arc<Self>,
         name: &str,
-        request: Request,
-        parent: TraceContext,
-        received: Instant,
+        request: pitstop_gateway::Request,
     ) -> Result<Invoked, InvokeFailure> {
+        let pitstop_gateway::Request { http: request, trace, received } = request;
+        let received = Instant::from_std(received);
         let deadline = self.options.settings(name).deadline;
         let runtime = self.clone();
         let owned = name.to_string();
         let task = self
             .guests
-            .spawn(async move { runtime.invoke_keeping(&owned, request, parent, received).await });
+            .spawn(async move { runtime.invoke_keeping(&owned, request, trace, received).await });
         task.until(received + deadline + ANSWER_GRACE)
             .await
             .unwrap_or(Err(InvokeFailure::Timeout { deadline_ms: deadline.as_millis() as u64 }))
@@ -116,21 +118,19 @@ impl Runtime {
     pub(super) async fn invoke_in_trace(
         self: &Arc<Self>,
         name: &str,
-        request: Request,
+        request: &http::Request<Bytes>,
         nested: Option<CallContext>,
         parent: Option<TraceContext>,
         start: Instant,
         keep: Option<&Keep>,
     ) -> Result<Invoked, InvokeFailure> {
-        let (answer, deployment) =
-            self.invoke_call(name, Call::Http(&request), nested, parent, start, keep).await?;
-        match answer {
-            Answer::Http(response) => Ok(Invoked { response, deployment }),
-            Answer::Conflict(error) => {
-                Ok(Invoked { response: conflict_response(&error), deployment })
-            }
-            Answer::Event(_) => unreachable!("a request is answered with a response"),
-        }
+        let call = RequestCall { request, keep };
+        let (settled, deployment) = self.invoke_call(name, &call, nested, parent, start).await?;
+        let response = match settled {
+            Settled::Answered(response) => response,
+            Settled::Conflict(error) => conflict_response(&error),
+        };
+        Ok(Invoked { response, deployment })
     }
 
     /// Deliver `event` (queued at `queue_key`) to the active version of
@@ -160,7 +160,7 @@ impl Runtime {
         queue_key: Vec<u8>,
         start: Instant,
     ) -> Delivery {
-        let call = Call::Event {
+        let call = EventCall {
             event: events::Event {
                 id: event.id.clone(),
                 topic: event.topic.clone(),
@@ -171,15 +171,10 @@ impl Runtime {
             },
             queue_key,
         };
-        match self.invoke_call(subscriber, call, None, event.trace(), start, None).await {
-            Ok((Answer::Event(Ok(())), _)) => Delivery::Handled,
-            Ok((Answer::Event(Err(error)), _)) => Delivery::Failed(format!("handler: {error}")),
-            Ok((Answer::Conflict(error), _)) => Delivery::Failed(error),
-            // An event call runs `handle-event`; were that ever to change,
-            // fail the delivery rather than the dispatcher.
-            Ok((Answer::Http(response), _)) => {
-                Delivery::Failed(format!("answered HTTP {} to an event", response.status))
-            }
+        match self.invoke_call(subscriber, &call, None, event.trace(), start).await {
+            Ok((Settled::Answered(Ok(())), _)) => Delivery::Handled,
+            Ok((Settled::Answered(Err(error)), _)) => Delivery::Failed(format!("handler: {error}")),
+            Ok((Settled::Conflict(error), _)) => Delivery::Failed(error),
             Err(InvokeFailure::CircuitOpen { retry_after }) => Delivery::NotNow(retry_after),
             // Also a disk below its watermark: the event waits, unspent,
             // until space returns.
@@ -194,40 +189,16 @@ impl Runtime {
 
     /// One invocation in its own span, a child of `parent`: the caller's
     /// span, the gateway's, or (for an event) the publisher's.
-    async fn invoke_call(
+    async fn invoke_call<C: Call>(
         self: &Arc<Self>,
         name: &str,
-        call: Call<'_>,
+        call: &C,
         nested: Option<CallContext>,
         parent: Option<TraceContext>,
         start: Instant,
-        keep: Option<&Keep>,
-    ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
-        let deployment = match &call {
-            // A request may go to a canary; an event to the active version.
-            Call::Http(request) => self.registry.choose(name, || split_key(request)),
-            Call::Event { .. } => self.registry.get(name),
-        };
-        let deployment = deployment.ok_or(InvokeFailure::NotDeployed)?;
-        let span = match &call {
-            Call::Http(request) => tracing::info_span!(
-                "invoke",
-                component = %name,
-                version = deployment.version,
-                method = %request.method,
-                path = %request.path,
-                trace_id = tracing::field::Empty,
-            ),
-            Call::Event { event, .. } => tracing::info_span!(
-                "deliver",
-                component = %name,
-                version = deployment.version,
-                topic = %event.topic,
-                event = %event.id,
-                attempt = event.attempt,
-                trace_id = tracing::field::Empty,
-            ),
-        };
+    ) -> Result<(Settled<C::Answer>, Arc<Deployment>), InvokeFailure> {
+        let deployment = call.choose(&self.registry, name).ok_or(InvokeFailure::NotDeployed)?;
+        let span = call.span(name, deployment.version);
         let trace = TraceContext::attach(&span, parent);
         let settings = self.options.settings(name);
         let own_deadline = start + settings.deadline;
@@ -237,55 +208,42 @@ impl Runtime {
             }
             None => CallContext { depth: 0, deadline: own_deadline, trace },
         };
-        let request = match &call {
-            Call::Http(request) => Some(*request),
-            Call::Event { .. } => None,
-        };
         let chosen = deployment.version;
         let outcome = self
-            .invoke_deployment(deployment, settings, call, context, start, keep)
+            .invoke_deployment(deployment, settings, call, context, start)
             .instrument(span.clone())
             .await;
-        match (outcome, request) {
-            // A canary whose circuit refused (half-open, its probe out):
-            // its share goes to the active version, as while it is open.
-            // Looked up only then: the common path pays nothing for it.
-            (Err(open @ InvokeFailure::CircuitOpen { .. }), Some(request)) => {
+        match outcome {
+            // A canary whose circuit refused a request (half-open, its
+            // probe out): its share goes to the active version, as while it
+            // is open. Looked up only then: the common path pays nothing.
+            Err(open @ InvokeFailure::CircuitOpen { .. }) if C::REQUEST => {
                 match self.registry.get(name).filter(|active| active.version != chosen) {
                     Some(active) => {
-                        self.invoke_deployment(
-                            active,
-                            settings,
-                            Call::Http(request),
-                            context,
-                            start,
-                            keep,
-                        )
-                        .instrument(span)
-                        .await
+                        self.invoke_deployment(active, settings, call, context, start)
+                            .instrument(span)
+                            .await
                     }
                     None => Err(open),
                 }
             }
-            (outcome, _) => outcome,
+            outcome => outcome,
         }
     }
 
-    async fn invoke_deployment(
+    async fn invoke_deployment<C: Call>(
         self: &Arc<Self>,
         deployment: Arc<Deployment>,
         settings: &ComponentSettings,
-        call: Call<'_>,
+        call: &C,
         context: CallContext,
         start: Instant,
-        keep: Option<&Keep>,
-    ) -> Result<(Answer, Arc<Deployment>), InvokeFailure> {
-        let name = &*deployment.name;
+    ) -> Result<(Settled<C::Answer>, Arc<Deployment>), InvokeFailure> {
         let permit = deployment.breaker.try_acquire().map_err(|refused| {
             // Not run, so not a failure of this version: counted apart, or a
             // client that opened the breaker would make this version look
             // as bad as it likes to a canary's judge.
-            if matches!(call, Call::Http(_)) {
+            if C::REQUEST {
                 deployment.traffic.refused();
             }
             InvokeFailure::CircuitOpen { retry_after: refused.retry_after }
@@ -306,42 +264,11 @@ impl Runtime {
         // bulkhead, may have taken most of it.
         let allotted = context.deadline.saturating_duration_since(start);
         let given = context.deadline.saturating_duration_since(started);
-        let fault = self.faults.load().get(name).copied();
-        let struck = match fault {
-            Some(fault) => fault.strike(context.deadline).await,
-            None => Ok(()),
-        };
-        let mut outcome = match struck {
-            Ok(()) => self.run(&deployment, settings, &call, context, keep).await,
-            Err(failure) => Err(Rerun::Failed(failure)),
-        };
-        let mut retries = 0;
-        while let Err(Rerun::Conflict { error, retryable }) = &outcome {
-            // Run again from scratch (it reads what the winner wrote) until
-            // the deadline, when it made no calls that could not be undone.
-            if !retryable || Instant::now() >= context.deadline {
-                outcome = Ok(Answer::Conflict(error.clone()));
-                break;
-            }
-            retries += 1;
-            if retries > RERUNS_WITHOUT_PAUSE {
-                tokio::time::sleep(pause(retries)).await;
-            }
-            tracing::debug!(component = name, retries, %error, "commit conflict; running again");
-            outcome = self.run(&deployment, settings, &call, context, keep).await;
-        }
-        let outcome = outcome.map_err(|rerun| match rerun {
-            Rerun::Failed(failure) => failure,
-            Rerun::Conflict { .. } => unreachable!("conflicts end in a response above"),
-        });
-        // A handler that returns `err` is the application saying "not now";
-        // only traps, deadlines and 5xx answers are the component failing,
-        // except 507: a full keyspace (the SDK's answer to `quota-exceeded`)
-        // is not a broken component, and its reads still work.
+        let outcome = self.run_to_commit(&deployment, settings, call, context).await;
         let healthy = match &outcome {
-            Ok(Answer::Http(response)) => response.status < 500 || response.status == 507,
+            Ok(Settled::Answered(answer)) => C::healthy(answer),
             // Losing a race to other writers is not the component failing.
-            Ok(Answer::Event(_) | Answer::Conflict(_)) => true,
+            Ok(Settled::Conflict(_)) => true,
             Err(_) => false,
         };
         // The platform's store unreachable (a cluster's NATS down) is not
@@ -363,21 +290,54 @@ impl Runtime {
         } else {
             deployment.breaker.record(permit, healthy);
         }
-        if matches!(call, Call::Http(_)) && !not_its_doing {
+        if C::REQUEST && !not_its_doing {
             deployment.traffic.record(healthy, started.elapsed());
         }
-        outcome.map(|answer| (answer, deployment))
+        outcome.map(|settled| (settled, deployment))
+    }
+
+    /// Run `call` (after any injected fault) until its commit lands, or
+    /// until running it again could repeat what another component did, or
+    /// until the deadline.
+    async fn run_to_commit<C: Call>(
+        self: &Arc<Self>,
+        deployment: &Arc<Deployment>,
+        settings: &ComponentSettings,
+        call: &C,
+        context: CallContext,
+    ) -> Result<Settled<C::Answer>, InvokeFailure> {
+        let name = &*deployment.name;
+        if let Some(fault) = self.faults.load().get(name).copied() {
+            fault.strike(context.deadline).await?;
+        }
+        let mut reruns = 0;
+        loop {
+            let (error, retryable) = match self.run(deployment, settings, call, context).await {
+                Ok(answer) => return Ok(Settled::Answered(answer)),
+                Err(Rerun::Failed(failure)) => return Err(failure),
+                Err(Rerun::Conflict { error, retryable }) => (error, retryable),
+            };
+            // Run again from scratch (it reads what the winner wrote) until
+            // the deadline, when it made no calls that could not be undone.
+            if !retryable || Instant::now() >= context.deadline {
+                return Ok(Settled::Conflict(error));
+            }
+            reruns += 1;
+            if reruns > RERUNS_WITHOUT_PAUSE {
+                tokio::time::sleep(pause(reruns)).await;
+            }
+            tracing::debug!(component = name, reruns, %error, "commit conflict; running again");
+        }
     }
 }
 
-/// What keeps a request on one side of a canary split: the verified
-/// subject, else the client's own key.
-fn split_key(request: &Request) -> Option<&str> {
-    let header = |name: &str| {
-        let found = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
-        found.map(|h| h.value.as_str()).filter(|v| !v.is_empty())
-    };
-    header(pitstop_gateway::auth::SUBJECT_HEADER).or_else(|| header(CLIENT_KEY_HEADER))
+/// How an invocation ended, when it ended with no failure.
+enum Settled<A> {
+    /// The guest answered, and what it did is committed.
+    Answered(A),
+    /// It answered, but its commit kept losing to concurrent writers (or
+    /// could not be run again): nothing of it was saved. A request gets 409.
+    Conflict(String),
 }
 
 /// The runtime, as the dispatcher sees it.

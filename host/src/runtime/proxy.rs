@@ -1,5 +1,5 @@
-//! A request to a `wasi:http/proxy` component: the gateway's request made a
-//! `wasi:http` incoming request, the guest's `handle` called, and its
+//! A request to a `wasi:http/proxy` component: the host's request handed to
+//! the guest as a `wasi:http` incoming request, the guest's `handle` called, and its
 //! response (head and body) collected into the platform's [`Response`].
 //!
 //! The guest writes its body after it sets the response, while `handle` is
@@ -19,7 +19,7 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::bindings::types::{Request, Response};
+use crate::bindings::types::Response;
 use crate::capabilities::http::platform_headers;
 use crate::runtime::state::ComponentState;
 
@@ -50,7 +50,7 @@ pub enum ProxyError {
 pub async fn call(
     store: &mut Store<ComponentState>,
     proxy: &Proxy,
-    request: &Request,
+    request: &http::Request<Bytes>,
     max_body: usize,
 ) -> wasmtime::Result<Response> {
     let incoming = incoming(request)?;
@@ -110,19 +110,20 @@ enum Oversized {
     No,
 }
 
-/// The platform's request as a `wasi:http` one: the path and query as
-/// received, every header, and an authority (from `host`, else `localhost`).
-fn incoming(request: &Request) -> wasmtime::Result<http::Request<Full<Bytes>>> {
-    let target = match request.query.is_empty() {
-        true => request.path.clone(),
-        false => format!("{}?{}", request.path, request.query),
-    };
-    let mut builder = http::Request::builder().method(request.method.as_str()).uri(target);
-    for header in &request.headers {
-        builder = builder.header(&header.name, &header.value);
+/// The request as a `wasi:http` incoming one: the same head (the path as
+/// routed, origin-form) with `host` defaulted to `localhost`, and the body
+/// shared, not copied. Made anew for each run: a rerun after a lost commit
+/// race or a canary's refusal gives the guest the same request again.
+fn incoming(request: &http::Request<Bytes>) -> wasmtime::Result<http::Request<Full<Bytes>>> {
+    let mut incoming = http::Request::new(Full::new(request.body().clone()));
+    *incoming.method_mut() = request.method().clone();
+    *incoming.uri_mut() = request.uri().clone();
+    *incoming.version_mut() = request.version();
+    *incoming.headers_mut() = request.headers().clone();
+    if !incoming.headers().contains_key(http::header::HOST) {
+        incoming
+            .headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
     }
-    if !request.headers.iter().any(|h| h.name.eq_ignore_ascii_case("host")) {
-        builder = builder.header(http::header::HOST, "localhost");
-    }
-    Ok(builder.body(Full::new(Bytes::from(request.body.clone())))?)
+    Ok(incoming)
 }

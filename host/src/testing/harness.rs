@@ -28,11 +28,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
+use http::HeaderValue;
 use pitstop_gateway::RouteTable;
 use pitstop_gateway::auth::{AUTH_HEADER, ROLES_HEADER, SUBJECT_HEADER};
 use tokio::task::JoinHandle;
 
-use crate::bindings::types::{Header, Request, Response};
+use crate::bindings::types::Response;
 use crate::control::builtin::BUILTINS;
 use crate::events::queue::{Bus, QueuedEvent};
 use crate::invoke::InvokeFailure;
@@ -148,11 +150,12 @@ impl Harness {
         let component = component.ok_or(InvokeFailure::NotDeployed)?;
         let mut request = request(method, path, body);
         if let Some((subject, roles)) = identity {
-            let header = |name: &str, value: String| Header { name: name.into(), value };
-            request.headers.push(header(SUBJECT_HEADER, subject.to_string()));
-            request.headers.push(header(AUTH_HEADER, "jwt".to_string()));
+            let headers = request.headers_mut();
+            let value = |value: &str| HeaderValue::try_from(value).expect("a test's header");
+            headers.insert(SUBJECT_HEADER, value(subject));
+            headers.insert(AUTH_HEADER, value("jwt"));
             if !roles.is_empty() {
-                request.headers.push(header(ROLES_HEADER, roles.join(" ")));
+                headers.insert(ROLES_HEADER, value(&roles.join(" ")));
             }
         }
         Ok(self.runtime.invoke(&component, request, None).await?.response)
@@ -246,13 +249,8 @@ impl Harness {
 }
 
 /// A JSON request for `method path` (with its query) carrying `body`.
-fn request(method: &str, path: &str, body: impl Into<Vec<u8>>) -> Request {
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    Request {
-        method: method.to_string(),
-        path: path.to_string(),
-        query: query.to_string(),
-        headers: vec![Header { name: "content-type".into(), value: "application/json".into() }],
-        body: body.into(),
-    }
+fn request(method: &str, path: &str, body: impl Into<Vec<u8>>) -> http::Request<Bytes> {
+    let request = http::Request::builder().method(method).uri(path);
+    let request = request.header(http::header::CONTENT_TYPE, "application/json");
+    request.body(Bytes::from(body.into())).expect("a test's request is valid HTTP")
 }

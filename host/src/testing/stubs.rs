@@ -8,7 +8,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::bindings::services::CallError;
+use bytes::Bytes;
+
 use crate::bindings::types::{Request, Response};
+use crate::capabilities::services::guest_request;
 use crate::invoke::{CallContext, Invoke};
 
 /// Stand-ins for other services, and the record of calls made, for a test
@@ -51,9 +54,9 @@ impl Stubs {
     }
 
     /// Record the call; the reply of the stub with the longest matching prefix.
-    fn answer(&mut self, name: &str, request: &Request) -> Option<Result<Response, CallError>> {
-        self.calls.push((name.to_string(), request.clone()));
-        self.stubs
+    fn answer(&mut self, name: &str, request: Request) -> Option<Result<Response, CallError>> {
+        let matches = self
+            .stubs
             .iter()
             .filter(|s| {
                 s.name == name
@@ -61,7 +64,9 @@ impl Stubs {
                     && request.path.starts_with(&s.prefix)
             })
             .max_by_key(|s| s.prefix.len())
-            .map(|s| s.reply.clone())
+            .map(|s| s.reply.clone());
+        self.calls.push((name.to_string(), request));
+        matches
     }
 }
 
@@ -91,10 +96,10 @@ impl Invoke for StubbedServices {
     fn invoke_nested(
         self: Arc<Self>,
         name: String,
-        request: Request,
+        request: http::Request<Bytes>,
         context: CallContext,
     ) -> Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>> {
-        let stubbed = self.stubs().answer(&name, &request);
+        let stubbed = self.stubs().answer(&name, guest_request(&request));
         match stubbed {
             Some(reply) => Box::pin(async move { reply }),
             None => self.real.clone().invoke_nested(name, request, context),

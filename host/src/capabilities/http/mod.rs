@@ -43,7 +43,7 @@ use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
 
 use crate::bindings::services::CallError;
-use crate::bindings::types::{Header, Request, Response};
+use crate::bindings::types::{Header, Response};
 use crate::capabilities::http::allowlist::AllowedHost;
 use crate::capabilities::services::Caller;
 use crate::naming::is_valid_name;
@@ -211,22 +211,19 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// The guest's request as a `services` call's: method, path, query,
-/// headers (values as text) and the whole body, up to [`MAX_OUTGOING_BODY`].
-async fn service_request(request: http::Request<WasiBody>) -> Result<Request, Error> {
-    let (head, body) = request.into_parts();
+/// The guest's request as a `services` call's: its method, path and query
+/// (origin-form, the callee reads its authority from `host`), its headers
+/// and the whole body, up to [`MAX_OUTGOING_BODY`].
+async fn service_request(request: http::Request<WasiBody>) -> Result<http::Request<Bytes>, Error> {
+    let (mut head, body) = request.into_parts();
     let body = Limited::new(body, MAX_OUTGOING_BODY)
         .collect()
         .await
         .map_err(|_| Error::HttpRequestBodySize(Some(MAX_OUTGOING_BODY as u64)))?
         .to_bytes();
-    Ok(Request {
-        method: head.method.as_str().to_string(),
-        path: head.uri.path().to_string(),
-        query: head.uri.query().unwrap_or_default().to_string(),
-        headers: platform_headers(&head.headers),
-        body: body.to_vec(),
-    })
+    let target = head.uri.path_and_query().map_or("/", |target| target.as_str());
+    head.uri = http::Uri::try_from(target).map_err(|_| Error::HttpRequestUriInvalid)?;
+    Ok(http::Request::from_parts(head, body))
 }
 
 /// `wasi:http` headers as the platform's records (values as text, lossy

@@ -24,7 +24,10 @@ use std::time::Duration;
 use pitstop_gateway::auth::{AUTH_HEADER, SUBJECT_HEADER};
 use sha2::{Digest, Sha256};
 
-use crate::bindings::types::{Header, Request, Response};
+use bytes::Bytes;
+
+use crate::bindings::types::{Header, Response};
+use crate::capabilities::services::header;
 use crate::events::queue::now_ms;
 use crate::runtime::registry::Deployment;
 use crate::storage::reserved::IDEMPOTENCY_PREFIX;
@@ -88,12 +91,12 @@ pub struct KeptAnswer {
 /// (its deadline, plus a grace).
 pub fn claim(
     deployment: &Deployment,
-    request: &Request,
+    request: &http::Request<Bytes>,
     ttl: Duration,
     lease_for: Duration,
 ) -> Result<Claim, StorageError> {
     let Some(given) = header(request, HEADER) else { return Ok(Claim::Unkeyed) };
-    if !["POST", "PUT", "PATCH", "DELETE"].contains(&request.method.as_str()) {
+    if !["POST", "PUT", "PATCH", "DELETE"].contains(&request.method().as_str()) {
         return Ok(Claim::Unkeyed);
     }
     if given.is_empty() || given.len() > MAX_KEY_LEN || !given.bytes().all(|b| b.is_ascii_graphic())
@@ -283,19 +286,15 @@ pub fn sweep(deployment: &Deployment, now: u64) -> Result<usize, StorageError> {
     Ok(removed)
 }
 
-/// The first value of header `name`.
-pub(super) fn header<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
-    request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
-}
-
 /// What a retry must repeat: method, path, query and body.
-fn fingerprint(request: &Request) -> [u8; 32] {
+fn fingerprint(request: &http::Request<Bytes>) -> [u8; 32] {
     let mut digest = Sha256::new();
-    for part in [request.method.as_bytes(), request.path.as_bytes(), request.query.as_bytes()] {
+    let (uri, query) = (request.uri(), request.uri().query().unwrap_or_default());
+    for part in [request.method().as_str(), uri.path(), query] {
         digest.update((part.len() as u64).to_be_bytes());
-        digest.update(part);
+        digest.update(part.as_bytes());
     }
-    digest.update(&request.body);
+    digest.update(request.body());
     digest.finalize().into()
 }
 
@@ -315,12 +314,11 @@ mod tests {
 
     #[test]
     fn the_fingerprint_tells_requests_apart() {
-        let request = |method: &str, path: &str, query: &str, body: &[u8]| Request {
-            method: method.into(),
-            path: path.into(),
-            query: query.into(),
-            headers: Vec::new(),
-            body: body.to_vec(),
+        let request = |method: &str, path: &str, query: &str, body: &[u8]| {
+            let target =
+                if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
+            let request = http::Request::builder().method(method).uri(target);
+            request.body(Bytes::copy_from_slice(body)).unwrap()
         };
         let base = fingerprint(&request("POST", "/orders", "", b"{}"));
         assert_eq!(base, fingerprint(&request("POST", "/orders", "", b"{}")));

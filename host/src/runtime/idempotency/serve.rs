@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http::HeaderValue;
 use pitstop_gateway::{GatewayError, TraceContext};
 use tokio::time::Instant;
 
-use super::{Claim, HEADER, LEASE_GRACE, SCOPE_HEADER, claim, error, header, sweep};
-use crate::bindings::types::{Header, Request, Response};
+use super::{Claim, HEADER, LEASE_GRACE, SCOPE_HEADER, claim, error, sweep};
+use crate::bindings::types::Response;
+use crate::capabilities::services::header;
 use crate::events::queue::now_ms;
 use crate::invoke::InvokeFailure;
 use crate::runtime::Runtime;
@@ -26,7 +29,7 @@ impl Runtime {
     pub(in crate::runtime) async fn invoke_keeping(
         self: &Arc<Self>,
         name: &str,
-        request: Request,
+        request: http::Request<Bytes>,
         parent: TraceContext,
         received: Instant,
     ) -> Result<Invoked, InvokeFailure> {
@@ -46,12 +49,13 @@ impl Runtime {
             None => None,
         };
         let Some((deployment, keep)) = claimed else {
-            return self.invoke_in_trace(name, request, None, Some(parent), received, None).await;
+            return self.invoke_in_trace(name, &request, None, Some(parent), received, None).await;
         };
         let mut request = request;
-        request.headers.push(Header { name: SCOPE_HEADER.into(), value: keep.scope() });
+        let scope = HeaderValue::try_from(keep.scope()).expect("hex is a header value");
+        request.headers_mut().insert(SCOPE_HEADER, scope);
         let outcome =
-            self.invoke_in_trace(name, request, None, Some(parent), received, Some(&keep)).await;
+            self.invoke_in_trace(name, &request, None, Some(parent), received, Some(&keep)).await;
         let answer = match &outcome {
             Ok(invoked) => invoked.response.clone(),
             Err(failure) => failure_response(name, failure.clone()),
