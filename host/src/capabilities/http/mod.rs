@@ -151,9 +151,13 @@ impl WasiHttpHooks for OutboundHttp {
     }
 }
 
+/// The most of an invocation's time left an outgoing request's timeouts
+/// leave the guest to answer in (a tenth of what is left, if less).
+const ANSWER_MARGIN: Duration = Duration::from_millis(100);
+
 /// Send `request` to an allowed host with wasmtime's own client, every
 /// timeout the guest asked for (or 600 s) cut to what is left of the
-/// deadline. The store being dropped at the deadline aborts it too.
+/// deadline, less [`ANSWER_MARGIN`]. The store being dropped at the deadline aborts it too.
 fn send_out(
     caller: &Caller,
     io: &tokio::runtime::Handle,
@@ -162,7 +166,10 @@ fn send_out(
     (permit, open): (ConnectionPermit, OpenConnections),
 ) -> Sent {
     caller.note_side_effect();
+    // Less a margin: a guest told its request timed out when its own
+    // deadline has passed could not answer its client any more.
     let left = caller.deadline().saturating_duration_since(Instant::now());
+    let left = left.saturating_sub((left / 10).min(ANSWER_MARGIN));
     let within = |asked: Option<Duration>| Some(asked.map_or(left, |asked| asked.min(left)));
     let options = options.unwrap_or_default();
     let options = RequestOptions {
