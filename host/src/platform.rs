@@ -101,7 +101,8 @@ impl Platform {
                 format!("opening storage at {} (is another pitstop using it?)", db_path.display())
             })?;
         let cluster = config.cluster.options(options.cluster.as_deref())?;
-        let runtime_options = config.runtime_options();
+        let mut runtime_options = config.runtime_options();
+        runtime_options.artifact_dir = Some(options.data_dir.join("cache"));
         let (parts, cluster) = match cluster {
             None => (Parts::embedded(db, runtime_options.bus)?, None),
             Some(cluster) => {

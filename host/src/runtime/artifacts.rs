@@ -30,26 +30,31 @@ pub enum Origin {
     Cached,
 }
 
-/// The artifact cache of the host's engines.
+/// The artifact cache of the host's engines; without a directory (the test
+/// runner, the harness, benchmarks), every load compiles and nothing is
+/// kept.
 pub struct ArtifactCache {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     engines: Engines,
     /// Per engine, in [`MemoryInit::ALL`] order: its fingerprint.
     fingerprints: [String; 2],
 }
 
 impl ArtifactCache {
-    /// A cache in `dir` (created if missing) for `engines`.
-    pub fn new(dir: PathBuf, engines: Engines) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+    /// A cache in `dir` (created if missing) for `engines`; `None`, no cache.
+    pub fn new(dir: Option<PathBuf>, engines: Engines) -> std::io::Result<Self> {
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)?;
+        }
         let fingerprints = MemoryInit::ALL.map(|init| fingerprint(engines.get(init)));
         Ok(ArtifactCache { dir, engines, fingerprints })
     }
 
-    /// `<dir>/<digest>-<engine>-<init>.cwasm`.
-    fn entry(&self, digest: &str, init: MemoryInit) -> PathBuf {
+    /// `<dir>/<digest>-<engine>-<init>.cwasm`, with a cache.
+    fn entry(&self, digest: &str, init: MemoryInit) -> Option<PathBuf> {
         let fingerprint = &self.fingerprints[init as usize];
-        self.dir.join(format!("{digest}-{fingerprint}-{}.cwasm", init.name()))
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(format!("{digest}-{fingerprint}-{}.cwasm", init.name())))
     }
 
     /// The component whose bytes have sha256 `digest`: from the cache when a
@@ -62,6 +67,8 @@ impl ArtifactCache {
         bytes: impl FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
     ) -> Result<(Component, Origin), CompileError> {
         let entries = MemoryInit::ALL.map(|init| (init, self.entry(digest, init)));
+        let entries: Vec<(MemoryInit, PathBuf)> =
+            entries.into_iter().filter_map(|(init, path)| Some((init, path?))).collect();
         let engines = self.engines.clone();
         let digest = digest.to_string();
         // File I/O, hashing and compiling are all blocking work.
@@ -94,7 +101,9 @@ impl ArtifactCache {
     /// the entry was missing or failed its checksum, and a bad entry must be
     /// replaced, not kept.
     pub async fn keep(&self, digest: &str, component: &Component) {
-        let path = self.entry(digest, self.engines.init_of(component.engine()));
+        let Some(path) = self.entry(digest, self.engines.init_of(component.engine())) else {
+            return;
+        };
         let component = component.clone();
         let written = tokio::task::spawn_blocking(move || write_entry(&component, &path)).await;
         match written {

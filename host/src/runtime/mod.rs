@@ -54,6 +54,7 @@ use crate::metrics::Metrics;
 use crate::resilience::connections::{ComponentConnections, HostConnections};
 use crate::resilience::fault::Fault;
 use crate::resilience::memory::{ComponentMemory, HostMemory};
+use crate::runtime::artifacts::ArtifactCache;
 use crate::runtime::engine::{Engines, EpochTicker, MemoryInit};
 use crate::runtime::outbound::OutboundIo;
 use crate::runtime::registry::Registry;
@@ -84,6 +85,8 @@ pub struct Runtime {
     /// The caps on them, the host's and per component name.
     host_connections: Arc<HostConnections>,
     connections: std::sync::Mutex<HashMap<String, Arc<ComponentConnections>>>,
+    /// Compiled components kept on disk ([`RuntimeOptions::artifact_dir`]).
+    artifacts: Arc<ArtifactCache>,
     _ticker: EpochTicker,
 }
 
@@ -129,6 +132,9 @@ pub enum StartError {
     /// A thread (the guest pool's, the flusher's) could not be started.
     #[error("starting threads: {0}")]
     Threads(#[from] std::io::Error),
+    /// The artifact cache's directory could not be made.
+    #[error("the artifact cache: {0}")]
+    Artifacts(#[source] std::io::Error),
 }
 
 impl Runtime {
@@ -140,6 +146,8 @@ impl Runtime {
             platform_linker(engines.get(MemoryInit::Copy)).map_err(StartError::Engine)?,
             platform_linker(engines.get(MemoryInit::Image)).map_err(StartError::Engine)?,
         ];
+        let artifacts = ArtifactCache::new(options.artifact_dir.clone(), engines.clone())
+            .map_err(StartError::Artifacts)?;
         let ticker = EpochTicker::start(engines.clone());
         let guests = GuestPool::start(options.guest_threads)?;
         let host_memory = HostMemory::new(options.max_host_memory);
@@ -161,6 +169,7 @@ impl Runtime {
             outbound,
             host_connections,
             connections: Default::default(),
+            artifacts: Arc::new(artifacts),
             _ticker: ticker,
         }))
     }
@@ -207,11 +216,6 @@ impl Runtime {
         self.keyspaces.flush().await
     }
 
-    /// The engines components are compiled for (see [`crate::runtime::engine::MemoryInit`]).
-    pub fn engines(&self) -> &Engines {
-        &self.engines
-    }
-
     /// The engine of components with little data (the test runner's).
     pub fn engine(&self) -> &Engine {
         self.engines.get(MemoryInit::Copy)
@@ -225,9 +229,14 @@ impl Runtime {
         }
     }
 
-    /// Forget the usage count of a purged keyspace.
-    pub fn forget_usage(&self, name: &str) {
+    /// Forget what is counted for `name` across its versions (its
+    /// keyspace's usage, its host memory and connections): it was purged,
+    /// and a new component of that name starts from nothing. Invocations
+    /// still running keep their own counts until they end.
+    pub fn forget(&self, name: &str) {
         self.usage.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.connections.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
     }
 
     /// Whether storage accepts a write and reads it back.

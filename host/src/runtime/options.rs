@@ -41,6 +41,10 @@ pub struct RuntimeOptions {
     /// Outgoing connections open at once on this host
     /// ([`crate::resilience::connections`]).
     pub max_host_connections: usize,
+    /// Where compiled components are kept, so that restarts and rollbacks
+    /// do not compile again ([`crate::runtime::artifacts`]); `None`, every
+    /// deploy compiles.
+    pub artifact_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -56,6 +60,7 @@ impl Default for RuntimeOptions {
             max_response_body: 1 << 20,
             max_host_memory: HostMemory::default_limit(),
             max_host_connections: HostConnections::default_limit(),
+            artifact_dir: None,
         }
     }
 }

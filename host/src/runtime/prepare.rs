@@ -19,6 +19,7 @@ use crate::resilience::connections::ComponentConnections;
 use crate::resilience::memory::ComponentMemory;
 use crate::resilience::turns::{Turn, Turns};
 use crate::runtime::Runtime;
+use crate::runtime::artifacts::{ArtifactCache, CompileError, Origin};
 use crate::runtime::canary::Traffic;
 use crate::runtime::instance::Owner;
 use crate::runtime::proxy::PROXY_EXPORT;
@@ -92,14 +93,69 @@ pub struct Prepared {
     entry: Entry,
     events: Option<events::GuestIndices>,
     topics: Arc<Topics>,
+    /// Compiled now, not yet in the artifact cache.
+    unkept: Option<Unkept>,
+    cached: bool,
+}
+
+impl Prepared {
+    /// Whether it was loaded from the artifact cache, not compiled.
+    pub fn cached(&self) -> bool {
+        self.cached
+    }
+
+    /// The artifact compiled for it, to keep once it serves: a component
+    /// refused after this (a route taken meanwhile) leaves nothing behind.
+    pub fn take_unkept(&mut self) -> Option<Unkept> {
+        self.unkept.take()
+    }
+}
+
+/// A compiled component not yet in the artifact cache.
+pub struct Unkept {
+    cache: Arc<ArtifactCache>,
+    digest: String,
+    component: Component,
+}
+
+impl Unkept {
+    /// Write it to the cache, so that restarts and rollbacks load it
+    /// instead of compiling ([`ArtifactCache::keep`]: a failure is logged).
+    pub async fn keep(self) {
+        self.cache.keep(&self.digest, &self.component).await;
+    }
 }
 
 impl Runtime {
+    /// The component whose bytes have sha256 `digest` (read with `bytes`
+    /// only if the artifact cache lacks it), compiled, checked against the
+    /// platform and pre-linked ([`Runtime::check`]).
+    pub async fn prepare(
+        self: &Arc<Self>,
+        name: &str,
+        digest: &str,
+        bytes: impl FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
+        keyspace: &Arc<dyn Keyspace>,
+    ) -> Result<Prepared, DeployError> {
+        let (component, origin) =
+            self.artifacts.load(digest, bytes).await.map_err(|error| match error {
+                CompileError::Invalid(message) => DeployError::Invalid(message),
+                CompileError::Io(message) => DeployError::Storage(message),
+            })?;
+        let mut prepared = self.check(name, &component, keyspace).await?;
+        prepared.cached = origin == Origin::Cached;
+        if origin == Origin::Compiled {
+            let cache = self.artifacts.clone();
+            prepared.unkept = Some(Unkept { cache, digest: digest.to_string(), component });
+        }
+        Ok(prepared)
+    }
+
     /// Check a compiled component against the platform and pre-link it:
     /// every import must be one the platform provides, the handler must be
     /// exported with the right type, and if it exports `events`, its
     /// declared topics are read (from a throwaway instance) and checked.
-    pub async fn prepare(
+    async fn check(
         self: &Arc<Self>,
         name: &str,
         component: &Component,
@@ -121,7 +177,8 @@ impl Runtime {
             Some(_) => Some(events::GuestIndices::new(&pre).map_err(incompatible)?),
             None => None,
         };
-        let mut prepared = Prepared { pre, entry, events, topics: Arc::new(Topics::default()) };
+        let topics = Arc::new(Topics::default());
+        let mut prepared = Prepared { pre, entry, events, topics, unkept: None, cached: false };
         if let Some(indices) = prepared.events.clone() {
             // On the guest pool: a `declare` that loops must not hold a
             // thread of the control plane.
@@ -206,7 +263,7 @@ impl Runtime {
         let component = Component::new(self.engines.for_component(bytes), bytes)
             .map_err(|e| anyhow::anyhow!("compiling {name}: {e:#}"))?;
         let keyspace = self.keyspaces.open(name)?;
-        let prepared = self.prepare(name, &component, &keyspace).await?;
+        let prepared = self.check(name, &component, &keyspace).await?;
         let version = self.registry.get(name).map_or(1, |d| d.version + 1);
         let deployment =
             self.deployment(name, version, String::new(), bytes.len(), prepared, keyspace);

@@ -62,7 +62,7 @@ impl Deployments {
             }
             registry.take_canary(name);
             registry.remove(name);
-            self.runtime.forget_usage(name);
+            self.runtime.forget(name);
             tracing::info!(component = name, "followed a purge");
             changed = true;
         }

@@ -5,7 +5,8 @@
 //! - sled tree `pitstop/components`: one JSON [`ComponentRecord`] per name
 //!   (active version, version history, routes given at deploy);
 //! - `components/<sha256>.wasm`: the bytes of every version, by digest;
-//! - `cache/`: compiled artifacts ([`ArtifactCache`]).
+//! - `cache/`: compiled artifacts, the runtime's
+//!   ([`crate::runtime::artifacts::ArtifactCache`], set up by `platform.rs`).
 //!
 //! Every deploy happens in the same order: validate (the name, the bytes,
 //! the import and export names: [`crate::runtime::world`]), compile (or load from
@@ -38,7 +39,7 @@ use records::{active_digest, find_version};
 use crate::events::EventQueue;
 use crate::metrics::Metrics;
 use crate::naming::is_valid_name;
-use crate::runtime::artifacts::{ArtifactCache, CompileError, Origin, hex_sha256};
+use crate::runtime::artifacts::hex_sha256;
 use crate::runtime::backend::RuntimeBackend;
 use crate::runtime::registry::{Deployment, Registry};
 use crate::runtime::world::WorldError;
@@ -75,7 +76,6 @@ pub struct Deployments {
     // host follows (follow.rs).
     records: Arc<dyn Keyspace>,
     blobs: Blobs,
-    artifacts: ArtifactCache,
     static_routes: Vec<(String, String)>,
     gateway: Gateway<RuntimeBackend>,
     // Two locks, so that a slow deploy (a large component compiling, a
@@ -111,9 +111,6 @@ impl Deployments {
         };
         let blobs = data_dir.join("components");
         std::fs::create_dir_all(&blobs).map_err(files(&blobs))?;
-        let cache = data_dir.join("cache");
-        let artifacts =
-            ArtifactCache::new(cache.clone(), runtime.engines().clone()).map_err(files(&cache))?;
         let records: Arc<dyn Keyspace> = match &cluster {
             Some(cluster) => cluster.open_platform("DEPLOYMENTS")?,
             None => Arc::new(SledKeyspace::new(parts.db.open_tree("pitstop/components")?)),
@@ -129,7 +126,6 @@ impl Deployments {
             bus: parts.bus.clone(),
             records,
             blobs,
-            artifacts,
             static_routes,
             gateway,
             names: Default::default(),
@@ -278,10 +274,10 @@ impl Deployments {
 
         let size = bytes.len() as u64;
         let source = bytes.clone();
-        let (component, origin) =
-            self.artifacts.load(&digest, move || Ok(source)).await.map_err(compile_error)?;
         let keyspace = self.keyspace(name)?;
-        let prepared = self.runtime.prepare(name, &component, &keyspace).await?;
+        let mut prepared =
+            self.runtime.prepare(name, &digest, move || Ok(source), &keyspace).await?;
+        let (unkept, cached) = (prepared.take_unkept(), prepared.cached());
 
         // On a cluster, in the object store before the record names them:
         // slow, so outside the lock every name shares (a component refused
@@ -328,15 +324,15 @@ impl Deployments {
         }
         self.refresh_routes();
         drop(change);
-        if origin == Origin::Compiled {
-            self.artifacts.keep(&digest, &component).await;
+        if let Some(artifact) = unkept {
+            artifact.keep().await;
         }
         self.metrics.deployed(name);
         tracing::info!(
             component = name,
             version,
             size,
-            cached = origin == Origin::Cached,
+            cached,
             canary_percent = canary.map(|plan| plan.percent),
             "deployed"
         );
@@ -370,7 +366,7 @@ impl Deployments {
         self.refresh_routes();
         if purge {
             self.keyspaces.purge(name)?;
-            self.runtime.forget_usage(name);
+            self.runtime.forget(name);
             self.bus.forget_subscriber(name).map_err(|e| DeployError::Storage(e.to_string()))?;
         }
         self.keyspaces.flush().await?;
@@ -387,17 +383,13 @@ impl Deployments {
     ) -> Result<Arc<Deployment>, DeployError> {
         self.blobs.fetch(&version.digest).await?;
         let blob = self.blobs.path(&version.digest);
-        let (component, origin) = self
-            .artifacts
-            .load(&version.digest, move || std::fs::read(blob))
-            .await
-            .map_err(compile_error)?;
-        // A version that deployed before: its artifact was lost or bad.
-        if origin == Origin::Compiled {
-            self.artifacts.keep(&version.digest, &component).await;
-        }
         let keyspace = self.keyspace(name)?;
-        let prepared = self.runtime.prepare(name, &component, &keyspace).await?;
+        let read = move || std::fs::read(blob);
+        let mut prepared = self.runtime.prepare(name, &version.digest, read, &keyspace).await?;
+        // A version that deployed before: its artifact was lost or bad.
+        if let Some(artifact) = prepared.take_unkept() {
+            artifact.keep().await;
+        }
         Ok(self.runtime.deployment(
             name,
             version.version,
@@ -410,12 +402,5 @@ impl Deployments {
 
     fn keyspace(&self, name: &str) -> Result<Arc<dyn Keyspace>, DeployError> {
         Ok(self.keyspaces.open(name)?)
-    }
-}
-
-fn compile_error(error: CompileError) -> DeployError {
-    match error {
-        CompileError::Invalid(message) => DeployError::Invalid(message),
-        CompileError::Io(message) => DeployError::Storage(message),
     }
 }
