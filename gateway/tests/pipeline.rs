@@ -201,4 +201,20 @@ async fn every_response_carries_a_request_id_and_the_trace() {
         pitstop_gateway::TraceContext::parse(response.headers()["traceparent"].to_str().unwrap())
             .is_some()
     );
+    // A client's id is kept up to 128 visible ASCII characters; a longer
+    // one, or one with a space, is replaced by a new one.
+    let with_id = |id: String| {
+        let request = http::Request::builder().uri("/nowhere").header("x-request-id", id);
+        request.body(Full::new(Bytes::new())).unwrap()
+    };
+    for (id, kept) in
+        [("a".repeat(128), true), ("a".repeat(129), false), ("two words".to_string(), false)]
+    {
+        let response = gateway.handle(with_id(id.clone())).await;
+        let answered = response.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(answered == id, kept, "{id:?} answered as {answered:?}");
+        if !kept {
+            assert_eq!(answered.len(), 16, "a new id instead of {id:?}");
+        }
+    }
 }

@@ -4,7 +4,6 @@
 //! hosts, compare-and-swap and counters that keep their meaning, and events
 //! handled once per subscriber for the whole cluster.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -18,8 +17,9 @@ use crate::support::{Server, eventually, fresh_dir, repo_root, single_component_
 /// Every host verifies the same tokens.
 const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 
-/// A `nats-server -js` on a free loopback port, killed when dropped; it can
-/// be stopped and started again on the same port and store.
+/// A `nats-server -js` on a free loopback port ([`crate::support::unused_port`]),
+/// killed when dropped; it can be stopped and started again on the same port
+/// and store.
 pub struct Nats {
     child: Option<Child>,
     pub url: String,
@@ -30,7 +30,8 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> Nats {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Known before it listens, and kept across a restart.
+        let port = crate::support::unused_port();
         let store = TempDir::new().unwrap();
         // A commit is one message: max_payload must hold the largest write
         // set (16 MiB by default), as docs/cluster.md says.

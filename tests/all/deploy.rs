@@ -217,7 +217,7 @@ async fn components_that_do_not_fit_are_refused_before_compiling() {
     assert_eq!(slow.status, 422, "{}", String::from_utf8_lossy(&slow.body));
 
     assert_eq!(entries(), cached, "a refused component left a compiled artifact");
-    let log = server.log();
+    let log = server.log_now().await;
     let digest = pitstop_host::runtime::artifacts::hex_sha256(&wrong);
     assert!(!log.contains(&digest), "compiled although refusable from its names");
     let versions = server.admin("GET", "/admin/components/wrong/versions", "").await;
@@ -310,7 +310,7 @@ async fn the_same_bytes_deploy_under_many_names_at_once() {
     let dir = server.data_dir();
     assert!(server.stop_with("TERM").await.success());
     let server = Server::start_with(None, data.clone()).await;
-    let log = server.log();
+    let log = server.log_now().await;
     assert!(!log.contains("corrupt cache entry"), "a torn cache entry: {log}");
     assert_eq!(compiled_count(&log), 0, "a restart compiles nothing:\n{log}");
     let leftovers: Vec<String> = ["components", "cache"]
@@ -591,7 +591,7 @@ async fn a_restart_restores_versions_from_the_cache() {
 
     // Rebuilt means written again: the next start compiles nothing.
     let server = Server::start_with(None, data.clone()).await;
-    let log = server.log();
+    let log = server.log_now().await;
     assert_eq!(compiled_count(&log), 0, "{log}");
     assert!(!log.contains("corrupt cache entry"), "{log}");
 }

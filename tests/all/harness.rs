@@ -1,8 +1,9 @@
 //! `pitstop_host::testing::harness::Harness`: the services in-process, with faults
 //! injected into services and into event delivery.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use pitstop_host::invoke::InvokeFailure;
 use pitstop_host::resilience::fault::Fault;
 use pitstop_host::testing::harness::Harness;
 use serde_json::{Value, json};
@@ -110,4 +111,34 @@ async fn events_can_be_dropped_delayed_and_redelivered() {
     let users: Vec<&String> = after.keys().filter(|k| k.starts_with("user/")).collect();
     assert_eq!(users, [&format!("user/{delayed}")]);
     assert_eq!(after.get(users[0]), before.get(users[0]), "the same user, unchanged");
+}
+
+/// A component loaded from a file is served at its route; `call` reaches a
+/// component without the routes, as another service would; a `Delay` fault
+/// holds calls back that long and lets them run; a `Timeout` fault holds
+/// them until the deadline and fails them there.
+#[tokio::test]
+async fn loaded_components_and_timing_faults() {
+    let harness = Harness::with_builtins().await.unwrap();
+    let trap = crate::support::test_components().join("trap.wasm");
+    harness.load("trap", &trap, Some("/trap")).await.unwrap();
+    assert_eq!(harness.send("GET", "/trap/ok", "").await.unwrap().status, 200);
+    assert_eq!(harness.call("trap", "GET", "/trap/ok", "").await.unwrap().status, 200);
+
+    harness.inject("trap", Some(Fault::Delay(Duration::from_millis(300))));
+    let sent_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let delayed = harness.call("trap", "GET", "/trap/sleep/0", "").await.unwrap();
+    assert_eq!(delayed.status, 200, "a delayed call runs");
+    let ran_ms = json_of(&delayed)["started_ms"].as_u64().unwrap();
+    assert!(ran_ms >= sent_ms + 300, "the guest ran {} ms after the call", ran_ms - sent_ms);
+
+    harness.inject("trap", Some(Fault::Timeout));
+    let started = Instant::now();
+    let timed_out = harness.call("trap", "GET", "/trap/ok", "").await;
+    // The default deadline, 5 s.
+    assert!(matches!(timed_out, Err(InvokeFailure::Timeout { .. })), "{timed_out:?}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(5), "failed after {took:?}, before the deadline");
+    harness.inject("trap", None);
+    assert_eq!(harness.call("trap", "GET", "/trap/ok", "").await.unwrap().status, 200);
 }

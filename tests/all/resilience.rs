@@ -124,7 +124,10 @@ async fn too_many_or_too_large_headers_are_431() {
 
 #[tokio::test]
 async fn the_bulkhead_queues_a_few_and_refuses_the_rest() {
-    let server = Server::start_with(Some(&config("max_concurrency = 1")), fresh_dir()).await;
+    // A breaker that opens at the first failure it counts: a refusal is
+    // load, not a failure, so the last request below still runs.
+    let settings = "max_concurrency = 1\nbreaker = { consecutive_failures = 1 }";
+    let server = Server::start_with(Some(&config(settings)), fresh_dir()).await;
     // The first holds the only slot for 800 ms (its deadline is 1 s). Once
     // it is in, two more arrive: with one place in the queue, one of them
     // waits for the slot and the other is refused at once, whichever
@@ -160,7 +163,7 @@ async fn the_bulkhead_queues_a_few_and_refuses_the_rest() {
     let (ended, started) =
         (first["ended_ms"].as_u64().unwrap(), queued["started_ms"].as_u64().unwrap());
     assert!(started >= ended, "the queued call ran only once the slot was free: {first} {queued}");
-    assert_eq!(server.get("/trap/ok").await.status, 200);
+    assert_eq!(server.get("/trap/ok").await.status, 200, "the refusal opened no breaker");
 }
 
 /// A nested call gets what is left of its caller's deadline, not its own:
@@ -364,4 +367,32 @@ async fn overlong_ids_are_client_errors_and_cannot_open_a_breaker() {
     server.create_user("Ida", "ida@example.com").await;
     let ready = server.get("/ready").await;
     assert_eq!(ready.status, 200, "{}", String::from_utf8_lossy(&ready.body));
+}
+
+/// A full instance pool answers 503 with `Retry-After` (docs/services.md),
+/// and the component serves again as soon as an instance ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_instance_pool_answers_503_with_retry_after() {
+    // A breaker that opens at the first failure it counts: a full pool is
+    // load, not the component failing.
+    let trap = config("breaker = { consecutive_failures = 1 }");
+    let config = format!("[runtime]\nmax_instances = 2\n{trap}");
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let made = r#"pitstop_instantiation_duration_seconds_count{component="trap"}"#;
+    let slow = futures::future::join_all((0..2).map(|_| server.get("/trap/sleep/600")));
+    let (slow, full) = tokio::join!(slow, async {
+        // Both slots are taken once both instances exist.
+        crate::support::eventually("two instances", Duration::from_secs(5), || async {
+            (server.metric(made).await == 2.0).then_some(())
+        })
+        .await;
+        server.get("/trap/ok").await
+    });
+    assert_eq!(full.status, 503, "{}", String::from_utf8_lossy(&full.body));
+    assert_eq!(full.header("retry-after"), Some("1"));
+    assert!(full.error().contains("instance"), "{}", full.error());
+    for answer in slow {
+        assert_eq!(answer.status, 200, "the requests holding the pool were served");
+    }
+    assert_eq!(server.get("/trap/ok").await.status, 200, "a slot is free, and no breaker open");
 }

@@ -3,6 +3,7 @@
 //! `DECLINED` or `REFUNDED` one, whatever payment does, and across a kill.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -141,33 +142,40 @@ async fn the_saga_holds_when_payment_declines_traps_hangs_or_goes_away() {
         assert!(matches!(status, 201 | 202), "amount {amount}: {status}");
     }
 
-    // Payment undeployed while orders are in flight (each takes 300 ms in
-    // payment), then back: orders caught in between still settle.
+    // Payment undeployed while an order's charge runs in it (each takes
+    // 300 ms there), and back once another order was placed and answered
+    // while it was away: orders caught in between still settle.
     let wasm = std::fs::read(faulty_payment()).unwrap();
-    let in_flight = {
-        let server = &server;
-        let user = &user;
-        async move {
-            let mut statuses = Vec::new();
-            for _ in 0..6 {
-                statuses.push(place(server, user, 4015).await);
-            }
-            statuses
+    let answered = AtomicUsize::new(0);
+    let back = AtomicBool::new(false);
+    let in_flight = async {
+        let mut statuses = Vec::new();
+        while statuses.len() < 6 || !back.load(Ordering::SeqCst) {
+            statuses.push(place(&server, &user, 4015).await);
+            answered.fetch_add(1, Ordering::SeqCst);
         }
+        statuses
     };
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        server.wait_in_flight("payment", 1.0).await;
         assert_eq!(server.admin("DELETE", "/admin/components/payment", "").await.status, 200);
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        let at_undeploy = answered.load(Ordering::SeqCst);
+        // The order in flight at the undeploy, then one begun after it.
+        eventually("an order placed while payment was away", SETTLE, || {
+            let done = answered.load(Ordering::SeqCst) >= at_undeploy + 2;
+            async move { done.then_some(()) }
+        })
+        .await;
         assert_eq!(server.admin("PUT", "/admin/components/payment", wasm).await.status, 200);
+        back.store(true, Ordering::SeqCst);
     };
     let (during, ()) = tokio::join!(in_flight, outage);
-    for status in during {
+    for status in &during {
         assert!(matches!(status, 201 | 202), "during the outage: {status}");
     }
 
     let orders = settled_orders(&server, &user).await;
-    assert_eq!(orders.len(), amounts.len() + 6);
+    assert_eq!(orders.len(), amounts.len() + during.len());
     let outcomes = reconcile(&server, &user, &orders).await;
     assert!(outcomes.get("confirmed").copied().unwrap_or(0) >= 5, "{outcomes:?}");
     assert_eq!(outcomes.get("failed, declined"), Some(&2), "{outcomes:?}");

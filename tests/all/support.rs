@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,8 +33,18 @@ pub fn guest_cargo_in(args: &[&str], manifest: &Path, target_dir: &Path) -> Comm
 /// The directory holding the test components (`trap.wasm`, `kvprobe.wasm`),
 /// built once per test run.
 pub fn test_components() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build_release("tests/components", "wasm-components", &[]))
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    built(DIR.get_or_init(|| build_release("tests/components", "wasm-components", &[])))
+}
+
+/// A build's output, or the panic every test that needs it ends with: the
+/// first failure's own message, cargo's errors included, not a rebuild
+/// per test or an unrelated assertion.
+fn built(build: &Result<PathBuf, String>) -> &Path {
+    match build {
+        Ok(path) => path,
+        Err(failure) => panic!("{failure}"),
+    }
 }
 
 /// An address that refuses connections for the whole test run: a port
@@ -52,6 +62,29 @@ pub fn refusing_address() -> &'static str {
         .1
 }
 
+/// A loopback port for a server a test starts that must know its port
+/// before it listens, or listen again on it after a restart (nats-server).
+/// Taken below the kernel's ephemeral range, which the
+/// kernel hands to `bind(0)` and to outgoing connections: between the
+/// check here and the server's own bind, or while the server is down,
+/// only a process binding that very port could take it. Never the same
+/// port twice in one run.
+pub fn unused_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let low: u16 =
+        range.ok().and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap();
+    let start = 10_000 + (std::process::id() % 1000) as u16 * 16;
+    let port = (start..low.saturating_sub(1))
+        .chain(10_000..start)
+        .filter(|port| !given.contains(port))
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free loopback port below the ephemeral range");
+    given.push(port);
+    port
+}
+
 /// A `pitstop.toml` deploying the test component `wasm` (e.g. "kvprobe") as
 /// `name` with the `settings` lines (limits, may be empty), routed at `prefix`.
 pub fn single_component_config(name: &str, wasm: &str, settings: &str, prefix: &str) -> String {
@@ -65,19 +98,28 @@ pub fn single_component_config(name: &str, wasm: &str, settings: &str, prefix: &
 /// `cargo build --release --target wasm32-wasip2 EXTRA` of the guest
 /// workspace `workspace` into `target/TARGET_DIR`; returns the directory
 /// holding the `.wasm` files.
-fn build_release(workspace: &str, target_dir: &str, extra: &[&str]) -> PathBuf {
+fn build_release(workspace: &str, target_dir: &str, extra: &[&str]) -> Result<PathBuf, String> {
     let root = repo_root();
     let target = root.join("target").join(target_dir);
-    let status = guest_cargo_in(
+    let output = guest_cargo_in(
         &["build", "--release", "--target", "wasm32-wasip2"],
         &root.join(workspace).join("Cargo.toml"),
         &target,
     )
     .args(extra)
-    .status()
-    .unwrap_or_else(|e| panic!("running cargo for {workspace}: {e}"));
-    assert!(status.success(), "building {workspace} {extra:?} failed");
-    target.join("wasm32-wasip2").join("release")
+    .output()
+    .map_err(|e| format!("running cargo to build {workspace}: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // The errors are at the end of cargo's output.
+        let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!(
+            "building {workspace} {extra:?} failed (every test that needs it fails with this):\n{}",
+            tail.join("\n")
+        ));
+    }
+    Ok(target.join("wasm32-wasip2").join("release"))
 }
 
 /// A running `pitstop serve` process.
@@ -440,6 +482,23 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log, holding every line the server wrote before this call. A
+    /// line passes through the server's log thread and this harness's copy
+    /// of its output, so [`Server::log`] may lack one written moments ago:
+    /// a check that a line is absent reads this. A marker goes through the
+    /// same way (an admin `POST` to no route, logged at INFO), and the log
+    /// is read once it is there.
+    pub async fn log_now(&self) -> String {
+        static MARKERS: AtomicUsize = AtomicUsize::new(0);
+        let marker = format!("/admin/log-marker/{}", MARKERS.fetch_add(1, Ordering::SeqCst));
+        assert_eq!(self.admin("POST", &marker, "").await.status, 404);
+        eventually("the log's marker", Duration::from_secs(10), || async {
+            let log = self.log();
+            log.contains(&marker).then_some(log)
+        })
+        .await
+    }
+
     /// Send `signal` (e.g. "TERM", "INT") and wait for the exit.
     pub async fn stop_with(mut self, signal: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -609,11 +668,11 @@ fn warm_cache() -> &'static Path {
 /// The payment service built with its `faults` feature (see its crate
 /// docs), built once per test run apart from the shipped one.
 pub fn faulty_payment() -> &'static Path {
-    static WASM: OnceLock<PathBuf> = OnceLock::new();
-    WASM.get_or_init(|| {
+    static WASM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    built(WASM.get_or_init(|| {
         let extra = ["-p", "payment", "--features", "faults"];
-        build_release("components", "wasm-components-faults", &extra).join("payment.wasm")
-    })
+        Ok(build_release("components", "wasm-components-faults", &extra)?.join("payment.wasm"))
+    }))
 }
 
 /// Poll `probe` every 50 ms until it returns `Some`, for at most `limit`;
@@ -722,30 +781,57 @@ where
     address
 }
 
-/// One looping client's count of 200s, and every other answer it got
-/// (status, body).
-pub type ClientOutcome = (u32, Vec<(u16, String)>);
+/// A 200 a looping client got: the version that answered, when the
+/// request was sent and when its answer came.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    pub version: u64,
+    pub sent: Instant,
+    pub answered: Instant,
+}
+
+/// One looping client's 200s, and every other answer it got (status, body).
+pub type ClientOutcome = (Vec<Served>, Vec<(u16, String)>);
+
+/// A change of a component's active version made while clients loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Change {
+    pub replaced: u64,
+    pub by: u64,
+    /// When the admin request was sent.
+    pub began: Instant,
+}
 
 /// Clients sending `GET path` in a loop, one request after the other each,
 /// until [`Looping::stop`].
 pub struct Looping {
     running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Every client's 200s so far, by client and the version that answered.
+    served: std::sync::Arc<Mutex<std::collections::HashMap<(usize, u64), usize>>>,
     clients: Vec<tokio::task::JoinHandle<ClientOutcome>>,
 }
 
 impl Looping {
-    /// `clients` of them against `server`.
-    pub fn start(server: &std::sync::Arc<Server>, path: &str, clients: usize) -> Looping {
+    /// `clients` of them against `server`, client `i` on `paths[i % len]`.
+    pub fn start(server: &std::sync::Arc<Server>, paths: &[&str], clients: usize) -> Looping {
         let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let served = std::sync::Arc::new(Mutex::new(std::collections::HashMap::new()));
         let clients = (0..clients)
-            .map(|_| {
-                let (server, running, path) = (server.clone(), running.clone(), path.to_string());
+            .map(|i| {
+                let (server, running) = (server.clone(), running.clone());
+                let (path, counts) = (paths[i % paths.len()].to_string(), served.clone());
                 tokio::spawn(async move {
-                    let (mut served, mut failed) = (0, Vec::new());
+                    let (mut served, mut failed) = (Vec::new(), Vec::new());
                     while running.load(std::sync::atomic::Ordering::Relaxed) {
+                        let sent = Instant::now();
                         let answer = server.get(&path).await;
                         match answer.status {
-                            200 => served += 1,
+                            200 => {
+                                let version = answer.header("pitstop-version").unwrap_or_default();
+                                let version = version.parse().unwrap_or(0);
+                                served.push(Served { version, sent, answered: Instant::now() });
+                                *counts.lock().unwrap().entry((i, version)).or_default() += 1;
+                            }
                             status => failed.push((status, text(&answer.body))),
                         }
                     }
@@ -753,7 +839,60 @@ impl Looping {
                 })
             })
             .collect();
-        Looping { running, clients }
+        Looping { running, served, clients }
+    }
+
+    /// Each client's 200s so far from `version`.
+    fn served_by(&self, version: u64) -> Vec<usize> {
+        let served = self.served.lock().unwrap();
+        (0..self.clients.len()).map(|i| served.get(&(i, version)).copied().unwrap_or(0)).collect()
+    }
+
+    /// Wait until each client has had an answer from `version` after now:
+    /// then each is sending requests that `version` takes.
+    pub async fn wait_each_served_by(&self, version: u64) {
+        let before = self.served_by(version);
+        eventually(&format!("each client served by {version}"), Duration::from_secs(20), || {
+            let done = self.served_by(version).iter().zip(&before).all(|(now, then)| now > then);
+            async move { done.then_some(()) }
+        })
+        .await;
+    }
+
+    /// Swap `component` (whose active version is `version`, with `wasm`'s
+    /// bytes) to a rebuild of it and roll it back, `rounds` times, while
+    /// these clients run. Each change waits until every client has had an
+    /// answer from the version it replaces, so each has a request of that
+    /// version in flight (or is about to send one) when it is made.
+    pub async fn swap_and_roll_back(
+        &self,
+        server: &Server,
+        component: &str,
+        version: u64,
+        wasm: &[u8],
+        rounds: u8,
+    ) -> Vec<Change> {
+        let (mut changes, mut version) = (Vec::new(), version);
+        for round in 1..=rounds {
+            self.wait_each_served_by(version).await;
+            let path = format!("/admin/components/{component}");
+            let began = Instant::now();
+            let swapped = server.admin("PUT", &path, rebuilt(wasm, round)).await;
+            assert_eq!(swapped.status, 200, "{}", text(&swapped.body));
+            let new = swapped.json()["version"].as_u64().unwrap();
+            changes.push(Change { replaced: version, by: new, began });
+            self.wait_each_served_by(new).await;
+            let began = Instant::now();
+            let back = server.admin("POST", &format!("{path}/rollback"), "").await;
+            assert_eq!(back.status, 200, "{}", text(&back.body));
+            // The version numbered before the active one: the one it
+            // replaced, except after the first round.
+            let back = back.json()["version"].as_u64().unwrap();
+            changes.push(Change { replaced: new, by: back, began });
+            version = back;
+        }
+        self.wait_each_served_by(version).await;
+        changes
     }
 
     /// Stop them; what each client got.
@@ -764,6 +903,43 @@ impl Looping {
             outcomes.push(client.await.unwrap());
         }
         outcomes
+    }
+}
+
+/// Every client was served and none failed, and each change had a request
+/// in flight across it: one answered by the version it replaced after an
+/// answer of the version that replaced it to a request sent after the
+/// change began. That second request was routed after the switch, so the
+/// first, routed before it, was still running then.
+pub fn assert_no_failure_across(outcomes: &[ClientOutcome], changes: &[Change]) {
+    for (served, failed) in outcomes {
+        assert!(failed.is_empty(), "failed requests during the changes: {failed:?}");
+        assert!(!served.is_empty(), "a client was never served");
+    }
+    let all: Vec<Served> = outcomes.iter().flat_map(|(served, _)| served.iter().copied()).collect();
+    for change in changes {
+        let first_new = all
+            .iter()
+            .filter(|s| s.version == change.by && s.sent > change.began)
+            .map(|s| s.answered)
+            .min()
+            .unwrap_or_else(|| panic!("no answer of version {} after {change:?}", change.by));
+        let across = all.iter().filter(|s| s.version == change.replaced && s.answered > first_new);
+        if across.count() == 0 {
+            let since = |at: Instant| at.saturating_duration_since(change.began);
+            let replaced: Vec<_> = (all.iter())
+                .filter(|s| s.version == change.replaced)
+                .map(|s| (since(s.sent), since(s.answered)))
+                .filter(|(_, answered)| !answered.is_zero())
+                .collect();
+            panic!(
+                "no request was in flight across {change:?}: the first answer of {} came {:?} \
+                 after it began; those of {} (sent, answered) after it began: {replaced:?}",
+                change.by,
+                since(first_new),
+                change.replaced
+            );
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! without a restart, both serving.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,13 +13,20 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, fresh_dir, test_components};
 
-/// A legacy server: `/legacy/slow` answers after 3 s, `/legacy/fail` with
+/// The queries of the `/legacy/slow` requests the legacy servers began to
+/// answer, in every test of the run.
+static SLOW_BEGUN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A legacy server: `/legacy/slow` answers after 3 s (noting its query in
+/// [`SLOW_BEGUN`] first), `/legacy/fail` with
 /// 500, `/legacy/big` with 2 MiB; everything else with what it received:
 /// `{"method","path","query","headers":{name: value},"body"}`.
 async fn legacy_server() -> String {
     crate::support::loopback_server(|parts: http::request::Parts, body: Bytes| async move {
         let (status, answer) = match parts.uri.path() {
             "/legacy/slow" => {
+                let query = parts.uri.query().unwrap_or_default().to_string();
+                SLOW_BEGUN.lock().unwrap().push(query);
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 (200, Bytes::from_static(b"{}"))
             }
@@ -284,17 +291,36 @@ async fn a_client_that_goes_away_does_not_wedge_the_circuit() {
         assert_eq!(server.get("/legacy/fail").await.status, 500);
     }
     assert_eq!(server.get("/legacy/things").await.status, 503, "open");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    // The probe: a slow request whose client hangs up after 200 ms.
+    // `/ready` reports the circuit open until `open_ms` has passed.
+    let upstream = legacy.trim_start_matches("http://").to_string();
+    crate::support::eventually("the circuit half-open", Duration::from_secs(5), || async {
+        let ready = server.get("/ready").await.json();
+        let checks = ready["checks"].as_object().cloned().unwrap_or_default();
+        let state = checks.iter().find(|(name, _)| name.contains(&upstream)).map(|c| c.1.clone());
+        (state.as_ref().and_then(Value::as_str) == Some("ok")).then_some(())
+    })
+    .await;
+    // The probe: a slow request whose client hangs up once the upstream
+    // has it.
     let address = server.base.trim_start_matches("http://").to_string();
     let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let head = format!("GET /legacy/slow HTTP/1.1\r\nhost: {address}\r\n\r\n");
+    let query = format!("probe={upstream}");
+    let head = format!("GET /legacy/slow?{query} HTTP/1.1\r\nhost: {address}\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    crate::support::eventually("the probe at the upstream", Duration::from_secs(5), || {
+        let begun = SLOW_BEGUN.lock().unwrap().contains(&query);
+        async move { begun.then_some(()) }
+    })
+    .await;
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let after = server.get("/legacy/things").await;
-    assert_eq!(after.status, 200, "the next request is the probe: {:?}", after.body);
+    // Given back, the next request is the probe and closes the circuit;
+    // well before the upstream would have answered the first (3 s).
+    let hung_up = Instant::now();
+    crate::support::eventually("a 200 after the hang-up", Duration::from_secs(2), || async {
+        (server.get("/legacy/things").await.status == 200).then_some(())
+    })
+    .await;
+    assert!(hung_up.elapsed() < Duration::from_secs(2));
 }
 
 /// An upstream that sends requests back to the gateway (a proxy pointed at

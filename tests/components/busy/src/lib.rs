@@ -81,8 +81,8 @@ fn route(request: &Request) -> Result<Response, ApiError> {
             let lines = number(lines)?;
             // println! as an ordinary guest writes: a write the host refused
             // would panic here, so the host must drop the excess silently.
-            for _ in 0..lines {
-                println!("x");
+            for i in 0..lines {
+                println!("x {i}");
             }
             Ok(Response::json(200, &json!({ "printed": lines })))
         }
@@ -119,8 +119,8 @@ fn route(request: &Request) -> Result<Response, ApiError> {
         }
         ("GET", [_, "log", lines]) => {
             let lines = number(lines)?;
-            for _ in 0..lines {
-                pitstop_sdk::log::info("x");
+            for i in 0..lines {
+                pitstop_sdk::log::info(&format!("x {i}"));
             }
             Ok(Response::json(200, &json!({ "logged": lines })))
         }

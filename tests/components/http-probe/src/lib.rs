@@ -4,6 +4,7 @@
 //! - `/h/echo...`: `200`, text lines `method M`, `path P` (with the query),
 //!   `header name: value` for each header, `body N bytes`.
 //! - `/h/status/{code}`: that status, empty body.
+//! - `/h/sleep/{ms}`: `200` after `ms` milliseconds (waiting, not computing).
 //! - `/h/big/{kib}`: `200` with a body of `kib` KiB of `x`, in 4 KiB writes.
 //! - `/h/trap`: panics. `/h/loop`: computes for ever.
 //! - `/h/noset`: returns without answering.
@@ -39,6 +40,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
                 respond(out, 200, text.as_bytes());
             }
             ["status", code] => respond(out, code.parse().unwrap_or(400), b""),
+            ["sleep", ms] => {
+                let ms: u64 = ms.parse().unwrap_or(0);
+                wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                respond(out, 200, format!("slept {ms} ms\n").as_bytes());
+            }
             ["big", kib] => {
                 let kib: usize = kib.parse().unwrap_or(1);
                 let response = OutgoingResponse::new(Fields::new());
