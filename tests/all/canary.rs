@@ -381,3 +381,113 @@ async fn a_canary_whose_breaker_opens_is_judged_on_the_requests_it_served() {
     let last = &listing(&server, "trap").await["last_canary"];
     assert_eq!(last["outcome"], "rolled back", "{last}");
 }
+
+/// What ends a canary besides a verdict (docs/admin-api.md): a new
+/// `--canary` deploy replaces it, a plain deploy ends it (`replaced`), an
+/// undeploy too; each canary that ended unpromoted is withdrawn, and every
+/// client is on the active version again.
+#[tokio::test]
+async fn a_canary_ends_with_a_new_canary_a_plain_deploy_or_an_undeploy() {
+    let server = Server::start_with(None, fresh_dir()).await;
+    let hello = std::fs::read(test_components().join("hello.wasm")).unwrap();
+    let builds = tempfile::TempDir::new().unwrap();
+    let build = |n: u8| {
+        let path = builds.path().join(format!("hello-{n}.wasm"));
+        std::fs::write(&path, crate::support::rebuilt(&hello, n)).unwrap();
+        path.display().to_string()
+    };
+    let (first, second, third, fourth) = (build(1), build(2), build(3), build(4));
+    let deploy = |path: &str, canary: bool| {
+        let args = ["deploy", "greet", path, "--canary", "50"];
+        succeeded(server.cli(if canary { &args[..] } else { &args[..3] }))
+    };
+    succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--route", "/greet"]));
+    let ended = |greet: &Value| {
+        (greet["last_canary"]["version"].as_u64(), greet["last_canary"]["outcome"].clone())
+    };
+
+    deploy(&first, true); // version 2
+    deploy(&second, true); // version 3 replaces it
+    let greet = listing(&server, "greet").await;
+    assert_eq!(greet["canary"]["version"], 3, "{greet}");
+    assert_eq!(ended(&greet), (Some(2), Value::from("replaced")), "{greet}");
+
+    deploy(&third, false); // version 4, active: the canary ends
+    let greet = listing(&server, "greet").await;
+    assert!(greet["canary"].is_null(), "{greet}");
+    assert_eq!(greet["version"], 4, "{greet}");
+    assert_eq!(ended(&greet), (Some(3), Value::from("replaced")), "{greet}");
+    for client in 0..20 {
+        let answer = as_client(&server, "/greet/ok", &format!("client-{client}")).await;
+        assert_eq!(version(&answer), 4, "client-{client} on the active version");
+    }
+
+    deploy(&fourth, true); // version 5
+    assert_eq!(server.admin("DELETE", "/admin/components/greet", "").await.status, 200);
+    let versions = server.admin("GET", "/admin/components/greet/versions", "").await.json();
+    let withdrawn: Vec<u64> = (versions["versions"].as_array().unwrap().iter())
+        .filter(|v| v["withdrawn"] == true)
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(withdrawn, [2, 3, 5], "the canaries that ended unpromoted: {versions}");
+    assert!(versions["active"].is_null(), "{versions}");
+    // Served again, the name has no canary: its active version takes all.
+    let activated = server.admin("POST", "/admin/components/greet/versions/4/activate", "").await;
+    assert_eq!(activated.status, 200, "{}", String::from_utf8_lossy(&activated.body));
+    let greet = listing(&server, "greet").await;
+    assert!(greet["canary"].is_null(), "{greet}");
+    for client in 0..20 {
+        let answer = as_client(&server, "/greet/ok", &format!("client-{client}")).await;
+        assert_eq!(version(&answer), 4, "client-{client} on the active version");
+    }
+}
+
+/// A canary slower than `max_p99_ms` and than the active version is rolled
+/// back on its own, the latency named as the reason (docs/configuration.md).
+#[tokio::test]
+async fn a_slow_canary_is_rolled_back_on_its_own() {
+    let config = "[canary]\nmin_requests = 10\nmax_p99_ms = 20\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--route", "/greet"]));
+    // The busy component at the same route holds each answer 60 ms; hello
+    // answers at once.
+    let canary = ["deploy", "greet", &wasm("busy"), "--canary", "50", "--auto-rollback"];
+    succeeded(server.cli(&canary));
+    let started = Instant::now();
+    let mut request = 0;
+    while !listing(&server, "greet").await["canary"].is_null() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the slow canary was not rolled back");
+        for _ in 0..10 {
+            request += 1;
+            let answer = as_client(&server, "/greet/touch/1?hold=60", &format!("c{request}")).await;
+            assert_eq!(answer.status, 200, "slow, not failing");
+        }
+    }
+    let last = &listing(&server, "greet").await["last_canary"];
+    assert_eq!(last["outcome"], "rolled back", "{last}");
+    assert!(last["reason"].as_str().unwrap().contains("p99 latency"), "{last}");
+}
+
+/// With `promote_after_ms`, a canary that does well is promoted once that
+/// long went by, and not before.
+#[tokio::test]
+async fn a_good_canary_is_promoted_after_its_time() {
+    let config = "[canary]\nmin_requests = 5\npromote_after_ms = 1500\n";
+    let server = Server::start_with(Some(config), fresh_dir()).await;
+    succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--route", "/greet"]));
+    let canary = ["deploy", "greet", &wasm("flaky"), "--canary", "50", "--auto-rollback"];
+    let started = Instant::now();
+    succeeded(server.cli(&canary));
+    let mut request = 0;
+    while listing(&server, "greet").await["version"] != 2 {
+        assert!(started.elapsed() < Duration::from_secs(15), "not promoted");
+        for _ in 0..10 {
+            request += 1;
+            assert_eq!(as_client(&server, "/greet/ok", &format!("c{request}")).await.status, 200);
+        }
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1500), "promoted after {took:?}, before its time");
+    let greet = listing(&server, "greet").await;
+    assert_eq!(greet["last_canary"]["outcome"], "promoted", "{greet}");
+}

@@ -648,3 +648,14 @@ async fn dead_letters_are_listed_replayed_and_discarded_through_any_host() {
         .await;
     assert_eq!(gone.status, 404, "{}", String::from_utf8_lossy(&gone.body));
 }
+
+/// A host that cannot reach NATS at start exits, naming the server
+/// (docs/cluster.md), instead of serving without its storage.
+#[test]
+fn a_host_that_cannot_reach_nats_at_start_says_so() {
+    let url = format!("nats://{}", crate::support::refusing_address());
+    let started = std::time::Instant::now();
+    let stderr = crate::support::serve_refuses(&format!("[cluster]\nnats = \"{url}\"\n"));
+    assert!(stderr.contains(&format!("cannot reach NATS at {url}")), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30), "gave up after {:?}", started.elapsed());
+}

@@ -184,6 +184,23 @@ async fn undeclared_and_malformed_topics_are_refused() {
     assert!(too_late.error().contains(&limit), "{}", too_late.error());
 }
 
+/// An event's payload may be 1 MiB and no more (docs/events.md): the guest
+/// sees `too-large` for one byte more, and that one is not published.
+#[tokio::test]
+async fn an_event_payload_is_at_most_a_mebibyte() {
+    // Requests big enough to carry such a payload.
+    let config = format!("[gateway]\nmax_request_body = 2097152\n{}", config(""));
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let at_limit = server.send("POST", "/probe/publish/probe.ping", vec![b'x'; 1 << 20]).await;
+    assert_eq!(at_limit.status, 200, "{}", String::from_utf8_lossy(&at_limit.body));
+    let over = server.send("POST", "/probe/publish/probe.ping", vec![b'x'; (1 << 20) + 1]).await;
+    assert_eq!(over.status, 422);
+    assert!(over.error().contains("too large"), "{}", over.error());
+    // The 1 MiB one was committed for publication; the other never was.
+    let published = r#"pitstop_bus_published_total{source="busprobe",topic="probe.ping"}"#;
+    assert_eq!(server.metric(published).await, 1.0);
+}
+
 /// One invocation may publish at most 100 events (docs/events.md): the 101st is an
 /// error to the guest, and the invocation failing publishes none of them;
 /// 100 are all published and delivered.

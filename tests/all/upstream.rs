@@ -215,6 +215,29 @@ async fn a_failing_upstream_opens_its_circuit() {
     assert_eq!(server.get("/users/usr_nobody").await.status, 404, "components still serve");
 }
 
+/// Besides a 5xx, a refused connection and a missed deadline count for an
+/// upstream's breaker (docs/configuration.md), each upstream's apart.
+#[tokio::test]
+async fn refused_connections_and_timeouts_open_an_upstreams_circuit() {
+    let legacy = legacy_server().await;
+    let strict = "breaker = { consecutive_failures = 2, open_ms = 60000 }";
+    let server = Server::start_with(Some(&config(&legacy, strict)), fresh_dir()).await;
+    for _ in 0..2 {
+        let refused = server.get("/gone/x").await;
+        assert_eq!(refused.status, 503, "{}", String::from_utf8_lossy(&refused.body));
+        assert!(!refused.error().contains("circuit open"), "{}", refused.error());
+    }
+    assert!(server.get("/gone/x").await.error().contains("circuit open"));
+    // The legacy server's circuit is its own, still closed.
+    assert_eq!(server.get("/legacy/things").await.status, 200);
+    for _ in 0..2 {
+        assert_eq!(server.get("/legacy/slow").await.status, 504, "its deadline is 1 s");
+    }
+    let open = server.get("/legacy/things").await;
+    assert_eq!(open.status, 503);
+    assert!(open.error().contains("circuit open"), "{}", open.error());
+}
+
 /// A sub-path of the upstream's route moves to a component while both
 /// serve, without a restart; undeploying the component gives it back.
 #[tokio::test]
@@ -506,4 +529,38 @@ async fn a_deadline_spent_by_the_clients_slow_upload_does_not_open_the_circuit()
     }
     let after = server.get("/legacy/things").await;
     assert_eq!(after.status, 200, "the circuit stayed closed: {:?}", after.body);
+}
+
+/// An upstream takes at most `[runtime] max_concurrency` requests at once,
+/// whichever of its routes they come through (docs/configuration.md); one
+/// more is 503 at once, and a slot is free again when a request ends.
+#[tokio::test]
+async fn an_upstreams_slots_are_bounded_and_shared_by_its_routes() {
+    let legacy = legacy_server().await;
+    let server =
+        Server::start_with(Some(&config(&legacy, "max_concurrency = 1")), fresh_dir()).await;
+    let query = format!("slots={}", legacy.trim_start_matches("http://"));
+    let slow = format!("/legacy/slow?{query}");
+    let (held, (direct, metered, took)) = tokio::join!(server.get(&slow), async {
+        crate::support::eventually(
+            "the slow request at the upstream",
+            Duration::from_secs(5),
+            || {
+                let begun = SLOW_BEGUN.lock().unwrap().contains(&query);
+                async move { begun.then_some(()) }
+            },
+        )
+        .await;
+        let started = Instant::now();
+        let direct = server.get("/legacy/things").await;
+        let metered = server.get("/metered/things").await;
+        (direct, metered, started.elapsed())
+    });
+    for refused in [&direct, &metered] {
+        assert_eq!(refused.status, 503, "{}", String::from_utf8_lossy(&refused.body));
+        assert!(refused.error().contains("every slot is taken"), "{}", refused.error());
+    }
+    assert!(took < Duration::from_millis(500), "refused after {took:?}");
+    assert_eq!(held.status, 504, "the slow one ran into its deadline (1 s)");
+    assert_eq!(server.get("/legacy/things").await.status, 200, "its slot is free again");
 }

@@ -110,3 +110,37 @@ async fn a_cas_handle_kept_by_a_reused_instance_is_refused_in_the_next_invocatio
     // The instance that trapped is retired; the next request is served.
     assert_eq!(server.send("PUT", "/k/v2/after", "x").await.status, 200);
 }
+
+/// An invocation may have 256 `cas` handles open (docs/services.md); the
+/// 257th is an error the guest sees, naming the limit.
+#[tokio::test]
+async fn an_invocation_holds_at_most_256_cas_handles() {
+    let server = server().await;
+    let at_limit = server.send("POST", "/k/v2/cas-hold/k/256", "").await;
+    assert_eq!((at_limit.status, text(&at_limit.body)), (200, "holding 256".to_string()));
+    let over = server.send("POST", "/k/v2/cas-hold/k/257", "").await;
+    let said = text(&over.body);
+    assert_eq!(over.status, 500, "{said}");
+    assert!(said.starts_with("after 256 handles:"), "{said}");
+    assert!(said.contains("more than 256 cas handles at once"), "{said}");
+}
+
+/// A batch that fails part-way leaves its earlier writes in the invocation
+/// (docs/services.md), which commits them only if it succeeds.
+#[tokio::test]
+async fn a_batch_failing_part_way_keeps_its_earlier_writes_if_the_invocation_succeeds() {
+    let server = server().await;
+    let failed = server.send("POST", "/k/v2/many-then-long/fail", "").await;
+    assert_eq!(failed.status, 500);
+    assert!(text(&failed.body).contains("limit is 512"), "{}", text(&failed.body));
+    for key in ["a", "b"] {
+        assert_eq!(server.get(&format!("/k/v2/{key}")).await.status, 404, "{key} not committed");
+    }
+    let answered = server.send("POST", "/k/v2/many-then-long/ok", "").await;
+    assert_eq!(answered.status, 200);
+    assert!(text(&answered.body).contains("limit is 512"), "{}", text(&answered.body));
+    for (key, value) in [("a", "1"), ("b", "2")] {
+        let read = server.get(&format!("/k/v2/{key}")).await;
+        assert_eq!((read.status, text(&read.body)), (200, value.to_string()), "{key}");
+    }
+}

@@ -8,6 +8,8 @@
 //! - `GET /k/v2/keys`, `GET /k/v1/keys`: every key, page after page through
 //!   the cursor, one per line, then `pages N`;
 //! - `POST /k/v2/many/{n}`: `set-many` of keys `m0000`..`m{n-1}`;
+//! - `POST /k/v2/many-then-long/{ok|fail}`: `set-many` of a=1, b=2 and a
+//!   key over the limit, answering the error with 200 (`ok`) or 500;
 //! - `POST /k/v2/batch`: `set-many` a=1, b=2, then `get-many` of a, b, c (draft2)
 //!   and the same through draft's `get-many`;
 //! - `POST /k/v2/cas/{key}`: `cas.new`, then sets the key behind the
@@ -147,6 +149,17 @@ fn route_request(method: &Method, segments: &[&str], body: Vec<u8>) -> (u16, Str
                 Ok(()) => (200, format!("set {n}")),
                 Err(error) => (500, format!("{error:?}")),
             }
+        }
+        (Method::Post, ["v2", "many-then-long", then]) => {
+            // a=1, b=2, then a key over the 512-byte limit: the batch fails
+            // part-way; `then` is how the invocation ends, `ok` or `fail`.
+            let pairs = [("a", "1"), ("b", "2"), (&*"k".repeat(513), "3")]
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()));
+            let error = match batch2::set_many(&bucket2(), &pairs) {
+                Ok(()) => "no error".to_string(),
+                Err(error) => format!("{error:?}"),
+            };
+            (if *then == "fail" { 500 } else { 200 }, error)
         }
         (Method::Post, ["v2", "get-many", key, n]) => {
             let keys = vec![key.to_string(); n.parse().unwrap_or(0)];
