@@ -491,3 +491,38 @@ async fn a_good_canary_is_promoted_after_its_time() {
     let greet = listing(&server, "greet").await;
     assert_eq!(greet["last_canary"]["outcome"], "promoted", "{greet}");
 }
+
+/// A canary that cannot be loaded at a restart (its bytes and compiled
+/// artifact gone) ends as `lost at restart`, and the active version serves
+/// every client (docs/admin-api.md).
+#[tokio::test]
+async fn a_canary_that_cannot_be_loaded_at_a_restart_ends_as_lost() {
+    let data = fresh_dir();
+    let server = Server::start_with(None, data.clone()).await;
+    succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--route", "/greet"]));
+    succeeded(server.cli(&["deploy", "greet", &wasm("flaky"), "--canary", "50"]));
+    let versions = server.admin("GET", "/admin/components/greet/versions", "").await.json();
+    let digest = versions["versions"][1]["digest"].as_str().unwrap().to_string();
+    let dir = server.data_dir();
+    assert!(server.stop_with("TERM").await.success());
+    let mut removed = 0;
+    for folder in ["components", "cache"] {
+        for entry in std::fs::read_dir(dir.join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_string_lossy().starts_with(&digest) {
+                std::fs::remove_file(path).unwrap();
+                removed += 1;
+            }
+        }
+    }
+    assert!(removed >= 2, "the canary's bytes and artifact: {removed} files");
+
+    let server = Server::start_with(None, data).await;
+    let greet = listing(&server, "greet").await;
+    assert!(greet["canary"].is_null(), "{greet}");
+    assert_eq!(greet["last_canary"]["outcome"], "lost at restart", "{greet}");
+    for client in 0..20 {
+        let answer = as_client(&server, "/greet/ok", &format!("client-{client}")).await;
+        assert_eq!(version(&answer), 1, "client-{client} on the active version");
+    }
+}

@@ -740,3 +740,30 @@ async fn dead_letters_count_against_the_publishers_quota() {
     let again = server.send("POST", "/probe/publish/probe.poison", payload).await;
     assert_eq!(again.status, 200, "{}", again.error());
 }
+
+/// Events go to the active version of a subscriber, never to its canary
+/// (docs/admin-api.md): with a canary taking half of busprobe's requests,
+/// every delivery runs in version 1.
+#[tokio::test]
+async fn events_go_to_the_active_version_not_the_canary() {
+    let server = Server::start_with(Some(&config_with_sender("", "")), fresh_dir()).await;
+    let probe = std::fs::read(test_components().join("busprobe.wasm")).unwrap();
+    let canary = crate::support::rebuilt(&probe, 1);
+    let deployed = server.admin("PUT", "/admin/components/busprobe?canary=50", canary).await;
+    assert_eq!(deployed.status, 200, "{}", String::from_utf8_lossy(&deployed.body));
+    assert_eq!(deployed.json()["version"], 2);
+    let sent: Vec<String> = (0..10).map(|i| format!("to-active-{i}")).collect();
+    for payload in &sent {
+        let answer = server.send("POST", "/sender/publish/probe.ping", payload.clone()).await;
+        assert_eq!(answer.status, 200);
+    }
+    wait_for_seen(&server, sent.len()).await;
+    drained(&server).await;
+    let log = server.log_now().await;
+    let ran_in = |version: u64| {
+        let span = format!("deliver{{component=busprobe version={version} ");
+        log.lines().filter(|l| l.contains(&span) && l.contains("busprobe started handling")).count()
+    };
+    assert_eq!(ran_in(1), sent.len(), "every delivery in the active version");
+    assert_eq!(ran_in(2), 0, "none in the canary");
+}
