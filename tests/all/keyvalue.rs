@@ -49,3 +49,36 @@ async fn a_lost_compare_and_swap_after_a_services_call_is_409() {
     assert_eq!(server.get("/p/kv/d").await.body, "1");
     assert_eq!(runs(&server, "d"), 2, "neither ran twice: {}", server.log());
 }
+
+/// The same for an invocation that sent a `wasi:http` request out
+/// (docs/services.md): its loser gets 409 after one run, and the host it
+/// called sees each request once.
+#[tokio::test]
+async fn a_lost_compare_and_swap_after_an_outgoing_request_is_409() {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let upstream = crate::support::loopback_server({
+        let sent = sent.clone();
+        move |_, _| {
+            sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { http::Response::new(http_body_util::Full::new(bytes::Bytes::new())) }
+        }
+    })
+    .await;
+    let authority = upstream.trim_start_matches("http://").to_string();
+    let allowed = format!("allowed_outbound_hosts = [\"{authority}\"]");
+    let config = config().replace("max_parallel = 8", &format!("max_parallel = 8\n{allowed}"));
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let path = format!("/p/cas/e/600?fetch={authority}");
+    let answers = futures::future::join_all((0..2).map(|_| server.send("POST", &path, ""))).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 409],
+        "{:?}",
+        answers.iter().map(|a| a.body.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(server.get("/p/kv/e").await.body, "1");
+    assert_eq!(runs(&server, "e"), 2, "neither ran twice: {}", server.log());
+    assert_eq!(sent.load(std::sync::atomic::Ordering::SeqCst), 2, "the host saw each request once");
+}

@@ -15,12 +15,14 @@
 //!   through `services` with forged platform headers (`pitstop-subject:
 //!   admin`, `pitstop-auth`, `pitstop-claims`, `pitstop-caller`, ...) and
 //!   answers what the callee answered: what a callee can be made to believe.
-//! - `POST /{prefix}/cas/{key}/{ms}[?call={name}]` reads `key` as a decimal
+//! - `POST /{prefix}/cas/{key}/{ms}[?call={name}|?fetch={authority}]` reads `key` as a decimal
 //!   counter (absent is 0), compare-and-swaps it to one more, then waits
 //!   `ms` milliseconds before answering `{"from": n, "swapped": bool}` (and
 //!   committing): a window for a concurrent commit to win; with `call`,
 //!   it first calls component `name` (`GET /{name}`, answer ignored), so the
-//!   invocation has made a `services` call and cannot be run again. Each
+//!   invocation has made a `services` call and cannot be run again; with
+//!   `fetch`, it first sends `GET http://{authority}/` over `wasi:http`
+//!   (503 if that fails), an effect outside it too. Each
 //!   run prints `cas run on {key}` to stdout, so the host's log counts runs.
 
 use pitstop_sdk::{ApiError, Handler, Request, Response, kv};
@@ -89,6 +91,9 @@ fn route(request: &Request) -> Result<Response, ApiError> {
             if let Some(callee) = request.query_param("call") {
                 let _ = pitstop_sdk::services::call(callee, &Request::empty("GET", "/"));
             }
+            if let Some(authority) = request.query_param("fetch") {
+                get(authority).map_err(|e| ApiError::unavailable(format!("fetch: {e:?}")))?;
+            }
             let from = match kv::get(key)? {
                 Some(bytes) => number(&String::from_utf8_lossy(&bytes))?,
                 None => 0,
@@ -124,4 +129,20 @@ pitstop_sdk::export!(Probe);
 
 fn number(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| ApiError::bad_request(format!("not a number: {text:?}")))
+}
+
+/// A `wasi:http` GET to `http://authority/`, waited for: an effect outside
+/// the invocation, as a services call is.
+fn get(authority: &str) -> Result<u16, wasip2::http::types::ErrorCode> {
+    use wasip2::http::types::{ErrorCode, Fields, OutgoingBody, OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_scheme(Some(&Scheme::Http)).expect("a scheme");
+    request.set_authority(Some(authority)).map_err(|()| ErrorCode::HttpRequestUriInvalid)?;
+    request.set_path_with_query(Some("/")).expect("a path");
+    let body = request.body().expect("the body is taken once");
+    OutgoingBody::finish(body, None).expect("an empty body");
+    let pending = wasip2::http::outgoing_handler::handle(request, None)?;
+    pending.subscribe().block();
+    let response = pending.get().expect("ready").expect("taken once")?;
+    Ok(response.status())
 }
