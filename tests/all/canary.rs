@@ -526,3 +526,40 @@ async fn a_canary_that_cannot_be_loaded_at_a_restart_ends_as_lost() {
         assert_eq!(version(&answer), 1, "client-{client} on the active version");
     }
 }
+
+/// `services` calls split like requests (docs/admin-api.md): a call made
+/// while serving a client lands on the side of the callee's canary that
+/// the client's own requests land on. The canary here is another component
+/// (hello), so an answer says which side served it.
+#[tokio::test]
+async fn services_calls_split_across_a_canary_as_their_client_does() {
+    let kvprobe = test_components().join("kvprobe.wasm").display().to_string();
+    let config = format!(
+        "[components.caller]\npath = \"{kvprobe}\"\n[components.target]\npath = \"{kvprobe}\"\n\
+         [[routes]]\nprefix = \"/p\"\ncomponent = \"caller\"\n\
+         [[routes]]\nprefix = \"/t\"\ncomponent = \"target\"\n"
+    );
+    let server = Server::start_with(Some(&config), fresh_dir()).await;
+    let hello = std::fs::read(test_components().join("hello.wasm")).unwrap();
+    let canary = server.admin("PUT", "/admin/components/target?canary=50", hello).await;
+    assert_eq!(canary.status, 200, "{}", String::from_utf8_lossy(&canary.body));
+    let mut sides = std::collections::BTreeSet::new();
+    for n in 0..20 {
+        let sub = format!("subject-{n}");
+        let minted = server.admin("POST", "/admin/tokens", json_body(&sub)).await;
+        assert_eq!(minted.status, 200, "{}", String::from_utf8_lossy(&minted.body));
+        let token = minted.json()["token"].as_str().unwrap().to_string();
+        let direct = server.send_as(Some(&token), "GET", "/t/p/headers", "").await;
+        let side = version(&direct);
+        let relayed = server.send_as(Some(&token), "GET", "/p/relay/target", "").await;
+        assert_eq!(relayed.status, 200, "{}", String::from_utf8_lossy(&relayed.body));
+        let by_canary = String::from_utf8_lossy(&relayed.body).contains("hello");
+        assert_eq!(by_canary, side == 2, "{sub}: its requests on version {side}");
+        sides.insert(side);
+    }
+    assert_eq!(sides.len(), 2, "20 subjects land on both sides");
+}
+
+fn json_body(sub: &str) -> String {
+    serde_json::json!({ "sub": sub }).to_string()
+}
