@@ -503,6 +503,45 @@ async fn a_circuit_open_subscriber_is_retried_without_counting_an_attempt() {
     assert_eq!(server.metric(retried).await, 0.0);
 }
 
+/// A subscriber whose bulkhead is full (every slot taken and its queue
+/// too) is not called, and that is not counted as an attempt either: with
+/// `max_attempts = 1` the event is delivered once a slot is free, not
+/// dead-lettered.
+#[tokio::test]
+async fn an_overloaded_subscriber_is_retried_without_counting_an_attempt() {
+    let config = config_with_sender("max_attempts = 1", "max_concurrency = 1");
+    // The dispatcher's postponements are logged at debug level.
+    let env = [("RUST_LOG", "info,pitstop_host::events::dispatch=debug")];
+    let server = Server::start_with_env(Some(&config), fresh_dir(), &[], &env).await;
+    // One request holds busprobe's only slot until its deadline (2.5 s),
+    // a second waits for it: the bulkhead refuses anything more.
+    let hang = || server.send("POST", "/probe/write-then/hang", "hang");
+    let (held, sent) = tokio::join!(futures::future::join(hang(), hang()), async {
+        server.wait_in_flight("busprobe", 1.0).await;
+        let sent = server.send("POST", "/sender/publish/probe.ping", "while-full").await;
+        eventually("the delivery to be postponed", Duration::from_secs(20), || async {
+            let log = server.log();
+            let postponed = log.lines().any(|l| l.contains("postponed") && l.contains("busprobe"));
+            postponed.then_some(())
+        })
+        .await;
+        sent
+    });
+    assert_eq!(sent.status, 200);
+    assert_eq!((held.0.status, held.1.status), (504, 504), "both held to their deadline");
+    let delivered = eventually("the delivery once a slot is free", Duration::from_secs(30), || {
+        let server = &server;
+        async move {
+            let seen = seen(server).await;
+            seen.iter().any(|s| s["payload"] == "while-full").then_some(seen)
+        }
+    })
+    .await;
+    assert_eq!(payloads(&delivered), ["while-full"]);
+    let letters = server.admin("GET", "/admin/dead-letters", "").await.json();
+    assert_eq!(letters["dead_letters"], serde_json::json!([]), "not counted as an attempt");
+}
+
 /// Events queued for a subscriber wait while it is undeployed and are
 /// delivered, in order and once, when it is back. (Events published while
 /// it is away are not queued for it: the bus delivers to the components
