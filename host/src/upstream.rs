@@ -134,9 +134,8 @@ impl Upstreams {
         // A request this gateway forwarded before is back: the upstream is
         // this gateway (or forwards to it). Passing it on again would
         // recurse until every slot is taken; refused before it takes one.
-        let mut via = request.http.headers().get_all("via").iter();
-        let hops = |value: &http::HeaderValue| value.to_str().unwrap_or_default().to_string();
-        if via.any(|value| hops(value).split(',').any(|hop| hop.trim() == self.via)) {
+        let mut via = request.http.headers().get_all("via").iter().filter_map(|v| v.to_str().ok());
+        if via.any(|value| value.split(',').any(|hop| hop.trim() == self.via)) {
             return Err(InvokeError::Loop(format!(
                 "upstream {name} sent the request back to this gateway: a forwarding loop"
             )));

@@ -31,6 +31,14 @@ fn version(answer: &Answer) -> u64 {
     answer.header("pitstop-version").and_then(|v| v.parse().ok()).expect("a component answered")
 }
 
+/// Clients `client-0` to `client-19` all land on `version`.
+async fn assert_every_client_on(server: &Server, version_number: u64) {
+    for client in 0..20 {
+        let answer = as_client(server, "/greet/ok", &format!("client-{client}")).await;
+        assert_eq!(version(&answer), version_number, "client-{client}");
+    }
+}
+
 async fn listing(server: &Server, name: &str) -> Value {
     let list = server.admin("GET", "/admin/components", "").await.json();
     list.as_array().unwrap().iter().find(|c| c["name"] == name).cloned().expect(name)
@@ -102,17 +110,13 @@ async fn a_canary_takes_its_share_sticky_per_client_until_promoted_or_rolled_bac
     let answer = as_client(&server, "/greet/ok", &format!("client-{canary_client}")).await;
     assert_eq!(version(&answer), 2, "the canary serves its clients after a restart");
     assert_eq!(succeeded(server.cli(&["promote", "greet"])), "greet version 2 is active");
-    for client in 0..20 {
-        assert_eq!(version(&as_client(&server, "/greet/ok", &format!("client-{client}")).await), 2);
-    }
+    assert_every_client_on(&server, 2).await;
     assert_eq!(listing(&server, "greet").await["last_canary"]["outcome"], "promoted");
 
     // A new canary, rolled back: everyone on version 2 again.
     succeeded(server.cli(&["deploy", "greet", &wasm("hello"), "--canary", "50"]));
     assert_eq!(succeeded(server.cli(&["rollback", "greet"])), "greet rolled back to version 2");
-    for client in 0..20 {
-        assert_eq!(version(&as_client(&server, "/greet/ok", &format!("client-{client}")).await), 2);
-    }
+    assert_every_client_on(&server, 2).await;
     let greet = listing(&server, "greet").await;
     assert!(greet["canary"].is_null(), "{greet}");
     assert_eq!(
@@ -417,10 +421,7 @@ async fn a_canary_ends_with_a_new_canary_a_plain_deploy_or_an_undeploy() {
     assert!(greet["canary"].is_null(), "{greet}");
     assert_eq!(greet["version"], 4, "{greet}");
     assert_eq!(ended(&greet), (Some(3), Value::from("replaced")), "{greet}");
-    for client in 0..20 {
-        let answer = as_client(&server, "/greet/ok", &format!("client-{client}")).await;
-        assert_eq!(version(&answer), 4, "client-{client} on the active version");
-    }
+    assert_every_client_on(&server, 4).await;
 
     deploy(&fourth, true); // version 5
     assert_eq!(server.admin("DELETE", "/admin/components/greet", "").await.status, 200);
@@ -436,10 +437,7 @@ async fn a_canary_ends_with_a_new_canary_a_plain_deploy_or_an_undeploy() {
     assert_eq!(activated.status, 200, "{}", String::from_utf8_lossy(&activated.body));
     let greet = listing(&server, "greet").await;
     assert!(greet["canary"].is_null(), "{greet}");
-    for client in 0..20 {
-        let answer = as_client(&server, "/greet/ok", &format!("client-{client}")).await;
-        assert_eq!(version(&answer), 4, "client-{client} on the active version");
-    }
+    assert_every_client_on(&server, 4).await;
 }
 
 /// A canary slower than `max_p99_ms` and than the active version is rolled
@@ -521,10 +519,7 @@ async fn a_canary_that_cannot_be_loaded_at_a_restart_ends_as_lost() {
     let greet = listing(&server, "greet").await;
     assert!(greet["canary"].is_null(), "{greet}");
     assert_eq!(greet["last_canary"]["outcome"], "lost at restart", "{greet}");
-    for client in 0..20 {
-        let answer = as_client(&server, "/greet/ok", &format!("client-{client}")).await;
-        assert_eq!(version(&answer), 1, "client-{client} on the active version");
-    }
+    assert_every_client_on(&server, 1).await;
 }
 
 /// `services` calls split like requests (docs/admin-api.md): a call made

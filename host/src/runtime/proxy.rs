@@ -53,7 +53,7 @@ pub async fn call(
     request: &http::Request<Bytes>,
     max_body: usize,
 ) -> wasmtime::Result<Response> {
-    let incoming = incoming(request)?;
+    let incoming = incoming(request);
     let (tx, rx) = tokio::sync::oneshot::channel::<Sent>();
     // Shared with the call's end: a guest that returns without answering
     // drops the sender there, so the body side stops waiting.
@@ -114,7 +114,7 @@ enum Oversized {
 /// routed, origin-form) with `host` defaulted to `localhost`, and the body
 /// shared, not copied. Made anew for each run: a rerun after a lost commit
 /// race or a canary's refusal gives the guest the same request again.
-fn incoming(request: &http::Request<Bytes>) -> wasmtime::Result<http::Request<Full<Bytes>>> {
+fn incoming(request: &http::Request<Bytes>) -> http::Request<Full<Bytes>> {
     let mut incoming = http::Request::new(Full::new(request.body().clone()));
     *incoming.method_mut() = request.method().clone();
     *incoming.uri_mut() = request.uri().clone();
@@ -125,5 +125,5 @@ fn incoming(request: &http::Request<Bytes>) -> wasmtime::Result<http::Request<Fu
             .headers_mut()
             .insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
     }
-    Ok(incoming)
+    incoming
 }
